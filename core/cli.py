@@ -1,0 +1,287 @@
+"""The `lily` command: run Lily (`lily up`) and use it (ingest, get, search, watch, job).
+
+Output is for people; the server's logs are JSON lines on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import grpc  # noqa: E402
+from google.protobuf import json_format  # noqa: E402
+from lily.v1 import common_pb2 as common_pb  # noqa: E402
+from lily.v1 import events_pb2 as events_pb  # noqa: E402
+from lily.v1 import metadata_pb2 as metadata_pb  # noqa: E402
+from lily.v1 import metadata_pb2_grpc as metadata_grpc  # noqa: E402
+
+from core import logs  # noqa: E402
+from core.settings import Settings  # noqa: E402
+
+DEFAULT_ADDR = "127.0.0.1:50051"
+RPC_TIMEOUT = 30.0
+
+
+def say(*parts: object) -> None:
+    print(*parts, flush=True)
+
+
+# -- lily up ---------------------------------------------------------------------------------
+
+async def _up(args: argparse.Namespace) -> int:
+    from core.server import StartupError, start
+    from core.stack import EmbeddedStack, StackError
+
+    overrides = {k: v for k, v in (("data_dir", args.data_dir), ("grpc_port", args.grpc_port),
+                                   ("http_port", args.http_port)) if v is not None}
+    settings = Settings(**overrides)
+    logs.configure(settings.log_level)
+    stack = None
+    dsn, url = settings.postgres_dsn, settings.nats_url
+    if not dsn or not url:
+        stack = EmbeddedStack(settings.data_dir)
+        say(f"lily: starting embedded Postgres and NATS under {stack.data_dir} ...")
+        try:
+            pg_dsn, nats_url = await stack.start()
+        except StackError as exc:
+            say(f"lily: {exc}")
+            await stack.stop()
+            return 1
+        dsn, url = dsn or pg_dsn, url or nats_url
+        say(f"lily:   Postgres ready ({stack.data_dir / 'postgres'})")
+        say(f"lily:   NATS JetStream ready ({url})")
+    try:
+        lily = await start(settings, postgres_dsn=dsn, nats_url=url)
+    except StartupError as exc:
+        say(f"lily: {exc}")
+        if stack:
+            await stack.stop()
+        return 1
+    say(f"lily: gRPC listening on {lily.address} (health, reflection on)")
+    say("lily: ready. Ctrl-C to stop.")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    say("lily: shutting down ...")
+    await lily.stop()
+    if stack:
+        await stack.stop()
+    say("lily: stopped.")
+    return 0
+
+
+# -- client commands -------------------------------------------------------------------------
+
+def _metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    return (("x-lily-tenant", args.tenant),)
+
+
+def _channel(args: argparse.Namespace) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(args.addr)
+
+
+def _show(msg: Any) -> None:
+    say(json_format.MessageToJson(msg, indent=2))
+
+
+def _read_jsonl(path: str) -> Iterator[common_pb.AssetInput]:
+    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    with stream:
+        for n, line in enumerate(stream, start=1):
+            if line.strip():
+                try:
+                    yield json_format.Parse(line, common_pb.AssetInput())
+                except json_format.ParseError as exc:
+                    raise SystemExit(f"lily: {path}:{n}: {exc}") from exc
+
+
+async def _ingest(args: argparse.Namespace) -> int:
+    async def batches() -> AsyncIterator[metadata_pb.IngestMetadataStreamRequest]:
+        batch: list[common_pb.AssetInput] = []
+        sent = 0
+        for asset in _read_jsonl(args.file):
+            batch.append(asset)
+            if len(batch) == args.batch:
+                sent += len(batch)
+                yield metadata_pb.IngestMetadataStreamRequest(assets=batch)
+                print(f"\rlily: sent {sent} assets", end="", file=sys.stderr, flush=True)
+                batch = []
+        if batch:
+            sent += len(batch)
+            yield metadata_pb.IngestMetadataStreamRequest(assets=batch)
+        print(f"\rlily: sent {sent} assets", file=sys.stderr, flush=True)
+
+    async with _channel(args) as channel:
+        stub = metadata_grpc.MetadataServiceStub(channel)
+        summary = await stub.IngestMetadataStream(batches(), metadata=_metadata(args),
+                                                  timeout=args.timeout)
+        say(f"lily: job {summary.bulk_job_id}: received {summary.received}, created "
+            f"{summary.created}, updated {summary.updated}, unchanged {summary.unchanged}, "
+            f"stale {summary.stale}, queued {summary.accepted}, rejected {summary.rejected}")
+        for r in summary.rejections:
+            say(f"  rejected #{r.index} {r.qualified_name!r}: {r.error.message}")
+        if args.wait:
+            await _follow_job(stub, args, summary.bulk_job_id)
+    return 1 if summary.rejected else 0
+
+
+async def _follow_job(stub: metadata_grpc.MetadataServiceStub, args: argparse.Namespace,
+                      job_id: str) -> metadata_pb.BulkJob:
+    while True:
+        job = (await stub.GetBulkJob(metadata_pb.GetBulkJobRequest(job_id=job_id),
+                                     metadata=_metadata(args), timeout=RPC_TIMEOUT)).job
+        done = job.written + job.unchanged + job.stale
+        print(f"\rlily: job {metadata_pb.BulkJobState.Name(job.state)[15:].lower()}: "
+              f"{done}/{job.accepted} settled, {job.failed} failed", end="", file=sys.stderr,
+              flush=True)
+        if job.state in (metadata_pb.BULK_JOB_STATE_SUCCEEDED, metadata_pb.BULK_JOB_STATE_FAILED):
+            print(file=sys.stderr)
+            return job
+        await asyncio.sleep(0.5)
+
+
+async def _get(args: argparse.Namespace) -> int:
+    async with _channel(args) as channel:
+        stub = metadata_grpc.MetadataServiceStub(channel)
+        if args.id.count("://"):
+            resp: Any = await stub.LookupMetadata(metadata_pb.LookupMetadataRequest(
+                qualified_name=args.id, include_deleted=args.deleted), metadata=_metadata(args),
+                timeout=RPC_TIMEOUT)
+        else:
+            resp = await stub.GetMetadata(metadata_pb.GetMetadataRequest(
+                asset_id=args.id, include_deleted=args.deleted), metadata=_metadata(args),
+                timeout=RPC_TIMEOUT)
+        _show(resp.asset)
+    return 0
+
+
+async def _search(args: argparse.Namespace) -> int:
+    req = metadata_pb.SearchMetadataRequest(
+        asset_type=common_pb.AssetType.Value(f"ASSET_TYPE_{args.type.upper()}") if args.type else 0,
+        tag=args.tag or "", qualified_name_prefix=args.prefix or "", owner=args.owner or "",
+        data_source=args.source or "", include_deleted=args.deleted,
+        page_size=min(args.limit, 1000))
+    shown = 0
+    async with _channel(args) as channel:
+        stub = metadata_grpc.MetadataServiceStub(channel)
+        while shown < args.limit:
+            resp = await stub.SearchMetadata(req, metadata=_metadata(args), timeout=RPC_TIMEOUT)
+            for a in resp.assets[: args.limit - shown]:
+                tags = ",".join(t.name for t in a.effective_tags)
+                kind = common_pb.AssetType.Name(a.asset_type)[11:]
+                say(f"{a.asset_id}  {kind:<9} v{a.version:<3} {a.qualified_name}"
+                    + (f"  [{tags}]" if tags else "") + ("  (deleted)" if a.is_deleted else ""))
+                shown += 1
+            if not resp.next_page_token:
+                break
+            req.page_token = resp.next_page_token
+    say(f"({shown} shown)")
+    return 0
+
+
+async def _watch(args: argparse.Namespace) -> int:
+    req = metadata_pb.WatchChangesRequest(
+        tags=args.tag or [],
+        asset_types=[common_pb.AssetType.Value(f"ASSET_TYPE_{t.upper()}") for t in args.type or []])
+    async with _channel(args) as channel:
+        stub = metadata_grpc.MetadataServiceStub(channel)
+        print("lily: watching; Ctrl-C to stop", file=sys.stderr, flush=True)
+        async for resp in stub.WatchChanges(req, metadata=_metadata(args)):
+            e = resp.event
+            entity = events_pb.EntityKind.Name(e.entity)[len("ENTITY_KIND_"):].lower()
+            change = events_pb.ChangeKind.Name(e.change)[len("CHANGE_KIND_"):].lower()
+            tags = f"  tags={','.join(e.tags)}" if e.tags else ""
+            say(f"{e.occurred_at.ToJsonString()}  {entity}.{change:<9} {e.qualified_name}"
+                f"  v{e.asset_version}  by {e.actor}"
+                + (f"  fields={','.join(e.changed_fields)}" if e.changed_fields else "") + tags)
+    return 0
+
+
+async def _job(args: argparse.Namespace) -> int:
+    async with _channel(args) as channel:
+        stub = metadata_grpc.MetadataServiceStub(channel)
+        if args.wait:
+            _show(await _follow_job(stub, args, args.job_id))
+        else:
+            _show((await stub.GetBulkJob(metadata_pb.GetBulkJobRequest(job_id=args.job_id),
+                                         metadata=_metadata(args), timeout=RPC_TIMEOUT)).job)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lily", description="Lily, a near-real-time metadata plane.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run Lily on the embedded profile (Postgres + NATS)")
+    up.add_argument("--data-dir", help="data directory (LILY_DATA_DIR, default .lily)")
+    up.add_argument("--grpc-port", type=int, help="gRPC port (LILY_GRPC_PORT, default 50051)")
+    up.add_argument("--http-port", type=int, help="HTTP gateway port (LILY_HTTP_PORT, default 8080)")
+    up.set_defaults(run=_up)
+
+    def client(name: str, help: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help)
+        c.add_argument("--addr", default=os.environ.get("LILY_ADDR", DEFAULT_ADDR),
+                       help=f"Lily's gRPC address (LILY_ADDR, default {DEFAULT_ADDR})")
+        c.add_argument("--tenant", default=os.environ.get("LILY_TENANT", "default"),
+                       help="tenant (LILY_TENANT, default 'default')")
+        return c
+
+    ing = client("ingest", "ingest a JSON-lines file of AssetInput objects ('-' for stdin)")
+    ing.add_argument("file")
+    ing.add_argument("--batch", type=int, default=500, help="assets per stream message (max 1000)")
+    ing.add_argument("--wait", action="store_true", help="follow the bulk job until it finishes")
+    ing.add_argument("--timeout", type=float, default=3600.0, help="seconds before giving up")
+    ing.set_defaults(run=_ingest)
+
+    get = client("get", "show an asset by id or qualified name")
+    get.add_argument("id", help="asset id, or a qualified name (contains ://)")
+    get.add_argument("--deleted", action="store_true", help="show it even if deleted")
+    get.set_defaults(run=_get)
+
+    se = client("search", "search assets")
+    se.add_argument("--type", help="asset type, e.g. table, column")
+    se.add_argument("--tag")
+    se.add_argument("--prefix", help="qualified-name prefix")
+    se.add_argument("--owner")
+    se.add_argument("--source", help="data source")
+    se.add_argument("--deleted", action="store_true", help="include deleted assets")
+    se.add_argument("--limit", type=int, default=50)
+    se.set_defaults(run=_search)
+
+    w = client("watch", "follow changes live")
+    w.add_argument("--tag", action="append", help="only changes touching this tag (repeatable)")
+    w.add_argument("--type", action="append", help="only this asset type (repeatable)")
+    w.set_defaults(run=_watch)
+
+    j = client("job", "show a bulk job's progress")
+    j.add_argument("job_id")
+    j.add_argument("--wait", action="store_true", help="follow it until it finishes")
+    j.set_defaults(run=_job)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "batch", 1) > 1000:
+        raise SystemExit("lily: --batch is at most 1000")
+    try:
+        return asyncio.run(args.run(args))
+    except KeyboardInterrupt:
+        return 130
+    except grpc.aio.AioRpcError as exc:
+        say(f"lily: {exc.code().name}: {exc.details()}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

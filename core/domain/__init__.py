@@ -1,0 +1,1 @@
+"""Lily's domain: plain Python types and rules, no I/O."""

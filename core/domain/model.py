@@ -1,0 +1,312 @@
+"""The domain's types. Frozen dataclasses; the wire format (protobuf) is mapped at the edges."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class AssetType(enum.IntEnum):
+    """Mirrors lily.v1.AssetType (same numbers)."""
+
+    DATABASE = 1
+    SCHEMA = 2
+    TABLE = 3
+    VIEW = 4
+    COLUMN = 5
+    DASHBOARD = 6
+    BI_FIELD = 7
+    PIPELINE = 8
+
+
+class TagSource(enum.IntEnum):
+    """Mirrors lily.v1.TagSource. Lower precedence number wins in the effective view."""
+
+    SOURCE = 1
+    USER = 2
+    PROPAGATED = 3
+    RULE = 4
+
+    @property
+    def precedence(self) -> int:
+        return _PRECEDENCE[self]
+
+
+_PRECEDENCE = {TagSource.SOURCE: 0, TagSource.USER: 1, TagSource.RULE: 2, TagSource.PROPAGATED: 3}
+
+
+class Consistency(enum.IntEnum):
+    STRONG = 1
+    EVENTUAL = 2
+
+
+class Outcome(enum.IntEnum):
+    """Mirrors lily.v1.IngestOutcome."""
+
+    CREATED = 1
+    UPDATED = 2
+    UNCHANGED = 3
+    STALE = 4
+    ACCEPTED = 5
+    REJECTED = 6
+
+
+class EntityKind(enum.IntEnum):
+    ASSET = 1
+    ISSUE = 2
+
+    @property
+    def token(self) -> str:
+        return self.name.lower()
+
+
+class ChangeKind(enum.IntEnum):
+    CREATED = 1
+    UPDATED = 2
+    TAGGED = 3
+    UNTAGGED = 4
+    DELETED = 5
+    ATTACHED = 6
+
+    @property
+    def token(self) -> str:
+        return self.name.lower()
+
+
+class IssueSeverity(enum.IntEnum):
+    UNSPECIFIED = 0
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+    CRITICAL = 4
+
+
+class IssueStatus(enum.IntEnum):
+    UNSPECIFIED = 0
+    OPEN = 1
+    ACKNOWLEDGED = 2
+    RESOLVED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Tag:
+    name: str
+    source: TagSource
+    value: str = ""
+    upstream_asset_ids: tuple[str, ...] = ()
+    applied_by: str = ""
+    applied_at: datetime | None = None
+
+    @property
+    def key(self) -> tuple[str, TagSource]:
+        return (self.name, self.source)
+
+
+@dataclass(frozen=True, slots=True)
+class TagAssignment:
+    name: str
+    value: str = ""
+    upstream_asset_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EffectiveTag:
+    name: str
+    value: str
+    source: TagSource
+    overridden: tuple[Tag, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AssetDraft:
+    """An asset as submitted for ingest, before it meets what is stored."""
+
+    qualified_name: str
+    asset_type: AssetType
+    source_event_time: datetime
+    name: str = ""
+    description: str = ""
+    owners: tuple[str, ...] = ()
+    data_source: str = ""
+    parent_qualified_name: str = ""
+    tags: tuple[TagAssignment, ...] = ()
+    business_terms: tuple[str, ...] = ()
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    external_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Asset:
+    tenant_id: str
+    asset_id: str
+    qualified_name: str
+    asset_type: AssetType
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    source_event_time: datetime
+    name: str = ""
+    description: str = ""
+    owners: tuple[str, ...] = ()
+    data_source: str = ""
+    parent_qualified_name: str = ""
+    parent_id: str = ""
+    tags: tuple[Tag, ...] = ()
+    business_terms: tuple[str, ...] = ()
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    external_id: str = ""
+    is_deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """A data-quality incident on an asset."""
+
+    tenant_id: str
+    issue_id: str
+    asset_id: str
+    source: str
+    external_id: str
+    type: str = ""
+    severity: IssueSeverity = IssueSeverity.UNSPECIFIED
+    status: IssueStatus = IssueStatus.OPEN
+    title: str = ""
+    description: str = ""
+    url: str = ""
+    opened_at: datetime | None = None
+    updated_at: datetime | None = None
+    resolved_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteContext:
+    """Who is writing, from where, and the trace the write belongs to."""
+
+    tenant_id: str
+    actor: str
+    action: str
+    now: datetime
+    request_id: str = ""
+    origin: str = ""
+    trace_headers: Mapping[str, str] = field(default_factory=dict)
+    cause_event_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One state change: becomes an audit entry and a ChangeEvent, in the same transaction."""
+
+    event_id: str
+    tenant_id: str
+    entity: EntityKind
+    change: ChangeKind
+    asset_id: str
+    qualified_name: str
+    asset_type: AssetType
+    asset_version: int
+    changed_fields: tuple[str, ...]
+    actor: str
+    action: str
+    occurred_at: datetime
+    tags: tuple[str, ...] = ()
+    tags_added: tuple[str, ...] = ()
+    tags_removed: tuple[str, ...] = ()
+    issue: Issue | None = None
+    request_id: str = ""
+    origin: str = ""
+    cause_event_id: str = ""
+    trace_headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def subject(self) -> str:
+        return f"lily.{self.tenant_id}.{self.entity.token}.{self.change.token}"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    sequence: int
+    asset_id: str
+    principal: str
+    action: str
+    change: ChangeKind
+    changed_fields: tuple[str, ...]
+    asset_version: int
+    at: datetime
+    request_id: str = ""
+    origin: str = ""
+    event_id: str = ""
+
+
+class BulkJobState(enum.IntEnum):
+    OPEN = 1
+    DRAINING = 2
+    SUCCEEDED = 3
+    FAILED = 4
+
+
+@dataclass(frozen=True, slots=True)
+class BulkJob:
+    tenant_id: str
+    job_id: str
+    created_at: datetime
+    updated_at: datetime
+    description: str = ""
+    closed: bool = False
+    accepted: int = 0
+    written: int = 0
+    unchanged: int = 0
+    stale: int = 0
+    rejected: int = 0
+    write_failed: int = 0
+    finished_at: datetime | None = None
+
+    @property
+    def failed(self) -> int:
+        return self.rejected + self.write_failed
+
+    @property
+    def settled(self) -> int:
+        return self.written + self.unchanged + self.stale + self.write_failed
+
+    @property
+    def state(self) -> BulkJobState:
+        if not self.closed:
+            return BulkJobState.OPEN
+        if self.settled < self.accepted:
+            return BulkJobState.DRAINING
+        return BulkJobState.FAILED if self.failed else BulkJobState.SUCCEEDED
+
+
+@dataclass(frozen=True, slots=True)
+class JobCounts:
+    """Increments to a bulk job's counters."""
+
+    accepted: int = 0
+    written: int = 0
+    unchanged: int = 0
+    stale: int = 0
+    rejected: int = 0
+    write_failed: int = 0
+
+    def __add__(self, other: JobCounts) -> JobCounts:
+        return JobCounts(*(a + b for a, b in zip(_astuple(self), _astuple(other), strict=True)))
+
+    @property
+    def empty(self) -> bool:
+        return not any(_astuple(self))
+
+
+def _astuple(c: JobCounts) -> tuple[int, ...]:
+    return (c.accepted, c.written, c.unchanged, c.stale, c.rejected, c.write_failed)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    asset_type: AssetType | None = None
+    tag: str = ""
+    qualified_name_prefix: str = ""
+    data_source: str = ""
+    owner: str = ""
+    include_deleted: bool = False

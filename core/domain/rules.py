@@ -1,0 +1,275 @@
+"""Domain rules: identity, last-writer-wins, tag precedence, soft delete, versions.
+
+Each function takes what is stored and what is asked, and returns what to store and which
+changes to record. None does I/O; stores call them inside their transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from core.domain.errors import AssetDeleted, AssetNotFound, VersionMismatch
+from core.domain.model import (
+    Asset,
+    AssetDraft,
+    AssetType,
+    Change,
+    ChangeKind,
+    Consistency,
+    EffectiveTag,
+    EntityKind,
+    Issue,
+    Outcome,
+    Tag,
+    TagAssignment,
+    TagSource,
+    WriteContext,
+)
+
+_ASSET_NS = uuid.UUID("6f1c1d1e-7b7a-4f0e-9a53-4c1e5f0a1a11")
+_ISSUE_NS = uuid.UUID("0b8b3f5c-2d0c-4bb1-8f3e-1f6f1c7e2d22")
+
+DEFAULT_CONSISTENCY: Mapping[AssetType, Consistency] = {
+    AssetType.DATABASE: Consistency.STRONG,
+    AssetType.SCHEMA: Consistency.STRONG,
+    AssetType.TABLE: Consistency.STRONG,
+    AssetType.VIEW: Consistency.STRONG,
+    AssetType.DASHBOARD: Consistency.STRONG,
+    AssetType.PIPELINE: Consistency.STRONG,
+    AssetType.COLUMN: Consistency.EVENTUAL,
+    AssetType.BI_FIELD: Consistency.EVENTUAL,
+}
+
+# Fields UpdateMetadata may change (update_mask paths).
+MUTABLE_FIELDS = (
+    "name", "description", "owners", "data_source", "business_terms", "attributes", "external_id",
+)
+# Fields compared on ingest to decide UNCHANGED.
+_CONTENT_FIELDS = (
+    "asset_type", "name", "description", "owners", "data_source", "parent_qualified_name",
+    "business_terms", "attributes", "external_id",
+)
+
+
+def asset_id_for(tenant_id: str, qualified_name: str) -> str:
+    """Stable id of an asset: the same (tenant, qualified name) always gives the same id."""
+    return uuid.uuid5(_ASSET_NS, f"{tenant_id}\x00{qualified_name}").hex
+
+
+def issue_id_for(asset_id: str, source: str, external_id: str) -> str:
+    return uuid.uuid5(_ISSUE_NS, f"{asset_id}\x00{source}\x00{external_id}").hex
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def effective_tags(tags: Iterable[Tag]) -> list[EffectiveTag]:
+    """One tag per name: SOURCE beats USER beats RULE beats PROPAGATED; the rest are kept as
+    overridden so nobody's value is lost."""
+    by_name: dict[str, list[Tag]] = {}
+    for tag in tags:
+        by_name.setdefault(tag.name, []).append(tag)
+    result = []
+    for name in sorted(by_name):
+        ranked = sorted(by_name[name], key=lambda t: t.source.precedence)
+        top = ranked[0]
+        result.append(EffectiveTag(name, top.value, top.source, tuple(ranked[1:])))
+    return result
+
+
+def effective_tag_names(tags: Iterable[Tag]) -> tuple[str, ...]:
+    return tuple(sorted({t.name for t in tags}))
+
+
+@dataclass(slots=True)
+class Plan:
+    """What a store must write in one transaction, and what to tell the caller."""
+
+    saves: list[Asset] = field(default_factory=list)
+    issues: list[Issue] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    outcome: Outcome
+    asset: Asset | None
+    changed_fields: tuple[str, ...] = ()
+
+
+def _change(ctx: WriteContext, asset: Asset, kind: ChangeKind, fields: Sequence[str],
+            added: Sequence[str] = (), removed: Sequence[str] = ()) -> Change:
+    return Change(
+        event_id=new_event_id(), tenant_id=ctx.tenant_id, entity=EntityKind.ASSET, change=kind,
+        asset_id=asset.asset_id, qualified_name=asset.qualified_name, asset_type=asset.asset_type,
+        asset_version=asset.version, changed_fields=tuple(fields), actor=ctx.actor,
+        action=ctx.action, occurred_at=ctx.now, tags=effective_tag_names(asset.tags),
+        tags_added=tuple(added), tags_removed=tuple(removed), request_id=ctx.request_id,
+        origin=ctx.origin, cause_event_id=ctx.cause_event_id, trace_headers=ctx.trace_headers,
+    )
+
+
+def _source_tags(draft: AssetDraft, ctx: WriteContext) -> tuple[Tag, ...]:
+    return tuple(
+        Tag(t.name, TagSource.SOURCE, t.value, (), ctx.actor, ctx.now)
+        for t in {t.name: t for t in draft.tags}.values()
+    )
+
+
+def _tag_set(tags: Iterable[Tag], source: TagSource) -> set[tuple[str, str]]:
+    return {(t.name, t.value) for t in tags if t.source == source}
+
+
+def ingest(existing: Asset | None, draft: AssetDraft, ctx: WriteContext, plan: Plan) -> Decision:
+    """Applies one ingested asset: last writer wins by source event time; the version moves
+    only when something changed; SOURCE tags are replaced, other sources' tags kept; a deleted
+    asset that is ingested again (newer) comes back."""
+    asset_id = asset_id_for(ctx.tenant_id, draft.qualified_name)
+    parent_id = (asset_id_for(ctx.tenant_id, draft.parent_qualified_name)
+                 if draft.parent_qualified_name else "")
+    source_tags = _source_tags(draft, ctx)
+    if existing is None:
+        asset = Asset(
+            tenant_id=ctx.tenant_id, asset_id=asset_id, qualified_name=draft.qualified_name,
+            asset_type=draft.asset_type, version=1, created_at=ctx.now, updated_at=ctx.now,
+            source_event_time=draft.source_event_time, name=draft.name,
+            description=draft.description, owners=draft.owners, data_source=draft.data_source,
+            parent_qualified_name=draft.parent_qualified_name, parent_id=parent_id,
+            tags=source_tags, business_terms=draft.business_terms,
+            attributes=dict(draft.attributes), external_id=draft.external_id,
+        )
+        plan.saves.append(asset)
+        plan.changes.append(_change(ctx, asset, ChangeKind.CREATED, ("*",),
+                                    added=effective_tag_names(source_tags)))
+        return Decision(Outcome.CREATED, asset, ("*",))
+    if draft.source_event_time < existing.source_event_time:
+        return Decision(Outcome.STALE, existing)
+    changed = [f for f in _CONTENT_FIELDS if _norm(getattr(draft, f)) != _norm(getattr(existing, f))]
+    old_source = _tag_set(existing.tags, TagSource.SOURCE)
+    new_source = {(t.name, t.value) for t in source_tags}
+    if old_source != new_source:
+        changed.append("tags")
+    if existing.is_deleted:
+        changed.append("is_deleted")
+    if not changed:
+        return Decision(Outcome.UNCHANGED, existing)
+    kept = tuple(t for t in existing.tags if t.source != TagSource.SOURCE)
+    asset = replace(
+        existing, asset_type=draft.asset_type, name=draft.name, description=draft.description,
+        owners=draft.owners, data_source=draft.data_source,
+        parent_qualified_name=draft.parent_qualified_name, parent_id=parent_id,
+        business_terms=draft.business_terms, attributes=dict(draft.attributes),
+        external_id=draft.external_id, tags=kept + source_tags, is_deleted=False,
+        version=existing.version + 1, updated_at=ctx.now,
+        source_event_time=draft.source_event_time,
+    )
+    before, after = set(effective_tag_names(existing.tags)), set(effective_tag_names(asset.tags))
+    plan.saves.append(asset)
+    plan.changes.append(_change(ctx, asset, ChangeKind.UPDATED, changed,
+                                sorted(after - before), sorted(before - after)))
+    return Decision(Outcome.UPDATED, asset, tuple(changed))
+
+
+def _norm(value: object) -> object:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def _check_writable(asset_id: str, existing: Asset | None, expected_version: int | None) -> Asset:
+    if existing is None:
+        raise AssetNotFound(asset_id)
+    if existing.is_deleted:
+        raise AssetDeleted(asset_id)
+    if expected_version is not None and expected_version != existing.version:
+        raise VersionMismatch(asset_id, expected_version, existing.version)
+    return existing
+
+
+def update(asset_id: str, existing: Asset | None, values: Mapping[str, object],
+           expected_version: int | None, event_time: datetime, ctx: WriteContext,
+           plan: Plan) -> Decision:
+    """Sets the given mutable fields. Refuses a missing or deleted asset and a version
+    mismatch; an update older than the stored source event time is STALE."""
+    current = _check_writable(asset_id, existing, expected_version)
+    if event_time < current.source_event_time:
+        return Decision(Outcome.STALE, current)
+    changed = tuple(f for f in values if _norm(values[f]) != _norm(getattr(current, f)))
+    if not changed:
+        return Decision(Outcome.UNCHANGED, current)
+    asset = replace(current, **{f: values[f] for f in changed},  # type: ignore[arg-type]
+                    version=current.version + 1, updated_at=ctx.now,
+                    source_event_time=event_time)
+    plan.saves.append(asset)
+    plan.changes.append(_change(ctx, asset, ChangeKind.UPDATED, changed))
+    return Decision(Outcome.UPDATED, asset, changed)
+
+
+def update_tags(asset_id: str, existing: Asset | None, add: Sequence[TagAssignment],
+                remove: Sequence[str], source: TagSource, expected_version: int | None,
+                ctx: WriteContext, plan: Plan) -> tuple[Asset, list[str], list[str]]:
+    """Adds and removes one source's tags. Returns the asset and the tag names that were
+    actually added and removed (for that source). Other sources' tags are never touched."""
+    current = _check_writable(asset_id, existing, expected_version)
+    mine = {t.name: t for t in current.tags if t.source == source}
+    others = [t for t in current.tags if t.source != source]
+    added, removed = [], []
+    for name in remove:
+        if mine.pop(name, None) is not None:
+            removed.append(name)
+    for a in add:
+        old = mine.get(a.name)
+        upstream = tuple(sorted(set(a.upstream_asset_ids) | set(old.upstream_asset_ids if old else ())))
+        tag = Tag(a.name, source, a.value, upstream, ctx.actor, ctx.now)
+        if old is None or (old.value, old.upstream_asset_ids) != (tag.value, tag.upstream_asset_ids):
+            mine[a.name] = tag
+            added.append(a.name)
+    if not added and not removed:
+        return current, [], []
+    asset = replace(current, tags=tuple(others) + tuple(mine.values()),
+                    version=current.version + 1, updated_at=ctx.now)
+    plan.saves.append(asset)
+    if added:
+        plan.changes.append(_change(ctx, asset, ChangeKind.TAGGED, ("tags",), added=added))
+    if removed:
+        plan.changes.append(_change(ctx, asset, ChangeKind.UNTAGGED, ("tags",), removed=removed))
+    return asset, added, removed
+
+
+def delete(asset_id: str, existing: Asset | None, expected_version: int | None,
+           ctx: WriteContext, plan: Plan) -> tuple[Asset, bool]:
+    """Soft delete. Deleting a deleted asset changes nothing and is not an error."""
+    if existing is None:
+        raise AssetNotFound(asset_id)
+    if existing.is_deleted:
+        return existing, True
+    if expected_version is not None and expected_version != existing.version:
+        raise VersionMismatch(asset_id, expected_version, existing.version)
+    asset = replace(existing, is_deleted=True, version=existing.version + 1, updated_at=ctx.now)
+    plan.saves.append(asset)
+    plan.changes.append(_change(ctx, asset, ChangeKind.DELETED, ("is_deleted",)))
+    return asset, False
+
+
+def attach_issue(asset_id: str, existing_asset: Asset | None, existing_issue: Issue | None,
+                 issue: Issue, ctx: WriteContext, plan: Plan) -> tuple[Issue, bool]:
+    """Attaches (or updates, for the same source and external id) a data-quality issue."""
+    asset = _check_writable(asset_id, existing_asset, None)
+    stored = replace(
+        issue, tenant_id=ctx.tenant_id, asset_id=asset_id,
+        issue_id=issue_id_for(asset_id, issue.source, issue.external_id),
+        opened_at=(existing_issue.opened_at if existing_issue else None) or issue.opened_at or ctx.now,
+        updated_at=ctx.now,
+    )
+    if existing_issue is not None and replace(existing_issue, updated_at=None) == replace(stored, updated_at=None):
+        return existing_issue, False
+    plan.issues.append(stored)
+    kind = ChangeKind.ATTACHED if existing_issue is None else ChangeKind.UPDATED
+    change = _change(ctx, asset, kind, ("issues",))
+    plan.changes.append(replace(change, entity=EntityKind.ISSUE, issue=stored))
+    return stored, existing_issue is None

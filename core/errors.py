@@ -1,0 +1,121 @@
+"""LilyError -> google.rpc.Status on the wire, for every RPC (an interceptor, so a new RPC
+cannot forget it). Anything unexpected becomes INTERNAL with a generic message and the request
+id; the full error goes to the log, never to the client."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from core.domain.errors import InvalidArgument, LilyError, Unavailable
+from core.requestctx import current_request_id
+
+log = logging.getLogger(__name__)
+
+DOMAIN = "lily.dev"
+
+
+def _pack(msg: Any) -> any_pb2.Any:
+    a = any_pb2.Any()
+    a.Pack(msg)
+    return a
+
+
+def to_status(err: LilyError) -> status_pb2.Status:
+    details = [_pack(error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN,
+                                                 metadata=err.metadata))]
+    if isinstance(err, InvalidArgument):
+        details.append(_pack(error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+            for v in err.violations
+        ])))
+    if isinstance(err, Unavailable):
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(int(err.retry_after_s * 1000))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+    return status_pb2.Status(code=getattr(code_pb2, err.code), message=err.message, details=details)
+
+
+def rejection_status(err: InvalidArgument) -> status_pb2.Status:
+    """The status of one rejected item of a batch (IngestResult.error)."""
+    return to_status(err)
+
+
+def internal_status() -> status_pb2.Status:
+    rid = current_request_id()
+    return status_pb2.Status(code=code_pb2.INTERNAL,
+                             message=f"internal error (request id {rid})")
+
+
+async def _abort(context: grpc.aio.ServicerContext, status: status_pb2.Status) -> None:
+    await context.abort_with_status(rpc_status.to_status(status))
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Maps errors raised by any handler (unary or streaming) to a google.rpc.Status."""
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        method = details.method
+        if handler.unary_unary:
+            inner = handler.unary_unary
+
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    return await inner(request, context)
+                except Exception as exc:
+                    await _handle(exc, context, method)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary, handler.request_deserializer, handler.response_serializer)
+        if handler.stream_unary:
+            inner_su = handler.stream_unary
+
+            async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    return await inner_su(requests, context)
+                except Exception as exc:
+                    await _handle(exc, context, method)
+
+            return grpc.stream_unary_rpc_method_handler(
+                stream_unary, handler.request_deserializer, handler.response_serializer)
+        if handler.unary_stream:
+            inner_us = handler.unary_stream
+
+            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    async for item in inner_us(request, context):
+                        yield item
+                except Exception as exc:
+                    await _handle(exc, context, method)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, handler.request_deserializer, handler.response_serializer)
+        return handler
+
+
+async def _handle(exc: Exception, context: grpc.aio.ServicerContext, method: str) -> None:
+    if isinstance(exc, LilyError):
+        if isinstance(exc, Unavailable):
+            log.warning("%s: %s", method, exc.message)
+        await _abort(context, to_status(exc))
+    elif isinstance(exc, grpc.aio.AbortError | grpc.aio.UsageError) or _is_abort(exc):
+        raise exc
+    else:
+        log.error("%s failed", method, exc_info=exc)
+        await _abort(context, internal_status())
+
+
+def _is_abort(exc: Exception) -> bool:
+    return type(exc).__name__ == "AbortError"

@@ -1,0 +1,38 @@
+"""Domain Change <-> lily.v1.ChangeEvent, the payload of every change event."""
+
+from __future__ import annotations
+
+from lily.v1 import events_pb2 as events_pb
+
+from core.domain.model import Change
+from core.metadata import mapping
+
+
+def encode_change(change: Change) -> bytes:
+    event = events_pb.ChangeEvent(
+        event_id=change.event_id,
+        tenant_id=change.tenant_id,
+        entity=int(change.entity),
+        change=int(change.change),
+        asset_id=change.asset_id,
+        qualified_name=change.qualified_name,
+        asset_type=int(change.asset_type),
+        asset_version=change.asset_version,
+        changed_fields=change.changed_fields,
+        actor=change.actor,
+        cause_event_id=change.cause_event_id,
+        tags=change.tags,
+        tags_added=change.tags_added,
+        tags_removed=change.tags_removed,
+        request_id=change.request_id,
+    )
+    event.occurred_at.FromDatetime(change.occurred_at)
+    if change.issue is not None:
+        event.issue.CopyFrom(mapping.issue_to_pb(change.issue))
+    return event.SerializeToString()
+
+
+def decode_change(payload: bytes) -> events_pb.ChangeEvent:
+    event = events_pb.ChangeEvent()
+    event.ParseFromString(payload)
+    return event

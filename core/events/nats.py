@@ -1,0 +1,130 @@
+"""NatsChangeBus: the ChangeBus port on NATS JetStream.
+
+Streams (created or updated at start):
+- LILY_CHANGES  lily.<tenant>.<entity>.<change>  change events; file storage; de-duplicated by
+  Nats-Msg-Id (= event id) within a two-minute window.
+- LILY_INGEST   lilyq.<tenant>.ingest             eventual-class assets; work-queue retention.
+- LILY_DEAD     lilydead.<tenant>.<queue>         work items that can never succeed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+
+from core.domain.errors import Unavailable
+from core.ports import OutboxRecord
+
+log = logging.getLogger(__name__)
+
+CHANGES_STREAM = "LILY_CHANGES"
+INGEST_STREAM = "LILY_INGEST"
+DEAD_STREAM = "LILY_DEAD"
+INGEST_CONSUMER = "ingest-worker"
+
+
+def ingest_subject(tenant_id: str) -> str:
+    return f"lilyq.{tenant_id}.ingest"
+
+
+def dead_subject(tenant_id: str, queue: str) -> str:
+    return f"lilydead.{tenant_id}.{queue}"
+
+
+class NatsChangeBus:
+    """See core.ports.ChangeBus. Publishes are pipelined: all messages are sent, then all
+    acknowledgements awaited together, within `timeout` seconds."""
+
+    def __init__(self, nc: Client, *, timeout: float = 10.0) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(timeout=timeout, publish_async_max_pending=20000)
+        self._timeout = timeout
+
+    @classmethod
+    async def connect(cls, url: str, *, timeout: float = 10.0, name: str = "lily") -> NatsChangeBus:
+        async def on_error(exc: Exception) -> None:
+            log.warning("nats: %s", exc)
+
+        nc = await nats.connect(
+            url, name=name, connect_timeout=timeout, max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5, error_cb=on_error,
+        )
+        bus = cls(nc, timeout=timeout)
+        await bus.ensure_streams()
+        return bus
+
+    async def ensure_streams(self) -> None:
+        configs = [
+            StreamConfig(name=CHANGES_STREAM, subjects=["lily.*.*.*"], storage=StorageType.FILE,
+                         duplicate_window=120.0, max_age=7 * 24 * 3600.0),
+            StreamConfig(name=INGEST_STREAM, subjects=["lilyq.*.ingest"], storage=StorageType.FILE,
+                         retention=RetentionPolicy.WORK_QUEUE),
+            StreamConfig(name=DEAD_STREAM, subjects=["lilydead.>"], storage=StorageType.FILE,
+                         max_age=30 * 24 * 3600.0),
+        ]
+        for config in configs:
+            try:
+                await self.js.stream_info(config.name)
+                await self.js.update_stream(config)
+            except NotFoundError:
+                await self.js.add_stream(config)
+        await self.js.add_consumer(INGEST_STREAM, ConsumerConfig(
+            durable_name=INGEST_CONSUMER, ack_policy=AckPolicy.EXPLICIT, ack_wait=30.0,
+            max_deliver=8, max_ack_pending=50000, filter_subject="lilyq.*.ingest",
+        ))
+
+    async def _publish_all(self, messages: Sequence[tuple[str, bytes, dict[str, str] | None]]) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                futures = [await self.js.publish_async(s, p, headers=h) for s, p, h in messages]
+                await asyncio.gather(*futures)
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise Unavailable(f"event bus unavailable: {type(exc).__name__}") from exc
+
+    async def publish(self, records: Sequence[OutboxRecord]) -> None:
+        await self._publish_all([
+            (r.subject, r.payload, {**r.headers, "Nats-Msg-Id": r.event_id}) for r in records
+        ])
+
+    async def enqueue_ingest(self, tenant_id: str, items: Sequence[bytes],
+                             headers: Mapping[str, str]) -> None:
+        subject = ingest_subject(tenant_id)
+        await self._publish_all([(subject, item, dict(headers) or None) for item in items])
+
+    async def dead_letter(self, tenant_id: str, queue: str, payload: bytes,
+                          reason: str) -> None:
+        await self._publish_all([(dead_subject(tenant_id, queue), payload, {"Lily-Reason": reason})])
+
+    async def subscribe(self, subject: str) -> AsyncIterator[tuple[str, bytes, Mapping[str, str]]]:
+        """Live changes from now on (an ordered, ephemeral consumer: no gaps, no duplicates)."""
+        sub = await self.js.subscribe(
+            subject, stream=CHANGES_STREAM, ordered_consumer=True,
+            deliver_policy=DeliverPolicy.NEW, idle_heartbeat=5.0,
+        )
+        try:
+            async for msg in sub.messages:
+                yield msg.subject, msg.data, dict(msg.headers or {})
+        finally:
+            await sub.unsubscribe()
+
+    async def close(self) -> None:
+        # Everything that publishes has stopped by now; close without draining subscriptions
+        # (a drain would wait on the cancelled workers' pending fetches).
+        with contextlib.suppress(TimeoutError, nats.errors.Error):
+            await asyncio.wait_for(self.nc.flush(), timeout=2.0)
+        await self.nc.close()

@@ -1,0 +1,361 @@
+"""PostgresAssetStore: the AssetStore port on Postgres (embedded profile).
+
+Writes take per-asset advisory locks in a stable order, read the locked rows, run the domain
+plan, and write assets, issues, audit entries and outbox events with multi-row statements in
+the same transaction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel
+
+from core.domain.errors import Unavailable
+from core.domain.model import (
+    Asset,
+    AssetType,
+    AuditEntry,
+    BulkJob,
+    Change,
+    ChangeKind,
+    Issue,
+    IssueSeverity,
+    IssueStatus,
+    JobCounts,
+    SearchQuery,
+    Tag,
+    TagSource,
+)
+from core.domain.rules import Plan
+from core.events.codec import encode_change
+from core.ports import Snapshot, TxRequest
+
+
+class PostgresStoreSettings(BaseModel):
+    """Assets on Postgres (the embedded profile's store)."""
+
+    type: str = "postgres"
+
+
+_ASSET_COLUMNS = (
+    "asset_id, qualified_name, asset_type, name, description, owners, data_source,"
+    " parent_qualified_name, parent_id, tags, business_terms, attributes, external_id, version,"
+    " is_deleted, created_at, updated_at, source_event_time"
+)
+
+_UPSERT_ASSETS = """
+INSERT INTO assets (tenant_id, asset_id, qualified_name, asset_type, name, description, owners,
+    data_source, parent_qualified_name, parent_id, tags, tag_names, business_terms, attributes,
+    external_id, version, is_deleted, created_at, updated_at, source_event_time)
+SELECT $1, u.asset_id, u.qualified_name, u.asset_type, u.name, u.description,
+    ARRAY(SELECT jsonb_array_elements_text(u.owners::jsonb)), u.data_source,
+    u.parent_qualified_name, u.parent_id, u.tags::jsonb,
+    ARRAY(SELECT DISTINCT t->>'n' FROM jsonb_array_elements(u.tags::jsonb) t),
+    ARRAY(SELECT jsonb_array_elements_text(u.business_terms::jsonb)), u.attributes::jsonb,
+    u.external_id, u.version, u.is_deleted, u.created_at, u.updated_at, u.source_event_time
+FROM unnest($2::text[], $3::text[], $4::int2[], $5::text[], $6::text[], $7::text[], $8::text[],
+            $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+            $15::int8[], $16::bool[], $17::timestamptz[], $18::timestamptz[], $19::timestamptz[])
+    AS u(asset_id, qualified_name, asset_type, name, description, owners, data_source,
+         parent_qualified_name, parent_id, tags, business_terms, attributes, external_id,
+         version, is_deleted, created_at, updated_at, source_event_time)
+ON CONFLICT (tenant_id, asset_id) DO UPDATE SET
+    qualified_name = EXCLUDED.qualified_name, asset_type = EXCLUDED.asset_type,
+    name = EXCLUDED.name, description = EXCLUDED.description, owners = EXCLUDED.owners,
+    data_source = EXCLUDED.data_source, parent_qualified_name = EXCLUDED.parent_qualified_name,
+    parent_id = EXCLUDED.parent_id, tags = EXCLUDED.tags, tag_names = EXCLUDED.tag_names,
+    business_terms = EXCLUDED.business_terms, attributes = EXCLUDED.attributes,
+    external_id = EXCLUDED.external_id, version = EXCLUDED.version,
+    is_deleted = EXCLUDED.is_deleted, updated_at = EXCLUDED.updated_at,
+    source_event_time = EXCLUDED.source_event_time
+"""
+
+_INSERT_AUDIT = """
+INSERT INTO audit (tenant_id, asset_id, principal, action, change, changed_fields, asset_version,
+    at, request_id, origin, event_id)
+SELECT $1, u.asset_id, u.principal, u.action, u.change,
+    ARRAY(SELECT jsonb_array_elements_text(u.fields::jsonb)), u.version, u.at, u.request_id,
+    u.origin, u.event_id
+FROM unnest($2::text[], $3::text[], $4::text[], $5::int2[], $6::text[], $7::int8[],
+            $8::timestamptz[], $9::text[], $10::text[], $11::text[])
+    AS u(asset_id, principal, action, change, fields, version, at, request_id, origin, event_id)
+"""
+
+_INSERT_OUTBOX = """
+INSERT INTO outbox (tenant_id, event_id, subject, payload, headers)
+SELECT $1, u.event_id, u.subject, u.payload, u.headers::jsonb
+FROM unnest($2::text[], $3::text[], $4::bytea[], $5::text[]) AS u(event_id, subject, payload, headers)
+"""
+
+_UPSERT_ISSUE = """
+INSERT INTO issues (tenant_id, asset_id, issue_id, source, external_id, type, severity, status,
+    title, description, url, opened_at, updated_at, resolved_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+ON CONFLICT (tenant_id, asset_id, issue_id) DO UPDATE SET
+    type = EXCLUDED.type, severity = EXCLUDED.severity, status = EXCLUDED.status,
+    title = EXCLUDED.title, description = EXCLUDED.description, url = EXCLUDED.url,
+    opened_at = EXCLUDED.opened_at, updated_at = EXCLUDED.updated_at,
+    resolved_at = EXCLUDED.resolved_at
+"""
+
+_UPDATE_JOB = """
+UPDATE bulk_jobs SET accepted = accepted + $3, written = written + $4,
+    unchanged = unchanged + $5, stale = stale + $6, rejected = rejected + $7,
+    write_failed = write_failed + $8, closed = closed OR $9, updated_at = now()
+WHERE tenant_id = $1 AND job_id = $2
+RETURNING *
+"""
+
+_FINISH_JOB = """
+UPDATE bulk_jobs SET finished_at = now()
+WHERE tenant_id = $1 AND job_id = $2 AND finished_at IS NULL AND closed
+  AND written + unchanged + stale + write_failed >= accepted
+RETURNING *
+"""
+
+_BACKEND_ERRORS = (OSError, asyncpg.exceptions.ConnectionDoesNotExistError,
+                   asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.InterfaceError,
+                   TimeoutError)
+
+
+def _tag_json(tag: Tag) -> dict[str, Any]:
+    return {"n": tag.name, "s": int(tag.source), "v": tag.value, "u": list(tag.upstream_asset_ids),
+            "by": tag.applied_by, "at": tag.applied_at.isoformat() if tag.applied_at else None}
+
+
+def _tag_from_json(d: Mapping[str, Any]) -> Tag:
+    return Tag(d["n"], TagSource(d["s"]), d.get("v", ""), tuple(d.get("u", ())), d.get("by", ""),
+               datetime.fromisoformat(d["at"]) if d.get("at") else None)
+
+
+def _asset_from_row(tenant_id: str, r: Mapping[str, Any]) -> Asset:
+    return Asset(
+        tenant_id=tenant_id, asset_id=r["asset_id"], qualified_name=r["qualified_name"],
+        asset_type=AssetType(r["asset_type"]), version=r["version"], created_at=r["created_at"],
+        updated_at=r["updated_at"], source_event_time=r["source_event_time"], name=r["name"],
+        description=r["description"], owners=tuple(r["owners"]), data_source=r["data_source"],
+        parent_qualified_name=r["parent_qualified_name"], parent_id=r["parent_id"],
+        tags=tuple(_tag_from_json(t) for t in r["tags"]),
+        business_terms=tuple(r["business_terms"]), attributes=dict(r["attributes"]),
+        external_id=r["external_id"], is_deleted=r["is_deleted"],
+    )
+
+
+def _issue_from_row(tenant_id: str, r: Mapping[str, Any]) -> Issue:
+    return Issue(
+        tenant_id=tenant_id, issue_id=r["issue_id"], asset_id=r["asset_id"], source=r["source"],
+        external_id=r["external_id"], type=r["type"], severity=IssueSeverity(r["severity"]),
+        status=IssueStatus(r["status"]), title=r["title"], description=r["description"],
+        url=r["url"], opened_at=r["opened_at"], updated_at=r["updated_at"],
+        resolved_at=r["resolved_at"],
+    )
+
+
+def _job_from_row(r: Mapping[str, Any]) -> BulkJob:
+    return BulkJob(
+        tenant_id=r["tenant_id"], job_id=r["job_id"], created_at=r["created_at"],
+        updated_at=r["updated_at"], description=r["description"], closed=r["closed"],
+        accepted=r["accepted"], written=r["written"], unchanged=r["unchanged"], stale=r["stale"],
+        rejected=r["rejected"], write_failed=r["write_failed"], finished_at=r["finished_at"],
+    )
+
+
+def _columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    return [list(col) for col in zip(*rows, strict=True)] if rows else []
+
+
+class PostgresAssetStore:
+    """The AssetStore port on Postgres. See core.ports.AssetStore for its guarantees."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def transact(self, tenant_id: str, request: TxRequest,
+                       plan: Callable[[Snapshot], Plan]) -> Plan:
+        ids = sorted(set(request.asset_ids))
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT"
+                    " hashtextextended($1 || '/' || id, 0) AS k FROM unnest($2::text[]) id"
+                    " ORDER BY k) s", tenant_id, ids,
+                )
+                rows = await conn.fetch(
+                    f"SELECT {_ASSET_COLUMNS} FROM assets WHERE tenant_id = $1"
+                    " AND asset_id = ANY($2::text[])", tenant_id, ids,
+                )
+                issues: dict[str, Issue] = {}
+                if request.issue_ids:
+                    for r in await conn.fetch(
+                        "SELECT * FROM issues WHERE tenant_id = $1 AND (asset_id, issue_id) IN"
+                        " (SELECT * FROM unnest($2::text[], $3::text[]))", tenant_id,
+                        [a for a, _ in request.issue_ids], [i for _, i in request.issue_ids],
+                    ):
+                        issues[r["issue_id"]] = _issue_from_row(tenant_id, r)
+                fresh: frozenset[int] = frozenset()
+                if request.dedupe_keys:
+                    fresh = frozenset(r[0] for r in await conn.fetch(
+                        "INSERT INTO ingest_applied (tenant_id, stream_seq) SELECT $1, k"
+                        " FROM unnest($2::int8[]) k ON CONFLICT DO NOTHING RETURNING stream_seq",
+                        tenant_id, list(request.dedupe_keys),
+                    ))
+                snapshot = Snapshot({r["asset_id"]: _asset_from_row(tenant_id, r) for r in rows},
+                                    issues, fresh)
+                result = plan(snapshot)
+                await self._write(conn, tenant_id, result)
+                if request.job_counts is not None:
+                    for job_id, counts in request.job_counts().items():
+                        await self._bump_job(conn, tenant_id, job_id, counts, close=False)
+                return result
+        except _BACKEND_ERRORS as exc:
+            raise Unavailable(f"asset store unavailable: {type(exc).__name__}") from exc
+
+    async def _write(self, conn: asyncpg.Connection, tenant_id: str, plan: Plan) -> None:
+        if plan.saves:
+            latest = {a.asset_id: a for a in plan.saves}  # one asset saved twice: keep the last
+            await conn.execute(_UPSERT_ASSETS, tenant_id, *_columns([
+                (a.asset_id, a.qualified_name, int(a.asset_type), a.name, a.description,
+                 json.dumps(list(a.owners)), a.data_source, a.parent_qualified_name, a.parent_id,
+                 json.dumps([_tag_json(t) for t in a.tags]), json.dumps(list(a.business_terms)),
+                 json.dumps(dict(a.attributes)), a.external_id, a.version, a.is_deleted,
+                 a.created_at, a.updated_at, a.source_event_time)
+                for a in latest.values()
+            ]))
+        for i in plan.issues:
+            await conn.execute(
+                _UPSERT_ISSUE, tenant_id, i.asset_id, i.issue_id, i.source, i.external_id, i.type,
+                int(i.severity), int(i.status), i.title, i.description, i.url, i.opened_at,
+                i.updated_at, i.resolved_at,
+            )
+        if plan.changes:
+            await self._record(conn, tenant_id, plan.changes)
+
+    async def _record(self, conn: asyncpg.Connection, tenant_id: str,
+                      changes: Sequence[Change]) -> None:
+        await conn.execute(_INSERT_AUDIT, tenant_id, *_columns([
+            (c.asset_id, c.actor, c.action, int(c.change), json.dumps(list(c.changed_fields)),
+             c.asset_version, c.occurred_at, c.request_id, c.origin, c.event_id)
+            for c in changes
+        ]))
+        await conn.execute(_INSERT_OUTBOX, tenant_id, *_columns([
+            (c.event_id, c.subject, encode_change(c), json.dumps(dict(c.trace_headers)))
+            for c in changes
+        ]))
+
+    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        try:
+            return await self._pool.fetch(query, *args)
+        except _BACKEND_ERRORS as exc:
+            raise Unavailable(f"asset store unavailable: {type(exc).__name__}") from exc
+
+    async def get(self, tenant_id: str, asset_id: str) -> Asset | None:
+        rows = await self._fetch(
+            f"SELECT {_ASSET_COLUMNS} FROM assets WHERE tenant_id = $1 AND asset_id = $2",
+            tenant_id, asset_id,
+        )
+        return _asset_from_row(tenant_id, rows[0]) if rows else None
+
+    async def get_by_qualified_name(self, tenant_id: str, qualified_name: str) -> Asset | None:
+        rows = await self._fetch(
+            f"SELECT {_ASSET_COLUMNS} FROM assets WHERE tenant_id = $1 AND qualified_name = $2",
+            tenant_id, qualified_name,
+        )
+        return _asset_from_row(tenant_id, rows[0]) if rows else None
+
+    async def search(self, tenant_id: str, query: SearchQuery, after: str | None,
+                     limit: int) -> list[Asset]:
+        where, args = ["tenant_id = $1"], [tenant_id]
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if query.asset_type is not None:
+            where.append(f"asset_type = {arg(int(query.asset_type))}")
+        if query.tag:
+            where.append(f"tag_names @> ARRAY[{arg(query.tag)}]::text[]")
+        if query.qualified_name_prefix:
+            p = query.qualified_name_prefix
+            where.append(f"qualified_name >= {arg(p)} AND qualified_name < {arg(p + chr(0x10FFFF))}")
+        if query.data_source:
+            where.append(f"data_source = {arg(query.data_source)}")
+        if query.owner:
+            where.append(f"owners @> ARRAY[{arg(query.owner)}]::text[]")
+        if not query.include_deleted:
+            where.append("NOT is_deleted")
+        if after is not None:
+            where.append(f"qualified_name > {arg(after)}")
+        rows = await self._fetch(
+            f"SELECT {_ASSET_COLUMNS} FROM assets WHERE {' AND '.join(where)}"
+            f" ORDER BY qualified_name LIMIT {arg(limit)}", *args,
+        )
+        return [_asset_from_row(tenant_id, r) for r in rows]
+
+    async def list_issues(self, tenant_id: str, asset_id: str, status: IssueStatus | None,
+                          after: tuple[str, str] | None, limit: int) -> list[Issue]:
+        # Newest first: ordered by (opened_at, issue_id) descending; `after` is the last seen.
+        args: list[Any] = [tenant_id, asset_id, limit]
+        where = "tenant_id = $1 AND asset_id = $2"
+        if status is not None:
+            args.append(int(status))
+            where += f" AND status = ${len(args)}"
+        if after is not None:
+            args += [datetime.fromisoformat(after[0]), after[1]]
+            where += f" AND (opened_at, issue_id) < (${len(args) - 1}, ${len(args)})"
+        rows = await self._fetch(
+            f"SELECT * FROM issues WHERE {where} ORDER BY opened_at DESC, issue_id DESC LIMIT $3",
+            *args,
+        )
+        return [_issue_from_row(tenant_id, r) for r in rows]
+
+    async def audit_trail(self, tenant_id: str, asset_id: str, after_seq: int,
+                          limit: int) -> list[AuditEntry]:
+        rows = await self._fetch(
+            "SELECT * FROM audit WHERE tenant_id = $1 AND asset_id = $2 AND seq > $3"
+            " ORDER BY seq LIMIT $4", tenant_id, asset_id, after_seq, limit,
+        )
+        return [
+            AuditEntry(
+                sequence=r["seq"], asset_id=r["asset_id"], principal=r["principal"],
+                action=r["action"], change=ChangeKind(r["change"]),
+                changed_fields=tuple(r["changed_fields"]), asset_version=r["asset_version"],
+                at=r["at"], request_id=r["request_id"], origin=r["origin"], event_id=r["event_id"],
+            )
+            for r in rows
+        ]
+
+    async def create_job(self, job: BulkJob) -> None:
+        await self._fetch(
+            "INSERT INTO bulk_jobs (tenant_id, job_id, description, created_at, updated_at)"
+            " VALUES ($1, $2, $3, $4, $5)", job.tenant_id, job.job_id, job.description,
+            job.created_at, job.updated_at,
+        )
+
+    async def get_job(self, tenant_id: str, job_id: str) -> BulkJob | None:
+        rows = await self._fetch(
+            "SELECT * FROM bulk_jobs WHERE tenant_id = $1 AND job_id = $2", tenant_id, job_id
+        )
+        return _job_from_row(rows[0]) if rows else None
+
+    async def update_job(self, tenant_id: str, job_id: str, counts: JobCounts, *,
+                         close: bool = False) -> BulkJob | None:
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                return await self._bump_job(conn, tenant_id, job_id, counts, close=close)
+        except _BACKEND_ERRORS as exc:
+            raise Unavailable(f"asset store unavailable: {type(exc).__name__}") from exc
+
+    async def _bump_job(self, conn: asyncpg.Connection, tenant_id: str, job_id: str,
+                        c: JobCounts, *, close: bool) -> BulkJob | None:
+        row = await conn.fetchrow(
+            _UPDATE_JOB, tenant_id, job_id, c.accepted, c.written, c.unchanged, c.stale,
+            c.rejected, c.write_failed, close,
+        )
+        if row is None:
+            return None
+        finished = await conn.fetchrow(_FINISH_JOB, tenant_id, job_id)
+        return _job_from_row(finished or row)

@@ -1,0 +1,75 @@
+"""Postgres connection pool and versioned migrations (core/migrations/postgres/NNNN_*.sql)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from importlib import resources
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+_MIGRATIONS = "core.migrations.postgres"
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
+                      timeout: float = 10.0) -> asyncpg.Pool:
+    """A pool whose connections encode and decode jsonb as Python objects. Every query made
+    through it is bounded by command_timeout."""
+    return await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, timeout=timeout, command_timeout=60,
+        init=_init_connection,
+    )
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    found = []
+    for entry in resources.files(_MIGRATIONS).iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text()))
+    return sorted(found)
+
+
+async def migrate(pool: asyncpg.Pool) -> list[str]:
+    """Applies pending migrations in order, each in its own transaction; safe to run from
+    several processes at once (an advisory lock serializes them). Returns what it applied."""
+    applied: list[str] = []
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock(7301001)")
+        try:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS lily_migrations ("
+                " version int PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r["version"] for r in await conn.fetch("SELECT version FROM lily_migrations")}
+            for version, name, sql in _migrations():
+                if version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(sql)
+                    await conn.execute(
+                        "INSERT INTO lily_migrations (version, name) VALUES ($1, $2)", version, name
+                    )
+                log.info("applied migration %s", name)
+                applied.append(name)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(7301001)")
+    return applied
+
+
+async def shared_secret(pool: asyncpg.Pool, key: str) -> bytes:
+    """A random secret created once per database and shared by every server instance."""
+    value = secrets.token_hex(32)
+    row = await pool.fetchrow(
+        "INSERT INTO lily_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE"
+        " SET key = EXCLUDED.key RETURNING value", key, value,
+    )
+    return bytes.fromhex(row["value"])

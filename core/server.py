@@ -1,0 +1,132 @@
+"""The composition root: builds stores, bus, services, workers and the gRPC server from
+settings, and takes them down again in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from lily.v1 import metadata_pb2 as metadata_pb
+from lily.v1 import metadata_pb2_grpc as metadata_grpc
+
+from core import tracing
+from core.errors import ErrorInterceptor
+from core.events.nats import NatsChangeBus
+from core.events.outbox import OutboxRelay
+from core.metadata.pagination import PageTokens
+from core.metadata.service import MetadataService
+from core.metadata.servicer import MetadataServicer
+from core.metadata.stores.postgres import PostgresAssetStore
+from core.postgres import create_pool, migrate, shared_secret
+from core.settings import Settings
+from core.workers.ingest import IngestWorker, encode_work_item
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    metadata_pb.DESCRIPTOR.services_by_name["MetadataService"].full_name,
+    health.SERVICE_NAME,
+    reflection.SERVICE_NAME,
+)
+
+
+class StartupError(RuntimeError):
+    """A backend Lily needs could not be reached at start; the message says which."""
+
+
+@dataclass
+class Lily:
+    """A running Lily core."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    bus: NatsChangeBus
+    server: grpc.aio.Server
+    port: int
+    relay: OutboxRelay
+    worker: IngestWorker
+    health: health.HealthServicer
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.grpc_host}:{self.port}"
+
+    async def stop(self, grace: float | None = None) -> None:
+        self.health.enter_graceful_shutdown()
+        await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.bus.close()
+        await self.pool.close()
+
+
+def _exit_after_commit() -> None:
+    # Testing hook (LILY_TEST_EXIT_AFTER_COMMIT=1): die between a commit and its publish.
+    log.warning("exiting right after a commit, before publishing (LILY_TEST_EXIT_AFTER_COMMIT)")
+    os._exit(70)
+
+
+async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily:
+    """Connects to Postgres and NATS, migrates, and serves gRPC on settings.grpc_port."""
+    tracing.configure()
+    try:
+        pool = await create_pool(postgres_dsn)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise StartupError(f"Postgres at {postgres_dsn!r} is not reachable: {exc}") from exc
+    try:
+        await migrate(pool)
+        secret = await shared_secret(pool, "page_token_secret")
+        try:
+            bus = await NatsChangeBus.connect(nats_url)
+        except (OSError, TimeoutError, Exception) as exc:  # nats raises several unrelated types
+            raise StartupError(f"NATS at {nats_url!r} is not reachable: {exc}") from exc
+    except BaseException:
+        await pool.close()
+        raise
+
+    store = PostgresAssetStore(pool)
+    relay = OutboxRelay(pool, bus)
+    on_commit: Callable[[], None] = relay.wake
+    if os.environ.get("LILY_TEST_EXIT_AFTER_COMMIT") == "1":
+        on_commit = _exit_after_commit
+    service = MetadataService(store, bus, PageTokens(secret), consistency=settings.consistency,
+                              encode_work_item=encode_work_item, on_commit=on_commit)
+    worker = IngestWorker(bus, store, batch=settings.ingest_batch, on_commit=on_commit)
+
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.aio.server(interceptors=[tracing.server_interceptor(), ErrorInterceptor()],
+                             options=options)
+    metadata_grpc.add_MetadataServiceServicer_to_server(MetadataServicer(service), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(SERVICE_NAMES, server)
+    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    if port == 0:
+        await bus.close()
+        await pool.close()
+        raise StartupError(f"cannot listen on {settings.grpc_host}:{settings.grpc_port}")
+    await server.start()
+    lily = Lily(settings, pool, bus, server, port, relay, worker, health_servicer)
+    if settings.workers:
+        lily.tasks += [asyncio.create_task(relay.run(), name="outbox-relay"),
+                       asyncio.create_task(worker.run(), name="ingest-worker")]
+    for name in ("", SERVICE_NAMES[0]):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("gRPC serving on %s:%d", settings.grpc_host, port)
+    return lily

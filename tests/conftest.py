@@ -1,0 +1,56 @@
+"""Session fixtures: one real embedded stack (Postgres + NATS JetStream from their PyPI
+packages) and one Lily server for the whole run; each test gets its own tenant."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import grpc  # noqa: E402
+import pytest  # noqa: E402
+import pytest_asyncio  # noqa: E402
+from lily.v1 import metadata_pb2_grpc as metadata_grpc  # noqa: E402
+
+from core.server import Lily, start  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from core.stack import EmbeddedStack  # noqa: E402
+
+
+@pytest_asyncio.fixture(scope="session")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[str, str]]:
+    s = EmbeddedStack(tmp_path_factory.mktemp("stack"))
+    dsn, url = await s.start()
+    yield dsn, url
+    await s.stop()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def lily(stack: tuple[str, str]) -> AsyncIterator[Lily]:
+    dsn, url = stack
+    server = await start(Settings(grpc_port=0, shutdown_grace=1.0), postgres_dsn=dsn, nats_url=url)
+    yield server
+    await server.stop()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def channel(lily: Lily) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(lily.address) as ch:
+        yield ch
+
+
+@pytest.fixture
+def stub(channel: grpc.aio.Channel) -> metadata_grpc.MetadataServiceStub:
+    return metadata_grpc.MetadataServiceStub(channel)
+
+
+@pytest.fixture
+def tenant() -> str:
+    return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def md(tenant: str) -> tuple[tuple[str, str], ...]:
+    return (("x-lily-tenant", tenant),)

@@ -1,0 +1,80 @@
+"""Small helpers shared by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2, status_pb2
+from lily.v1 import common_pb2 as common_pb
+
+T = TypeVar("T")
+
+TABLE = common_pb.ASSET_TYPE_TABLE
+COLUMN = common_pb.ASSET_TYPE_COLUMN
+
+
+def ts(dt: datetime) -> Timestamp:
+    t = Timestamp()
+    t.FromDatetime(dt)
+    return t
+
+
+def ago(seconds: float) -> Timestamp:
+    return ts(datetime.now(UTC) - timedelta(seconds=seconds))
+
+
+def asset(qn: str, asset_type: int = TABLE, **fields: Any) -> common_pb.AssetInput:
+    fields.setdefault("name", qn.rsplit("/", 1)[-1])
+    return common_pb.AssetInput(qualified_name=qn, asset_type=asset_type, **fields)
+
+
+async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 10.0,
+                     interval: float = 0.05) -> T:
+    """Polls `check` until it returns a truthy value (or raises no AssertionError)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            result = await check()
+            if result:
+                return result
+        except AssertionError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
+        await asyncio.sleep(interval)
+
+
+def status_of(err: grpc.aio.AioRpcError) -> status_pb2.Status:
+    """The google.rpc.Status an error carries in its trailers (asserted present and
+    consistent with the gRPC code)."""
+    for key, value in err.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status.FromString(value)
+            assert status.code == err.code().value[0]
+            return status
+    raise AssertionError(f"{err.code()} {err.details()!r} carries no google.rpc.Status")
+
+
+def details(status: status_pb2.Status) -> dict[str, Any]:
+    """The google.rpc details of a status, by type name."""
+    found: dict[str, Any] = {}
+    for d in status.details:
+        for cls in (error_details_pb2.BadRequest, error_details_pb2.ErrorInfo,
+                    error_details_pb2.RetryInfo):
+            if d.Is(cls.DESCRIPTOR):
+                msg = cls()
+                d.Unpack(msg)
+                found[cls.DESCRIPTOR.name] = msg
+    return found
+
+
+def violations(status: status_pb2.Status) -> dict[str, str]:
+    bad = details(status).get("BadRequest")
+    assert bad is not None, f"no BadRequest in {status}"
+    return {v.field: v.description for v in bad.field_violations}
