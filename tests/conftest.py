@@ -54,3 +54,32 @@ def tenant() -> str:
 @pytest.fixture
 def md(tenant: str) -> tuple[tuple[str, str], ...]:
     return (("x-lily-tenant", tenant),)
+
+
+class EventLog:
+    """Every message published under lily.<tenant>.> (a plain NATS subscription)."""
+
+    def __init__(self) -> None:
+        self.messages: list = []
+
+    def events(self, subject_suffix: str = ""):  # -> list[(subject, ChangeEvent, headers)]
+        from lily.v1 import events_pb2
+
+        return [(m.subject, events_pb2.ChangeEvent.FromString(m.data), dict(m.headers or {}))
+                for m in self.messages if m.subject.endswith(subject_suffix)]
+
+
+@pytest_asyncio.fixture
+async def event_log(stack: tuple[str, str], tenant: str) -> AsyncIterator[EventLog]:
+    import nats
+
+    log = EventLog()
+    nc = await nats.connect(stack[1])
+
+    async def on_msg(msg) -> None:  # type: ignore[no-untyped-def]
+        log.messages.append(msg)
+
+    await nc.subscribe(f"lily.{tenant}.>", cb=on_msg)
+    await nc.flush()
+    yield log
+    await nc.close()

@@ -29,7 +29,7 @@ def ago(seconds: float) -> Timestamp:
 
 
 def asset(qn: str, asset_type: int = TABLE, **fields: Any) -> common_pb.AssetInput:
-    fields.setdefault("name", qn.rsplit("/", 1)[-1])
+    fields.setdefault("name", qn.rsplit("/", 1)[-1][:100])
     return common_pb.AssetInput(qualified_name=qn, asset_type=asset_type, **fields)
 
 
