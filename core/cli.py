@@ -43,6 +43,12 @@ async def _up(args: argparse.Namespace) -> int:
                                    ("http_port", args.http_port)) if v is not None}
     settings = Settings(**overrides)
     logs.configure(settings.log_level)
+    # Handle Ctrl-C/SIGTERM from the start: a signal during start-up finishes starting, then
+    # shuts everything down in order (never leaving Postgres or nats-server behind).
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     stack = None
     dsn, url = settings.postgres_dsn, settings.nats_url
     if not dsn or not url:
@@ -66,10 +72,6 @@ async def _up(args: argparse.Namespace) -> int:
         return 1
     say(f"lily: gRPC listening on {lily.address} (health, reflection on)")
     say("lily: ready. Ctrl-C to stop.")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     say("lily: shutting down ...")
     await lily.stop()

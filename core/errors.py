@@ -4,6 +4,7 @@ id; the full error goes to the log, never to the client."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,7 +15,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from core.domain.errors import InvalidArgument, LilyError, Unavailable
-from core.requestctx import current_request_id
+from core.requestctx import current_request_id, new_request_id, request_id_var
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +69,15 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = details.method
+        request_id = _request_id(details)
         if handler.unary_unary:
             inner = handler.unary_unary
 
             async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                request_id_var.set(request_id)
                 try:
-                    return await inner(request, context)
+                    result = inner(request, context)
+                    return await result if inspect.isawaitable(result) else result
                 except Exception as exc:
                     await _handle(exc, context, method)
 
@@ -83,8 +87,10 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             inner_su = handler.stream_unary
 
             async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+                request_id_var.set(request_id)
                 try:
-                    return await inner_su(requests, context)
+                    result = inner_su(requests, context)
+                    return await result if inspect.isawaitable(result) else result
                 except Exception as exc:
                     await _handle(exc, context, method)
 
@@ -94,6 +100,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             inner_us = handler.unary_stream
 
             async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                request_id_var.set(request_id)
                 try:
                     async for item in inner_us(request, context):
                         yield item
@@ -103,6 +110,14 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_stream_rpc_method_handler(
                 unary_stream, handler.request_deserializer, handler.response_serializer)
         return handler
+
+
+def _request_id(details: grpc.HandlerCallDetails) -> str:
+    """The caller's x-request-id (bounded), or a new one."""
+    for key, value in details.invocation_metadata or ():
+        if key == "x-request-id" and isinstance(value, str) and value:
+            return value[:64]
+    return new_request_id()
 
 
 async def _handle(exc: Exception, context: grpc.aio.ServicerContext, method: str) -> None:

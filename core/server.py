@@ -53,7 +53,7 @@ class Lily:
     port: int
     relay: OutboxRelay
     worker: IngestWorker
-    health: health.HealthServicer
+    health: health.aio.HealthServicer
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -61,7 +61,7 @@ class Lily:
         return f"{self.settings.grpc_host}:{self.port}"
 
     async def stop(self, grace: float | None = None) -> None:
-        self.health.enter_graceful_shutdown()
+        await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
         for task in self.tasks:
             task.cancel()
@@ -113,7 +113,7 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
     server = grpc.aio.server(interceptors=[tracing.server_interceptor(), ErrorInterceptor()],
                              options=options)
     metadata_grpc.add_MetadataServiceServicer_to_server(MetadataServicer(service), server)
-    health_servicer = health.HealthServicer()
+    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
@@ -127,6 +127,6 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
         lily.tasks += [asyncio.create_task(relay.run(), name="outbox-relay"),
                        asyncio.create_task(worker.run(), name="ingest-worker")]
     for name in ("", SERVICE_NAMES[0]):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("gRPC serving on %s:%d", settings.grpc_host, port)
     return lily

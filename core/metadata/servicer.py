@@ -23,7 +23,7 @@ from core.domain.rules import MUTABLE_FIELDS
 from core.errors import rejection_status
 from core.metadata import mapping
 from core.metadata.service import ItemResult, MetadataService, WatchFilter
-from core.requestctx import new_request_id, request_id_var, tenant_var
+from core.requestctx import current_request_id, tenant_var
 
 MAX_BATCH = 1000
 MAX_STREAM_REJECTIONS = 100
@@ -48,8 +48,7 @@ def tenant_of(context: grpc.aio.ServicerContext) -> str:
 def write_context(context: grpc.aio.ServicerContext, action: str) -> WriteContext:
     tenant = tenant_of(context)
     md = dict(context.invocation_metadata() or ())
-    rid = str(md.get("x-request-id") or new_request_id())[:64]
-    request_id_var.set(rid)
+    rid = current_request_id()
     headers: dict[str, str] = {}
     propagate.inject(headers)
     return WriteContext(

@@ -1,0 +1,113 @@
+"""The product as a user runs it: `lily up` in its own process, against real Postgres and NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import asyncpg
+import grpc
+import nats
+import pytest
+from lily.v1 import events_pb2 as events_pb
+from lily.v1 import metadata_pb2 as O
+from lily.v1 import metadata_pb2_grpc as metadata_grpc
+
+from core.stack import EmbeddedStack, free_port
+from tests.helpers import asset, eventually
+
+LILY = [sys.executable, "-m", "core.cli"]
+
+
+async def _lily_up(data_dir: Path, port: int, **env: str) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        *LILY, "up", "--data-dir", str(data_dir), "--grpc-port", str(port),
+        env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    async with asyncio.timeout(60):
+        while not (line := await proc.stdout.readline()).startswith(b"lily: ready"):
+            assert line, f"lily up exited early ({await proc.wait()})"
+    return proc
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> int:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(30):
+        return await proc.wait()
+
+
+@pytest.mark.slow
+async def test_no_event_is_lost_when_the_server_dies_between_write_and_publish(tmp_path):
+    stack = EmbeddedStack(tmp_path / "stack")  # its own backends: no other relay may help
+    dsn, url = await stack.start()
+    env = {"LILY_POSTGRES_DSN": dsn, "LILY_NATS_URL": url}
+    port = free_port()
+    md = (("x-lily-tenant", "crash"),)
+    nc = await nats.connect(url)
+    seen: list = []
+
+    async def on_msg(msg):
+        seen.append(msg)
+
+    await nc.subscribe("lily.crash.>", cb=on_msg)
+    try:
+        doomed = await _lily_up(tmp_path, port, **env, LILY_TEST_EXIT_AFTER_COMMIT="1")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = metadata_grpc.MetadataServiceStub(ch)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.IngestMetadata(O.IngestMetadataRequest(assets=[asset("pg://crash/t")]),
+                                          metadata=md, timeout=10)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert await _stop(doomed) == 70  # died right after the commit
+        conn = await asyncpg.connect(dsn)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM assets WHERE tenant_id = 'crash'") == 1
+            assert await conn.fetchval("SELECT count(*) FROM outbox WHERE tenant_id = 'crash'") == 1
+            await asyncio.sleep(0.5)
+            assert seen == []  # written, not published
+
+            restarted = await _lily_up(tmp_path, port, **env)
+            try:
+                await eventually(lambda: _true(len(seen) == 1), timeout=10)
+                event = events_pb.ChangeEvent.FromString(seen[0].data)
+                assert (seen[0].subject, event.qualified_name) == ("lily.crash.asset.created", "pg://crash/t")
+                assert await eventually(lambda: _zero(conn))
+            finally:
+                assert await _stop(restarted) == 0  # SIGTERM: clean shutdown
+            assert len(seen) == 1
+        finally:
+            await conn.close()
+    finally:
+        await nc.close()
+        await stack.stop()
+
+
+async def _true(value):
+    return value
+
+
+async def _zero(conn):
+    return await conn.fetchval("SELECT count(*) FROM outbox WHERE tenant_id = 'crash'") == 0
+
+
+@pytest.mark.slow
+async def test_lily_up_embedded_starts_serves_and_stops_on_sigterm(tmp_path):
+    port = free_port()
+    proc = await _lily_up(tmp_path / "data", port)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            from grpc_health.v1 import health_pb2, health_pb2_grpc
+            health = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            stub = metadata_grpc.MetadataServiceStub(ch)
+            r = await stub.IngestMetadata(O.IngestMetadataRequest(assets=[asset("pg://up/t")]),
+                                          metadata=(("x-lily-tenant", "default"),), timeout=10)
+            assert r.results[0].outcome == O.INGEST_OUTCOME_CREATED
+    finally:
+        assert await _stop(proc) == 0
+    assert not (tmp_path / "data" / "postgres" / "pgdata" / "postmaster.pid").exists()  # Postgres stopped too
