@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Protocol
 
 from core.domain.model import (
@@ -69,6 +70,10 @@ class AssetStore(Protocol):
 
     async def audit_trail(self, tenant_id: str, asset_id: str, after_seq: int,
                           limit: int) -> list[AuditEntry]: ...
+
+    async def prune_dedupe(self, older_than: timedelta) -> int:
+        """Forgets dedupe keys applied longer ago than `older_than`; returns how many."""
+        ...
 
     async def create_job(self, job: BulkJob) -> None: ...
 

@@ -27,7 +27,7 @@ from core.metadata.servicer import MetadataServicer
 from core.metadata.stores.postgres import PostgresAssetStore
 from core.postgres import create_pool, migrate, shared_secret
 from core.settings import Settings
-from core.workers.ingest import IngestWorker, encode_work_item
+from core.workers.ingest import IngestWorker, encode_work
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
     if os.environ.get("LILY_TEST_EXIT_AFTER_COMMIT") == "1":
         on_commit = _exit_after_commit
     service = MetadataService(store, bus, PageTokens(secret), consistency=settings.consistency,
-                              encode_work_item=encode_work_item, on_commit=on_commit)
+                              encode_work=encode_work, on_commit=on_commit)
     worker = IngestWorker(bus, store, batch=settings.ingest_batch, on_commit=on_commit)
 
     options = [

@@ -5,6 +5,7 @@ changes to record. None does I/O; stores call them inside their transaction."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -53,6 +54,7 @@ _CONTENT_FIELDS = (
 )
 
 
+@functools.lru_cache(maxsize=65536)
 def asset_id_for(tenant_id: str, qualified_name: str) -> str:
     """Stable id of an asset: the same (tenant, qualified name) always gives the same id."""
     return uuid.uuid5(_ASSET_NS, f"{tenant_id}\x00{qualified_name}").hex

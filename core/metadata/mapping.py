@@ -34,7 +34,9 @@ MAX_QUALIFIED_NAME_BYTES = 2048
 MAX_TEXT_BYTES = 1024
 MAX_DESCRIPTION_BYTES = 64 * 1024
 MAX_LIST = 256
-MAX_ATTRIBUTE_VALUE_BYTES = 16 * 1024
+MAX_ATTRIBUTE_VALUE_BYTES = 4 * 1024
+# One asset, encoded: keeps every queued work message well under NATS's 1 MiB payload limit.
+MAX_ASSET_BYTES = 256 * 1024
 # A write may claim a source event time at most this far ahead of the server's clock: a time far
 # in the future would make every later, genuine write look stale.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
@@ -134,6 +136,9 @@ def draft_from_pb(pb: common_pb.AssetInput, path: str, now: datetime,
                   out: list[FieldViolation]) -> AssetDraft | None:
     """An AssetInput as a domain draft, or None with the reasons appended to `out`."""
     start = len(out)
+    if pb.ByteSize() > MAX_ASSET_BYTES:
+        out.append(FieldViolation(path, f"is larger than {MAX_ASSET_BYTES // 1024} KiB encoded"))
+        return None
     check_text(f"{path}.qualified_name", pb.qualified_name, MAX_QUALIFIED_NAME_BYTES, out,
                required=True)
     asset_type = asset_type_of(f"{path}.asset_type", pb.asset_type, out)
@@ -154,6 +159,22 @@ def draft_from_pb(pb: common_pb.AssetInput, path: str, now: datetime,
         qualified_name=pb.qualified_name, asset_type=asset_type, source_event_time=event_time,
         name=pb.name, description=pb.description, owners=tuple(pb.owners),
         data_source=pb.data_source, parent_qualified_name=pb.parent_qualified_name, tags=tags,
+        business_terms=tuple(pb.business_terms), attributes=dict(pb.attributes),
+        external_id=pb.external_id,
+    )
+
+
+def draft_from_trusted_pb(pb: common_pb.AssetInput, default_time: datetime) -> AssetDraft:
+    """An AssetInput that Lily validated when it accepted it (from its own work queue)."""
+    ts = pb.source_event_time
+    event_time = default_time if ts.seconds == 0 and ts.nanos == 0 else (
+        datetime.fromtimestamp(ts.seconds, UTC) + timedelta(microseconds=ts.nanos // 1000))
+    return AssetDraft(
+        qualified_name=pb.qualified_name, asset_type=AssetType(pb.asset_type),
+        source_event_time=event_time, name=pb.name, description=pb.description,
+        owners=tuple(pb.owners), data_source=pb.data_source,
+        parent_qualified_name=pb.parent_qualified_name,
+        tags=tuple(TagAssignment(t.name, t.value) for t in pb.tags),
         business_terms=tuple(pb.business_terms), attributes=dict(pb.attributes),
         external_id=pb.external_id,
     )

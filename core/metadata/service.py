@@ -100,13 +100,13 @@ def counts_of(decisions: Mapping[int, rules.Decision]) -> JobCounts:
 class MetadataService:
     def __init__(self, store: AssetStore, bus: ChangeBus, tokens: PageTokens, *,
                  consistency: Mapping[AssetType, Consistency],
-                 encode_work_item: Callable[[WriteContext, AssetDraft, str], bytes],
+                 encode_work: Callable[[WriteContext, Sequence[AssetDraft], str], list[bytes]],
                  on_commit: Callable[[], None] = lambda: None) -> None:
         self._store = store
         self._bus = bus
         self._tokens = tokens
         self._consistency = {**rules.DEFAULT_CONSISTENCY, **consistency}
-        self._encode_work_item = encode_work_item
+        self._encode_work = encode_work
         self._on_commit = on_commit
 
     def consistency_of(self, asset_type: AssetType) -> Consistency:
@@ -153,9 +153,9 @@ class MetadataService:
                     dec.outcome, Consistency.STRONG, dec.asset.version if dec.asset else 0,
                     dec.changed_fields))
         if eventual:
-            await self._bus.enqueue_ingest(ctx.tenant_id, [
-                self._encode_work_item(ctx, d, job_id) for _, d in eventual
-            ], dict(ctx.trace_headers))
+            await self._bus.enqueue_ingest(
+                ctx.tenant_id, self._encode_work(ctx, [d for _, d in eventual], job_id),
+                dict(ctx.trace_headers))
             results += [ItemResult(i, rules.asset_id_for(ctx.tenant_id, d.qualified_name),
                                    d.qualified_name, Outcome.ACCEPTED, Consistency.EVENTUAL)
                         for i, d in eventual]

@@ -1,66 +1,89 @@
-"""The eventual-ingest worker: drains the LILY_INGEST work queue into the asset store in
-batches. Each batch is written in one transaction per tenant, with its bulk-job counters and
-the stream sequences it applied (so a redelivered item is neither written nor counted twice);
-messages are acknowledged only after that commit."""
+"""The eventual-ingest worker: drains the LILY_INGEST work queue into the asset store.
+
+Each queue message carries the eventual-class assets of one ingest call (IngestWorkBatch). A
+fetch of several messages is written in one transaction per tenant, together with its bulk-job
+counters and the messages' stream sequences (dedupe keys), so a redelivered message is neither
+written nor counted twice; messages are acknowledged only after that commit.
+
+If a transaction fails for a reason other than the store being unavailable, each message is
+retried alone, then item by item (each item with its own dedupe key), so one poison item cannot
+hold back the rest: it is retried with back-off and dead-lettered after MAX_DELIVER attempts."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import nats.errors
 from lily.v1 import events_pb2 as events_pb
 from nats.aio.msg import Msg
 
 from core.domain import rules
-from core.domain.errors import FieldViolation, Unavailable
+from core.domain.errors import Unavailable
 from core.domain.model import AssetDraft, JobCounts, WriteContext
+from core.domain.rules import Plan
 from core.events.nats import INGEST_CONSUMER, INGEST_STREAM, NatsChangeBus
 from core.metadata import mapping
 from core.metadata.service import counts_of, ingest_plan
-from core.domain.rules import Plan
 from core.ports import AssetStore, Snapshot, TxRequest
 
 log = logging.getLogger(__name__)
 
 MAX_DELIVER = 8
+# Dedupe keys outlive any redelivery (MAX_DELIVER back-offs of at most a minute) by far.
+DEDUPE_KEEP = timedelta(days=1)
+PRUNE_EVERY_S = 600.0
+# Work messages stay well under NATS's default 1 MiB payload limit.
+MAX_WORK_MESSAGE_BYTES = 768 * 1024
+_ITEM_BITS = 12  # item dedupe key = (stream_seq << 12) | index + 1; message key = seq << 12
 
 
-def encode_work_item(ctx: WriteContext, draft: AssetDraft, job_id: str) -> bytes:
-    item = events_pb.IngestWorkItem(
-        tenant_id=ctx.tenant_id, bulk_job_id=job_id, actor=ctx.actor, request_id=ctx.request_id,
-        asset=mapping.draft_to_pb(draft),
-    )
-    item.accepted_at.FromDatetime(ctx.now)
-    return item.SerializeToString()
+def encode_work(ctx: WriteContext, drafts: Sequence[AssetDraft], job_id: str) -> list[bytes]:
+    """Queue messages for eventual-class drafts: one per ~768 KiB of assets."""
+    messages, chunk, size = [], [], 0
+    for draft in drafts:
+        pb = mapping.draft_to_pb(draft)
+        n = pb.ByteSize() + 8
+        if chunk and size + n > MAX_WORK_MESSAGE_BYTES:
+            messages.append(_work_message(ctx, chunk, job_id))
+            chunk, size = [], 0
+        chunk.append(pb)
+        size += n
+    if chunk:
+        messages.append(_work_message(ctx, chunk, job_id))
+    return messages
+
+
+def _work_message(ctx: WriteContext, assets: list, job_id: str) -> bytes:
+    batch = events_pb.IngestWorkBatch(tenant_id=ctx.tenant_id, bulk_job_id=job_id, assets=assets,
+                                      actor=ctx.actor, request_id=ctx.request_id)
+    batch.accepted_at.FromDatetime(ctx.now)
+    return batch.SerializeToString()
 
 
 @dataclass(frozen=True, slots=True)
-class _Item:
-    msg: Msg
-    seq: int
+class _Unit:
+    """Work applied (or skipped, if its key was applied before) as a whole."""
+
+    key: int
     job_id: str
-    draft: AssetDraft
+    drafts: list[AssetDraft]
     ctx: WriteContext
 
 
-def _decode(msg: Msg, now: datetime) -> _Item | None:
-    item = events_pb.IngestWorkItem.FromString(msg.data)
-    accepted_at = item.accepted_at.ToDatetime(tzinfo=UTC)
-    problems: list[FieldViolation] = []
-    draft = mapping.draft_from_pb(item.asset, "asset", accepted_at, problems)
-    if draft is None:
-        return None
+def _decode(msg: Msg, now: datetime) -> tuple[events_pb.IngestWorkBatch, WriteContext, list[AssetDraft]]:
+    batch = events_pb.IngestWorkBatch.FromString(msg.data)
+    accepted_at = batch.accepted_at.ToDatetime(tzinfo=UTC)
     ctx = WriteContext(
-        tenant_id=item.tenant_id, actor=item.actor, action="IngestWorker", now=now,
-        request_id=item.request_id,
+        tenant_id=batch.tenant_id, actor=batch.actor, action="IngestWorker", now=now,
+        request_id=batch.request_id,
         trace_headers={k: v for k, v in (msg.headers or {}).items() if k in ("traceparent", "tracestate")},
     )
-    return _Item(msg, msg.metadata.sequence.stream, item.bulk_job_id, draft, ctx)
+    return batch, ctx, [mapping.draft_from_trusted_pb(a, accepted_at) for a in batch.assets]
 
 
 class IngestWorker:
@@ -68,15 +91,23 @@ class IngestWorker:
                  on_commit: Callable[[], None] = lambda: None) -> None:
         self._bus = bus
         self._store = store
-        self._batch = batch
+        self._fetch = max(1, batch // 100)  # messages per fetch; each holds up to 1,000 assets
         self._on_commit = on_commit
         self.applied = 0
 
     async def run(self) -> None:
         sub = await self._bus.js.pull_subscribe_bind(INGEST_CONSUMER, INGEST_STREAM)
+        loop = asyncio.get_running_loop()
+        next_prune = loop.time()
         while True:
+            if loop.time() >= next_prune:
+                next_prune = loop.time() + PRUNE_EVERY_S
+                try:
+                    await self._store.prune_dedupe(DEDUPE_KEEP)
+                except Unavailable as exc:
+                    log.warning("ingest worker: could not prune dedupe keys: %s", exc)
             try:
-                msgs = await sub.fetch(self._batch, timeout=1.0)
+                msgs = await sub.fetch(self._fetch, timeout=1.0)
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except nats.errors.Error as exc:
@@ -89,71 +120,91 @@ class IngestWorker:
         by_tenant: dict[str, list[Msg]] = defaultdict(list)
         for msg in msgs:
             by_tenant[msg.subject.split(".")[1]].append(msg)
-        for tenant_id, group in by_tenant.items():
-            try:
-                await self._apply(tenant_id, group)
-            except Unavailable as exc:
-                log.warning("ingest worker: store unavailable (%s); retrying %d items", exc, len(group))
-                for msg in group:
-                    await msg.nak(delay=2.0)
-            except Exception:  # the worker's per-message boundary: isolate the poison item
-                log.exception("ingest worker: batch of %d failed; retrying one by one", len(group))
-                for msg in group:
-                    await self._apply_one(tenant_id, msg)
-
-    async def _apply_one(self, tenant_id: str, msg: Msg) -> None:
-        try:
-            await self._apply(tenant_id, [msg])
-        except Unavailable:
-            await msg.nak(delay=2.0)
-        except Exception as exc:  # per-message boundary
-            deliveries = msg.metadata.num_delivered
-            if deliveries < MAX_DELIVER:
-                log.warning("ingest worker: item failed (delivery %d): %s", deliveries, exc)
-                await msg.nak(delay=min(2.0 ** deliveries, 60.0))
-                return
-            log.error("ingest worker: item dead-lettered after %d deliveries: %s", deliveries, exc)
-            await self._bus.dead_letter(tenant_id, "ingest", msg.data, str(exc)[:200])
-            item = events_pb.IngestWorkItem.FromString(msg.data)
-            if item.bulk_job_id:
-                await self._store.update_job(tenant_id, item.bulk_job_id, JobCounts(write_failed=1))
-            await msg.term()
-
-    async def _apply(self, tenant_id: str, msgs: list[Msg]) -> None:
         now = datetime.now(UTC)
-        items: list[_Item] = []
-        for msg in msgs:
-            item = _decode(msg, now)
-            if item is None:  # validated on acceptance; a bad item here can never succeed
-                await self._bus.dead_letter(tenant_id, "ingest", msg.data, "invalid work item")
-                await msg.term()
+        for tenant_id, group in by_tenant.items():
+            live, units = [], []
+            for msg in group:
+                try:
+                    batch, ctx, drafts = _decode(msg, now)
+                except (ValueError, TypeError) as exc:  # can never succeed
+                    await self._dead_letter(tenant_id, msg, f"undecodable work message: {exc}")
+                    continue
+                live.append(msg)
+                units.append(_Unit(msg.metadata.sequence.stream << _ITEM_BITS, batch.bulk_job_id, drafts, ctx))
+            try:
+                await self._apply(tenant_id, units)
+            except Unavailable as exc:
+                log.warning("ingest worker: store unavailable (%s); retrying %d messages", exc, len(live))
+                for msg in live:
+                    await msg.nak(delay=2.0)
                 continue
-            items.append(item)
-        if not items:
+            except Exception:  # the worker's per-message boundary
+                log.exception("ingest worker: batch failed; retrying its messages one by one")
+                for msg, unit in zip(live, units, strict=True):
+                    await self._apply_items(tenant_id, msg, unit)
+                continue
+            for msg in live:
+                await msg.ack()
+
+    async def _apply_items(self, tenant_id: str, msg: Msg, unit: _Unit) -> None:
+        """Applies a message item by item; a failing item is retried later or dead-lettered."""
+        failed = []
+        for i, draft in enumerate(unit.drafts):
+            item = _Unit(unit.key | (i + 1), unit.job_id, [draft], unit.ctx)
+            try:
+                await self._apply(tenant_id, [item])
+            except Unavailable:
+                await msg.nak(delay=2.0)
+                return
+            except Exception as exc:  # per-item boundary
+                failed.append((draft, exc))
+        if not failed:
+            await msg.ack()
+            return
+        deliveries = msg.metadata.num_delivered
+        if deliveries < MAX_DELIVER:
+            log.warning("ingest worker: %d items failed (delivery %d), retrying: %s",
+                        len(failed), deliveries, failed[0][1])
+            await msg.nak(delay=min(2.0 ** deliveries, 60.0))
+            return
+        log.error("ingest worker: %d items dead-lettered after %d deliveries: %s",
+                  len(failed), deliveries, failed[0][1])
+        poison = events_pb.IngestWorkBatch.FromString(msg.data)
+        del poison.assets[:]
+        poison.assets.extend(mapping.draft_to_pb(d) for d, _ in failed)
+        await self._bus.dead_letter(tenant_id, "ingest", poison.SerializeToString(), str(failed[0][1])[:200])
+        if unit.job_id:
+            await self._store.update_job(tenant_id, unit.job_id, JobCounts(write_failed=len(failed)))
+        await msg.ack()
+
+    async def _dead_letter(self, tenant_id: str, msg: Msg, reason: str) -> None:
+        log.error("ingest worker: %s", reason)
+        await self._bus.dead_letter(tenant_id, "ingest", msg.data, reason[:200])
+        await msg.term()
+
+    async def _apply(self, tenant_id: str, units: list[_Unit]) -> None:
+        if not units:
             return
         decisions: dict[int, rules.Decision] = {}
         fresh: set[int] = set()
+        numbered = [(u, [(u.key + n, d, u.ctx) for n, d in enumerate(u.drafts)]) for u in units]
 
         def plan(snapshot: Snapshot) -> Plan:
             fresh.clear()
             fresh.update(snapshot.fresh_keys)
-            todo = [(it.seq, it.draft, it.ctx) for it in items if it.seq in fresh]
+            todo = [item for u, items in numbered if u.key in fresh for item in items]
             return ingest_plan(todo, decisions)(snapshot)
 
         def job_counts() -> dict[str, JobCounts]:
             per_job: dict[str, dict[int, rules.Decision]] = defaultdict(dict)
-            for it in items:
-                if it.job_id and it.seq in decisions:
-                    per_job[it.job_id][it.seq] = decisions[it.seq]
-            return {job: counts_of(d) for job, d in per_job.items()}
+            for u, items in numbered:
+                if u.job_id:
+                    per_job[u.job_id].update((k, decisions[k]) for k, _, _ in items if k in decisions)
+            return {job: counts_of(d) for job, d in per_job.items() if d}
 
-        ids = [rules.asset_id_for(tenant_id, it.draft.qualified_name) for it in items]
+        ids = [rules.asset_id_for(tenant_id, d.qualified_name) for u in units for d in u.drafts]
         result = await self._store.transact(
-            tenant_id, TxRequest(ids, dedupe_keys=[it.seq for it in items], job_counts=job_counts),
-            plan,
-        )
+            tenant_id, TxRequest(ids, dedupe_keys=[u.key for u in units], job_counts=job_counts), plan)
         if result.changes:
             self._on_commit()
-        for it in items:
-            await it.msg.ack()
-        self.applied += len(fresh)
+        self.applied += sum(len(u.drafts) for u in units if u.key in fresh)

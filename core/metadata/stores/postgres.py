@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -327,6 +327,12 @@ class PostgresAssetStore:
             )
             for r in rows
         ]
+
+    async def prune_dedupe(self, older_than: timedelta) -> int:
+        rows = await self._fetch(
+            "WITH gone AS (DELETE FROM ingest_applied WHERE applied_at < now() - $1::interval"
+            " RETURNING 1) SELECT count(*) FROM gone", older_than)
+        return int(rows[0][0])
 
     async def create_job(self, job: BulkJob) -> None:
         await self._fetch(

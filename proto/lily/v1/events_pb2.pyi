@@ -75,18 +75,18 @@ class ChangeEvent(_message.Message):
     request_id: str
     def __init__(self, event_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., entity: _Optional[_Union[EntityKind, str]] = ..., change: _Optional[_Union[ChangeKind, str]] = ..., asset_id: _Optional[str] = ..., qualified_name: _Optional[str] = ..., asset_type: _Optional[_Union[_common_pb2.AssetType, str]] = ..., asset_version: _Optional[int] = ..., changed_fields: _Optional[_Iterable[str]] = ..., actor: _Optional[str] = ..., cause_event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., tags_added: _Optional[_Iterable[str]] = ..., tags_removed: _Optional[_Iterable[str]] = ..., issue: _Optional[_Union[_common_pb2.DataQualityIssue, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
-class IngestWorkItem(_message.Message):
-    __slots__ = ("tenant_id", "bulk_job_id", "asset", "actor", "request_id", "accepted_at")
+class IngestWorkBatch(_message.Message):
+    __slots__ = ("tenant_id", "bulk_job_id", "assets", "actor", "request_id", "accepted_at")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     BULK_JOB_ID_FIELD_NUMBER: _ClassVar[int]
-    ASSET_FIELD_NUMBER: _ClassVar[int]
+    ASSETS_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_AT_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     bulk_job_id: str
-    asset: _common_pb2.AssetInput
+    assets: _containers.RepeatedCompositeFieldContainer[_common_pb2.AssetInput]
     actor: str
     request_id: str
     accepted_at: _timestamp_pb2.Timestamp
-    def __init__(self, tenant_id: _Optional[str] = ..., bulk_job_id: _Optional[str] = ..., asset: _Optional[_Union[_common_pb2.AssetInput, _Mapping]] = ..., actor: _Optional[str] = ..., request_id: _Optional[str] = ..., accepted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, tenant_id: _Optional[str] = ..., bulk_job_id: _Optional[str] = ..., assets: _Optional[_Iterable[_Union[_common_pb2.AssetInput, _Mapping]]] = ..., actor: _Optional[str] = ..., request_id: _Optional[str] = ..., accepted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,224 @@
+"""Benchmark: ingest through Lily vs the raw Postgres path, and read/watch latency, in one run.
+
+    scripts/lily-bench   (or: .venv/bin/python scripts/bench_ingest.py [--assets 100000])
+
+Starts its own embedded Postgres and NATS and a `lily up` server process against them, then:
+1. raw:  the same rows written straight to Postgres with asyncpg executemany of the same upsert
+2. lily: the rows (10% tables, 90% columns) streamed through IngestMetadataStream, timed until the
+         bulk job reports every asset written (the eventual ones included)
+3. GetMetadata p50/p99 over gRPC vs a raw asyncpg SELECT by primary key
+4. WatchChanges delivery p50/p99 (write RPC sent -> event received) vs a raw NATS round trip
+Figures are printed as ratios against the baselines measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import asyncpg  # noqa: E402
+import grpc  # noqa: E402
+import nats  # noqa: E402
+from lily.v1 import common_pb2 as common_pb  # noqa: E402
+from lily.v1 import metadata_pb2 as metadata_pb  # noqa: E402
+from lily.v1 import metadata_pb2_grpc as metadata_grpc  # noqa: E402
+
+from core.domain.rules import asset_id_for  # noqa: E402
+from core.postgres import create_pool, migrate  # noqa: E402
+from core.stack import EmbeddedStack, free_port  # noqa: E402
+
+RAW_UPSERT = """
+INSERT INTO assets (tenant_id, asset_id, qualified_name, asset_type, name, description, owners,
+    data_source, parent_qualified_name, parent_id, tags, tag_names, business_terms, attributes,
+    external_id, version, is_deleted, created_at, updated_at, source_event_time)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14::jsonb, $15, 1, false,
+        $16, $16, $16)
+ON CONFLICT (tenant_id, asset_id) DO UPDATE SET
+    qualified_name = EXCLUDED.qualified_name, asset_type = EXCLUDED.asset_type,
+    name = EXCLUDED.name, description = EXCLUDED.description, owners = EXCLUDED.owners,
+    data_source = EXCLUDED.data_source, parent_qualified_name = EXCLUDED.parent_qualified_name,
+    parent_id = EXCLUDED.parent_id, tags = EXCLUDED.tags, tag_names = EXCLUDED.tag_names,
+    business_terms = EXCLUDED.business_terms, attributes = EXCLUDED.attributes,
+    external_id = EXCLUDED.external_id, version = assets.version + 1,
+    updated_at = EXCLUDED.updated_at, source_event_time = EXCLUDED.source_event_time
+"""
+
+
+def progress(msg: str) -> None:
+    print(f"\r  {msg:<70}", end="", file=sys.stderr, flush=True)
+
+
+def generate(n: int) -> list[common_pb.AssetInput]:
+    """n assets: 10% tables, each followed by 9 of its columns."""
+    out = []
+    for t in range(max(1, n // 10)):
+        table = f"snowflake://acct/db/schema{t % 50}/table{t}"
+        out.append(common_pb.AssetInput(
+            qualified_name=table, asset_type=common_pb.ASSET_TYPE_TABLE, name=f"table{t}",
+            description="a generated table", owners=["data-eng"], data_source="snowflake",
+            tags=[common_pb.TagAssignment(name="gold")] if t % 10 == 0 else []))
+        for c in range(9):
+            out.append(common_pb.AssetInput(
+                qualified_name=f"{table}/col{c}", asset_type=common_pb.ASSET_TYPE_COLUMN,
+                name=f"col{c}", data_source="snowflake", parent_qualified_name=table,
+                attributes={"data_type": "varchar"},
+                tags=[common_pb.TagAssignment(name="PII")] if c == 0 else []))
+    return out[:n]
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+async def raw_ingest(pool: asyncpg.Pool, assets: list[common_pb.AssetInput]) -> float:
+    tenant = "benchraw"
+    now = datetime.now(UTC)
+    rows = [
+        (tenant, asset_id_for(tenant, a.qualified_name), a.qualified_name, a.asset_type, a.name,
+         a.description, list(a.owners), a.data_source, a.parent_qualified_name,
+         asset_id_for(tenant, a.parent_qualified_name) if a.parent_qualified_name else "",
+         json.dumps([{"n": t.name, "s": 1, "v": t.value} for t in a.tags]),
+         [t.name for t in a.tags], list(a.business_terms), json.dumps(dict(a.attributes)),
+         a.external_id, now)
+        for a in assets
+    ]
+    start = time.perf_counter()
+    async with pool.acquire() as conn:
+        for i in range(0, len(rows), 1000):
+            await conn.executemany(RAW_UPSERT, rows[i:i + 1000])
+            progress(f"raw: {i + 1000:,}/{len(rows):,} rows")
+    return time.perf_counter() - start
+
+
+async def lily_ingest(stub: metadata_grpc.MetadataServiceStub, md: tuple,
+                      assets: list[common_pb.AssetInput]) -> tuple[float, metadata_pb.BulkJob]:
+    async def batches():
+        for i in range(0, len(assets), 1000):
+            yield metadata_pb.IngestMetadataStreamRequest(assets=assets[i:i + 1000])
+            progress(f"lily: sent {min(i + 1000, len(assets)):,}/{len(assets):,}")
+
+    start = time.perf_counter()
+    summary = await stub.IngestMetadataStream(batches(), metadata=md, timeout=1800)
+    while True:
+        job = (await stub.GetBulkJob(metadata_pb.GetBulkJobRequest(job_id=summary.bulk_job_id),
+                                     metadata=md, timeout=10)).job
+        progress(f"lily: written {job.written:,}/{job.accepted:,}")
+        if job.state in (metadata_pb.BULK_JOB_STATE_SUCCEEDED, metadata_pb.BULK_JOB_STATE_FAILED):
+            return time.perf_counter() - start, job
+        await asyncio.sleep(0.02)
+
+
+async def get_latency(stub, md, pool, ids: list[str], n: int) -> tuple[list[float], list[float]]:
+    grpc_ms, raw_ms = [], []
+    sample = random.Random(7).choices(ids, k=n)
+    async with pool.acquire() as conn:
+        stmt = await conn.prepare("SELECT * FROM assets WHERE tenant_id = $1 AND asset_id = $2")
+        for i, aid in enumerate(sample):
+            t0 = time.perf_counter()
+            await stub.GetMetadata(metadata_pb.GetMetadataRequest(asset_id=aid), metadata=md, timeout=5)
+            t1 = time.perf_counter()
+            await stmt.fetchrow("bench", aid)
+            t2 = time.perf_counter()
+            grpc_ms.append((t1 - t0) * 1000)
+            raw_ms.append((t2 - t1) * 1000)
+            if i % 200 == 0:
+                progress(f"GetMetadata: {i}/{n}")
+    return grpc_ms, raw_ms
+
+
+async def watch_latency(stub, md, nats_url: str, n: int) -> tuple[list[float], list[float]]:
+    call = stub.WatchChanges(metadata_pb.WatchChangesRequest(asset_types=[common_pb.ASSET_TYPE_TABLE]), metadata=md)
+    await call.initial_metadata()
+    watch_ms = []
+    for i in range(n):
+        qn = f"bench://watch/t{i}"
+        t0 = time.perf_counter()
+        await stub.IngestMetadata(metadata_pb.IngestMetadataRequest(assets=[common_pb.AssetInput(
+            qualified_name=qn, asset_type=common_pb.ASSET_TYPE_TABLE)]), metadata=md, timeout=5)
+        while (await asyncio.wait_for(call.read(), 5)).event.qualified_name != qn:
+            pass
+        watch_ms.append((time.perf_counter() - t0) * 1000)
+        progress(f"WatchChanges: {i + 1}/{n}")
+    call.cancel()
+    nc = await nats.connect(nats_url)
+    sub = await nc.subscribe("bench.rtt")
+    raw_ms = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await nc.publish("bench.rtt", b"x")
+        await sub.next_msg(timeout=5)
+        raw_ms.append((time.perf_counter() - t0) * 1000)
+    await nc.close()
+    return watch_ms, raw_ms
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description="Lily ingest/read/watch benchmark")
+    parser.add_argument("--assets", type=int, default=100_000)
+    parser.add_argument("--gets", type=int, default=2000)
+    parser.add_argument("--watches", type=int, default=200)
+    args = parser.parse_args()
+
+    data = Path(tempfile.mkdtemp(prefix="lily-bench-"))
+    print(f"lily bench: {args.assets:,} assets (10% tables, 90% columns); data under {data}")
+    stack = EmbeddedStack(data / "stack")
+    dsn, url = await stack.start()
+    pool = await create_pool(dsn)
+    await migrate(pool)
+    port = free_port()
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "core.cli", "up", "--data-dir", str(data), "--grpc-port", str(port),
+        env={**os.environ, "LILY_POSTGRES_DSN": dsn, "LILY_NATS_URL": url, "LILY_LOG_LEVEL": "WARNING"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    assert server.stdout is not None
+    while not (await server.stdout.readline()).startswith(b"lily: ready"):
+        pass
+    try:
+        assets = generate(args.assets)
+        raw_s = await raw_ingest(pool, assets)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = metadata_grpc.MetadataServiceStub(ch)
+            md = (("x-lily-tenant", "bench"),)
+            lily_s, job = await lily_ingest(stub, md, assets)
+            ids = [asset_id_for("bench", a.qualified_name) for a in assets]
+            get_ms, get_raw_ms = await get_latency(stub, md, pool, ids, args.gets)
+            watch_ms, watch_raw_ms = await watch_latency(stub, md, url, args.watches)
+        print(file=sys.stderr)
+        raw_rate, lily_rate = len(assets) / raw_s, len(assets) / lily_s
+        print(f"\ningest ({len(assets):,} assets; job {metadata_pb.BulkJobState.Name(job.state)}, "
+              f"written {job.written:,}, failed {job.failed})")
+        print(f"  raw asyncpg executemany   {raw_rate:>10,.0f} assets/s  ({raw_s:.2f} s)")
+        print(f"  lily IngestMetadataStream {lily_rate:>10,.0f} assets/s  ({lily_s:.2f} s)")
+        print(f"  ratio lily/raw            {lily_rate / raw_rate:>10.2f}   (target >= 0.5)")
+        print(f"\nGetMetadata ({args.gets} sequential calls)")
+        print(f"  gRPC GetMetadata   p50 {statistics.median(get_ms):6.2f} ms  p99 {pct(get_ms, 99):6.2f} ms  (target p99 < 5 ms)")
+        print(f"  raw SELECT by key  p50 {statistics.median(get_raw_ms):6.2f} ms  p99 {pct(get_raw_ms, 99):6.2f} ms")
+        print(f"  ratio p99 gRPC/raw {pct(get_ms, 99) / pct(get_raw_ms, 99):6.2f}")
+        print(f"\nWatchChanges ({args.watches} changes: write RPC sent -> event at the watching client)")
+        print(f"  lily               p50 {statistics.median(watch_ms):6.2f} ms  p99 {pct(watch_ms, 99):6.2f} ms  (target < 100 ms)")
+        print(f"  raw NATS pub->sub  p50 {statistics.median(watch_raw_ms):6.2f} ms  p99 {pct(watch_raw_ms, 99):6.2f} ms")
+        print(f"  ratio p99 lily/raw {pct(watch_ms, 99) / pct(watch_raw_ms, 99):6.2f}")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        await server.wait()
+        await pool.close()
+        await stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
