@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import contextlib
+import logging
+import subprocess
 import os
 import signal
 import sys
@@ -71,13 +73,72 @@ async def _up(args: argparse.Namespace) -> int:
             await stack.stop()
         return 1
     say(f"lily: gRPC listening on {lily.address} (health, reflection on)")
+    supervisors = [asyncio.create_task(_supervise_worker(n, dsn, url, stop), name=f"worker-{n}")
+                   for n in range(settings.worker_processes)]
+    if supervisors:
+        say(f"lily: {len(supervisors)} ingest worker process(es) started")
     say("lily: ready. Ctrl-C to stop.")
     await stop.wait()
     say("lily: shutting down ...")
+    await asyncio.gather(*supervisors)
     await lily.stop()
     if stack:
         await stack.stop()
     say("lily: stopped.")
+    return 0
+
+
+async def _supervise_worker(n: int, dsn: str, url: str, stop: asyncio.Event) -> None:
+    """Runs `lily worker` until `stop`; restarts it if it dies; stops it with SIGTERM."""
+    env = {**os.environ, "LILY_POSTGRES_DSN": dsn, "LILY_NATS_URL": url,
+           "LILY_PARENT_PID": str(os.getpid())}
+    while not stop.is_set():
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "core.cli", "worker",
+                                                    env=env, stdout=subprocess.DEVNULL)
+        stopping = asyncio.create_task(stop.wait())
+        exited = asyncio.create_task(proc.wait())
+        await asyncio.wait({stopping, exited}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            exited.cancel()
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(proc.wait(), 15)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+            return
+        stopping.cancel()
+        logging.getLogger(__name__).warning(
+            "ingest worker %d exited with %s; restarting in 1s", n, proc.returncode)
+        await asyncio.sleep(1.0)
+
+
+async def _worker(args: argparse.Namespace) -> int:
+    from core.server import StartupError, start_workers
+
+    settings = Settings()
+    logs.configure(settings.log_level)
+    if not settings.postgres_dsn or not settings.nats_url:
+        say("lily worker: set LILY_POSTGRES_DSN and LILY_NATS_URL (`lily up` does)")
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        workers = await start_workers(settings, postgres_dsn=settings.postgres_dsn,
+                                      nats_url=settings.nats_url)
+    except StartupError as exc:
+        say(f"lily worker: {exc}")
+        return 1
+    parent = int(os.environ.get("LILY_PARENT_PID", "0"))
+    while not stop.is_set():
+        if parent and os.getppid() != parent:  # orphaned: the server that started us is gone
+            break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+    await workers.stop()
     return 0
 
 
@@ -228,6 +289,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--grpc-port", type=int, help="gRPC port (LILY_GRPC_PORT, default 50051)")
     up.add_argument("--http-port", type=int, help="HTTP gateway port (LILY_HTTP_PORT, default 8080)")
     up.set_defaults(run=_up)
+
+    wk = sub.add_parser("worker", help="run an ingest worker process (`lily up` starts these)")
+    wk.set_defaults(run=_worker)
 
     def client(name: str, help: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help)

@@ -52,7 +52,7 @@ class Lily:
     server: grpc.aio.Server
     port: int
     relay: OutboxRelay
-    worker: IngestWorker
+    worker: IngestWorker | None
     health: health.aio.HealthServicer
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -78,6 +78,48 @@ def _exit_after_commit() -> None:
     os._exit(70)
 
 
+def _on_commit(relay: OutboxRelay) -> Callable[[], None]:
+    if os.environ.get("LILY_TEST_EXIT_AFTER_COMMIT") == "1":
+        return _exit_after_commit
+    return relay.wake
+
+
+@dataclass
+class Workers:
+    """A running `lily worker`: the ingest worker and an outbox relay for its commits."""
+
+    pool: asyncpg.Pool
+    bus: NatsChangeBus
+    tasks: list[asyncio.Task[None]]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.bus.close()
+        await self.pool.close()
+
+
+async def start_workers(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Workers:
+    """The ingest worker in a process of its own (started by `lily up`, or run by hand)."""
+    try:
+        pool = await create_pool(postgres_dsn)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise StartupError(f"Postgres at {postgres_dsn!r} is not reachable: {exc}") from exc
+    try:
+        bus = await NatsChangeBus.connect(nats_url, name="lily-worker")
+    except Exception as exc:  # nats raises several unrelated types
+        await pool.close()
+        raise StartupError(f"NATS at {nats_url!r} is not reachable: {exc}") from exc
+    store = PostgresAssetStore(pool)
+    relay = OutboxRelay(pool, bus)
+    worker = IngestWorker(bus, store, batch=settings.ingest_batch, on_commit=_on_commit(relay))
+    return Workers(pool, bus, [asyncio.create_task(relay.run(), name="outbox-relay"),
+                               asyncio.create_task(worker.run(), name="ingest-worker")])
+
+
 async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily:
     """Connects to Postgres and NATS, migrates, and serves gRPC on settings.grpc_port."""
     tracing.configure()
@@ -98,12 +140,12 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
 
     store = PostgresAssetStore(pool)
     relay = OutboxRelay(pool, bus)
-    on_commit: Callable[[], None] = relay.wake
-    if os.environ.get("LILY_TEST_EXIT_AFTER_COMMIT") == "1":
-        on_commit = _exit_after_commit
+    on_commit = _on_commit(relay)
     service = MetadataService(store, bus, PageTokens(secret), consistency=settings.consistency,
                               encode_work=encode_work, on_commit=on_commit)
-    worker = IngestWorker(bus, store, batch=settings.ingest_batch, on_commit=on_commit)
+    worker = None
+    if settings.workers and settings.worker_processes == 0:
+        worker = IngestWorker(bus, store, batch=settings.ingest_batch, on_commit=on_commit)
 
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -124,8 +166,9 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
     await server.start()
     lily = Lily(settings, pool, bus, server, port, relay, worker, health_servicer)
     if settings.workers:
-        lily.tasks += [asyncio.create_task(relay.run(), name="outbox-relay"),
-                       asyncio.create_task(worker.run(), name="ingest-worker")]
+        lily.tasks.append(asyncio.create_task(relay.run(), name="outbox-relay"))
+    if worker is not None:
+        lily.tasks.append(asyncio.create_task(worker.run(), name="ingest-worker"))
     for name in ("", SERVICE_NAMES[0]):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("gRPC serving on %s:%d", settings.grpc_host, port)

@@ -28,7 +28,11 @@ class Settings(BaseSettings):
                     '{"COLUMN": "STRONG"} (JSON in LILY_CONSISTENCY).',
     )
     ingest_batch: int = Field(1000, ge=1, le=10000, description="Work items the ingest worker writes per batch.")
-    workers: bool = Field(True, description="Run the ingest worker and outbox relay in this process.")
+    workers: bool = Field(True, description="Run background work (outbox relay; ingest worker unless in its own processes).")
+    worker_processes: int = Field(
+        1, ge=0, le=16,
+        description="Ingest-worker processes `lily up` starts beside the server (`lily worker`); "
+                    "0 runs the ingest worker inside the server process.")
     log_level: str = Field("INFO", description="Root log level.")
     shutdown_grace: float = Field(5.0, description="Seconds in-flight RPCs get on shutdown.")
 

@@ -79,6 +79,43 @@ def generate(n: int) -> list[common_pb.AssetInput]:
     return out[:n]
 
 
+class CpuMeter:
+    """CPU seconds used by the Lily server, Postgres and nats-server between two readings."""
+
+    def __init__(self, server_pid: int, data: Path) -> None:
+        import psutil
+
+        self._psutil = psutil
+        server = psutil.Process(server_pid)
+        self.groups: dict[str, list] = {"lily server": [server],
+                                        "lily workers": server.children(recursive=True),
+                                        "postgres": [], "nats-server": []}
+        for proc in psutil.process_iter(["name", "cmdline"]):
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if str(data) in cmd and proc.info["name"] == "postgres":
+                self.groups["postgres"].append(proc)
+            elif str(data) in cmd and "nats-server" in cmd:
+                self.groups["nats-server"].append(proc)
+
+    def _total(self, procs: list) -> float:
+        total = 0.0
+        for p in procs:
+            for child in [p, *(p.children(recursive=True) if p.name() == "postgres" else [])]:
+                try:
+                    t = child.cpu_times()
+                    total += t.user + t.system
+                except self._psutil.Error:
+                    pass
+        return total
+
+    def read(self) -> dict[str, float]:
+        return {name: self._total(procs) for name, procs in self.groups.items()}
+
+
+def cpu_line(before: dict[str, float], after: dict[str, float]) -> str:
+    return ", ".join(f"{k} {after[k] - before[k]:.1f}s" for k in before)
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
@@ -189,11 +226,15 @@ async def main() -> int:
         pass
     try:
         assets = generate(args.assets)
+        meter = CpuMeter(server.pid, data / "stack")
+        c0 = meter.read()
         raw_s = await raw_ingest(pool, assets)
+        c1 = meter.read()
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
             stub = metadata_grpc.MetadataServiceStub(ch)
             md = (("x-lily-tenant", "bench"),)
             lily_s, job = await lily_ingest(stub, md, assets)
+            c2 = meter.read()
             ids = [asset_id_for("bench", a.qualified_name) for a in assets]
             get_ms, get_raw_ms = await get_latency(stub, md, pool, ids, args.gets)
             watch_ms, watch_raw_ms = await watch_latency(stub, md, url, args.watches)
@@ -204,6 +245,8 @@ async def main() -> int:
         print(f"  raw asyncpg executemany   {raw_rate:>10,.0f} assets/s  ({raw_s:.2f} s)")
         print(f"  lily IngestMetadataStream {lily_rate:>10,.0f} assets/s  ({lily_s:.2f} s)")
         print(f"  ratio lily/raw            {lily_rate / raw_rate:>10.2f}   (target >= 0.5)")
+        print(f"  CPU during raw:  {cpu_line(c0, c1)}")
+        print(f"  CPU during lily: {cpu_line(c1, c2)}")
         print(f"\nGetMetadata ({args.gets} sequential calls)")
         print(f"  gRPC GetMetadata   p50 {statistics.median(get_ms):6.2f} ms  p99 {pct(get_ms, 99):6.2f} ms  (target p99 < 5 ms)")
         print(f"  raw SELECT by key  p50 {statistics.median(get_raw_ms):6.2f} ms  p99 {pct(get_raw_ms, 99):6.2f} ms")

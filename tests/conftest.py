@@ -30,7 +30,8 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple
 @pytest_asyncio.fixture(scope="session")
 async def lily(stack: tuple[str, str]) -> AsyncIterator[Lily]:
     dsn, url = stack
-    server = await start(Settings(grpc_port=0, shutdown_grace=1.0), postgres_dsn=dsn, nats_url=url)
+    settings = Settings(grpc_port=0, shutdown_grace=1.0, worker_processes=0)
+    server = await start(settings, postgres_dsn=dsn, nats_url=url)
     yield server
     await server.stop()
 

@@ -135,6 +135,8 @@ class AssetDraft:
     business_terms: tuple[str, ...] = ()
     attributes: Mapping[str, str] = field(default_factory=dict)
     external_id: str = ""
+    # The draft as it was submitted, encoded (opaque here): queues carry it unchanged.
+    wire: bytes = field(default=b"", compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,8 @@ changes to record. None does I/O; stores call them inside their transaction."""
 from __future__ import annotations
 
 import functools
+import itertools
+import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -64,8 +66,13 @@ def issue_id_for(asset_id: str, source: str, external_id: str) -> str:
     return uuid.uuid5(_ISSUE_NS, f"{asset_id}\x00{source}\x00{external_id}").hex
 
 
+_EVENT_PREFIX = os.urandom(8).hex()
+_event_seq = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
 def new_event_id() -> str:
-    return uuid.uuid4().hex
+    """Unique event id: a random per-process prefix and a counter (32 hex digits)."""
+    return f"{_EVENT_PREFIX}{next(_event_seq) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 def effective_tags(tags: Iterable[Tag]) -> list[EffectiveTag]:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 
 import nats
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -89,10 +90,28 @@ class NatsChangeBus:
         ))
 
     async def _publish_all(self, messages: Sequence[tuple[str, bytes, dict[str, str] | None]]) -> None:
+        """Publishes every message with its own reply subject under one inbox, then waits for
+        all the acknowledgements on a single subscription (no per-message round trip)."""
+        if not messages:
+            return
+        inbox = self.nc.new_inbox()
+        acks: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_ack(msg: Msg) -> None:
+            acks.put_nowait(msg.data)
+
         try:
-            async with asyncio.timeout(self._timeout):
-                futures = [await self.js.publish_async(s, p, headers=h) for s, p, h in messages]
-                await asyncio.gather(*futures)
+            sub = await self.nc.subscribe(f"{inbox}.*", cb=on_ack)
+            try:
+                async with asyncio.timeout(self._timeout):
+                    for i, (subject, payload, headers) in enumerate(messages):
+                        await self.nc.publish(subject, payload, reply=f"{inbox}.{i}", headers=headers)
+                    for _ in messages:
+                        ack = await acks.get()
+                        if b'"error"' in ack:
+                            raise Unavailable(f"event bus refused a message: {ack[:200]!r}")
+            finally:
+                await sub.unsubscribe()
         except (TimeoutError, nats.errors.Error) as exc:
             raise Unavailable(f"event bus unavailable: {type(exc).__name__}") from exc
 

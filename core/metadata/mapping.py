@@ -50,6 +50,10 @@ def _utf8_len(s: str) -> int:
 
 def check_text(path: str, value: str, limit: int, out: list[FieldViolation], *,
                required: bool = False) -> None:
+    if not value:
+        if required:
+            out.append(FieldViolation(path, "is required"))
+        return
     if required and not value.strip():
         out.append(FieldViolation(path, "is required"))
     elif _utf8_len(value) > limit:
@@ -160,7 +164,7 @@ def draft_from_pb(pb: common_pb.AssetInput, path: str, now: datetime,
         name=pb.name, description=pb.description, owners=tuple(pb.owners),
         data_source=pb.data_source, parent_qualified_name=pb.parent_qualified_name, tags=tags,
         business_terms=tuple(pb.business_terms), attributes=dict(pb.attributes),
-        external_id=pb.external_id,
+        external_id=pb.external_id, wire=pb.SerializeToString(),
     )
 
 

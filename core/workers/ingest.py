@@ -43,26 +43,36 @@ _ITEM_BITS = 12  # item dedupe key = (stream_seq << 12) | index + 1; message key
 
 
 def encode_work(ctx: WriteContext, drafts: Sequence[AssetDraft], job_id: str) -> list[bytes]:
-    """Queue messages for eventual-class drafts: one per ~768 KiB of assets."""
-    messages, chunk, size = [], [], 0
+    """Queue messages for eventual-class drafts: one per ~768 KiB of assets. Each asset goes in
+    as it was submitted (draft.wire), appended to the encoded header as field 3."""
+    header = events_pb.IngestWorkBatch(tenant_id=ctx.tenant_id, bulk_job_id=job_id,
+                                       actor=ctx.actor, request_id=ctx.request_id)
+    header.accepted_at.FromDatetime(ctx.now)
+    head = header.SerializeToString()
+    messages, chunk, size = [], [head], len(head)
     for draft in drafts:
-        pb = mapping.draft_to_pb(draft)
-        n = pb.ByteSize() + 8
-        if chunk and size + n > MAX_WORK_MESSAGE_BYTES:
-            messages.append(_work_message(ctx, chunk, job_id))
-            chunk, size = [], 0
-        chunk.append(pb)
-        size += n
-    if chunk:
-        messages.append(_work_message(ctx, chunk, job_id))
+        wire = draft.wire or mapping.draft_to_pb(draft).SerializeToString()
+        field = _ASSETS_TAG + _varint(len(wire)) + wire
+        if len(chunk) > 1 and size + len(field) > MAX_WORK_MESSAGE_BYTES:
+            messages.append(b"".join(chunk))
+            chunk, size = [head], len(head)
+        chunk.append(field)
+        size += len(field)
+    if len(chunk) > 1:
+        messages.append(b"".join(chunk))
     return messages
 
 
-def _work_message(ctx: WriteContext, assets: list, job_id: str) -> bytes:
-    batch = events_pb.IngestWorkBatch(tenant_id=ctx.tenant_id, bulk_job_id=job_id, assets=assets,
-                                      actor=ctx.actor, request_id=ctx.request_id)
-    batch.accepted_at.FromDatetime(ctx.now)
-    return batch.SerializeToString()
+_ASSETS_TAG = bytes([(events_pb.IngestWorkBatch.ASSETS_FIELD_NUMBER << 3) | 2])
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 @dataclass(frozen=True, slots=True)
