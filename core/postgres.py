@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 from importlib import resources
 
 import asyncpg
+import orjson
 
 log = logging.getLogger(__name__)
 
 _MIGRATIONS = "core.migrations.postgres"
 
 
+def _jsonb_encode(value: object) -> bytes:
+    return b"\x01" + orjson.dumps(value)
+
+
+def _jsonb_decode(data: bytes) -> object:
+    return orjson.loads(data[1:])  # jsonb's binary format: a version byte, then the JSON text
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    # Binary format, so jsonb columns also work with binary COPY.
+    await conn.set_type_codec("jsonb", encoder=_jsonb_encode, decoder=_jsonb_decode,
+                              schema="pg_catalog", format="binary")
 
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -25,6 +25,7 @@ from core.metadata.pagination import PageTokens
 from core.metadata.service import MetadataService
 from core.metadata.servicer import MetadataServicer
 from core.metadata.stores.postgres import PostgresAssetStore
+from core.ports import OutboxRecord
 from core.postgres import create_pool, migrate, shared_secret
 from core.settings import Settings
 from core.workers.ingest import IngestWorker, encode_work
@@ -72,16 +73,16 @@ class Lily:
         await self.pool.close()
 
 
-def _exit_after_commit() -> None:
+def _exit_after_commit(records: Sequence[OutboxRecord]) -> None:
     # Testing hook (LILY_TEST_EXIT_AFTER_COMMIT=1): die between a commit and its publish.
     log.warning("exiting right after a commit, before publishing (LILY_TEST_EXIT_AFTER_COMMIT)")
     os._exit(70)
 
 
-def _on_commit(relay: OutboxRelay) -> Callable[[], None]:
+def _on_commit(relay: OutboxRelay) -> Callable[[Sequence[OutboxRecord]], None]:
     if os.environ.get("LILY_TEST_EXIT_AFTER_COMMIT") == "1":
         return _exit_after_commit
-    return relay.wake
+    return relay.submit
 
 
 @dataclass

@@ -220,7 +220,7 @@ async def main() -> int:
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "core.cli", "up", "--data-dir", str(data), "--grpc-port", str(port),
         env={**os.environ, "LILY_POSTGRES_DSN": dsn, "LILY_NATS_URL": url, "LILY_LOG_LEVEL": "WARNING"},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        stdout=asyncio.subprocess.PIPE, stderr=open(data / "server.log", "wb"))
     assert server.stdout is not None
     while not (await server.stdout.readline()).startswith(b"lily: ready"):
         pass

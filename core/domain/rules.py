@@ -6,12 +6,14 @@ changes to record. None does I/O; stores call them inside their transaction."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from core.domain.errors import AssetDeleted, AssetNotFound, VersionMismatch
 from core.domain.model import (
@@ -32,6 +34,7 @@ from core.domain.model import (
 )
 
 _ASSET_NS = uuid.UUID("6f1c1d1e-7b7a-4f0e-9a53-4c1e5f0a1a11")
+_ASSET_NS_BYTES = _ASSET_NS.bytes
 _ISSUE_NS = uuid.UUID("0b8b3f5c-2d0c-4bb1-8f3e-1f6f1c7e2d22")
 
 DEFAULT_CONSISTENCY: Mapping[AssetType, Consistency] = {
@@ -58,8 +61,12 @@ _CONTENT_FIELDS = (
 
 @functools.lru_cache(maxsize=65536)
 def asset_id_for(tenant_id: str, qualified_name: str) -> str:
-    """Stable id of an asset: the same (tenant, qualified name) always gives the same id."""
-    return uuid.uuid5(_ASSET_NS, f"{tenant_id}\x00{qualified_name}").hex
+    """Stable id of an asset: the same (tenant, qualified name) always gives the same id
+    (a name-based UUID, version 5, as 32 hex digits; computed without uuid's overhead)."""
+    digest = bytearray(hashlib.sha1(_ASSET_NS_BYTES + f"{tenant_id}\x00{qualified_name}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    return digest.hex()
 
 
 def issue_id_for(asset_id: str, source: str, external_id: str) -> str:
@@ -90,7 +97,7 @@ def effective_tags(tags: Iterable[Tag]) -> list[EffectiveTag]:
 
 
 def effective_tag_names(tags: Iterable[Tag]) -> tuple[str, ...]:
-    return tuple(sorted({t.name for t in tags}))
+    return tuple(sorted({t.name for t in tags})) if tags else ()
 
 
 @dataclass(slots=True)
@@ -100,6 +107,8 @@ class Plan:
     saves: list[Asset] = field(default_factory=list)
     issues: list[Issue] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
+    # Filled by the store: the outbox records it wrote for `changes` (opaque to the domain).
+    outbox: list[Any] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,18 +119,22 @@ class Decision:
 
 
 def _change(ctx: WriteContext, asset: Asset, kind: ChangeKind, fields: Sequence[str],
-            added: Sequence[str] = (), removed: Sequence[str] = ()) -> Change:
+            added: Sequence[str] = (), removed: Sequence[str] = (),
+            names: tuple[str, ...] | None = None) -> Change:
     return Change(
         event_id=new_event_id(), tenant_id=ctx.tenant_id, entity=EntityKind.ASSET, change=kind,
         asset_id=asset.asset_id, qualified_name=asset.qualified_name, asset_type=asset.asset_type,
         asset_version=asset.version, changed_fields=tuple(fields), actor=ctx.actor,
-        action=ctx.action, occurred_at=ctx.now, tags=effective_tag_names(asset.tags),
+        action=ctx.action, occurred_at=ctx.now,
+        tags=effective_tag_names(asset.tags) if names is None else names,
         tags_added=tuple(added), tags_removed=tuple(removed), request_id=ctx.request_id,
         origin=ctx.origin, cause_event_id=ctx.cause_event_id, trace_headers=ctx.trace_headers,
     )
 
 
 def _source_tags(draft: AssetDraft, ctx: WriteContext) -> tuple[Tag, ...]:
+    if not draft.tags:
+        return ()
     return tuple(
         Tag(t.name, TagSource.SOURCE, t.value, (), ctx.actor, ctx.now)
         for t in {t.name: t for t in draft.tags}.values()
@@ -151,8 +164,8 @@ def ingest(existing: Asset | None, draft: AssetDraft, ctx: WriteContext, plan: P
             attributes=dict(draft.attributes), external_id=draft.external_id,
         )
         plan.saves.append(asset)
-        plan.changes.append(_change(ctx, asset, ChangeKind.CREATED, ("*",),
-                                    added=effective_tag_names(source_tags)))
+        names = effective_tag_names(source_tags)
+        plan.changes.append(_change(ctx, asset, ChangeKind.CREATED, ("*",), added=names, names=names))
         return Decision(Outcome.CREATED, asset, ("*",))
     if draft.source_event_time < existing.source_event_time:
         return Decision(Outcome.STALE, existing)

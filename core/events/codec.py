@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
 from lily.v1 import events_pb2 as events_pb
 
 from core.domain.model import Change
 from core.metadata import mapping
+
+
+@functools.lru_cache(maxsize=64)
+def _timestamp(at: datetime) -> Timestamp:
+    # The changes of one transaction share their time: convert it once.
+    ts = Timestamp()
+    ts.FromDatetime(at)
+    return ts
 
 
 def encode_change(change: Change) -> bytes:
@@ -25,8 +37,8 @@ def encode_change(change: Change) -> bytes:
         tags_added=change.tags_added,
         tags_removed=change.tags_removed,
         request_id=change.request_id,
+        occurred_at=_timestamp(change.occurred_at),
     )
-    event.occurred_at.FromDatetime(change.occurred_at)
     if change.issue is not None:
         event.issue.CopyFrom(mapping.issue_to_pb(change.issue))
     return event.SerializeToString()

@@ -29,7 +29,7 @@ from core.domain.model import (
 )
 from core.domain.rules import Plan
 from core.metadata.pagination import PageTokens
-from core.ports import AssetStore, ChangeBus, Snapshot, TxRequest
+from core.ports import AssetStore, ChangeBus, OutboxRecord, Snapshot, TxRequest
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -101,7 +101,7 @@ class MetadataService:
     def __init__(self, store: AssetStore, bus: ChangeBus, tokens: PageTokens, *,
                  consistency: Mapping[AssetType, Consistency],
                  encode_work: Callable[[WriteContext, Sequence[AssetDraft], str], list[bytes]],
-                 on_commit: Callable[[], None] = lambda: None) -> None:
+                 on_commit: Callable[[Sequence[OutboxRecord]], None] = lambda records: None) -> None:
         self._store = store
         self._bus = bus
         self._tokens = tokens
@@ -116,7 +116,7 @@ class MetadataService:
                         plan: Callable[[Snapshot], Plan]) -> Plan:
         result = await self._store.transact(tenant_id, request, plan)
         if result.changes:
-            self._on_commit()
+            self._on_commit(result.outbox)
         return result
 
     # -- ingest ---------------------------------------------------------------------------

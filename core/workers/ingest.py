@@ -12,6 +12,7 @@ hold back the rest: it is retried with back-off and dead-lettered after MAX_DELI
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -29,7 +30,7 @@ from core.domain.rules import Plan
 from core.events.nats import INGEST_CONSUMER, INGEST_STREAM, NatsChangeBus
 from core.metadata import mapping
 from core.metadata.service import counts_of, ingest_plan
-from core.ports import AssetStore, Snapshot, TxRequest
+from core.ports import AssetStore, OutboxRecord, Snapshot, TxRequest
 
 log = logging.getLogger(__name__)
 
@@ -98,32 +99,47 @@ def _decode(msg: Msg, now: datetime) -> tuple[events_pb.IngestWorkBatch, WriteCo
 
 class IngestWorker:
     def __init__(self, bus: NatsChangeBus, store: AssetStore, *, batch: int = 1000,
-                 on_commit: Callable[[], None] = lambda: None) -> None:
+                 concurrency: int = 2,
+                 on_commit: Callable[[Sequence[OutboxRecord]], None] = lambda records: None) -> None:
         self._bus = bus
         self._store = store
         self._fetch = max(1, batch // 100)  # messages per fetch; each holds up to 1,000 assets
         self._on_commit = on_commit
+        self._concurrency = concurrency
         self.applied = 0
 
     async def run(self) -> None:
-        sub = await self._bus.js.pull_subscribe_bind(INGEST_CONSUMER, INGEST_STREAM)
-        loop = asyncio.get_running_loop()
-        next_prune = loop.time()
+        """Runs `concurrency` fetch-and-apply loops (so Python work on one batch overlaps the
+        store's work on another) and prunes old dedupe keys now and then."""
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(self._concurrency):
+                tg.create_task(self._loop())
+            tg.create_task(self._prune())
+
+    async def _prune(self) -> None:
         while True:
-            if loop.time() >= next_prune:
-                next_prune = loop.time() + PRUNE_EVERY_S
-                try:
-                    await self._store.prune_dedupe(DEDUPE_KEEP)
-                except Unavailable as exc:
-                    log.warning("ingest worker: could not prune dedupe keys: %s", exc)
             try:
-                msgs = await sub.fetch(self._fetch, timeout=1.0)
+                await self._store.prune_dedupe(DEDUPE_KEEP)
+            except Unavailable as exc:
+                log.warning("ingest worker: could not prune dedupe keys: %s", exc)
+            await asyncio.sleep(PRUNE_EVERY_S)
+
+    async def _loop(self) -> None:
+        sub = await self._bus.js.pull_subscribe_bind(INGEST_CONSUMER, INGEST_STREAM)
+        while True:
+            try:
+                # Wait for work, then take what else is ready at once: a fetch of n that starts
+                # on an empty queue would linger its whole timeout to fill the batch.
+                msgs = await sub.fetch(1, timeout=5.0)
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except nats.errors.Error as exc:
                 log.warning("ingest worker: fetch failed: %s", exc)
                 await asyncio.sleep(1.0)
                 continue
+            if self._fetch > 1:
+                with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):
+                    msgs += await sub.fetch(self._fetch - 1, timeout=0.005)
             await self.process(msgs)
 
     async def process(self, msgs: list[Msg]) -> None:
@@ -216,5 +232,5 @@ class IngestWorker:
         result = await self._store.transact(
             tenant_id, TxRequest(ids, dedupe_keys=[u.key for u in units], job_counts=job_counts), plan)
         if result.changes:
-            self._on_commit()
+            self._on_commit(result.outbox)
         self.applied += sum(len(u.drafts) for u in units if u.key in fresh)

@@ -6,12 +6,12 @@ the same transaction."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+import orjson
 from pydantic import BaseModel
 
 from core.domain.errors import Unavailable
@@ -32,7 +32,7 @@ from core.domain.model import (
 )
 from core.domain.rules import Plan
 from core.events.codec import encode_change
-from core.ports import Snapshot, TxRequest
+from core.ports import OutboxRecord, Snapshot, TxRequest
 
 
 class PostgresStoreSettings(BaseModel):
@@ -88,7 +88,10 @@ FROM unnest($2::text[], $3::text[], $4::text[], $5::int2[], $6::text[], $7::int8
 _INSERT_OUTBOX = """
 INSERT INTO outbox (tenant_id, event_id, subject, payload, headers)
 SELECT $1, u.event_id, u.subject, u.payload, u.headers::jsonb
-FROM unnest($2::text[], $3::text[], $4::bytea[], $5::text[]) AS u(event_id, subject, payload, headers)
+FROM unnest($2::text[], $3::text[], $4::bytea[], $5::text[]) WITH ORDINALITY
+    AS u(event_id, subject, payload, headers, n)
+ORDER BY u.n
+RETURNING id
 """
 
 _UPSERT_ISSUE = """
@@ -120,6 +123,10 @@ RETURNING *
 _BACKEND_ERRORS = (OSError, asyncpg.exceptions.ConnectionDoesNotExistError,
                    asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.InterfaceError,
                    TimeoutError)
+
+
+def _json(value: object) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _tag_json(tag: Tag) -> dict[str, Any]:
@@ -219,9 +226,9 @@ class PostgresAssetStore:
             latest = {a.asset_id: a for a in plan.saves}  # one asset saved twice: keep the last
             await conn.execute(_UPSERT_ASSETS, tenant_id, *_columns([
                 (a.asset_id, a.qualified_name, int(a.asset_type), a.name, a.description,
-                 json.dumps(list(a.owners)), a.data_source, a.parent_qualified_name, a.parent_id,
-                 json.dumps([_tag_json(t) for t in a.tags]), json.dumps(list(a.business_terms)),
-                 json.dumps(dict(a.attributes)), a.external_id, a.version, a.is_deleted,
+                 _json(list(a.owners)), a.data_source, a.parent_qualified_name, a.parent_id,
+                 _json([_tag_json(t) for t in a.tags]), _json(list(a.business_terms)),
+                 _json(dict(a.attributes)), a.external_id, a.version, a.is_deleted,
                  a.created_at, a.updated_at, a.source_event_time)
                 for a in latest.values()
             ]))
@@ -232,19 +239,19 @@ class PostgresAssetStore:
                 i.updated_at, i.resolved_at,
             )
         if plan.changes:
-            await self._record(conn, tenant_id, plan.changes)
+            plan.outbox = await self._record(conn, tenant_id, plan.changes)
 
     async def _record(self, conn: asyncpg.Connection, tenant_id: str,
-                      changes: Sequence[Change]) -> None:
+                      changes: Sequence[Change]) -> list[OutboxRecord]:
         await conn.execute(_INSERT_AUDIT, tenant_id, *_columns([
-            (c.asset_id, c.actor, c.action, int(c.change), json.dumps(list(c.changed_fields)),
+            (c.asset_id, c.actor, c.action, int(c.change), _json(list(c.changed_fields)),
              c.asset_version, c.occurred_at, c.request_id, c.origin, c.event_id)
             for c in changes
         ]))
-        await conn.execute(_INSERT_OUTBOX, tenant_id, *_columns([
-            (c.event_id, c.subject, encode_change(c), json.dumps(dict(c.trace_headers)))
-            for c in changes
-        ]))
+        rows = [(c.event_id, c.subject, encode_change(c), dict(c.trace_headers)) for c in changes]
+        ids = await conn.fetch(_INSERT_OUTBOX, tenant_id, *_columns(
+            [(e, s, p, _json(h)) for e, s, p, h in rows]))
+        return [OutboxRecord(r["id"], e, s, p, h) for r, (e, s, p, h) in zip(ids, rows, strict=True)]
 
     async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         try:
