@@ -8,24 +8,24 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import subprocess
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-import grpc  # noqa: E402
-from google.protobuf import json_format  # noqa: E402
-from lily.v1 import common_pb2 as common_pb  # noqa: E402
-from lily.v1 import events_pb2 as events_pb  # noqa: E402
-from lily.v1 import metadata_pb2 as metadata_pb  # noqa: E402
-from lily.v1 import metadata_pb2_grpc as metadata_grpc  # noqa: E402
+import grpc
+from google.protobuf import json_format
+from lily.v1 import common_pb2 as common_pb
+from lily.v1 import events_pb2 as events_pb
+from lily.v1 import metadata_pb2 as metadata_pb
+from lily.v1 import metadata_pb2_grpc as metadata_grpc
 
-from core import logs  # noqa: E402
-from core.settings import Settings  # noqa: E402
+from core import logs
+from core.settings import Settings
 
 DEFAULT_ADDR = "127.0.0.1:50051"
 RPC_TIMEOUT = 30.0
@@ -37,12 +37,20 @@ def say(*parts: object) -> None:
 
 # -- lily up ---------------------------------------------------------------------------------
 
+
 async def _up(args: argparse.Namespace) -> int:
     from core.server import StartupError, start
     from core.stack import EmbeddedStack, StackError
 
-    overrides = {k: v for k, v in (("data_dir", args.data_dir), ("grpc_port", args.grpc_port),
-                                   ("http_port", args.http_port)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (
+            ("data_dir", args.data_dir),
+            ("grpc_port", args.grpc_port),
+            ("http_port", args.http_port),
+        )
+        if v is not None
+    }
     settings = Settings(**overrides)
     logs.configure(settings.log_level)
     # Handle Ctrl-C/SIGTERM from the start: a signal during start-up finishes starting, then
@@ -73,8 +81,10 @@ async def _up(args: argparse.Namespace) -> int:
             await stack.stop()
         return 1
     say(f"lily: gRPC listening on {lily.address} (health, reflection on)")
-    supervisors = [asyncio.create_task(_supervise_worker(n, dsn, url, stop), name=f"worker-{n}")
-                   for n in range(settings.worker_processes)]
+    supervisors = [
+        asyncio.create_task(_supervise_worker(n, dsn, url, stop), name=f"worker-{n}")
+        for n in range(settings.worker_processes)
+    ]
     if supervisors:
         say(f"lily: {len(supervisors)} ingest worker process(es) started")
     say("lily: ready. Ctrl-C to stop.")
@@ -90,11 +100,16 @@ async def _up(args: argparse.Namespace) -> int:
 
 async def _supervise_worker(n: int, dsn: str, url: str, stop: asyncio.Event) -> None:
     """Runs `lily worker` until `stop`; restarts it if it dies; stops it with SIGTERM."""
-    env = {**os.environ, "LILY_POSTGRES_DSN": dsn, "LILY_NATS_URL": url,
-           "LILY_PARENT_PID": str(os.getpid())}
+    env = {
+        **os.environ,
+        "LILY_POSTGRES_DSN": dsn,
+        "LILY_NATS_URL": url,
+        "LILY_PARENT_PID": str(os.getpid()),
+    }
     while not stop.is_set():
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "core.cli", "worker",
-                                                    env=env, stdout=subprocess.DEVNULL)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "core.cli", "worker", env=env, stdout=subprocess.DEVNULL
+        )
         stopping = asyncio.create_task(stop.wait())
         exited = asyncio.create_task(proc.wait())
         await asyncio.wait({stopping, exited}, return_when=asyncio.FIRST_COMPLETED)
@@ -110,7 +125,8 @@ async def _supervise_worker(n: int, dsn: str, url: str, stop: asyncio.Event) -> 
             return
         stopping.cancel()
         logging.getLogger(__name__).warning(
-            "ingest worker %d exited with %s; restarting in 1s", n, proc.returncode)
+            "ingest worker %d exited with %s; restarting in 1s", n, proc.returncode
+        )
         await asyncio.sleep(1.0)
 
 
@@ -127,8 +143,9 @@ async def _worker(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        workers = await start_workers(settings, postgres_dsn=settings.postgres_dsn,
-                                      nats_url=settings.nats_url)
+        workers = await start_workers(
+            settings, postgres_dsn=settings.postgres_dsn, nats_url=settings.nats_url
+        )
     except StartupError as exc:
         say(f"lily worker: {exc}")
         return 1
@@ -144,6 +161,7 @@ async def _worker(args: argparse.Namespace) -> int:
 
 # -- client commands -------------------------------------------------------------------------
 
+
 def _metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
     return (("x-lily-tenant", args.tenant),)
 
@@ -157,7 +175,7 @@ def _show(msg: Any) -> None:
 
 
 def _read_jsonl(path: str) -> Iterator[common_pb.AssetInput]:
-    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")
     with stream:
         for n, line in enumerate(stream, start=1):
             if line.strip():
@@ -185,11 +203,14 @@ async def _ingest(args: argparse.Namespace) -> int:
 
     async with _channel(args) as channel:
         stub = metadata_grpc.MetadataServiceStub(channel)
-        summary = await stub.IngestMetadataStream(batches(), metadata=_metadata(args),
-                                                  timeout=args.timeout)
-        say(f"lily: job {summary.bulk_job_id}: received {summary.received}, created "
+        summary = await stub.IngestMetadataStream(
+            batches(), metadata=_metadata(args), timeout=args.timeout
+        )
+        say(
+            f"lily: job {summary.bulk_job_id}: received {summary.received}, created "
             f"{summary.created}, updated {summary.updated}, unchanged {summary.unchanged}, "
-            f"stale {summary.stale}, queued {summary.accepted}, rejected {summary.rejected}")
+            f"stale {summary.stale}, queued {summary.accepted}, rejected {summary.rejected}"
+        )
         for r in summary.rejections:
             say(f"  rejected #{r.index} {r.qualified_name!r}: {r.error.message}")
         if args.wait:
@@ -197,15 +218,25 @@ async def _ingest(args: argparse.Namespace) -> int:
     return 1 if summary.rejected else 0
 
 
-async def _follow_job(stub: metadata_grpc.MetadataServiceStub, args: argparse.Namespace,
-                      job_id: str) -> metadata_pb.BulkJob:
+async def _follow_job(
+    stub: metadata_grpc.MetadataServiceStub, args: argparse.Namespace, job_id: str
+) -> metadata_pb.BulkJob:
     while True:
-        job = (await stub.GetBulkJob(metadata_pb.GetBulkJobRequest(job_id=job_id),
-                                     metadata=_metadata(args), timeout=RPC_TIMEOUT)).job
+        job = (
+            await stub.GetBulkJob(
+                metadata_pb.GetBulkJobRequest(job_id=job_id),
+                metadata=_metadata(args),
+                timeout=RPC_TIMEOUT,
+            )
+        ).job
         done = job.written + job.unchanged + job.stale
-        print(f"\rlily: job {metadata_pb.BulkJobState.Name(job.state)[15:].lower()}: "
-              f"{done}/{job.accepted} settled, {job.failed} failed", end="", file=sys.stderr,
-              flush=True)
+        print(
+            f"\rlily: job {metadata_pb.BulkJobState.Name(job.state)[15:].lower()}: "
+            f"{done}/{job.accepted} settled, {job.failed} failed",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
         if job.state in (metadata_pb.BULK_JOB_STATE_SUCCEEDED, metadata_pb.BULK_JOB_STATE_FAILED):
             print(file=sys.stderr)
             return job
@@ -216,13 +247,19 @@ async def _get(args: argparse.Namespace) -> int:
     async with _channel(args) as channel:
         stub = metadata_grpc.MetadataServiceStub(channel)
         if args.id.count("://"):
-            resp: Any = await stub.LookupMetadata(metadata_pb.LookupMetadataRequest(
-                qualified_name=args.id, include_deleted=args.deleted), metadata=_metadata(args),
-                timeout=RPC_TIMEOUT)
+            resp: Any = await stub.LookupMetadata(
+                metadata_pb.LookupMetadataRequest(
+                    qualified_name=args.id, include_deleted=args.deleted
+                ),
+                metadata=_metadata(args),
+                timeout=RPC_TIMEOUT,
+            )
         else:
-            resp = await stub.GetMetadata(metadata_pb.GetMetadataRequest(
-                asset_id=args.id, include_deleted=args.deleted), metadata=_metadata(args),
-                timeout=RPC_TIMEOUT)
+            resp = await stub.GetMetadata(
+                metadata_pb.GetMetadataRequest(asset_id=args.id, include_deleted=args.deleted),
+                metadata=_metadata(args),
+                timeout=RPC_TIMEOUT,
+            )
         _show(resp.asset)
     return 0
 
@@ -230,9 +267,13 @@ async def _get(args: argparse.Namespace) -> int:
 async def _search(args: argparse.Namespace) -> int:
     req = metadata_pb.SearchMetadataRequest(
         asset_type=common_pb.AssetType.Value(f"ASSET_TYPE_{args.type.upper()}") if args.type else 0,
-        tag=args.tag or "", qualified_name_prefix=args.prefix or "", owner=args.owner or "",
-        data_source=args.source or "", include_deleted=args.deleted,
-        page_size=min(args.limit, 1000))
+        tag=args.tag or "",
+        qualified_name_prefix=args.prefix or "",
+        owner=args.owner or "",
+        data_source=args.source or "",
+        include_deleted=args.deleted,
+        page_size=min(args.limit, 1000),
+    )
     shown = 0
     async with _channel(args) as channel:
         stub = metadata_grpc.MetadataServiceStub(channel)
@@ -241,8 +282,11 @@ async def _search(args: argparse.Namespace) -> int:
             for a in resp.assets[: args.limit - shown]:
                 tags = ",".join(t.name for t in a.effective_tags)
                 kind = common_pb.AssetType.Name(a.asset_type)[11:]
-                say(f"{a.asset_id}  {kind:<9} v{a.version:<3} {a.qualified_name}"
-                    + (f"  [{tags}]" if tags else "") + ("  (deleted)" if a.is_deleted else ""))
+                say(
+                    f"{a.asset_id}  {kind:<9} v{a.version:<3} {a.qualified_name}"
+                    + (f"  [{tags}]" if tags else "")
+                    + ("  (deleted)" if a.is_deleted else "")
+                )
                 shown += 1
             if not resp.next_page_token:
                 break
@@ -254,18 +298,22 @@ async def _search(args: argparse.Namespace) -> int:
 async def _watch(args: argparse.Namespace) -> int:
     req = metadata_pb.WatchChangesRequest(
         tags=args.tag or [],
-        asset_types=[common_pb.AssetType.Value(f"ASSET_TYPE_{t.upper()}") for t in args.type or []])
+        asset_types=[common_pb.AssetType.Value(f"ASSET_TYPE_{t.upper()}") for t in args.type or []],
+    )
     async with _channel(args) as channel:
         stub = metadata_grpc.MetadataServiceStub(channel)
         print("lily: watching; Ctrl-C to stop", file=sys.stderr, flush=True)
         async for resp in stub.WatchChanges(req, metadata=_metadata(args)):
             e = resp.event
-            entity = events_pb.EntityKind.Name(e.entity)[len("ENTITY_KIND_"):].lower()
-            change = events_pb.ChangeKind.Name(e.change)[len("CHANGE_KIND_"):].lower()
+            entity = events_pb.EntityKind.Name(e.entity)[len("ENTITY_KIND_") :].lower()
+            change = events_pb.ChangeKind.Name(e.change)[len("CHANGE_KIND_") :].lower()
             tags = f"  tags={','.join(e.tags)}" if e.tags else ""
-            say(f"{e.occurred_at.ToJsonString()}  {entity}.{change:<9} {e.qualified_name}"
+            say(
+                f"{e.occurred_at.ToJsonString()}  {entity}.{change:<9} {e.qualified_name}"
                 f"  v{e.asset_version}  by {e.actor}"
-                + (f"  fields={','.join(e.changed_fields)}" if e.changed_fields else "") + tags)
+                + (f"  fields={','.join(e.changed_fields)}" if e.changed_fields else "")
+                + tags
+            )
     return 0
 
 
@@ -275,8 +323,15 @@ async def _job(args: argparse.Namespace) -> int:
         if args.wait:
             _show(await _follow_job(stub, args, args.job_id))
         else:
-            _show((await stub.GetBulkJob(metadata_pb.GetBulkJobRequest(job_id=args.job_id),
-                                         metadata=_metadata(args), timeout=RPC_TIMEOUT)).job)
+            _show(
+                (
+                    await stub.GetBulkJob(
+                        metadata_pb.GetBulkJobRequest(job_id=args.job_id),
+                        metadata=_metadata(args),
+                        timeout=RPC_TIMEOUT,
+                    )
+                ).job
+            )
     return 0
 
 
@@ -287,7 +342,9 @@ def parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run Lily on the embedded profile (Postgres + NATS)")
     up.add_argument("--data-dir", help="data directory (LILY_DATA_DIR, default .lily)")
     up.add_argument("--grpc-port", type=int, help="gRPC port (LILY_GRPC_PORT, default 50051)")
-    up.add_argument("--http-port", type=int, help="HTTP gateway port (LILY_HTTP_PORT, default 8080)")
+    up.add_argument(
+        "--http-port", type=int, help="HTTP gateway port (LILY_HTTP_PORT, default 8080)"
+    )
     up.set_defaults(run=_up)
 
     wk = sub.add_parser("worker", help="run an ingest worker process (`lily up` starts these)")
@@ -295,10 +352,16 @@ def parser() -> argparse.ArgumentParser:
 
     def client(name: str, help: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help)
-        c.add_argument("--addr", default=os.environ.get("LILY_ADDR", DEFAULT_ADDR),
-                       help=f"Lily's gRPC address (LILY_ADDR, default {DEFAULT_ADDR})")
-        c.add_argument("--tenant", default=os.environ.get("LILY_TENANT", "default"),
-                       help="tenant (LILY_TENANT, default 'default')")
+        c.add_argument(
+            "--addr",
+            default=os.environ.get("LILY_ADDR", DEFAULT_ADDR),
+            help=f"Lily's gRPC address (LILY_ADDR, default {DEFAULT_ADDR})",
+        )
+        c.add_argument(
+            "--tenant",
+            default=os.environ.get("LILY_TENANT", "default"),
+            help="tenant (LILY_TENANT, default 'default')",
+        )
         return c
 
     ing = client("ingest", "ingest a JSON-lines file of AssetInput objects ('-' for stdin)")
@@ -350,4 +413,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

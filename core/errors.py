@@ -29,13 +29,22 @@ def _pack(msg: Any) -> any_pb2.Any:
 
 
 def to_status(err: LilyError) -> status_pb2.Status:
-    details = [_pack(error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN,
-                                                 metadata=err.metadata))]
+    details = [
+        _pack(error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN, metadata=err.metadata))
+    ]
     if isinstance(err, InvalidArgument):
-        details.append(_pack(error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-            for v in err.violations
-        ])))
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description
+                        )
+                        for v in err.violations
+                    ]
+                )
+            )
+        )
     if isinstance(err, Unavailable):
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(int(err.retry_after_s * 1000))
@@ -50,8 +59,7 @@ def rejection_status(err: InvalidArgument) -> status_pb2.Status:
 
 def internal_status() -> status_pb2.Status:
     rid = current_request_id()
-    return status_pb2.Status(code=code_pb2.INTERNAL,
-                             message=f"internal error (request id {rid})")
+    return status_pb2.Status(code=code_pb2.INTERNAL, message=f"internal error (request id {rid})")
 
 
 async def _abort(context: grpc.aio.ServicerContext, status: status_pb2.Status) -> None:
@@ -62,7 +70,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Maps errors raised by any handler (unary or streaming) to a google.rpc.Status."""
 
     async def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
@@ -82,7 +91,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                     await _handle(exc, context, method)
 
             return grpc.unary_unary_rpc_method_handler(
-                unary_unary, handler.request_deserializer, handler.response_serializer)
+                unary_unary, handler.request_deserializer, handler.response_serializer
+            )
         if handler.stream_unary:
             inner_su = handler.stream_unary
 
@@ -95,7 +105,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                     await _handle(exc, context, method)
 
             return grpc.stream_unary_rpc_method_handler(
-                stream_unary, handler.request_deserializer, handler.response_serializer)
+                stream_unary, handler.request_deserializer, handler.response_serializer
+            )
         if handler.unary_stream:
             inner_us = handler.unary_stream
 
@@ -108,7 +119,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                     await _handle(exc, context, method)
 
             return grpc.unary_stream_rpc_method_handler(
-                unary_stream, handler.request_deserializer, handler.response_serializer)
+                unary_stream, handler.request_deserializer, handler.response_serializer
+            )
         return handler
 
 

@@ -20,8 +20,11 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key, var in (("request_id", request_id_var), ("tenant", tenant_var),
-                         ("principal", principal_var)):
+        for key, var in (
+            ("request_id", request_id_var),
+            ("tenant", tenant_var),
+            ("principal", principal_var),
+        ):
             if value := var.get():
                 entry[key] = value
         span = trace.get_current_span().get_span_context()

@@ -55,21 +55,30 @@ class AssetStore(Protocol):
     - Raises core.domain.errors.Unavailable when the backend cannot be reached.
     """
 
-    async def transact(self, tenant_id: str, request: TxRequest,
-                       plan: Callable[[Snapshot], Plan]) -> Plan: ...
+    async def transact(
+        self, tenant_id: str, request: TxRequest, plan: Callable[[Snapshot], Plan]
+    ) -> Plan: ...
 
     async def get(self, tenant_id: str, asset_id: str) -> Asset | None: ...
 
     async def get_by_qualified_name(self, tenant_id: str, qualified_name: str) -> Asset | None: ...
 
-    async def search(self, tenant_id: str, query: SearchQuery, after: str | None,
-                     limit: int) -> list[Asset]: ...
+    async def search(
+        self, tenant_id: str, query: SearchQuery, after: str | None, limit: int
+    ) -> list[Asset]: ...
 
-    async def list_issues(self, tenant_id: str, asset_id: str, status: IssueStatus | None,
-                          after: tuple[str, str] | None, limit: int) -> list[Issue]: ...
+    async def list_issues(
+        self,
+        tenant_id: str,
+        asset_id: str,
+        status: IssueStatus | None,
+        after: tuple[str, str] | None,
+        limit: int,
+    ) -> list[Issue]: ...
 
-    async def audit_trail(self, tenant_id: str, asset_id: str, after_seq: int,
-                          limit: int) -> list[AuditEntry]: ...
+    async def audit_trail(
+        self, tenant_id: str, asset_id: str, after_seq: int, limit: int
+    ) -> list[AuditEntry]: ...
 
     async def prune_dedupe(self, older_than: timedelta) -> int:
         """Forgets dedupe keys applied longer ago than `older_than`; returns how many."""
@@ -79,8 +88,9 @@ class AssetStore(Protocol):
 
     async def get_job(self, tenant_id: str, job_id: str) -> BulkJob | None: ...
 
-    async def update_job(self, tenant_id: str, job_id: str, counts: JobCounts, *,
-                         close: bool = False) -> BulkJob | None: ...
+    async def update_job(
+        self, tenant_id: str, job_id: str, counts: JobCounts, *, close: bool = False
+    ) -> BulkJob | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +123,8 @@ class ChangeBus(Protocol):
 
     async def publish(self, records: Sequence[OutboxRecord]) -> None: ...
 
-    async def enqueue_ingest(self, tenant_id: str, items: Sequence[bytes],
-                             headers: Mapping[str, str]) -> None: ...
+    async def enqueue_ingest(
+        self, tenant_id: str, items: Sequence[bytes], headers: Mapping[str, str]
+    ) -> None: ...
 
     def subscribe(self, subject: str) -> AsyncIterator[tuple[str, bytes, Mapping[str, str]]]: ...

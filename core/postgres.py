@@ -24,16 +24,22 @@ def _jsonb_decode(data: bytes) -> object:
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # Binary format, so jsonb columns also work with binary COPY.
-    await conn.set_type_codec("jsonb", encoder=_jsonb_encode, decoder=_jsonb_decode,
-                              schema="pg_catalog", format="binary")
+    await conn.set_type_codec(
+        "jsonb", encoder=_jsonb_encode, decoder=_jsonb_decode, schema="pg_catalog", format="binary"
+    )
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
-                      timeout: float = 10.0) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, *, min_size: int = 2, max_size: int = 10, timeout: float = 10.0
+) -> asyncpg.Pool:
     """A pool whose connections encode and decode jsonb as Python objects. Every query made
     through it is bounded by command_timeout."""
     return await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, timeout=timeout, command_timeout=60,
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout,
+        command_timeout=60,
         init=_init_connection,
     )
 
@@ -80,6 +86,9 @@ async def shared_secret(pool: asyncpg.Pool, key: str) -> bytes:
     value = secrets.token_hex(32)
     row = await pool.fetchrow(
         "INSERT INTO lily_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE"
-        " SET key = EXCLUDED.key RETURNING value", key, value,
+        " SET key = EXCLUDED.key RETURNING value",
+        key,
+        value,
     )
+    assert row is not None  # an upsert with RETURNING always returns the row
     return bytes.fromhex(row["value"])

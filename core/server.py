@@ -117,8 +117,14 @@ async def start_workers(settings: Settings, *, postgres_dsn: str, nats_url: str)
     store = PostgresAssetStore(pool)
     relay = OutboxRelay(pool, bus)
     worker = IngestWorker(bus, store, batch=settings.ingest_batch, on_commit=_on_commit(relay))
-    return Workers(pool, bus, [asyncio.create_task(relay.run(), name="outbox-relay"),
-                               asyncio.create_task(worker.run(), name="ingest-worker")])
+    return Workers(
+        pool,
+        bus,
+        [
+            asyncio.create_task(relay.run(), name="outbox-relay"),
+            asyncio.create_task(worker.run(), name="ingest-worker"),
+        ],
+    )
 
 
 async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily:
@@ -142,8 +148,14 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
     store = PostgresAssetStore(pool)
     relay = OutboxRelay(pool, bus)
     on_commit = _on_commit(relay)
-    service = MetadataService(store, bus, PageTokens(secret), consistency=settings.consistency,
-                              encode_work=encode_work, on_commit=on_commit)
+    service = MetadataService(
+        store,
+        bus,
+        PageTokens(secret),
+        consistency=settings.consistency,
+        encode_work=encode_work,
+        on_commit=on_commit,
+    )
     worker = None
     if settings.workers and settings.worker_processes == 0:
         worker = IngestWorker(bus, store, batch=settings.ingest_batch, on_commit=on_commit)
@@ -153,8 +165,9 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
-    server = grpc.aio.server(interceptors=[tracing.server_interceptor(), ErrorInterceptor()],
-                             options=options)
+    server = grpc.aio.server(
+        interceptors=[tracing.server_interceptor(), ErrorInterceptor()], options=options
+    )
     metadata_grpc.add_MetadataServiceServicer_to_server(MetadataServicer(service), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -14,25 +14,40 @@ from core.domain.model import AssetType, Consistency
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LILY_", extra="ignore")
 
-    profile: Literal["local"] = Field("local", description="Deployment profile; only 'local' so far.")
-    data_dir: Path = Field(Path(".lily"), description="Where the embedded Postgres and NATS keep data.")
+    profile: Literal["local"] = Field(
+        "local", description="Deployment profile; only 'local' so far."
+    )
+    data_dir: Path = Field(
+        Path(".lily"), description="Where the embedded Postgres and NATS keep data."
+    )
     grpc_host: str = Field("127.0.0.1", description="Address the gRPC server listens on.")
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 picks a free one).")
-    http_port: int = Field(8080, ge=0, le=65535, description="REST gateway port (reserved for the gateway).")
+    http_port: int = Field(
+        8080, ge=0, le=65535, description="REST gateway port (reserved for the gateway)."
+    )
     postgres_dsn: str = Field("", description="Postgres to use; empty starts the embedded one.")
     nats_url: str = Field("", description="NATS to use; empty starts the embedded nats-server.")
     max_message_bytes: int = Field(16 * 1024 * 1024, description="Largest gRPC message accepted.")
     consistency: dict[AssetType, Consistency] = Field(
         default_factory=dict,
         description="Overrides of the consistency class per asset type, e.g. "
-                    '{"COLUMN": "STRONG"} (JSON in LILY_CONSISTENCY).',
+        '{"COLUMN": "STRONG"} (JSON in LILY_CONSISTENCY).',
     )
-    ingest_batch: int = Field(1000, ge=1, le=10000, description="Work items the ingest worker writes per batch.")
-    workers: bool = Field(True, description="Run background work (outbox relay; ingest worker unless in its own processes).")
+    ingest_batch: int = Field(
+        1000, ge=1, le=10000, description="Work items the ingest worker writes per batch."
+    )
+    workers: bool = Field(
+        True,
+        description="Run background work: the outbox relay, and the ingest worker unless "
+        "it runs in processes of its own.",
+    )
     worker_processes: int = Field(
-        1, ge=0, le=16,
+        1,
+        ge=0,
+        le=16,
         description="Ingest-worker processes `lily up` starts beside the server (`lily worker`); "
-                    "0 runs the ingest worker inside the server process.")
+        "0 runs the ingest worker inside the server process.",
+    )
     log_level: str = Field("INFO", description="Root log level.")
     shutdown_grace: float = Field(5.0, description="Seconds in-flight RPCs get on shutdown.")
 
@@ -41,8 +56,12 @@ class Settings(BaseSettings):
     def _names(cls, value: object) -> object:
         if isinstance(value, dict):
             try:
-                return {(AssetType[k] if isinstance(k, str) else k):
-                        (Consistency[v] if isinstance(v, str) else v) for k, v in value.items()}
+                return {
+                    (AssetType[k] if isinstance(k, str) else k): (
+                        Consistency[v] if isinstance(v, str) else v
+                    )
+                    for k, v in value.items()
+                }
             except KeyError as exc:
                 raise ValueError(f"unknown asset type or consistency class {exc}") from exc
         return value

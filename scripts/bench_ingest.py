@@ -29,16 +29,16 @@ from pathlib import Path
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import asyncpg  # noqa: E402
-import grpc  # noqa: E402
-import nats  # noqa: E402
-from lily.v1 import common_pb2 as common_pb  # noqa: E402
-from lily.v1 import metadata_pb2 as metadata_pb  # noqa: E402
-from lily.v1 import metadata_pb2_grpc as metadata_grpc  # noqa: E402
+import asyncpg
+import grpc
+import nats
+from lily.v1 import common_pb2 as common_pb
+from lily.v1 import metadata_pb2 as metadata_pb
+from lily.v1 import metadata_pb2_grpc as metadata_grpc
 
-from core.domain.rules import asset_id_for  # noqa: E402
-from core.postgres import create_pool, migrate  # noqa: E402
-from core.stack import EmbeddedStack, free_port  # noqa: E402
+from core.domain.rules import asset_id_for
+from core.postgres import create_pool, migrate
+from core.stack import EmbeddedStack, free_port
 
 RAW_UPSERT = """
 INSERT INTO assets (tenant_id, asset_id, qualified_name, asset_type, name, description, owners,
@@ -66,16 +66,29 @@ def generate(n: int) -> list[common_pb.AssetInput]:
     out = []
     for t in range(max(1, n // 10)):
         table = f"snowflake://acct/db/schema{t % 50}/table{t}"
-        out.append(common_pb.AssetInput(
-            qualified_name=table, asset_type=common_pb.ASSET_TYPE_TABLE, name=f"table{t}",
-            description="a generated table", owners=["data-eng"], data_source="snowflake",
-            tags=[common_pb.TagAssignment(name="gold")] if t % 10 == 0 else []))
+        out.append(
+            common_pb.AssetInput(
+                qualified_name=table,
+                asset_type=common_pb.ASSET_TYPE_TABLE,
+                name=f"table{t}",
+                description="a generated table",
+                owners=["data-eng"],
+                data_source="snowflake",
+                tags=[common_pb.TagAssignment(name="gold")] if t % 10 == 0 else [],
+            )
+        )
         for c in range(9):
-            out.append(common_pb.AssetInput(
-                qualified_name=f"{table}/col{c}", asset_type=common_pb.ASSET_TYPE_COLUMN,
-                name=f"col{c}", data_source="snowflake", parent_qualified_name=table,
-                attributes={"data_type": "varchar"},
-                tags=[common_pb.TagAssignment(name="PII")] if c == 0 else []))
+            out.append(
+                common_pb.AssetInput(
+                    qualified_name=f"{table}/col{c}",
+                    asset_type=common_pb.ASSET_TYPE_COLUMN,
+                    name=f"col{c}",
+                    data_source="snowflake",
+                    parent_qualified_name=table,
+                    attributes={"data_type": "varchar"},
+                    tags=[common_pb.TagAssignment(name="PII")] if c == 0 else [],
+                )
+            )
     return out[:n]
 
 
@@ -87,9 +100,12 @@ class CpuMeter:
 
         self._psutil = psutil
         server = psutil.Process(server_pid)
-        self.groups: dict[str, list] = {"lily server": [server],
-                                        "lily workers": server.children(recursive=True),
-                                        "postgres": [], "nats-server": []}
+        self.groups: dict[str, list] = {
+            "lily server": [server],
+            "lily workers": server.children(recursive=True),
+            "postgres": [],
+            "nats-server": [],
+        }
         for proc in psutil.process_iter(["name", "cmdline"]):
             cmd = " ".join(proc.info["cmdline"] or [])
             if str(data) in cmd and proc.info["name"] == "postgres":
@@ -116,43 +132,64 @@ def cpu_line(before: dict[str, float], after: dict[str, float]) -> str:
     return ", ".join(f"{k} {after[k] - before[k]:.1f}s" for k in before)
 
 
+def latency(label: str, ms: list[float], note: str = "") -> None:
+    p50, p99 = statistics.median(ms), pct(ms, 99)
+    print(f"  {label:<18} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  {note}".rstrip())
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def raw_ingest(pool: asyncpg.Pool, assets: list[common_pb.AssetInput]) -> float:
     tenant = "benchraw"
     now = datetime.now(UTC)
     rows = [
-        (tenant, asset_id_for(tenant, a.qualified_name), a.qualified_name, a.asset_type, a.name,
-         a.description, list(a.owners), a.data_source, a.parent_qualified_name,
-         asset_id_for(tenant, a.parent_qualified_name) if a.parent_qualified_name else "",
-         json.dumps([{"n": t.name, "s": 1, "v": t.value} for t in a.tags]),
-         [t.name for t in a.tags], list(a.business_terms), json.dumps(dict(a.attributes)),
-         a.external_id, now)
+        (
+            tenant,
+            asset_id_for(tenant, a.qualified_name),
+            a.qualified_name,
+            a.asset_type,
+            a.name,
+            a.description,
+            list(a.owners),
+            a.data_source,
+            a.parent_qualified_name,
+            asset_id_for(tenant, a.parent_qualified_name) if a.parent_qualified_name else "",
+            json.dumps([{"n": t.name, "s": 1, "v": t.value} for t in a.tags]),
+            [t.name for t in a.tags],
+            list(a.business_terms),
+            json.dumps(dict(a.attributes)),
+            a.external_id,
+            now,
+        )
         for a in assets
     ]
     start = time.perf_counter()
     async with pool.acquire() as conn:
         for i in range(0, len(rows), 1000):
-            await conn.executemany(RAW_UPSERT, rows[i:i + 1000])
+            await conn.executemany(RAW_UPSERT, rows[i : i + 1000])
             progress(f"raw: {i + 1000:,}/{len(rows):,} rows")
     return time.perf_counter() - start
 
 
-async def lily_ingest(stub: metadata_grpc.MetadataServiceStub, md: tuple,
-                      assets: list[common_pb.AssetInput]) -> tuple[float, metadata_pb.BulkJob]:
+async def lily_ingest(
+    stub: metadata_grpc.MetadataServiceStub, md: tuple, assets: list[common_pb.AssetInput]
+) -> tuple[float, metadata_pb.BulkJob]:
     async def batches():
         for i in range(0, len(assets), 1000):
-            yield metadata_pb.IngestMetadataStreamRequest(assets=assets[i:i + 1000])
+            yield metadata_pb.IngestMetadataStreamRequest(assets=assets[i : i + 1000])
             progress(f"lily: sent {min(i + 1000, len(assets)):,}/{len(assets):,}")
 
     start = time.perf_counter()
     summary = await stub.IngestMetadataStream(batches(), metadata=md, timeout=1800)
     while True:
-        job = (await stub.GetBulkJob(metadata_pb.GetBulkJobRequest(job_id=summary.bulk_job_id),
-                                     metadata=md, timeout=10)).job
+        job = (
+            await stub.GetBulkJob(
+                metadata_pb.GetBulkJobRequest(job_id=summary.bulk_job_id), metadata=md, timeout=10
+            )
+        ).job
         progress(f"lily: written {job.written:,}/{job.accepted:,}")
         if job.state in (metadata_pb.BULK_JOB_STATE_SUCCEEDED, metadata_pb.BULK_JOB_STATE_FAILED):
             return time.perf_counter() - start, job
@@ -166,7 +203,9 @@ async def get_latency(stub, md, pool, ids: list[str], n: int) -> tuple[list[floa
         stmt = await conn.prepare("SELECT * FROM assets WHERE tenant_id = $1 AND asset_id = $2")
         for i, aid in enumerate(sample):
             t0 = time.perf_counter()
-            await stub.GetMetadata(metadata_pb.GetMetadataRequest(asset_id=aid), metadata=md, timeout=5)
+            await stub.GetMetadata(
+                metadata_pb.GetMetadataRequest(asset_id=aid), metadata=md, timeout=5
+            )
             t1 = time.perf_counter()
             await stmt.fetchrow("bench", aid)
             t2 = time.perf_counter()
@@ -178,14 +217,23 @@ async def get_latency(stub, md, pool, ids: list[str], n: int) -> tuple[list[floa
 
 
 async def watch_latency(stub, md, nats_url: str, n: int) -> tuple[list[float], list[float]]:
-    call = stub.WatchChanges(metadata_pb.WatchChangesRequest(asset_types=[common_pb.ASSET_TYPE_TABLE]), metadata=md)
+    call = stub.WatchChanges(
+        metadata_pb.WatchChangesRequest(asset_types=[common_pb.ASSET_TYPE_TABLE]), metadata=md
+    )
     await call.initial_metadata()
     watch_ms = []
     for i in range(n):
         qn = f"bench://watch/t{i}"
         t0 = time.perf_counter()
-        await stub.IngestMetadata(metadata_pb.IngestMetadataRequest(assets=[common_pb.AssetInput(
-            qualified_name=qn, asset_type=common_pb.ASSET_TYPE_TABLE)]), metadata=md, timeout=5)
+        await stub.IngestMetadata(
+            metadata_pb.IngestMetadataRequest(
+                assets=[
+                    common_pb.AssetInput(qualified_name=qn, asset_type=common_pb.ASSET_TYPE_TABLE)
+                ]
+            ),
+            metadata=md,
+            timeout=5,
+        )
         while (await asyncio.wait_for(call.read(), 5)).event.qualified_name != qn:
             pass
         watch_ms.append((time.perf_counter() - t0) * 1000)
@@ -218,9 +266,23 @@ async def main() -> int:
     await migrate(pool)
     port = free_port()
     server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "core.cli", "up", "--data-dir", str(data), "--grpc-port", str(port),
-        env={**os.environ, "LILY_POSTGRES_DSN": dsn, "LILY_NATS_URL": url, "LILY_LOG_LEVEL": "WARNING"},
-        stdout=asyncio.subprocess.PIPE, stderr=open(data / "server.log", "wb"))
+        sys.executable,
+        "-m",
+        "core.cli",
+        "up",
+        "--data-dir",
+        str(data),
+        "--grpc-port",
+        str(port),
+        env={
+            **os.environ,
+            "LILY_POSTGRES_DSN": dsn,
+            "LILY_NATS_URL": url,
+            "LILY_LOG_LEVEL": "WARNING",
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=open(data / "server.log", "wb"),  # noqa: ASYNC230 (the child writes it)
+    )
     assert server.stdout is not None
     while not (await server.stdout.readline()).startswith(b"lily: ready"):
         pass
@@ -240,20 +302,22 @@ async def main() -> int:
             watch_ms, watch_raw_ms = await watch_latency(stub, md, url, args.watches)
         print(file=sys.stderr)
         raw_rate, lily_rate = len(assets) / raw_s, len(assets) / lily_s
-        print(f"\ningest ({len(assets):,} assets; job {metadata_pb.BulkJobState.Name(job.state)}, "
-              f"written {job.written:,}, failed {job.failed})")
+        print(
+            f"\ningest ({len(assets):,} assets; job {metadata_pb.BulkJobState.Name(job.state)}, "
+            f"written {job.written:,}, failed {job.failed})"
+        )
         print(f"  raw asyncpg executemany   {raw_rate:>10,.0f} assets/s  ({raw_s:.2f} s)")
         print(f"  lily IngestMetadataStream {lily_rate:>10,.0f} assets/s  ({lily_s:.2f} s)")
         print(f"  ratio lily/raw            {lily_rate / raw_rate:>10.2f}   (target >= 0.5)")
         print(f"  CPU during raw:  {cpu_line(c0, c1)}")
         print(f"  CPU during lily: {cpu_line(c1, c2)}")
         print(f"\nGetMetadata ({args.gets} sequential calls)")
-        print(f"  gRPC GetMetadata   p50 {statistics.median(get_ms):6.2f} ms  p99 {pct(get_ms, 99):6.2f} ms  (target p99 < 5 ms)")
-        print(f"  raw SELECT by key  p50 {statistics.median(get_raw_ms):6.2f} ms  p99 {pct(get_raw_ms, 99):6.2f} ms")
+        latency("gRPC GetMetadata", get_ms, "(target p99 < 5 ms)")
+        latency("raw SELECT by key", get_raw_ms)
         print(f"  ratio p99 gRPC/raw {pct(get_ms, 99) / pct(get_raw_ms, 99):6.2f}")
-        print(f"\nWatchChanges ({args.watches} changes: write RPC sent -> event at the watching client)")
-        print(f"  lily               p50 {statistics.median(watch_ms):6.2f} ms  p99 {pct(watch_ms, 99):6.2f} ms  (target < 100 ms)")
-        print(f"  raw NATS pub->sub  p50 {statistics.median(watch_raw_ms):6.2f} ms  p99 {pct(watch_raw_ms, 99):6.2f} ms")
+        print(f"\nWatchChanges ({args.watches} changes: write RPC sent -> event at the watcher)")
+        latency("lily", watch_ms, "(target < 100 ms)")
+        latency("raw NATS pub->sub", watch_raw_ms)
         print(f"  ratio p99 lily/raw {pct(watch_ms, 99) / pct(watch_raw_ms, 99):6.2f}")
     finally:
         server.send_signal(signal.SIGTERM)

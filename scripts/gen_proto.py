@@ -81,8 +81,11 @@ def main() -> int:
         if args.check:
             drift = sorted(
                 set(fresh) ^ set(committed)
-                | {n for n in fresh.keys() & committed.keys()
-                   if not filecmp.cmp(fresh[n], committed[n], shallow=False)}
+                | {
+                    n
+                    for n in fresh.keys() & committed.keys()
+                    if not filecmp.cmp(fresh[n], committed[n], shallow=False)
+                }
             )
             if drift:
                 print("generated code drifts from proto/ in: " + ", ".join(drift), file=sys.stderr)

@@ -9,14 +9,14 @@ from collections.abc import AsyncIterator
 
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-import grpc  # noqa: E402
-import pytest  # noqa: E402
-import pytest_asyncio  # noqa: E402
-from lily.v1 import metadata_pb2_grpc as metadata_grpc  # noqa: E402
+import grpc
+import pytest
+import pytest_asyncio
+from lily.v1 import metadata_pb2_grpc as metadata_grpc
 
-from core.server import Lily, start  # noqa: E402
-from core.settings import Settings  # noqa: E402
-from core.stack import EmbeddedStack  # noqa: E402
+from core.server import Lily, start
+from core.settings import Settings
+from core.stack import EmbeddedStack
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -66,8 +66,11 @@ class EventLog:
     def events(self, subject_suffix: str = ""):  # -> list[(subject, ChangeEvent, headers)]
         from lily.v1 import events_pb2
 
-        return [(m.subject, events_pb2.ChangeEvent.FromString(m.data), dict(m.headers or {}))
-                for m in self.messages if m.subject.endswith(subject_suffix)]
+        return [
+            (m.subject, events_pb2.ChangeEvent.FromString(m.data), dict(m.headers or {}))
+            for m in self.messages
+            if m.subject.endswith(subject_suffix)
+        ]
 
 
 @pytest_asyncio.fixture

@@ -33,8 +33,9 @@ def asset(qn: str, asset_type: int = TABLE, **fields: Any) -> common_pb.AssetInp
     return common_pb.AssetInput(qualified_name=qn, asset_type=asset_type, **fields)
 
 
-async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 10.0,
-                     interval: float = 0.05) -> T:
+async def eventually(
+    check: Callable[[], Awaitable[T]], timeout: float = 10.0, interval: float = 0.05
+) -> T:
     """Polls `check` until it returns a truthy value (or raises no AssertionError)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -65,8 +66,11 @@ def details(status: status_pb2.Status) -> dict[str, Any]:
     """The google.rpc details of a status, by type name."""
     found: dict[str, Any] = {}
     for d in status.details:
-        for cls in (error_details_pb2.BadRequest, error_details_pb2.ErrorInfo,
-                    error_details_pb2.RetryInfo):
+        for cls in (
+            error_details_pb2.BadRequest,
+            error_details_pb2.ErrorInfo,
+            error_details_pb2.RetryInfo,
+        ):
             if d.Is(cls.DESCRIPTOR):
                 msg = cls()
                 d.Unpack(msg)

@@ -67,8 +67,11 @@ class VersionMismatch(LilyError):
     def __init__(self, asset_id: str, expected: int, current: int) -> None:
         super().__init__(
             f"asset {asset_id!r} is at version {current}, not {expected}",
-            metadata={"asset_id": asset_id, "expected_version": str(expected),
-                      "current_version": str(current)},
+            metadata={
+                "asset_id": asset_id,
+                "expected_version": str(expected),
+                "current_version": str(current),
+            },
         )
         self.current_version = current
 

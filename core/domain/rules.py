@@ -50,12 +50,25 @@ DEFAULT_CONSISTENCY: Mapping[AssetType, Consistency] = {
 
 # Fields UpdateMetadata may change (update_mask paths).
 MUTABLE_FIELDS = (
-    "name", "description", "owners", "data_source", "business_terms", "attributes", "external_id",
+    "name",
+    "description",
+    "owners",
+    "data_source",
+    "business_terms",
+    "attributes",
+    "external_id",
 )
 # Fields compared on ingest to decide UNCHANGED.
 _CONTENT_FIELDS = (
-    "asset_type", "name", "description", "owners", "data_source", "parent_qualified_name",
-    "business_terms", "attributes", "external_id",
+    "asset_type",
+    "name",
+    "description",
+    "owners",
+    "data_source",
+    "parent_qualified_name",
+    "business_terms",
+    "attributes",
+    "external_id",
 )
 
 
@@ -63,7 +76,9 @@ _CONTENT_FIELDS = (
 def asset_id_for(tenant_id: str, qualified_name: str) -> str:
     """Stable id of an asset: the same (tenant, qualified name) always gives the same id
     (a name-based UUID, version 5, as 32 hex digits; computed without uuid's overhead)."""
-    digest = bytearray(hashlib.sha1(_ASSET_NS_BYTES + f"{tenant_id}\x00{qualified_name}".encode()).digest()[:16])
+    digest = bytearray(
+        hashlib.sha1(_ASSET_NS_BYTES + f"{tenant_id}\x00{qualified_name}".encode()).digest()[:16]
+    )
     digest[6] = (digest[6] & 0x0F) | 0x50
     digest[8] = (digest[8] & 0x3F) | 0x80
     return digest.hex()
@@ -118,17 +133,35 @@ class Decision:
     changed_fields: tuple[str, ...] = ()
 
 
-def _change(ctx: WriteContext, asset: Asset, kind: ChangeKind, fields: Sequence[str],
-            added: Sequence[str] = (), removed: Sequence[str] = (),
-            names: tuple[str, ...] | None = None) -> Change:
+def _change(
+    ctx: WriteContext,
+    asset: Asset,
+    kind: ChangeKind,
+    fields: Sequence[str],
+    added: Sequence[str] = (),
+    removed: Sequence[str] = (),
+    names: tuple[str, ...] | None = None,
+) -> Change:
     return Change(
-        event_id=new_event_id(), tenant_id=ctx.tenant_id, entity=EntityKind.ASSET, change=kind,
-        asset_id=asset.asset_id, qualified_name=asset.qualified_name, asset_type=asset.asset_type,
-        asset_version=asset.version, changed_fields=tuple(fields), actor=ctx.actor,
-        action=ctx.action, occurred_at=ctx.now,
+        event_id=new_event_id(),
+        tenant_id=ctx.tenant_id,
+        entity=EntityKind.ASSET,
+        change=kind,
+        asset_id=asset.asset_id,
+        qualified_name=asset.qualified_name,
+        asset_type=asset.asset_type,
+        asset_version=asset.version,
+        changed_fields=tuple(fields),
+        actor=ctx.actor,
+        action=ctx.action,
+        occurred_at=ctx.now,
         tags=effective_tag_names(asset.tags) if names is None else names,
-        tags_added=tuple(added), tags_removed=tuple(removed), request_id=ctx.request_id,
-        origin=ctx.origin, cause_event_id=ctx.cause_event_id, trace_headers=ctx.trace_headers,
+        tags_added=tuple(added),
+        tags_removed=tuple(removed),
+        request_id=ctx.request_id,
+        origin=ctx.origin,
+        cause_event_id=ctx.cause_event_id,
+        trace_headers=ctx.trace_headers,
     )
 
 
@@ -150,26 +183,44 @@ def ingest(existing: Asset | None, draft: AssetDraft, ctx: WriteContext, plan: P
     only when something changed; SOURCE tags are replaced, other sources' tags kept; a deleted
     asset that is ingested again (newer) comes back."""
     asset_id = asset_id_for(ctx.tenant_id, draft.qualified_name)
-    parent_id = (asset_id_for(ctx.tenant_id, draft.parent_qualified_name)
-                 if draft.parent_qualified_name else "")
+    parent_id = (
+        asset_id_for(ctx.tenant_id, draft.parent_qualified_name)
+        if draft.parent_qualified_name
+        else ""
+    )
     source_tags = _source_tags(draft, ctx)
     if existing is None:
         asset = Asset(
-            tenant_id=ctx.tenant_id, asset_id=asset_id, qualified_name=draft.qualified_name,
-            asset_type=draft.asset_type, version=1, created_at=ctx.now, updated_at=ctx.now,
-            source_event_time=draft.source_event_time, name=draft.name,
-            description=draft.description, owners=draft.owners, data_source=draft.data_source,
-            parent_qualified_name=draft.parent_qualified_name, parent_id=parent_id,
-            tags=source_tags, business_terms=draft.business_terms,
-            attributes=dict(draft.attributes), external_id=draft.external_id,
+            tenant_id=ctx.tenant_id,
+            asset_id=asset_id,
+            qualified_name=draft.qualified_name,
+            asset_type=draft.asset_type,
+            version=1,
+            created_at=ctx.now,
+            updated_at=ctx.now,
+            source_event_time=draft.source_event_time,
+            name=draft.name,
+            description=draft.description,
+            owners=draft.owners,
+            data_source=draft.data_source,
+            parent_qualified_name=draft.parent_qualified_name,
+            parent_id=parent_id,
+            tags=source_tags,
+            business_terms=draft.business_terms,
+            attributes=dict(draft.attributes),
+            external_id=draft.external_id,
         )
         plan.saves.append(asset)
         names = effective_tag_names(source_tags)
-        plan.changes.append(_change(ctx, asset, ChangeKind.CREATED, ("*",), added=names, names=names))
+        plan.changes.append(
+            _change(ctx, asset, ChangeKind.CREATED, ("*",), added=names, names=names)
+        )
         return Decision(Outcome.CREATED, asset, ("*",))
     if draft.source_event_time < existing.source_event_time:
         return Decision(Outcome.STALE, existing)
-    changed = [f for f in _CONTENT_FIELDS if _norm(getattr(draft, f)) != _norm(getattr(existing, f))]
+    changed = [
+        f for f in _CONTENT_FIELDS if _norm(getattr(draft, f)) != _norm(getattr(existing, f))
+    ]
     old_source = _tag_set(existing.tags, TagSource.SOURCE)
     new_source = {(t.name, t.value) for t in source_tags}
     if old_source != new_source:
@@ -180,18 +231,30 @@ def ingest(existing: Asset | None, draft: AssetDraft, ctx: WriteContext, plan: P
         return Decision(Outcome.UNCHANGED, existing)
     kept = tuple(t for t in existing.tags if t.source != TagSource.SOURCE)
     asset = replace(
-        existing, asset_type=draft.asset_type, name=draft.name, description=draft.description,
-        owners=draft.owners, data_source=draft.data_source,
-        parent_qualified_name=draft.parent_qualified_name, parent_id=parent_id,
-        business_terms=draft.business_terms, attributes=dict(draft.attributes),
-        external_id=draft.external_id, tags=kept + source_tags, is_deleted=False,
-        version=existing.version + 1, updated_at=ctx.now,
+        existing,
+        asset_type=draft.asset_type,
+        name=draft.name,
+        description=draft.description,
+        owners=draft.owners,
+        data_source=draft.data_source,
+        parent_qualified_name=draft.parent_qualified_name,
+        parent_id=parent_id,
+        business_terms=draft.business_terms,
+        attributes=dict(draft.attributes),
+        external_id=draft.external_id,
+        tags=kept + source_tags,
+        is_deleted=False,
+        version=existing.version + 1,
+        updated_at=ctx.now,
         source_event_time=draft.source_event_time,
     )
     before, after = set(effective_tag_names(existing.tags)), set(effective_tag_names(asset.tags))
     plan.saves.append(asset)
-    plan.changes.append(_change(ctx, asset, ChangeKind.UPDATED, changed,
-                                sorted(after - before), sorted(before - after)))
+    plan.changes.append(
+        _change(
+            ctx, asset, ChangeKind.UPDATED, changed, sorted(after - before), sorted(before - after)
+        )
+    )
     return Decision(Outcome.UPDATED, asset, tuple(changed))
 
 
@@ -213,9 +276,15 @@ def _check_writable(asset_id: str, existing: Asset | None, expected_version: int
     return existing
 
 
-def update(asset_id: str, existing: Asset | None, values: Mapping[str, object],
-           expected_version: int | None, event_time: datetime, ctx: WriteContext,
-           plan: Plan) -> Decision:
+def update(
+    asset_id: str,
+    existing: Asset | None,
+    values: Mapping[str, object],
+    expected_version: int | None,
+    event_time: datetime,
+    ctx: WriteContext,
+    plan: Plan,
+) -> Decision:
     """Sets the given mutable fields. Refuses a missing or deleted asset and a version
     mismatch; an update older than the stored source event time is STALE."""
     current = _check_writable(asset_id, existing, expected_version)
@@ -224,17 +293,28 @@ def update(asset_id: str, existing: Asset | None, values: Mapping[str, object],
     changed = tuple(f for f in values if _norm(values[f]) != _norm(getattr(current, f)))
     if not changed:
         return Decision(Outcome.UNCHANGED, current)
-    asset = replace(current, **{f: values[f] for f in changed},  # type: ignore[arg-type]
-                    version=current.version + 1, updated_at=ctx.now,
-                    source_event_time=event_time)
+    asset = replace(
+        current,
+        **{f: values[f] for f in changed},  # type: ignore[arg-type]
+        version=current.version + 1,
+        updated_at=ctx.now,
+        source_event_time=event_time,
+    )
     plan.saves.append(asset)
     plan.changes.append(_change(ctx, asset, ChangeKind.UPDATED, changed))
     return Decision(Outcome.UPDATED, asset, changed)
 
 
-def update_tags(asset_id: str, existing: Asset | None, add: Sequence[TagAssignment],
-                remove: Sequence[str], source: TagSource, expected_version: int | None,
-                ctx: WriteContext, plan: Plan) -> tuple[Asset, list[str], list[str]]:
+def update_tags(
+    asset_id: str,
+    existing: Asset | None,
+    add: Sequence[TagAssignment],
+    remove: Sequence[str],
+    source: TagSource,
+    expected_version: int | None,
+    ctx: WriteContext,
+    plan: Plan,
+) -> tuple[Asset, list[str], list[str]]:
     """Adds and removes one source's tags. Returns the asset and the tag names that were
     actually added and removed (for that source). Other sources' tags are never touched."""
     current = _check_writable(asset_id, existing, expected_version)
@@ -246,15 +326,24 @@ def update_tags(asset_id: str, existing: Asset | None, add: Sequence[TagAssignme
             removed.append(name)
     for a in add:
         old = mine.get(a.name)
-        upstream = tuple(sorted(set(a.upstream_asset_ids) | set(old.upstream_asset_ids if old else ())))
+        upstream = tuple(
+            sorted(set(a.upstream_asset_ids) | set(old.upstream_asset_ids if old else ()))
+        )
         tag = Tag(a.name, source, a.value, upstream, ctx.actor, ctx.now)
-        if old is None or (old.value, old.upstream_asset_ids) != (tag.value, tag.upstream_asset_ids):
+        if old is None or (old.value, old.upstream_asset_ids) != (
+            tag.value,
+            tag.upstream_asset_ids,
+        ):
             mine[a.name] = tag
             added.append(a.name)
     if not added and not removed:
         return current, [], []
-    asset = replace(current, tags=tuple(others) + tuple(mine.values()),
-                    version=current.version + 1, updated_at=ctx.now)
+    asset = replace(
+        current,
+        tags=tuple(others) + tuple(mine.values()),
+        version=current.version + 1,
+        updated_at=ctx.now,
+    )
     plan.saves.append(asset)
     if added:
         plan.changes.append(_change(ctx, asset, ChangeKind.TAGGED, ("tags",), added=added))
@@ -263,8 +352,13 @@ def update_tags(asset_id: str, existing: Asset | None, add: Sequence[TagAssignme
     return asset, added, removed
 
 
-def delete(asset_id: str, existing: Asset | None, expected_version: int | None,
-           ctx: WriteContext, plan: Plan) -> tuple[Asset, bool]:
+def delete(
+    asset_id: str,
+    existing: Asset | None,
+    expected_version: int | None,
+    ctx: WriteContext,
+    plan: Plan,
+) -> tuple[Asset, bool]:
     """Soft delete. Deleting a deleted asset changes nothing and is not an error."""
     if existing is None:
         raise AssetNotFound(asset_id)
@@ -278,17 +372,29 @@ def delete(asset_id: str, existing: Asset | None, expected_version: int | None,
     return asset, False
 
 
-def attach_issue(asset_id: str, existing_asset: Asset | None, existing_issue: Issue | None,
-                 issue: Issue, ctx: WriteContext, plan: Plan) -> tuple[Issue, bool]:
+def attach_issue(
+    asset_id: str,
+    existing_asset: Asset | None,
+    existing_issue: Issue | None,
+    issue: Issue,
+    ctx: WriteContext,
+    plan: Plan,
+) -> tuple[Issue, bool]:
     """Attaches (or updates, for the same source and external id) a data-quality issue."""
     asset = _check_writable(asset_id, existing_asset, None)
     stored = replace(
-        issue, tenant_id=ctx.tenant_id, asset_id=asset_id,
+        issue,
+        tenant_id=ctx.tenant_id,
+        asset_id=asset_id,
         issue_id=issue_id_for(asset_id, issue.source, issue.external_id),
-        opened_at=(existing_issue.opened_at if existing_issue else None) or issue.opened_at or ctx.now,
+        opened_at=(existing_issue.opened_at if existing_issue else None)
+        or issue.opened_at
+        or ctx.now,
         updated_at=ctx.now,
     )
-    if existing_issue is not None and replace(existing_issue, updated_at=None) == replace(stored, updated_at=None):
+    if existing_issue is not None and replace(existing_issue, updated_at=None) == replace(
+        stored, updated_at=None
+    ):
         return existing_issue, False
     plan.issues.append(stored)
     kind = ChangeKind.ATTACHED if existing_issue is None else ChangeKind.UPDATED

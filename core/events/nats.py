@@ -62,8 +62,12 @@ class NatsChangeBus:
             log.warning("nats: %s", exc)
 
         nc = await nats.connect(
-            url, name=name, connect_timeout=timeout, max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5, error_cb=on_error,
+            url,
+            name=name,
+            connect_timeout=timeout,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            error_cb=on_error,
         )
         bus = cls(nc, timeout=timeout)
         await bus.ensure_streams()
@@ -71,25 +75,48 @@ class NatsChangeBus:
 
     async def ensure_streams(self) -> None:
         configs = [
-            StreamConfig(name=CHANGES_STREAM, subjects=["lily.*.*.*"], storage=StorageType.FILE,
-                         duplicate_window=120.0, max_age=7 * 24 * 3600.0),
-            StreamConfig(name=INGEST_STREAM, subjects=["lilyq.*.ingest"], storage=StorageType.FILE,
-                         retention=RetentionPolicy.WORK_QUEUE),
-            StreamConfig(name=DEAD_STREAM, subjects=["lilydead.>"], storage=StorageType.FILE,
-                         max_age=30 * 24 * 3600.0),
+            StreamConfig(
+                name=CHANGES_STREAM,
+                subjects=["lily.*.*.*"],
+                storage=StorageType.FILE,
+                duplicate_window=120.0,
+                max_age=7 * 24 * 3600.0,
+            ),
+            StreamConfig(
+                name=INGEST_STREAM,
+                subjects=["lilyq.*.ingest"],
+                storage=StorageType.FILE,
+                retention=RetentionPolicy.WORK_QUEUE,
+            ),
+            StreamConfig(
+                name=DEAD_STREAM,
+                subjects=["lilydead.>"],
+                storage=StorageType.FILE,
+                max_age=30 * 24 * 3600.0,
+            ),
         ]
         for config in configs:
+            assert config.name is not None
             try:
                 await self.js.stream_info(config.name)
                 await self.js.update_stream(config)
             except NotFoundError:
                 await self.js.add_stream(config)
-        await self.js.add_consumer(INGEST_STREAM, ConsumerConfig(
-            durable_name=INGEST_CONSUMER, ack_policy=AckPolicy.EXPLICIT, ack_wait=30.0,
-            max_deliver=8, max_ack_pending=50000, filter_subject="lilyq.*.ingest",
-        ))
+        await self.js.add_consumer(
+            INGEST_STREAM,
+            ConsumerConfig(
+                durable_name=INGEST_CONSUMER,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=30.0,
+                max_deliver=8,
+                max_ack_pending=50000,
+                filter_subject="lilyq.*.ingest",
+            ),
+        )
 
-    async def _publish_all(self, messages: Sequence[tuple[str, bytes, dict[str, str] | None]]) -> None:
+    async def _publish_all(
+        self, messages: Sequence[tuple[str, bytes, dict[str, str] | None]]
+    ) -> None:
         """Publishes every message with its own reply subject under one inbox, then waits for
         all the acknowledgements on a single subscription (no per-message round trip)."""
         if not messages:
@@ -105,7 +132,9 @@ class NatsChangeBus:
             try:
                 async with asyncio.timeout(self._timeout):
                     for i, (subject, payload, headers) in enumerate(messages):
-                        await self.nc.publish(subject, payload, reply=f"{inbox}.{i}", headers=headers)
+                        await self.nc.publish(
+                            subject, payload, reply=f"{inbox}.{i}", headers=headers
+                        )
                     for _ in messages:
                         ack = await acks.get()
                         if b'"error"' in ack:
@@ -116,24 +145,29 @@ class NatsChangeBus:
             raise Unavailable(f"event bus unavailable: {type(exc).__name__}") from exc
 
     async def publish(self, records: Sequence[OutboxRecord]) -> None:
-        await self._publish_all([
-            (r.subject, r.payload, {**r.headers, "Nats-Msg-Id": r.event_id}) for r in records
-        ])
+        await self._publish_all(
+            [(r.subject, r.payload, {**r.headers, "Nats-Msg-Id": r.event_id}) for r in records]
+        )
 
-    async def enqueue_ingest(self, tenant_id: str, items: Sequence[bytes],
-                             headers: Mapping[str, str]) -> None:
+    async def enqueue_ingest(
+        self, tenant_id: str, items: Sequence[bytes], headers: Mapping[str, str]
+    ) -> None:
         subject = ingest_subject(tenant_id)
         await self._publish_all([(subject, item, dict(headers) or None) for item in items])
 
-    async def dead_letter(self, tenant_id: str, queue: str, payload: bytes,
-                          reason: str) -> None:
-        await self._publish_all([(dead_subject(tenant_id, queue), payload, {"Lily-Reason": reason})])
+    async def dead_letter(self, tenant_id: str, queue: str, payload: bytes, reason: str) -> None:
+        await self._publish_all(
+            [(dead_subject(tenant_id, queue), payload, {"Lily-Reason": reason})]
+        )
 
     async def subscribe(self, subject: str) -> AsyncIterator[tuple[str, bytes, Mapping[str, str]]]:
         """Live changes from now on (an ordered, ephemeral consumer: no gaps, no duplicates)."""
         sub = await self.js.subscribe(
-            subject, stream=CHANGES_STREAM, ordered_consumer=True,
-            deliver_policy=DeliverPolicy.NEW, idle_heartbeat=5.0,
+            subject,
+            stream=CHANGES_STREAM,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.NEW,
+            idle_heartbeat=5.0,
         )
         try:
             async for msg in sub.messages:

@@ -24,8 +24,15 @@ log = logging.getLogger(__name__)
 
 
 class OutboxRelay:
-    def __init__(self, pool: asyncpg.Pool, bus: ChangeBus, *, batch: int = 1000,
-                 poll_interval: float = 1.0, grace: float = 3.0) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        bus: ChangeBus,
+        *,
+        batch: int = 1000,
+        poll_interval: float = 1.0,
+        grace: float = 3.0,
+    ) -> None:
         self._pool = pool
         self._bus = bus
         self._batch = batch
@@ -52,8 +59,9 @@ class OutboxRelay:
             try:
                 await self._bus.publish(records)
                 async with asyncio.timeout(30):
-                    await self._pool.execute("DELETE FROM outbox WHERE id = ANY($1::int8[])",
-                                             [r.id for r in records])
+                    await self._pool.execute(
+                        "DELETE FROM outbox WHERE id = ANY($1::int8[])", [r.id for r in records]
+                    )
                 self.published += len(records)
             except (Unavailable, OSError, asyncpg.PostgresError, TimeoutError) as exc:
                 # The rows stay in the outbox; the poll publishes them once the bus is back.
@@ -79,16 +87,21 @@ class OutboxRelay:
             rows = await conn.fetch(
                 "SELECT id, event_id, subject, payload, headers FROM outbox"
                 " WHERE created_at < now() - make_interval(secs => $2)"
-                " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED", self._batch, age,
+                " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                self._batch,
+                age,
             )
             if not rows:
                 return 0
-            await self._bus.publish([
-                OutboxRecord(r["id"], r["event_id"], r["subject"], r["payload"], r["headers"])
-                for r in rows
-            ])
-            await conn.execute("DELETE FROM outbox WHERE id = ANY($1::int8[])", [r["id"] for r in rows])
+            await self._bus.publish(
+                [
+                    OutboxRecord(r["id"], r["event_id"], r["subject"], r["payload"], r["headers"])
+                    for r in rows
+                ]
+            )
+            await conn.execute(
+                "DELETE FROM outbox WHERE id = ANY($1::int8[])", [r["id"] for r in rows]
+            )
         self.published += len(rows)
         log.info("outbox relay: published %d events left behind", len(rows))
         return len(rows)
-

@@ -6,7 +6,7 @@ as in the request, e.g. "assets[3].qualified_name") instead of stopping at the f
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -48,8 +48,9 @@ def _utf8_len(s: str) -> int:
     return len(s.encode("utf-8", "surrogatepass"))
 
 
-def check_text(path: str, value: str, limit: int, out: list[FieldViolation], *,
-               required: bool = False) -> None:
+def check_text(
+    path: str, value: str, limit: int, out: list[FieldViolation], *, required: bool = False
+) -> None:
     if not value:
         if required:
             out.append(FieldViolation(path, "is required"))
@@ -62,7 +63,9 @@ def check_text(path: str, value: str, limit: int, out: list[FieldViolation], *,
         out.append(FieldViolation(path, "contains a NUL character"))
 
 
-def check_strings(path: str, values: list[str] | tuple[str, ...], out: list[FieldViolation]) -> None:
+def check_strings(
+    path: str, values: list[str] | tuple[str, ...], out: list[FieldViolation]
+) -> None:
     if len(values) > MAX_LIST:
         out.append(FieldViolation(path, f"has more than {MAX_LIST} entries"))
         return
@@ -86,8 +89,9 @@ def check_asset_id(path: str, value: str, out: list[FieldViolation]) -> None:
         out.append(FieldViolation(path, "is not a Lily id (32 lowercase hex digits)"))
 
 
-def timestamp_or(path: str, ts: Timestamp, default: datetime,
-                 out: list[FieldViolation]) -> datetime:
+def timestamp_or(
+    path: str, ts: Timestamp, default: datetime, out: list[FieldViolation]
+) -> datetime:
     """A Timestamp field as an aware datetime truncated to microseconds (what the stores
     keep), or `default` when unset."""
     if ts.seconds == 0 and ts.nanos == 0:
@@ -101,30 +105,42 @@ def timestamp_or(path: str, ts: Timestamp, default: datetime,
     return value
 
 
-def tag_assignments(path: str, tags: list[common_pb.TagAssignment] | object, source: TagSource,
-                    out: list[FieldViolation]) -> tuple[TagAssignment, ...]:
+def tag_assignments(
+    path: str,
+    tags: Iterable[common_pb.TagAssignment],
+    source: TagSource,
+    out: list[FieldViolation],
+) -> tuple[TagAssignment, ...]:
     result = []
-    items = list(tags)  # type: ignore[call-overload]
+    items = list(tags)
     if len(items) > MAX_LIST:
         out.append(FieldViolation(path, f"has more than {MAX_LIST} entries"))
         return ()
     for i, t in enumerate(items):
         if not _TAG_NAME.match(t.name):
-            out.append(FieldViolation(f"{path}[{i}].name",
-                                      "must be 1-128 characters of letters, digits and _.:/-, "
-                                      "starting with a letter or digit"))
+            out.append(
+                FieldViolation(
+                    f"{path}[{i}].name",
+                    "must be 1-128 characters of letters, digits and _.:/-, "
+                    "starting with a letter or digit",
+                )
+            )
         check_text(f"{path}[{i}].value", t.value, MAX_TEXT_BYTES, out)
         if t.upstream_asset_ids and source != TagSource.PROPAGATED:
-            out.append(FieldViolation(f"{path}[{i}].upstream_asset_ids",
-                                      "is only allowed for PROPAGATED tags"))
+            out.append(
+                FieldViolation(
+                    f"{path}[{i}].upstream_asset_ids", "is only allowed for PROPAGATED tags"
+                )
+            )
         for j, up in enumerate(t.upstream_asset_ids):
             check_asset_id(f"{path}[{i}].upstream_asset_ids[{j}]", up, out)
         result.append(TagAssignment(t.name, t.value, tuple(t.upstream_asset_ids)))
     return tuple(result)
 
 
-def asset_type_of(path: str, value: int, out: list[FieldViolation], *,
-                  required: bool = True) -> AssetType | None:
+def asset_type_of(
+    path: str, value: int, out: list[FieldViolation], *, required: bool = True
+) -> AssetType | None:
     if value == 0:
         if required:
             out.append(FieldViolation(path, "is required"))
@@ -136,22 +152,25 @@ def asset_type_of(path: str, value: int, out: list[FieldViolation], *,
         return None
 
 
-def draft_from_pb(pb: common_pb.AssetInput, path: str, now: datetime,
-                  out: list[FieldViolation]) -> AssetDraft | None:
+def draft_from_pb(
+    pb: common_pb.AssetInput, path: str, now: datetime, out: list[FieldViolation]
+) -> AssetDraft | None:
     """An AssetInput as a domain draft, or None with the reasons appended to `out`."""
     start = len(out)
     if pb.ByteSize() > MAX_ASSET_BYTES:
         out.append(FieldViolation(path, f"is larger than {MAX_ASSET_BYTES // 1024} KiB encoded"))
         return None
-    check_text(f"{path}.qualified_name", pb.qualified_name, MAX_QUALIFIED_NAME_BYTES, out,
-               required=True)
+    check_text(
+        f"{path}.qualified_name", pb.qualified_name, MAX_QUALIFIED_NAME_BYTES, out, required=True
+    )
     asset_type = asset_type_of(f"{path}.asset_type", pb.asset_type, out)
     check_text(f"{path}.name", pb.name, MAX_TEXT_BYTES, out)
     check_text(f"{path}.description", pb.description, MAX_DESCRIPTION_BYTES, out)
     check_strings(f"{path}.owners", list(pb.owners), out)
     check_text(f"{path}.data_source", pb.data_source, MAX_TEXT_BYTES, out)
-    check_text(f"{path}.parent_qualified_name", pb.parent_qualified_name,
-               MAX_QUALIFIED_NAME_BYTES, out)
+    check_text(
+        f"{path}.parent_qualified_name", pb.parent_qualified_name, MAX_QUALIFIED_NAME_BYTES, out
+    )
     tags = tag_assignments(f"{path}.tags", pb.tags, TagSource.SOURCE, out)
     check_strings(f"{path}.business_terms", list(pb.business_terms), out)
     check_attributes(f"{path}.attributes", pb.attributes, out)
@@ -160,26 +179,42 @@ def draft_from_pb(pb: common_pb.AssetInput, path: str, now: datetime,
     if len(out) > start or asset_type is None:
         return None
     return AssetDraft(
-        qualified_name=pb.qualified_name, asset_type=asset_type, source_event_time=event_time,
-        name=pb.name, description=pb.description, owners=tuple(pb.owners),
-        data_source=pb.data_source, parent_qualified_name=pb.parent_qualified_name, tags=tags,
-        business_terms=tuple(pb.business_terms), attributes=dict(pb.attributes),
-        external_id=pb.external_id, wire=pb.SerializeToString(),
+        qualified_name=pb.qualified_name,
+        asset_type=asset_type,
+        source_event_time=event_time,
+        name=pb.name,
+        description=pb.description,
+        owners=tuple(pb.owners),
+        data_source=pb.data_source,
+        parent_qualified_name=pb.parent_qualified_name,
+        tags=tags,
+        business_terms=tuple(pb.business_terms),
+        attributes=dict(pb.attributes),
+        external_id=pb.external_id,
+        wire=pb.SerializeToString(),
     )
 
 
 def draft_from_trusted_pb(pb: common_pb.AssetInput, default_time: datetime) -> AssetDraft:
     """An AssetInput that Lily validated when it accepted it (from its own work queue)."""
     ts = pb.source_event_time
-    event_time = default_time if ts.seconds == 0 and ts.nanos == 0 else (
-        datetime.fromtimestamp(ts.seconds, UTC) + timedelta(microseconds=ts.nanos // 1000))
+    event_time = (
+        default_time
+        if ts.seconds == 0 and ts.nanos == 0
+        else (datetime.fromtimestamp(ts.seconds, UTC) + timedelta(microseconds=ts.nanos // 1000))
+    )
     return AssetDraft(
-        qualified_name=pb.qualified_name, asset_type=AssetType(pb.asset_type),
-        source_event_time=event_time, name=pb.name, description=pb.description,
-        owners=tuple(pb.owners), data_source=pb.data_source,
+        qualified_name=pb.qualified_name,
+        asset_type=AssetType(pb.asset_type),
+        source_event_time=event_time,
+        name=pb.name,
+        description=pb.description,
+        owners=tuple(pb.owners),
+        data_source=pb.data_source,
         parent_qualified_name=pb.parent_qualified_name,
         tags=tuple(TagAssignment(t.name, t.value) for t in pb.tags),
-        business_terms=tuple(pb.business_terms), attributes=dict(pb.attributes),
+        business_terms=tuple(pb.business_terms),
+        attributes=dict(pb.attributes),
         external_id=pb.external_id,
     )
 
@@ -193,26 +228,45 @@ def _ts(value: datetime | None) -> Timestamp | None:
 
 
 def tag_to_pb(tag: Tag) -> common_pb.Tag:
-    return common_pb.Tag(name=tag.name, value=tag.value, source=int(tag.source),
-                         upstream_asset_ids=tag.upstream_asset_ids, applied_by=tag.applied_by,
-                         applied_at=_ts(tag.applied_at))
+    return common_pb.Tag(
+        name=tag.name,
+        value=tag.value,
+        source=int(tag.source),
+        upstream_asset_ids=tag.upstream_asset_ids,
+        applied_by=tag.applied_by,
+        applied_at=_ts(tag.applied_at),
+    )
 
 
 def asset_to_pb(asset: Asset, consistency: Consistency | None = None) -> common_pb.Asset:
     return common_pb.Asset(
-        tenant_id=asset.tenant_id, asset_id=asset.asset_id, qualified_name=asset.qualified_name,
-        asset_type=int(asset.asset_type), name=asset.name, description=asset.description,
-        owners=asset.owners, data_source=asset.data_source,
-        parent_qualified_name=asset.parent_qualified_name, parent_id=asset.parent_id,
+        tenant_id=asset.tenant_id,
+        asset_id=asset.asset_id,
+        qualified_name=asset.qualified_name,
+        asset_type=int(asset.asset_type),
+        name=asset.name,
+        description=asset.description,
+        owners=asset.owners,
+        data_source=asset.data_source,
+        parent_qualified_name=asset.parent_qualified_name,
+        parent_id=asset.parent_id,
         tags=[tag_to_pb(t) for t in sorted(asset.tags, key=lambda t: (t.name, t.source))],
         effective_tags=[
-            common_pb.EffectiveTag(name=e.name, value=e.value, source=int(e.source),
-                                   overridden=[tag_to_pb(t) for t in e.overridden])
+            common_pb.EffectiveTag(
+                name=e.name,
+                value=e.value,
+                source=int(e.source),
+                overridden=[tag_to_pb(t) for t in e.overridden],
+            )
             for e in effective_tags(asset.tags)
         ],
-        business_terms=asset.business_terms, attributes=dict(asset.attributes),
-        version=asset.version, is_deleted=asset.is_deleted, external_id=asset.external_id,
-        created_at=_ts(asset.created_at), updated_at=_ts(asset.updated_at),
+        business_terms=asset.business_terms,
+        attributes=dict(asset.attributes),
+        version=asset.version,
+        is_deleted=asset.is_deleted,
+        external_id=asset.external_id,
+        created_at=_ts(asset.created_at),
+        updated_at=_ts(asset.updated_at),
         source_event_time=_ts(asset.source_event_time),
         consistency=int(consistency) if consistency else 0,
     )
@@ -220,16 +274,29 @@ def asset_to_pb(asset: Asset, consistency: Consistency | None = None) -> common_
 
 def issue_to_pb(issue: Issue) -> common_pb.DataQualityIssue:
     return common_pb.DataQualityIssue(
-        issue_id=issue.issue_id, asset_id=issue.asset_id, external_id=issue.external_id,
-        source=issue.source, type=issue.type, severity=int(issue.severity),
-        status=int(issue.status), title=issue.title, description=issue.description,
-        url=issue.url, opened_at=_ts(issue.opened_at), updated_at=_ts(issue.updated_at),
+        issue_id=issue.issue_id,
+        asset_id=issue.asset_id,
+        external_id=issue.external_id,
+        source=issue.source,
+        type=issue.type,
+        severity=int(issue.severity),
+        status=int(issue.status),
+        title=issue.title,
+        description=issue.description,
+        url=issue.url,
+        opened_at=_ts(issue.opened_at),
+        updated_at=_ts(issue.updated_at),
         resolved_at=_ts(issue.resolved_at),
     )
 
 
-def issue_from_pb(pb: common_pb.DataQualityIssue, tenant_id: str, asset_id: str, now: datetime,
-                  out: list[FieldViolation]) -> Issue:
+def issue_from_pb(
+    pb: common_pb.DataQualityIssue,
+    tenant_id: str,
+    asset_id: str,
+    now: datetime,
+    out: list[FieldViolation],
+) -> Issue:
     check_text("issue.source", pb.source, MAX_TEXT_BYTES, out, required=True)
     check_text("issue.external_id", pb.external_id, MAX_TEXT_BYTES, out, required=True)
     for name in ("type", "title", "url"):
@@ -245,42 +312,74 @@ def issue_from_pb(pb: common_pb.DataQualityIssue, tenant_id: str, asset_id: str,
     except ValueError:
         out.append(FieldViolation("issue.status", f"is not a known status ({pb.status})"))
     opened = timestamp_or("issue.opened_at", pb.opened_at, now, out)
-    resolved = timestamp_or("issue.resolved_at", pb.resolved_at, now, out) \
-        if pb.HasField("resolved_at") else None
+    resolved = (
+        timestamp_or("issue.resolved_at", pb.resolved_at, now, out)
+        if pb.HasField("resolved_at")
+        else None
+    )
     if status == IssueStatus.RESOLVED and resolved is None:
         resolved = now
     return Issue(
-        tenant_id=tenant_id, issue_id="", asset_id=asset_id, source=pb.source,
-        external_id=pb.external_id, type=pb.type, severity=severity, status=status,
-        title=pb.title, description=pb.description, url=pb.url, opened_at=opened,
+        tenant_id=tenant_id,
+        issue_id="",
+        asset_id=asset_id,
+        source=pb.source,
+        external_id=pb.external_id,
+        type=pb.type,
+        severity=severity,
+        status=status,
+        title=pb.title,
+        description=pb.description,
+        url=pb.url,
+        opened_at=opened,
         resolved_at=resolved,
     )
 
 
 def audit_to_pb(entry: AuditEntry) -> metadata_pb.AuditEntry:
     return metadata_pb.AuditEntry(
-        sequence=entry.sequence, asset_id=entry.asset_id, principal=entry.principal,
-        action=entry.action, change=int(entry.change), changed_fields=entry.changed_fields,
-        asset_version=entry.asset_version, at=_ts(entry.at), request_id=entry.request_id,
-        origin=entry.origin, event_id=entry.event_id,
+        sequence=entry.sequence,
+        asset_id=entry.asset_id,
+        principal=entry.principal,
+        action=entry.action,
+        change=int(entry.change),
+        changed_fields=entry.changed_fields,
+        asset_version=entry.asset_version,
+        at=_ts(entry.at),
+        request_id=entry.request_id,
+        origin=entry.origin,
+        event_id=entry.event_id,
     )
 
 
 def job_to_pb(job: BulkJob) -> metadata_pb.BulkJob:
     return metadata_pb.BulkJob(
-        job_id=job.job_id, description=job.description, state=int(job.state),
-        accepted=job.accepted, written=job.written, unchanged=job.unchanged, stale=job.stale,
-        failed=job.failed, created_at=_ts(job.created_at), updated_at=_ts(job.updated_at),
+        job_id=job.job_id,
+        description=job.description,
+        state=int(job.state),
+        accepted=job.accepted,
+        written=job.written,
+        unchanged=job.unchanged,
+        stale=job.stale,
+        failed=job.failed,
+        created_at=_ts(job.created_at),
+        updated_at=_ts(job.updated_at),
         finished_at=_ts(job.finished_at),
     )
 
 
 def draft_to_pb(draft: AssetDraft) -> common_pb.AssetInput:
     return common_pb.AssetInput(
-        qualified_name=draft.qualified_name, asset_type=int(draft.asset_type), name=draft.name,
-        description=draft.description, owners=draft.owners, data_source=draft.data_source,
+        qualified_name=draft.qualified_name,
+        asset_type=int(draft.asset_type),
+        name=draft.name,
+        description=draft.description,
+        owners=draft.owners,
+        data_source=draft.data_source,
         parent_qualified_name=draft.parent_qualified_name,
         tags=[common_pb.TagAssignment(name=t.name, value=t.value) for t in draft.tags],
-        business_terms=draft.business_terms, attributes=dict(draft.attributes),
-        external_id=draft.external_id, source_event_time=_ts(draft.source_event_time),
+        business_terms=draft.business_terms,
+        attributes=dict(draft.attributes),
+        external_id=draft.external_id,
+        source_event_time=_ts(draft.source_event_time),
     )

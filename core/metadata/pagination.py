@@ -25,7 +25,9 @@ class PageTokens:
         mac = hmac.new(self._secret, body.encode(), hashlib.sha256).digest()[:16]
         return base64.urlsafe_b64encode(mac + body.encode()).decode().rstrip("=")
 
-    def decode(self, token: str, tenant_id: str, fingerprint: str, field: str = "page_token") -> Any:
+    def decode(
+        self, token: str, tenant_id: str, fingerprint: str, field: str = "page_token"
+    ) -> Any:
         """The key of a token made by encode() for this tenant and query, or None for ""."""
         if not token:
             return None
@@ -33,7 +35,9 @@ class PageTokens:
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
             mac, body = raw[:16], raw[16:]
-            if not hmac.compare_digest(mac, hmac.new(self._secret, body, hashlib.sha256).digest()[:16]):
+            if not hmac.compare_digest(
+                mac, hmac.new(self._secret, body, hashlib.sha256).digest()[:16]
+            ):
                 raise bad
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:

@@ -60,21 +60,27 @@ class WatchFilter:
 
     def matches(self, e: events_pb.ChangeEvent) -> bool:
         tags = set(e.tags) | set(e.tags_added) | set(e.tags_removed)
-        return ((not self.entities or e.entity in self.entities)
-                and (not self.changes or e.change in self.changes)
-                and (not self.asset_types or e.asset_type in self.asset_types)
-                and (not self.tags or bool(self.tags & tags)))
+        return (
+            (not self.entities or e.entity in self.entities)
+            and (not self.changes or e.change in self.changes)
+            and (not self.asset_types or e.asset_type in self.asset_types)
+            and (not self.tags or bool(self.tags & tags))
+        )
 
 
 def page_size(requested: int) -> int:
     if requested < 0 or requested > MAX_PAGE_SIZE:
-        raise InvalidArgument([FieldViolation("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")])
+        raise InvalidArgument(
+            [FieldViolation("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")]
+        )
     return requested or DEFAULT_PAGE_SIZE
 
 
-def ingest_plan(drafts: Sequence[tuple[int, AssetDraft, WriteContext]],
-                decisions: dict[int, rules.Decision]) -> Callable[[Snapshot], Plan]:
+def ingest_plan(
+    drafts: Sequence[tuple[int, AssetDraft, WriteContext]], decisions: dict[int, rules.Decision]
+) -> Callable[[Snapshot], Plan]:
     """The plan that applies drafts in order (a later draft of the same asset sees the earlier)."""
+
     def plan(snapshot: Snapshot) -> Plan:
         decisions.clear()
         current = dict(snapshot.assets)
@@ -86,6 +92,7 @@ def ingest_plan(drafts: Sequence[tuple[int, AssetDraft, WriteContext]],
                 current[asset_id] = decision.asset
             decisions[index] = decision
         return result
+
     return plan
 
 
@@ -93,15 +100,22 @@ def counts_of(decisions: Mapping[int, rules.Decision]) -> JobCounts:
     outcomes = [d.outcome for d in decisions.values()]
     return JobCounts(
         written=sum(o in (Outcome.CREATED, Outcome.UPDATED) for o in outcomes),
-        unchanged=outcomes.count(Outcome.UNCHANGED), stale=outcomes.count(Outcome.STALE),
+        unchanged=outcomes.count(Outcome.UNCHANGED),
+        stale=outcomes.count(Outcome.STALE),
     )
 
 
 class MetadataService:
-    def __init__(self, store: AssetStore, bus: ChangeBus, tokens: PageTokens, *,
-                 consistency: Mapping[AssetType, Consistency],
-                 encode_work: Callable[[WriteContext, Sequence[AssetDraft], str], list[bytes]],
-                 on_commit: Callable[[Sequence[OutboxRecord]], None] = lambda records: None) -> None:
+    def __init__(
+        self,
+        store: AssetStore,
+        bus: ChangeBus,
+        tokens: PageTokens,
+        *,
+        consistency: Mapping[AssetType, Consistency],
+        encode_work: Callable[[WriteContext, Sequence[AssetDraft], str], list[bytes]],
+        on_commit: Callable[[Sequence[OutboxRecord]], None] = lambda records: None,
+    ) -> None:
         self._store = store
         self._bus = bus
         self._tokens = tokens
@@ -112,8 +126,9 @@ class MetadataService:
     def consistency_of(self, asset_type: AssetType) -> Consistency:
         return self._consistency[asset_type]
 
-    async def _transact(self, tenant_id: str, request: TxRequest,
-                        plan: Callable[[Snapshot], Plan]) -> Plan:
+    async def _transact(
+        self, tenant_id: str, request: TxRequest, plan: Callable[[Snapshot], Plan]
+    ) -> Plan:
         result = await self._store.transact(tenant_id, request, plan)
         if result.changes:
             self._on_commit(result.outbox)
@@ -129,45 +144,83 @@ class MetadataService:
             raise JobClosed(f"bulk job {job_id!r} is closed", metadata={"job_id": job_id})
         return job
 
-    async def ingest(self, ctx: WriteContext, drafts: Sequence[tuple[int, AssetDraft]],
-                     *, job_id: str = "", rejected: int = 0,
-                     close_job: bool = False) -> list[ItemResult]:
+    async def ingest(
+        self,
+        ctx: WriteContext,
+        drafts: Sequence[tuple[int, AssetDraft]],
+        *,
+        job_id: str = "",
+        rejected: int = 0,
+        close_job: bool = False,
+    ) -> list[ItemResult]:
         """Writes strong-class drafts now and queues eventual-class ones; counts all of it
         (and `rejected` invalid items) on the bulk job, if any."""
-        strong = [(i, d, ctx) for i, d in drafts
-                  if self.consistency_of(d.asset_type) == Consistency.STRONG]
-        eventual = [(i, d) for i, d in drafts
-                    if self.consistency_of(d.asset_type) == Consistency.EVENTUAL]
+        strong = [
+            (i, d, ctx)
+            for i, d in drafts
+            if self.consistency_of(d.asset_type) == Consistency.STRONG
+        ]
+        eventual = [
+            (i, d) for i, d in drafts if self.consistency_of(d.asset_type) == Consistency.EVENTUAL
+        ]
         results: list[ItemResult] = []
         if strong:
             decisions: dict[int, rules.Decision] = {}
             ids = [rules.asset_id_for(ctx.tenant_id, d.qualified_name) for _, d, _ in strong]
-            counts = (lambda: {job_id: counts_of(decisions) + JobCounts(accepted=len(strong))}) \
-                if job_id else None
-            await self._transact(ctx.tenant_id, TxRequest(ids, job_counts=counts),
-                                 ingest_plan(strong, decisions))
+            counts = (
+                (lambda: {job_id: counts_of(decisions) + JobCounts(accepted=len(strong))})
+                if job_id
+                else None
+            )
+            await self._transact(
+                ctx.tenant_id, TxRequest(ids, job_counts=counts), ingest_plan(strong, decisions)
+            )
             for i, d, _ in strong:
                 dec = decisions[i]
-                results.append(ItemResult(
-                    i, rules.asset_id_for(ctx.tenant_id, d.qualified_name), d.qualified_name,
-                    dec.outcome, Consistency.STRONG, dec.asset.version if dec.asset else 0,
-                    dec.changed_fields))
+                results.append(
+                    ItemResult(
+                        i,
+                        rules.asset_id_for(ctx.tenant_id, d.qualified_name),
+                        d.qualified_name,
+                        dec.outcome,
+                        Consistency.STRONG,
+                        dec.asset.version if dec.asset else 0,
+                        dec.changed_fields,
+                    )
+                )
         if eventual:
             await self._bus.enqueue_ingest(
-                ctx.tenant_id, self._encode_work(ctx, [d for _, d in eventual], job_id),
-                dict(ctx.trace_headers))
-            results += [ItemResult(i, rules.asset_id_for(ctx.tenant_id, d.qualified_name),
-                                   d.qualified_name, Outcome.ACCEPTED, Consistency.EVENTUAL)
-                        for i, d in eventual]
+                ctx.tenant_id,
+                self._encode_work(ctx, [d for _, d in eventual], job_id),
+                dict(ctx.trace_headers),
+            )
+            results += [
+                ItemResult(
+                    i,
+                    rules.asset_id_for(ctx.tenant_id, d.qualified_name),
+                    d.qualified_name,
+                    Outcome.ACCEPTED,
+                    Consistency.EVENTUAL,
+                )
+                for i, d in eventual
+            ]
         if job_id and (eventual or rejected or close_job):
             await self._store.update_job(
-                ctx.tenant_id, job_id, JobCounts(accepted=len(eventual), rejected=rejected),
-                close=close_job)
+                ctx.tenant_id,
+                job_id,
+                JobCounts(accepted=len(eventual), rejected=rejected),
+                close=close_job,
+            )
         return sorted(results, key=lambda r: r.index)
 
     async def create_job(self, ctx: WriteContext, description: str) -> BulkJob:
-        job = BulkJob(tenant_id=ctx.tenant_id, job_id=uuid.uuid4().hex, created_at=ctx.now,
-                      updated_at=ctx.now, description=description)
+        job = BulkJob(
+            tenant_id=ctx.tenant_id,
+            job_id=uuid.uuid4().hex,
+            created_at=ctx.now,
+            updated_at=ctx.now,
+            description=description,
+        )
         await self._store.create_job(job)
         return job
 
@@ -188,19 +241,29 @@ class MetadataService:
             raise AssetNotFound(asset_id)
         return asset
 
-    async def lookup(self, tenant_id: str, qualified_name: str,
-                     include_deleted: bool = False) -> Asset:
+    async def lookup(
+        self, tenant_id: str, qualified_name: str, include_deleted: bool = False
+    ) -> Asset:
         asset = await self._store.get_by_qualified_name(tenant_id, qualified_name)
         if asset is None or (asset.is_deleted and not include_deleted):
-            raise NotFound(f"no asset named {qualified_name!r}", metadata={"qualified_name": qualified_name})
+            raise NotFound(
+                f"no asset named {qualified_name!r}", metadata={"qualified_name": qualified_name}
+            )
         return asset
 
-    async def search(self, tenant_id: str, query: SearchQuery, size: int,
-                     token: str) -> tuple[list[Asset], str]:
+    async def search(
+        self, tenant_id: str, query: SearchQuery, size: int, token: str
+    ) -> tuple[list[Asset], str]:
         limit = page_size(size)
-        fp = PageTokens.fingerprint("search", query.asset_type, query.tag,
-                                    query.qualified_name_prefix, query.data_source, query.owner,
-                                    query.include_deleted)
+        fp = PageTokens.fingerprint(
+            "search",
+            query.asset_type,
+            query.tag,
+            query.qualified_name_prefix,
+            query.data_source,
+            query.owner,
+            query.include_deleted,
+        )
         after = self._tokens.decode(token, tenant_id, fp)
         assets = await self._store.search(tenant_id, query, after, limit + 1)
         more = len(assets) > limit
@@ -208,24 +271,31 @@ class MetadataService:
         next_token = self._tokens.encode(tenant_id, fp, assets[-1].qualified_name) if more else ""
         return assets, next_token
 
-    async def list_issues(self, tenant_id: str, asset_id: str, status: IssueStatus | None,
-                          size: int, token: str) -> tuple[list[Issue], str]:
+    async def list_issues(
+        self, tenant_id: str, asset_id: str, status: IssueStatus | None, size: int, token: str
+    ) -> tuple[list[Issue], str]:
         limit = page_size(size)
         await self.get(tenant_id, asset_id, include_deleted=True)
         fp = PageTokens.fingerprint("issues", asset_id, status)
         after = self._tokens.decode(token, tenant_id, fp)
-        issues = await self._store.list_issues(tenant_id, asset_id, status,
-                                               tuple(after) if after else None, limit + 1)
+        issues = await self._store.list_issues(
+            tenant_id, asset_id, status, tuple(after) if after else None, limit + 1
+        )
         more = len(issues) > limit
         issues = issues[:limit]
         last = issues[-1] if issues else None
-        next_token = self._tokens.encode(
-            tenant_id, fp, [last.opened_at.isoformat() if last.opened_at else "", last.issue_id]
-        ) if more and last else ""
+        next_token = (
+            self._tokens.encode(
+                tenant_id, fp, [last.opened_at.isoformat() if last.opened_at else "", last.issue_id]
+            )
+            if more and last
+            else ""
+        )
         return issues, next_token
 
-    async def audit_trail(self, tenant_id: str, asset_id: str, size: int,
-                          token: str) -> tuple[list[AuditEntry], str]:
+    async def audit_trail(
+        self, tenant_id: str, asset_id: str, size: int, token: str
+    ) -> tuple[list[AuditEntry], str]:
         limit = page_size(size)
         await self.get(tenant_id, asset_id, include_deleted=True)
         fp = PageTokens.fingerprint("audit", asset_id)
@@ -238,37 +308,56 @@ class MetadataService:
 
     # -- changes to one asset -------------------------------------------------------------
 
-    async def update(self, ctx: WriteContext, asset_id: str, values: Mapping[str, object],
-                     expected_version: int | None, event_time: datetime) -> rules.Decision:
+    async def update(
+        self,
+        ctx: WriteContext,
+        asset_id: str,
+        values: Mapping[str, object],
+        expected_version: int | None,
+        event_time: datetime,
+    ) -> rules.Decision:
         out: list[rules.Decision] = []
 
         def plan(s: Snapshot) -> Plan:
             out.clear()
             p = Plan()
-            out.append(rules.update(asset_id, s.assets.get(asset_id), values, expected_version,
-                                    event_time, ctx, p))
+            out.append(
+                rules.update(
+                    asset_id, s.assets.get(asset_id), values, expected_version, event_time, ctx, p
+                )
+            )
             return p
 
         await self._transact(ctx.tenant_id, TxRequest([asset_id]), plan)
         return out[0]
 
-    async def update_tags(self, ctx: WriteContext, asset_id: str, add: Sequence[TagAssignment],
-                          remove: Sequence[str], source: TagSource,
-                          expected_version: int | None) -> tuple[Asset, list[str], list[str]]:
+    async def update_tags(
+        self,
+        ctx: WriteContext,
+        asset_id: str,
+        add: Sequence[TagAssignment],
+        remove: Sequence[str],
+        source: TagSource,
+        expected_version: int | None,
+    ) -> tuple[Asset, list[str], list[str]]:
         out: list[tuple[Asset, list[str], list[str]]] = []
 
         def plan(s: Snapshot) -> Plan:
             out.clear()
             p = Plan()
-            out.append(rules.update_tags(asset_id, s.assets.get(asset_id), add, remove, source,
-                                         expected_version, ctx, p))
+            out.append(
+                rules.update_tags(
+                    asset_id, s.assets.get(asset_id), add, remove, source, expected_version, ctx, p
+                )
+            )
             return p
 
         await self._transact(ctx.tenant_id, TxRequest([asset_id]), plan)
         return out[0]
 
-    async def delete(self, ctx: WriteContext, asset_id: str,
-                     expected_version: int | None) -> tuple[Asset, bool]:
+    async def delete(
+        self, ctx: WriteContext, asset_id: str, expected_version: int | None
+    ) -> tuple[Asset, bool]:
         out: list[tuple[Asset, bool]] = []
 
         def plan(s: Snapshot) -> Plan:
@@ -280,16 +369,20 @@ class MetadataService:
         await self._transact(ctx.tenant_id, TxRequest([asset_id]), plan)
         return out[0]
 
-    async def attach_issue(self, ctx: WriteContext, asset_id: str,
-                           issue: Issue) -> tuple[Issue, bool]:
+    async def attach_issue(
+        self, ctx: WriteContext, asset_id: str, issue: Issue
+    ) -> tuple[Issue, bool]:
         issue_id = rules.issue_id_for(asset_id, issue.source, issue.external_id)
         out: list[tuple[Issue, bool]] = []
 
         def plan(s: Snapshot) -> Plan:
             out.clear()
             p = Plan()
-            out.append(rules.attach_issue(asset_id, s.assets.get(asset_id),
-                                          s.issues.get(issue_id), issue, ctx, p))
+            out.append(
+                rules.attach_issue(
+                    asset_id, s.assets.get(asset_id), s.issues.get(issue_id), issue, ctx, p
+                )
+            )
             return p
 
         await self._transact(ctx.tenant_id, TxRequest([asset_id], [(asset_id, issue_id)]), plan)

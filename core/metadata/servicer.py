@@ -39,8 +39,14 @@ def tenant_of(context: grpc.aio.ServicerContext) -> str:
     if not tenant:
         raise Unauthenticated(f"missing {TENANT_KEY} metadata")
     if not isinstance(tenant, str) or not _TENANT.match(tenant):
-        raise InvalidArgument([FieldViolation(
-            TENANT_KEY, "must be 1-63 characters of a-z, 0-9, _ and -, starting with a letter or digit")])
+        raise InvalidArgument(
+            [
+                FieldViolation(
+                    TENANT_KEY,
+                    "must be 1-63 characters of a-z, 0-9, _ and -, starting with a letter or digit",
+                )
+            ]
+        )
     tenant_var.set(tenant)
     return tenant
 
@@ -52,23 +58,34 @@ def write_context(context: grpc.aio.ServicerContext, action: str) -> WriteContex
     headers: dict[str, str] = {}
     propagate.inject(headers)
     return WriteContext(
-        tenant_id=tenant, actor=str(md.get("x-lily-principal") or "anonymous")[:256],
-        action=action, now=datetime.now(UTC), request_id=rid, origin=context.peer() or "",
+        tenant_id=tenant,
+        actor=str(md.get("x-lily-principal") or "anonymous")[:256],
+        action=action,
+        now=datetime.now(UTC),
+        request_id=rid,
+        origin=context.peer() or "",
         trace_headers=headers,
     )
 
 
-def _batch(assets: list, now: datetime, offset: int = 0,
-           ) -> tuple[list[tuple[int, AssetDraft]], list[metadata_pb.IngestResult]]:
+def _batch(
+    assets: list,
+    now: datetime,
+    offset: int = 0,
+) -> tuple[list[tuple[int, AssetDraft]], list[metadata_pb.IngestResult]]:
     drafts, rejected = [], []
     for i, pb in enumerate(assets, start=offset):
         problems: list[FieldViolation] = []
         draft = mapping.draft_from_pb(pb, f"assets[{i - offset}]", now, problems)
         if draft is None:
-            rejected.append(metadata_pb.IngestResult(
-                index=i, qualified_name=pb.qualified_name[:2048],
-                outcome=metadata_pb.INGEST_OUTCOME_REJECTED,
-                error=rejection_status(InvalidArgument(problems))))
+            rejected.append(
+                metadata_pb.IngestResult(
+                    index=i,
+                    qualified_name=pb.qualified_name[:2048],
+                    outcome=metadata_pb.INGEST_OUTCOME_REJECTED,
+                    error=rejection_status(InvalidArgument(problems)),
+                )
+            )
         else:
             drafts.append((i, draft))
     return drafts, rejected
@@ -76,13 +93,20 @@ def _batch(assets: list, now: datetime, offset: int = 0,
 
 def _result_pb(r: ItemResult) -> metadata_pb.IngestResult:
     return metadata_pb.IngestResult(
-        index=r.index, asset_id=r.asset_id, qualified_name=r.qualified_name,
-        outcome=int(r.outcome), version=r.version, consistency=int(r.consistency),
-        changed_fields=r.changed_fields)
+        index=r.index,
+        asset_id=r.asset_id,
+        qualified_name=r.qualified_name,
+        outcome=int(r.outcome),
+        version=r.version,
+        consistency=int(r.consistency),
+        changed_fields=r.changed_fields,
+    )
 
 
 def _too_many(n: int) -> InvalidArgument:
-    return InvalidArgument([FieldViolation("assets", f"has {n} assets; at most {MAX_BATCH} per batch")])
+    return InvalidArgument(
+        [FieldViolation("assets", f"has {n} assets; at most {MAX_BATCH} per batch")]
+    )
 
 
 def _expected(request: object) -> int | None:
@@ -93,8 +117,9 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
     def __init__(self, service: MetadataService) -> None:
         self._svc = service
 
-    async def IngestMetadata(self, request: metadata_pb.IngestMetadataRequest,
-                             context: grpc.aio.ServicerContext) -> metadata_pb.IngestMetadataResponse:
+    async def IngestMetadata(
+        self, request: metadata_pb.IngestMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> metadata_pb.IngestMetadataResponse:
         ctx = write_context(context, "IngestMetadata")
         if len(request.assets) > MAX_BATCH:
             raise _too_many(len(request.assets))
@@ -103,14 +128,21 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
         if request.bulk_job_id:
             await self._svc.check_job(ctx.tenant_id, request.bulk_job_id)
         drafts, rejected = _batch(list(request.assets), ctx.now)
-        results = await self._svc.ingest(ctx, drafts, job_id=request.bulk_job_id,
-                                         rejected=len(rejected), close_job=request.close_bulk_job)
+        results = await self._svc.ingest(
+            ctx,
+            drafts,
+            job_id=request.bulk_job_id,
+            rejected=len(rejected),
+            close_job=request.close_bulk_job,
+        )
         merged = sorted([*map(_result_pb, results), *rejected], key=lambda r: r.index)
         return metadata_pb.IngestMetadataResponse(results=merged)
 
-    async def IngestMetadataStream(self, requests: AsyncIterator[metadata_pb.IngestMetadataStreamRequest],
-                                   context: grpc.aio.ServicerContext,
-                                   ) -> metadata_pb.IngestMetadataStreamResponse:
+    async def IngestMetadataStream(
+        self,
+        requests: AsyncIterator[metadata_pb.IngestMetadataStreamRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> metadata_pb.IngestMetadataStreamResponse:
         ctx = write_context(context, "IngestMetadataStream")
         summary = metadata_pb.IngestMetadataStreamResponse()
         job_id = ""
@@ -131,35 +163,45 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
                 field = r.outcome.name.lower()
                 setattr(summary, field, getattr(summary, field) + 1)
             room = MAX_STREAM_REJECTIONS - len(summary.rejections)
-            summary.rejections.extend(rejected[:max(room, 0)])
+            summary.rejections.extend(rejected[: max(room, 0)])
         if not job_id:
             job_id = (await self._svc.create_job(ctx, "IngestMetadataStream")).job_id
             summary.bulk_job_id = job_id
         await self._svc.close_job(ctx.tenant_id, job_id)
         return summary
 
-    async def GetMetadata(self, request: metadata_pb.GetMetadataRequest,
-                          context: grpc.aio.ServicerContext) -> metadata_pb.GetMetadataResponse:
+    async def GetMetadata(
+        self, request: metadata_pb.GetMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> metadata_pb.GetMetadataResponse:
         tenant = tenant_of(context)
         _require_id("asset_id", request.asset_id)
         asset = await self._svc.get(tenant, request.asset_id, request.include_deleted)
         return metadata_pb.GetMetadataResponse(
-            asset=mapping.asset_to_pb(asset, self._svc.consistency_of(asset.asset_type)))
+            asset=mapping.asset_to_pb(asset, self._svc.consistency_of(asset.asset_type))
+        )
 
-    async def LookupMetadata(self, request: metadata_pb.LookupMetadataRequest,
-                             context: grpc.aio.ServicerContext) -> metadata_pb.LookupMetadataResponse:
+    async def LookupMetadata(
+        self, request: metadata_pb.LookupMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> metadata_pb.LookupMetadataResponse:
         tenant = tenant_of(context)
         problems: list[FieldViolation] = []
-        mapping.check_text("qualified_name", request.qualified_name,
-                           mapping.MAX_QUALIFIED_NAME_BYTES, problems, required=True)
+        mapping.check_text(
+            "qualified_name",
+            request.qualified_name,
+            mapping.MAX_QUALIFIED_NAME_BYTES,
+            problems,
+            required=True,
+        )
         if problems:
             raise InvalidArgument(problems)
         asset = await self._svc.lookup(tenant, request.qualified_name, request.include_deleted)
         return metadata_pb.LookupMetadataResponse(
-            asset=mapping.asset_to_pb(asset, self._svc.consistency_of(asset.asset_type)))
+            asset=mapping.asset_to_pb(asset, self._svc.consistency_of(asset.asset_type))
+        )
 
-    async def UpdateMetadata(self, request: metadata_pb.UpdateMetadataRequest,
-                             context: grpc.aio.ServicerContext) -> metadata_pb.UpdateMetadataResponse:
+    async def UpdateMetadata(
+        self, request: metadata_pb.UpdateMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> metadata_pb.UpdateMetadataResponse:
         ctx = write_context(context, "UpdateMetadata")
         _require_id("asset_id", request.asset_id)
         problems: list[FieldViolation] = []
@@ -168,119 +210,170 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
             problems.append(FieldViolation("update_mask", "is required"))
         for i, path in enumerate(paths):
             if path not in MUTABLE_FIELDS:
-                problems.append(FieldViolation(
-                    f"update_mask.paths[{i}]", f"{path!r} is not one of {', '.join(MUTABLE_FIELDS)}"))
+                problems.append(
+                    FieldViolation(
+                        f"update_mask.paths[{i}]",
+                        f"{path!r} is not one of {', '.join(MUTABLE_FIELDS)}",
+                    )
+                )
         a = request.asset
         for name in ("name", "data_source", "external_id"):
             mapping.check_text(f"asset.{name}", getattr(a, name), mapping.MAX_TEXT_BYTES, problems)
-        mapping.check_text("asset.description", a.description, mapping.MAX_DESCRIPTION_BYTES, problems)
+        mapping.check_text(
+            "asset.description", a.description, mapping.MAX_DESCRIPTION_BYTES, problems
+        )
         mapping.check_strings("asset.owners", list(a.owners), problems)
         mapping.check_strings("asset.business_terms", list(a.business_terms), problems)
         mapping.check_attributes("asset.attributes", a.attributes, problems)
-        event_time = mapping.timestamp_or("source_event_time", request.source_event_time, ctx.now, problems)
+        event_time = mapping.timestamp_or(
+            "source_event_time", request.source_event_time, ctx.now, problems
+        )
         if problems:
             raise InvalidArgument(problems)
         values: dict[str, object] = {}
         for path in dict.fromkeys(paths):
             value = getattr(a, path)
-            values[path] = dict(value) if path == "attributes" else (
-                tuple(value) if path in ("owners", "business_terms") else value)
-        decision = await self._svc.update(ctx, request.asset_id, values, _expected(request), event_time)
+            values[path] = (
+                dict(value)
+                if path == "attributes"
+                else (tuple(value) if path in ("owners", "business_terms") else value)
+            )
+        decision = await self._svc.update(
+            ctx, request.asset_id, values, _expected(request), event_time
+        )
         assert decision.asset is not None
         return metadata_pb.UpdateMetadataResponse(
-            asset=mapping.asset_to_pb(decision.asset, self._svc.consistency_of(decision.asset.asset_type)),
-            outcome=int(decision.outcome), changed_fields=decision.changed_fields)
+            asset=mapping.asset_to_pb(
+                decision.asset, self._svc.consistency_of(decision.asset.asset_type)
+            ),
+            outcome=int(decision.outcome),
+            changed_fields=decision.changed_fields,
+        )
 
-    async def DeleteMetadata(self, request: metadata_pb.DeleteMetadataRequest,
-                             context: grpc.aio.ServicerContext) -> metadata_pb.DeleteMetadataResponse:
+    async def DeleteMetadata(
+        self, request: metadata_pb.DeleteMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> metadata_pb.DeleteMetadataResponse:
         ctx = write_context(context, "DeleteMetadata")
         _require_id("asset_id", request.asset_id)
         asset, already = await self._svc.delete(ctx, request.asset_id, _expected(request))
-        return metadata_pb.DeleteMetadataResponse(asset=mapping.asset_to_pb(asset),
-                                                  already_deleted=already)
+        return metadata_pb.DeleteMetadataResponse(
+            asset=mapping.asset_to_pb(asset), already_deleted=already
+        )
 
-    async def SearchMetadata(self, request: metadata_pb.SearchMetadataRequest,
-                             context: grpc.aio.ServicerContext) -> metadata_pb.SearchMetadataResponse:
+    async def SearchMetadata(
+        self, request: metadata_pb.SearchMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> metadata_pb.SearchMetadataResponse:
         tenant = tenant_of(context)
         problems: list[FieldViolation] = []
-        asset_type = mapping.asset_type_of("asset_type", request.asset_type, problems, required=False)
+        asset_type = mapping.asset_type_of(
+            "asset_type", request.asset_type, problems, required=False
+        )
         mapping.check_text("tag", request.tag, 128, problems)
-        mapping.check_text("qualified_name_prefix", request.qualified_name_prefix,
-                           mapping.MAX_QUALIFIED_NAME_BYTES, problems)
+        mapping.check_text(
+            "qualified_name_prefix",
+            request.qualified_name_prefix,
+            mapping.MAX_QUALIFIED_NAME_BYTES,
+            problems,
+        )
         for name in ("data_source", "owner"):
             mapping.check_text(name, getattr(request, name), mapping.MAX_TEXT_BYTES, problems)
         if problems:
             raise InvalidArgument(problems)
-        query = SearchQuery(asset_type, request.tag, request.qualified_name_prefix,
-                            request.data_source, request.owner, request.include_deleted)
+        query = SearchQuery(
+            asset_type,
+            request.tag,
+            request.qualified_name_prefix,
+            request.data_source,
+            request.owner,
+            request.include_deleted,
+        )
         assets, token = await self._svc.search(tenant, query, request.page_size, request.page_token)
         return metadata_pb.SearchMetadataResponse(
             assets=[mapping.asset_to_pb(a, self._svc.consistency_of(a.asset_type)) for a in assets],
-            next_page_token=token)
+            next_page_token=token,
+        )
 
-    async def UpdateTags(self, request: metadata_pb.UpdateTagsRequest,
-                         context: grpc.aio.ServicerContext) -> metadata_pb.UpdateTagsResponse:
+    async def UpdateTags(
+        self, request: metadata_pb.UpdateTagsRequest, context: grpc.aio.ServicerContext
+    ) -> metadata_pb.UpdateTagsResponse:
         ctx = write_context(context, "UpdateTags")
         _require_id("asset_id", request.asset_id)
         problems: list[FieldViolation] = []
         try:
             source = TagSource(request.source) if request.source else TagSource.USER
         except ValueError:
-            problems.append(FieldViolation("source", f"is not a known tag source ({request.source})"))
+            problems.append(
+                FieldViolation("source", f"is not a known tag source ({request.source})")
+            )
             source = TagSource.USER
         add = mapping.tag_assignments("add", request.add, source, problems)
         if source == TagSource.PROPAGATED:
             for i, t in enumerate(add):
                 if not t.upstream_asset_ids:
-                    problems.append(FieldViolation(f"add[{i}].upstream_asset_ids",
-                                                   "is required for PROPAGATED tags"))
+                    problems.append(
+                        FieldViolation(
+                            f"add[{i}].upstream_asset_ids", "is required for PROPAGATED tags"
+                        )
+                    )
         mapping.check_strings("remove", list(request.remove), problems)
         if not add and not request.remove:
             problems.append(FieldViolation("add", "add or remove at least one tag"))
         if problems:
             raise InvalidArgument(problems)
         asset, added, removed = await self._svc.update_tags(
-            ctx, request.asset_id, add, list(request.remove), source, _expected(request))
-        return metadata_pb.UpdateTagsResponse(asset=mapping.asset_to_pb(asset),
-                                              tags_added=added, tags_removed=removed)
+            ctx, request.asset_id, add, list(request.remove), source, _expected(request)
+        )
+        return metadata_pb.UpdateTagsResponse(
+            asset=mapping.asset_to_pb(asset), tags_added=added, tags_removed=removed
+        )
 
-    async def AttachIssue(self, request: metadata_pb.AttachIssueRequest,
-                          context: grpc.aio.ServicerContext) -> metadata_pb.AttachIssueResponse:
+    async def AttachIssue(
+        self, request: metadata_pb.AttachIssueRequest, context: grpc.aio.ServicerContext
+    ) -> metadata_pb.AttachIssueResponse:
         ctx = write_context(context, "AttachIssue")
         _require_id("asset_id", request.asset_id)
         problems: list[FieldViolation] = []
         if not request.HasField("issue"):
             raise InvalidArgument([FieldViolation("issue", "is required")])
-        issue = mapping.issue_from_pb(request.issue, ctx.tenant_id, request.asset_id, ctx.now, problems)
+        issue = mapping.issue_from_pb(
+            request.issue, ctx.tenant_id, request.asset_id, ctx.now, problems
+        )
         if problems:
             raise InvalidArgument(problems)
         stored, created = await self._svc.attach_issue(ctx, request.asset_id, issue)
         return metadata_pb.AttachIssueResponse(issue=mapping.issue_to_pb(stored), created=created)
 
-    async def ListIssues(self, request: metadata_pb.ListIssuesRequest,
-                         context: grpc.aio.ServicerContext) -> metadata_pb.ListIssuesResponse:
+    async def ListIssues(
+        self, request: metadata_pb.ListIssuesRequest, context: grpc.aio.ServicerContext
+    ) -> metadata_pb.ListIssuesResponse:
         tenant = tenant_of(context)
         _require_id("asset_id", request.asset_id)
         try:
             status = IssueStatus(request.status) if request.status else None
         except ValueError as exc:
             raise InvalidArgument([FieldViolation("status", "is not a known status")]) from exc
-        issues, token = await self._svc.list_issues(tenant, request.asset_id, status,
-                                                    request.page_size, request.page_token)
-        return metadata_pb.ListIssuesResponse(issues=[mapping.issue_to_pb(i) for i in issues],
-                                              next_page_token=token)
+        issues, token = await self._svc.list_issues(
+            tenant, request.asset_id, status, request.page_size, request.page_token
+        )
+        return metadata_pb.ListIssuesResponse(
+            issues=[mapping.issue_to_pb(i) for i in issues], next_page_token=token
+        )
 
-    async def GetAuditTrail(self, request: metadata_pb.GetAuditTrailRequest,
-                            context: grpc.aio.ServicerContext) -> metadata_pb.GetAuditTrailResponse:
+    async def GetAuditTrail(
+        self, request: metadata_pb.GetAuditTrailRequest, context: grpc.aio.ServicerContext
+    ) -> metadata_pb.GetAuditTrailResponse:
         tenant = tenant_of(context)
         _require_id("asset_id", request.asset_id)
-        entries, token = await self._svc.audit_trail(tenant, request.asset_id, request.page_size,
-                                                     request.page_token)
-        return metadata_pb.GetAuditTrailResponse(entries=[mapping.audit_to_pb(e) for e in entries],
-                                                 next_page_token=token)
+        entries, token = await self._svc.audit_trail(
+            tenant, request.asset_id, request.page_size, request.page_token
+        )
+        return metadata_pb.GetAuditTrailResponse(
+            entries=[mapping.audit_to_pb(e) for e in entries], next_page_token=token
+        )
 
-    async def CreateBulkJob(self, request: metadata_pb.CreateBulkJobRequest,
-                            context: grpc.aio.ServicerContext) -> metadata_pb.CreateBulkJobResponse:
+    async def CreateBulkJob(
+        self, request: metadata_pb.CreateBulkJobRequest, context: grpc.aio.ServicerContext
+    ) -> metadata_pb.CreateBulkJobResponse:
         ctx = write_context(context, "CreateBulkJob")
         problems: list[FieldViolation] = []
         mapping.check_text("description", request.description, mapping.MAX_TEXT_BYTES, problems)
@@ -289,16 +382,19 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
         job = await self._svc.create_job(ctx, request.description)
         return metadata_pb.CreateBulkJobResponse(job=mapping.job_to_pb(job))
 
-    async def GetBulkJob(self, request: metadata_pb.GetBulkJobRequest,
-                         context: grpc.aio.ServicerContext) -> metadata_pb.GetBulkJobResponse:
+    async def GetBulkJob(
+        self, request: metadata_pb.GetBulkJobRequest, context: grpc.aio.ServicerContext
+    ) -> metadata_pb.GetBulkJobResponse:
         tenant = tenant_of(context)
         _require_id("job_id", request.job_id)
         job = await self._svc.get_job(tenant, request.job_id)
         return metadata_pb.GetBulkJobResponse(job=mapping.job_to_pb(job))
 
-    async def WatchChanges(self, request: metadata_pb.WatchChangesRequest,
-                           context: grpc.aio.ServicerContext,
-                           ) -> AsyncIterator[metadata_pb.WatchChangesResponse]:
+    async def WatchChanges(
+        self,
+        request: metadata_pb.WatchChangesRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[metadata_pb.WatchChangesResponse]:
         tenant = tenant_of(context)
         problems: list[FieldViolation] = []
         for i, t in enumerate(request.asset_types):
@@ -307,8 +403,12 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
             mapping.check_text(f"tags[{i}]", tag, 128, problems, required=True)
         if problems:
             raise InvalidArgument(problems)
-        flt = WatchFilter(frozenset(request.entities), frozenset(request.changes),
-                          frozenset(request.asset_types), frozenset(request.tags))
+        flt = WatchFilter(
+            frozenset(request.entities),
+            frozenset(request.changes),
+            frozenset(request.asset_types),
+            frozenset(request.tags),
+        )
         # Tell the client the subscription is live before the first event arrives.
         await context.send_initial_metadata((("x-lily-watching", "1"),))
         async for event in self._svc.watch(tenant, flt):
@@ -320,4 +420,3 @@ def _require_id(field: str, value: str) -> None:
     mapping.check_asset_id(field, value, problems)
     if problems:
         raise InvalidArgument(problems)
-

@@ -46,8 +46,9 @@ _ITEM_BITS = 12  # item dedupe key = (stream_seq << 12) | index + 1; message key
 def encode_work(ctx: WriteContext, drafts: Sequence[AssetDraft], job_id: str) -> list[bytes]:
     """Queue messages for eventual-class drafts: one per ~768 KiB of assets. Each asset goes in
     as it was submitted (draft.wire), appended to the encoded header as field 3."""
-    header = events_pb.IngestWorkBatch(tenant_id=ctx.tenant_id, bulk_job_id=job_id,
-                                       actor=ctx.actor, request_id=ctx.request_id)
+    header = events_pb.IngestWorkBatch(
+        tenant_id=ctx.tenant_id, bulk_job_id=job_id, actor=ctx.actor, request_id=ctx.request_id
+    )
     header.accepted_at.FromDatetime(ctx.now)
     head = header.SerializeToString()
     messages, chunk, size = [], [head], len(head)
@@ -86,21 +87,34 @@ class _Unit:
     ctx: WriteContext
 
 
-def _decode(msg: Msg, now: datetime) -> tuple[events_pb.IngestWorkBatch, WriteContext, list[AssetDraft]]:
+def _decode(
+    msg: Msg, now: datetime
+) -> tuple[events_pb.IngestWorkBatch, WriteContext, list[AssetDraft]]:
     batch = events_pb.IngestWorkBatch.FromString(msg.data)
     accepted_at = batch.accepted_at.ToDatetime(tzinfo=UTC)
     ctx = WriteContext(
-        tenant_id=batch.tenant_id, actor=batch.actor, action="IngestWorker", now=now,
+        tenant_id=batch.tenant_id,
+        actor=batch.actor,
+        action="IngestWorker",
+        now=now,
         request_id=batch.request_id,
-        trace_headers={k: v for k, v in (msg.headers or {}).items() if k in ("traceparent", "tracestate")},
+        trace_headers={
+            k: v for k, v in (msg.headers or {}).items() if k in ("traceparent", "tracestate")
+        },
     )
     return batch, ctx, [mapping.draft_from_trusted_pb(a, accepted_at) for a in batch.assets]
 
 
 class IngestWorker:
-    def __init__(self, bus: NatsChangeBus, store: AssetStore, *, batch: int = 1000,
-                 concurrency: int = 2,
-                 on_commit: Callable[[Sequence[OutboxRecord]], None] = lambda records: None) -> None:
+    def __init__(
+        self,
+        bus: NatsChangeBus,
+        store: AssetStore,
+        *,
+        batch: int = 1000,
+        concurrency: int = 2,
+        on_commit: Callable[[Sequence[OutboxRecord]], None] = lambda records: None,
+    ) -> None:
         self._bus = bus
         self._store = store
         self._fetch = max(1, batch // 100)  # messages per fetch; each holds up to 1,000 assets
@@ -156,11 +170,17 @@ class IngestWorker:
                     await self._dead_letter(tenant_id, msg, f"undecodable work message: {exc}")
                     continue
                 live.append(msg)
-                units.append(_Unit(msg.metadata.sequence.stream << _ITEM_BITS, batch.bulk_job_id, drafts, ctx))
+                units.append(
+                    _Unit(
+                        msg.metadata.sequence.stream << _ITEM_BITS, batch.bulk_job_id, drafts, ctx
+                    )
+                )
             try:
                 await self._apply(tenant_id, units)
             except Unavailable as exc:
-                log.warning("ingest worker: store unavailable (%s); retrying %d messages", exc, len(live))
+                log.warning(
+                    "ingest worker: store unavailable (%s); retrying %d messages", exc, len(live)
+                )
                 for msg in live:
                     await msg.nak(delay=2.0)
                 continue
@@ -189,18 +209,30 @@ class IngestWorker:
             return
         deliveries = msg.metadata.num_delivered
         if deliveries < MAX_DELIVER:
-            log.warning("ingest worker: %d items failed (delivery %d), retrying: %s",
-                        len(failed), deliveries, failed[0][1])
-            await msg.nak(delay=min(2.0 ** deliveries, 60.0))
+            log.warning(
+                "ingest worker: %d items failed (delivery %d), retrying: %s",
+                len(failed),
+                deliveries,
+                failed[0][1],
+            )
+            await msg.nak(delay=min(2.0**deliveries, 60.0))
             return
-        log.error("ingest worker: %d items dead-lettered after %d deliveries: %s",
-                  len(failed), deliveries, failed[0][1])
+        log.error(
+            "ingest worker: %d items dead-lettered after %d deliveries: %s",
+            len(failed),
+            deliveries,
+            failed[0][1],
+        )
         poison = events_pb.IngestWorkBatch.FromString(msg.data)
         del poison.assets[:]
         poison.assets.extend(mapping.draft_to_pb(d) for d, _ in failed)
-        await self._bus.dead_letter(tenant_id, "ingest", poison.SerializeToString(), str(failed[0][1])[:200])
+        await self._bus.dead_letter(
+            tenant_id, "ingest", poison.SerializeToString(), str(failed[0][1])[:200]
+        )
         if unit.job_id:
-            await self._store.update_job(tenant_id, unit.job_id, JobCounts(write_failed=len(failed)))
+            await self._store.update_job(
+                tenant_id, unit.job_id, JobCounts(write_failed=len(failed))
+            )
         await msg.ack()
 
     async def _dead_letter(self, tenant_id: str, msg: Msg, reason: str) -> None:
@@ -225,12 +257,17 @@ class IngestWorker:
             per_job: dict[str, dict[int, rules.Decision]] = defaultdict(dict)
             for u, items in numbered:
                 if u.job_id:
-                    per_job[u.job_id].update((k, decisions[k]) for k, _, _ in items if k in decisions)
+                    per_job[u.job_id].update(
+                        (k, decisions[k]) for k, _, _ in items if k in decisions
+                    )
             return {job: counts_of(d) for job, d in per_job.items() if d}
 
         ids = [rules.asset_id_for(tenant_id, d.qualified_name) for u in units for d in u.drafts]
         result = await self._store.transact(
-            tenant_id, TxRequest(ids, dedupe_keys=[u.key for u in units], job_counts=job_counts), plan)
+            tenant_id,
+            TxRequest(ids, dedupe_keys=[u.key for u in units], job_counts=job_counts),
+            plan,
+        )
         if result.changes:
             self._on_commit(result.outbox)
         self.applied += sum(len(u.drafts) for u in units if u.key in fresh)

@@ -24,8 +24,15 @@ LILY = [sys.executable, "-m", "core.cli"]
 
 async def _lily_up(data_dir: Path, port: int, **env: str) -> asyncio.subprocess.Process:
     proc = await asyncio.create_subprocess_exec(
-        *LILY, "up", "--data-dir", str(data_dir), "--grpc-port", str(port),
-        env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        *LILY,
+        "up",
+        "--data-dir",
+        str(data_dir),
+        "--grpc-port",
+        str(port),
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     assert proc.stdout is not None
     async with asyncio.timeout(60):
@@ -60,8 +67,9 @@ async def test_no_event_is_lost_when_the_server_dies_between_write_and_publish(t
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
             stub = metadata_grpc.MetadataServiceStub(ch)
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await stub.IngestMetadata(O.IngestMetadataRequest(assets=[asset("pg://crash/t")]),
-                                          metadata=md, timeout=10)
+                await stub.IngestMetadata(
+                    O.IngestMetadataRequest(assets=[asset("pg://crash/t")]), metadata=md, timeout=10
+                )
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         assert await _stop(doomed) == 70  # died right after the commit
         conn = await asyncpg.connect(dsn)
@@ -75,7 +83,10 @@ async def test_no_event_is_lost_when_the_server_dies_between_write_and_publish(t
             try:
                 await eventually(lambda: _true(len(seen) == 1), timeout=10)
                 event = events_pb.ChangeEvent.FromString(seen[0].data)
-                assert (seen[0].subject, event.qualified_name) == ("lily.crash.asset.created", "pg://crash/t")
+                assert (seen[0].subject, event.qualified_name) == (
+                    "lily.crash.asset.created",
+                    "pg://crash/t",
+                )
                 assert await eventually(lambda: _zero(conn))
             finally:
                 assert await _stop(restarted) == 0  # SIGTERM: clean shutdown
@@ -102,12 +113,20 @@ async def test_lily_up_embedded_starts_serves_and_stops_on_sigterm(tmp_path):
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
             from grpc_health.v1 import health_pb2, health_pb2_grpc
-            health = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+
+            health = await health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
             assert health.status == health_pb2.HealthCheckResponse.SERVING
             stub = metadata_grpc.MetadataServiceStub(ch)
-            r = await stub.IngestMetadata(O.IngestMetadataRequest(assets=[asset("pg://up/t")]),
-                                          metadata=(("x-lily-tenant", "default"),), timeout=10)
+            r = await stub.IngestMetadata(
+                O.IngestMetadataRequest(assets=[asset("pg://up/t")]),
+                metadata=(("x-lily-tenant", "default"),),
+                timeout=10,
+            )
             assert r.results[0].outcome == O.INGEST_OUTCOME_CREATED
     finally:
         assert await _stop(proc) == 0
-    assert not (tmp_path / "data" / "postgres" / "pgdata" / "postmaster.pid").exists()  # Postgres stopped too
+    assert not (
+        tmp_path / "data" / "postgres" / "pgdata" / "postmaster.pid"
+    ).exists()  # Postgres stopped too

@@ -5,42 +5,74 @@ from __future__ import annotations
 import grpc
 import pytest
 from lily.v1 import common_pb2 as common_pb
-from lily.v1 import metadata_pb2 as metadata_pb
+from lily.v1 import metadata_pb2 as O
 
 from core.domain.rules import asset_id_for
 from core.server import start
 from core.settings import Settings
 from tests.helpers import COLUMN, TABLE, ago, asset, eventually
 
-O = metadata_pb
-
 
 async def test_asset_id_is_stable_and_reingest_bumps_version_only_on_change(stub, md, tenant):
     qn = "snowflake://acct/db/sales/orders"
-    first = (await stub.IngestMetadata(O.IngestMetadataRequest(assets=[asset(qn, description="v1")]), metadata=md)).results[0]
+    first = (
+        await stub.IngestMetadata(
+            O.IngestMetadataRequest(assets=[asset(qn, description="v1")]), metadata=md
+        )
+    ).results[0]
     assert first.outcome == O.INGEST_OUTCOME_CREATED
     assert first.asset_id == asset_id_for(tenant, qn)
     assert first.version == 1
-    again = (await stub.IngestMetadata(O.IngestMetadataRequest(assets=[asset(qn, description="v1")]), metadata=md)).results[0]
-    assert (again.outcome, again.asset_id, again.version) == (O.INGEST_OUTCOME_UNCHANGED, first.asset_id, 1)
-    changed = (await stub.IngestMetadata(O.IngestMetadataRequest(assets=[asset(qn, description="v2")]), metadata=md)).results[0]
+    again = (
+        await stub.IngestMetadata(
+            O.IngestMetadataRequest(assets=[asset(qn, description="v1")]), metadata=md
+        )
+    ).results[0]
+    assert (again.outcome, again.asset_id, again.version) == (
+        O.INGEST_OUTCOME_UNCHANGED,
+        first.asset_id,
+        1,
+    )
+    changed = (
+        await stub.IngestMetadata(
+            O.IngestMetadataRequest(assets=[asset(qn, description="v2")]), metadata=md
+        )
+    ).results[0]
     assert (changed.outcome, changed.version) == (O.INGEST_OUTCOME_UPDATED, 2)
     assert list(changed.changed_fields) == ["description"]
     got = (await stub.GetMetadata(O.GetMetadataRequest(asset_id=first.asset_id), metadata=md)).asset
     assert (got.description, got.version, got.tenant_id) == ("v2", 2, tenant)
-    looked = (await stub.LookupMetadata(O.LookupMetadataRequest(qualified_name=qn), metadata=md)).asset
+    looked = (
+        await stub.LookupMetadata(O.LookupMetadataRequest(qualified_name=qn), metadata=md)
+    ).asset
     assert looked.asset_id == first.asset_id
 
 
 async def test_older_ingest_and_update_are_stale_noops(stub, md):
     qn = "pg://h/db/s/events"
-    await stub.IngestMetadata(O.IngestMetadataRequest(assets=[asset(qn, description="new", source_event_time=ago(10))]), metadata=md)
-    old = (await stub.IngestMetadata(O.IngestMetadataRequest(assets=[asset(qn, description="old", source_event_time=ago(60))]), metadata=md)).results[0]
+    await stub.IngestMetadata(
+        O.IngestMetadataRequest(assets=[asset(qn, description="new", source_event_time=ago(10))]),
+        metadata=md,
+    )
+    old = (
+        await stub.IngestMetadata(
+            O.IngestMetadataRequest(
+                assets=[asset(qn, description="old", source_event_time=ago(60))]
+            ),
+            metadata=md,
+        )
+    ).results[0]
     assert old.outcome == O.INGEST_OUTCOME_STALE
     assert old.version == 1
-    upd = await stub.UpdateMetadata(O.UpdateMetadataRequest(
-        asset_id=old.asset_id, asset=common_pb.Asset(description="older still"),
-        update_mask={"paths": ["description"]}, source_event_time=ago(30)), metadata=md)
+    upd = await stub.UpdateMetadata(
+        O.UpdateMetadataRequest(
+            asset_id=old.asset_id,
+            asset=common_pb.Asset(description="older still"),
+            update_mask={"paths": ["description"]},
+            source_event_time=ago(30),
+        ),
+        metadata=md,
+    )
     assert upd.outcome == O.INGEST_OUTCOME_STALE
     got = (await stub.GetMetadata(O.GetMetadataRequest(asset_id=old.asset_id), metadata=md)).asset
     assert (got.description, got.version) == ("new", 1)
@@ -48,21 +80,38 @@ async def test_older_ingest_and_update_are_stale_noops(stub, md):
 
 async def test_same_asset_twice_in_one_batch_applies_in_order(stub, md):
     qn = "pg://h/db/s/dup"
-    res = (await stub.IngestMetadata(O.IngestMetadataRequest(assets=[
-        asset(qn, description="a"), asset(qn, description="b")]), metadata=md)).results
+    res = (
+        await stub.IngestMetadata(
+            O.IngestMetadataRequest(
+                assets=[asset(qn, description="a"), asset(qn, description="b")]
+            ),
+            metadata=md,
+        )
+    ).results
     assert [r.outcome for r in res] == [O.INGEST_OUTCOME_CREATED, O.INGEST_OUTCOME_UPDATED]
-    got = (await stub.GetMetadata(O.GetMetadataRequest(asset_id=res[0].asset_id), metadata=md)).asset
+    got = (
+        await stub.GetMetadata(O.GetMetadataRequest(asset_id=res[0].asset_id), metadata=md)
+    ).asset
     assert (got.description, got.version) == ("b", 2)
 
 
 async def test_columns_are_queued_then_written_and_the_bulk_job_settles(stub, md):
     job = (await stub.CreateBulkJob(O.CreateBulkJobRequest(description="scrape"), metadata=md)).job
     assert job.state == O.BULK_JOB_STATE_OPEN
-    batch = [asset("pg://h/db/s/t", TABLE)] + [
-        asset(f"pg://h/db/s/t/c{i}", COLUMN, parent_qualified_name="pg://h/db/s/t") for i in range(50)
-    ] + [asset("", COLUMN)]
-    res = (await stub.IngestMetadata(O.IngestMetadataRequest(assets=batch, bulk_job_id=job.job_id,
-                                                             close_bulk_job=True), metadata=md)).results
+    batch = (
+        [asset("pg://h/db/s/t", TABLE)]
+        + [
+            asset(f"pg://h/db/s/t/c{i}", COLUMN, parent_qualified_name="pg://h/db/s/t")
+            for i in range(50)
+        ]
+        + [asset("", COLUMN)]
+    )
+    res = (
+        await stub.IngestMetadata(
+            O.IngestMetadataRequest(assets=batch, bulk_job_id=job.job_id, close_bulk_job=True),
+            metadata=md,
+        )
+    ).results
     assert res[0].outcome == O.INGEST_OUTCOME_CREATED
     assert res[0].consistency == common_pb.CONSISTENCY_CLASS_STRONG
     assert {r.outcome for r in res[1:51]} == {O.INGEST_OUTCOME_ACCEPTED}
@@ -77,12 +126,16 @@ async def test_columns_are_queued_then_written_and_the_bulk_job_settles(stub, md
     assert (final.accepted, final.written, final.failed, final.stale) == (51, 51, 1, 0)
     assert final.state == O.BULK_JOB_STATE_FAILED  # one item was rejected
     assert final.HasField("finished_at")
-    col = (await stub.GetMetadata(O.GetMetadataRequest(asset_id=res[7].asset_id), metadata=md)).asset
+    col = (
+        await stub.GetMetadata(O.GetMetadataRequest(asset_id=res[7].asset_id), metadata=md)
+    ).asset
     assert col.parent_id == res[0].asset_id
     assert col.consistency == common_pb.CONSISTENCY_CLASS_EVENTUAL
     # a closed job takes no more batches
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.IngestMetadata(O.IngestMetadataRequest(assets=[asset("pg://h/x")], bulk_job_id=job.job_id), metadata=md)
+        await stub.IngestMetadata(
+            O.IngestMetadataRequest(assets=[asset("pg://h/x")], bulk_job_id=job.job_id), metadata=md
+        )
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
@@ -91,7 +144,7 @@ async def test_stream_ingest_summarises_and_counts_stale_and_unchanged(stub, md)
 
     async def first():
         yield O.IngestMetadataStreamRequest(assets=cols[:10])
-        yield O.IngestMetadataStreamRequest(assets=cols[10:] + [asset("pg://h/db/s/w", TABLE)])
+        yield O.IngestMetadataStreamRequest(assets=[*cols[10:], asset("pg://h/db/s/w", TABLE)])
 
     summary = await stub.IngestMetadataStream(first(), metadata=md)
     assert (summary.received, summary.accepted, summary.created, summary.rejected) == (21, 20, 1, 0)
@@ -121,14 +174,24 @@ async def _final(stub, md, job_id):
 
 async def test_consistency_mapping_is_configurable(stack, md):
     dsn, url = stack
-    server = await start(Settings(grpc_port=0, consistency={"COLUMN": "STRONG", "TABLE": "EVENTUAL"}, workers=False),
-                         postgres_dsn=dsn, nats_url=url)
+    server = await start(
+        Settings(grpc_port=0, consistency={"COLUMN": "STRONG", "TABLE": "EVENTUAL"}, workers=False),
+        postgres_dsn=dsn,
+        nats_url=url,
+    )
     try:
         async with grpc.aio.insecure_channel(server.address) as ch:
             from lily.v1 import metadata_pb2_grpc
+
             stub = metadata_pb2_grpc.MetadataServiceStub(ch)
-            res = (await stub.IngestMetadata(O.IngestMetadataRequest(assets=[
-                asset("pg://cfg/t/c", COLUMN), asset("pg://cfg/t", TABLE)]), metadata=md)).results
+            res = (
+                await stub.IngestMetadata(
+                    O.IngestMetadataRequest(
+                        assets=[asset("pg://cfg/t/c", COLUMN), asset("pg://cfg/t", TABLE)]
+                    ),
+                    metadata=md,
+                )
+            ).results
             assert res[0].outcome == O.INGEST_OUTCOME_CREATED
             assert res[0].consistency == common_pb.CONSISTENCY_CLASS_STRONG
             assert res[1].outcome == O.INGEST_OUTCOME_ACCEPTED

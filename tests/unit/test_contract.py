@@ -31,14 +31,22 @@ STREAMING = {"IngestMetadataStream", "WatchChanges"}
 
 
 def test_generated_code_matches_the_protos():
-    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_proto.py"), "--check"],
-                         capture_output=True, text=True, cwd=ROOT)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_proto.py"), "--check"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert run.returncode == 0, run.stderr
 
 
 def test_buf_lint_passes():
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_proto.py"), "--check"], cwd=ROOT,
-                   capture_output=True, check=False)  # also places the google/api deps for buf
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_proto.py"), "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        check=False,
+    )  # also places the google/api deps for buf
     run = subprocess.run([str(BIN / "buf"), "lint"], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stdout + run.stderr
 

@@ -8,7 +8,15 @@ import pytest
 
 from core.domain import rules
 from core.domain.errors import AssetDeleted, AssetNotFound, VersionMismatch
-from core.domain.model import AssetDraft, AssetType, Outcome, Tag, TagAssignment, TagSource, WriteContext
+from core.domain.model import (
+    AssetDraft,
+    AssetType,
+    Outcome,
+    Tag,
+    TagAssignment,
+    TagSource,
+    WriteContext,
+)
 from core.domain.rules import Plan
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -36,7 +44,11 @@ def test_ingest_create_unchanged_update_stale():
     assert same.outcome == Outcome.UNCHANGED and len(p.saves) == 1
     later = draft(description="b", source_event_time=NOW + timedelta(seconds=1))
     updated = rules.ingest(created.asset, later, CTX, p)
-    assert (updated.outcome, updated.asset.version, updated.changed_fields) == (Outcome.UPDATED, 2, ("description",))
+    assert (updated.outcome, updated.asset.version, updated.changed_fields) == (
+        Outcome.UPDATED,
+        2,
+        ("description",),
+    )
     stale = rules.ingest(updated.asset, draft(description="c"), CTX, p)
     assert stale.outcome == Outcome.STALE and stale.asset.description == "b"
 
@@ -44,20 +56,31 @@ def test_ingest_create_unchanged_update_stale():
 def test_source_tags_are_replaced_on_ingest_and_other_sources_kept():
     p = Plan()
     a = rules.ingest(None, draft(tags=(TagAssignment("PII", "email"),)), CTX, p).asset
-    a, added, _ = rules.update_tags(a.asset_id, a, [TagAssignment("PII", "none")], [], TagSource.USER, None, CTX, p)
+    a, added, _ = rules.update_tags(
+        a.asset_id, a, [TagAssignment("PII", "none")], [], TagSource.USER, None, CTX, p
+    )
     assert added == ["PII"]
     b = rules.ingest(a, draft(tags=(TagAssignment("GDPR"),)), CTX, p).asset
-    assert {(t.name, t.source) for t in b.tags} == {("PII", TagSource.USER), ("GDPR", TagSource.SOURCE)}
+    assert {(t.name, t.source) for t in b.tags} == {
+        ("PII", TagSource.USER),
+        ("GDPR", TagSource.SOURCE),
+    }
 
 
 def test_effective_tags_follow_precedence_and_keep_the_rest():
-    tags = [Tag("PII", TagSource.PROPAGATED, "p", ("u",)), Tag("PII", TagSource.USER, "u"),
-            Tag("PII", TagSource.SOURCE, "s"), Tag("X", TagSource.RULE, "r")]
+    tags = [
+        Tag("PII", TagSource.PROPAGATED, "p", ("u",)),
+        Tag("PII", TagSource.USER, "u"),
+        Tag("PII", TagSource.SOURCE, "s"),
+        Tag("X", TagSource.RULE, "r"),
+    ]
     eff = {e.name: e for e in rules.effective_tags(tags)}
     assert (eff["PII"].value, eff["PII"].source) == ("s", TagSource.SOURCE)
     assert [t.source for t in eff["PII"].overridden] == [TagSource.USER, TagSource.PROPAGATED]
     assert eff["X"].source == TagSource.RULE
-    user_vs_rule = rules.effective_tags([Tag("Y", TagSource.RULE, "r"), Tag("Y", TagSource.USER, "u")])
+    user_vs_rule = rules.effective_tags(
+        [Tag("Y", TagSource.RULE, "r"), Tag("Y", TagSource.USER, "u")]
+    )
     assert user_vs_rule[0].source == TagSource.USER
 
 
@@ -79,10 +102,16 @@ def test_update_refusals():
 def test_propagated_tags_merge_their_upstreams():
     p = Plan()
     a = rules.ingest(None, draft(), CTX, p).asset
-    a, _, _ = rules.update_tags(a.asset_id, a, [TagAssignment("PII", "", ("u1",))], [], TagSource.PROPAGATED, None, CTX, p)
-    a, added, _ = rules.update_tags(a.asset_id, a, [TagAssignment("PII", "", ("u2",))], [], TagSource.PROPAGATED, None, CTX, p)
+    a, _, _ = rules.update_tags(
+        a.asset_id, a, [TagAssignment("PII", "", ("u1",))], [], TagSource.PROPAGATED, None, CTX, p
+    )
+    a, added, _ = rules.update_tags(
+        a.asset_id, a, [TagAssignment("PII", "", ("u2",))], [], TagSource.PROPAGATED, None, CTX, p
+    )
     assert added == ["PII"]
     assert [t.upstream_asset_ids for t in a.tags] == [("u1", "u2")]
     v = a.version
-    a, added, _ = rules.update_tags(a.asset_id, a, [TagAssignment("PII", "", ("u1",))], [], TagSource.PROPAGATED, None, CTX, p)
+    a, added, _ = rules.update_tags(
+        a.asset_id, a, [TagAssignment("PII", "", ("u1",))], [], TagSource.PROPAGATED, None, CTX, p
+    )
     assert (added, a.version) == ([], v)  # idempotent

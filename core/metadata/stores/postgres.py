@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
 from pydantic import BaseModel
 
 from core.domain.errors import Unavailable
@@ -33,6 +34,8 @@ from core.domain.model import (
 from core.domain.rules import Plan
 from core.events.codec import encode_change
 from core.ports import OutboxRecord, Snapshot, TxRequest
+
+Conn = asyncpg.Connection | PoolConnectionProxy
 
 
 class PostgresStoreSettings(BaseModel):
@@ -120,9 +123,13 @@ WHERE tenant_id = $1 AND job_id = $2 AND finished_at IS NULL AND closed
 RETURNING *
 """
 
-_BACKEND_ERRORS = (OSError, asyncpg.exceptions.ConnectionDoesNotExistError,
-                   asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.InterfaceError,
-                   TimeoutError)
+_BACKEND_ERRORS = (
+    OSError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.InterfaceError,
+    TimeoutError,
+)
 
 
 def _json(value: object) -> str:
@@ -130,44 +137,85 @@ def _json(value: object) -> str:
 
 
 def _tag_json(tag: Tag) -> dict[str, Any]:
-    return {"n": tag.name, "s": int(tag.source), "v": tag.value, "u": list(tag.upstream_asset_ids),
-            "by": tag.applied_by, "at": tag.applied_at.isoformat() if tag.applied_at else None}
+    return {
+        "n": tag.name,
+        "s": int(tag.source),
+        "v": tag.value,
+        "u": list(tag.upstream_asset_ids),
+        "by": tag.applied_by,
+        "at": tag.applied_at.isoformat() if tag.applied_at else None,
+    }
 
 
 def _tag_from_json(d: Mapping[str, Any]) -> Tag:
-    return Tag(d["n"], TagSource(d["s"]), d.get("v", ""), tuple(d.get("u", ())), d.get("by", ""),
-               datetime.fromisoformat(d["at"]) if d.get("at") else None)
-
-
-def _asset_from_row(tenant_id: str, r: Mapping[str, Any]) -> Asset:
-    return Asset(
-        tenant_id=tenant_id, asset_id=r["asset_id"], qualified_name=r["qualified_name"],
-        asset_type=AssetType(r["asset_type"]), version=r["version"], created_at=r["created_at"],
-        updated_at=r["updated_at"], source_event_time=r["source_event_time"], name=r["name"],
-        description=r["description"], owners=tuple(r["owners"]), data_source=r["data_source"],
-        parent_qualified_name=r["parent_qualified_name"], parent_id=r["parent_id"],
-        tags=tuple(_tag_from_json(t) for t in r["tags"]),
-        business_terms=tuple(r["business_terms"]), attributes=dict(r["attributes"]),
-        external_id=r["external_id"], is_deleted=r["is_deleted"],
+    return Tag(
+        d["n"],
+        TagSource(d["s"]),
+        d.get("v", ""),
+        tuple(d.get("u", ())),
+        d.get("by", ""),
+        datetime.fromisoformat(d["at"]) if d.get("at") else None,
     )
 
 
-def _issue_from_row(tenant_id: str, r: Mapping[str, Any]) -> Issue:
+def _asset_from_row(tenant_id: str, r: asyncpg.Record) -> Asset:
+    return Asset(
+        tenant_id=tenant_id,
+        asset_id=r["asset_id"],
+        qualified_name=r["qualified_name"],
+        asset_type=AssetType(r["asset_type"]),
+        version=r["version"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        source_event_time=r["source_event_time"],
+        name=r["name"],
+        description=r["description"],
+        owners=tuple(r["owners"]),
+        data_source=r["data_source"],
+        parent_qualified_name=r["parent_qualified_name"],
+        parent_id=r["parent_id"],
+        tags=tuple(_tag_from_json(t) for t in r["tags"]),
+        business_terms=tuple(r["business_terms"]),
+        attributes=dict(r["attributes"]),
+        external_id=r["external_id"],
+        is_deleted=r["is_deleted"],
+    )
+
+
+def _issue_from_row(tenant_id: str, r: asyncpg.Record) -> Issue:
     return Issue(
-        tenant_id=tenant_id, issue_id=r["issue_id"], asset_id=r["asset_id"], source=r["source"],
-        external_id=r["external_id"], type=r["type"], severity=IssueSeverity(r["severity"]),
-        status=IssueStatus(r["status"]), title=r["title"], description=r["description"],
-        url=r["url"], opened_at=r["opened_at"], updated_at=r["updated_at"],
+        tenant_id=tenant_id,
+        issue_id=r["issue_id"],
+        asset_id=r["asset_id"],
+        source=r["source"],
+        external_id=r["external_id"],
+        type=r["type"],
+        severity=IssueSeverity(r["severity"]),
+        status=IssueStatus(r["status"]),
+        title=r["title"],
+        description=r["description"],
+        url=r["url"],
+        opened_at=r["opened_at"],
+        updated_at=r["updated_at"],
         resolved_at=r["resolved_at"],
     )
 
 
-def _job_from_row(r: Mapping[str, Any]) -> BulkJob:
+def _job_from_row(r: asyncpg.Record) -> BulkJob:
     return BulkJob(
-        tenant_id=r["tenant_id"], job_id=r["job_id"], created_at=r["created_at"],
-        updated_at=r["updated_at"], description=r["description"], closed=r["closed"],
-        accepted=r["accepted"], written=r["written"], unchanged=r["unchanged"], stale=r["stale"],
-        rejected=r["rejected"], write_failed=r["write_failed"], finished_at=r["finished_at"],
+        tenant_id=r["tenant_id"],
+        job_id=r["job_id"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        description=r["description"],
+        closed=r["closed"],
+        accepted=r["accepted"],
+        written=r["written"],
+        unchanged=r["unchanged"],
+        stale=r["stale"],
+        rejected=r["rejected"],
+        write_failed=r["write_failed"],
+        finished_at=r["finished_at"],
     )
 
 
@@ -181,37 +229,49 @@ class PostgresAssetStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def transact(self, tenant_id: str, request: TxRequest,
-                       plan: Callable[[Snapshot], Plan]) -> Plan:
+    async def transact(
+        self, tenant_id: str, request: TxRequest, plan: Callable[[Snapshot], Plan]
+    ) -> Plan:
         ids = sorted(set(request.asset_ids))
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute(
                     "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT"
                     " hashtextextended($1 || '/' || id, 0) AS k FROM unnest($2::text[]) id"
-                    " ORDER BY k) s", tenant_id, ids,
+                    " ORDER BY k) s",
+                    tenant_id,
+                    ids,
                 )
                 rows = await conn.fetch(
                     f"SELECT {_ASSET_COLUMNS} FROM assets WHERE tenant_id = $1"
-                    " AND asset_id = ANY($2::text[])", tenant_id, ids,
+                    " AND asset_id = ANY($2::text[])",
+                    tenant_id,
+                    ids,
                 )
                 issues: dict[str, Issue] = {}
                 if request.issue_ids:
                     for r in await conn.fetch(
                         "SELECT * FROM issues WHERE tenant_id = $1 AND (asset_id, issue_id) IN"
-                        " (SELECT * FROM unnest($2::text[], $3::text[]))", tenant_id,
-                        [a for a, _ in request.issue_ids], [i for _, i in request.issue_ids],
+                        " (SELECT * FROM unnest($2::text[], $3::text[]))",
+                        tenant_id,
+                        [a for a, _ in request.issue_ids],
+                        [i for _, i in request.issue_ids],
                     ):
                         issues[r["issue_id"]] = _issue_from_row(tenant_id, r)
                 fresh: frozenset[int] = frozenset()
                 if request.dedupe_keys:
-                    fresh = frozenset(r[0] for r in await conn.fetch(
-                        "INSERT INTO ingest_applied (tenant_id, stream_seq) SELECT $1, k"
-                        " FROM unnest($2::int8[]) k ON CONFLICT DO NOTHING RETURNING stream_seq",
-                        tenant_id, list(request.dedupe_keys),
-                    ))
-                snapshot = Snapshot({r["asset_id"]: _asset_from_row(tenant_id, r) for r in rows},
-                                    issues, fresh)
+                    fresh = frozenset(
+                        r[0]
+                        for r in await conn.fetch(
+                            "INSERT INTO ingest_applied (tenant_id, stream_seq) SELECT $1, k FROM"
+                            " unnest($2::int8[]) k ON CONFLICT DO NOTHING RETURNING stream_seq",
+                            tenant_id,
+                            list(request.dedupe_keys),
+                        )
+                    )
+                snapshot = Snapshot(
+                    {r["asset_id"]: _asset_from_row(tenant_id, r) for r in rows}, issues, fresh
+                )
                 result = plan(snapshot)
                 await self._write(conn, tenant_id, result)
                 if request.job_counts is not None:
@@ -221,37 +281,90 @@ class PostgresAssetStore:
         except _BACKEND_ERRORS as exc:
             raise Unavailable(f"asset store unavailable: {type(exc).__name__}") from exc
 
-    async def _write(self, conn: asyncpg.Connection, tenant_id: str, plan: Plan) -> None:
+    async def _write(self, conn: Conn, tenant_id: str, plan: Plan) -> None:
         if plan.saves:
             latest = {a.asset_id: a for a in plan.saves}  # one asset saved twice: keep the last
-            await conn.execute(_UPSERT_ASSETS, tenant_id, *_columns([
-                (a.asset_id, a.qualified_name, int(a.asset_type), a.name, a.description,
-                 _json(list(a.owners)), a.data_source, a.parent_qualified_name, a.parent_id,
-                 _json([_tag_json(t) for t in a.tags]), _json(list(a.business_terms)),
-                 _json(dict(a.attributes)), a.external_id, a.version, a.is_deleted,
-                 a.created_at, a.updated_at, a.source_event_time)
-                for a in latest.values()
-            ]))
+            await conn.execute(
+                _UPSERT_ASSETS,
+                tenant_id,
+                *_columns(
+                    [
+                        (
+                            a.asset_id,
+                            a.qualified_name,
+                            int(a.asset_type),
+                            a.name,
+                            a.description,
+                            _json(list(a.owners)),
+                            a.data_source,
+                            a.parent_qualified_name,
+                            a.parent_id,
+                            _json([_tag_json(t) for t in a.tags]),
+                            _json(list(a.business_terms)),
+                            _json(dict(a.attributes)),
+                            a.external_id,
+                            a.version,
+                            a.is_deleted,
+                            a.created_at,
+                            a.updated_at,
+                            a.source_event_time,
+                        )
+                        for a in latest.values()
+                    ]
+                ),
+            )
         for i in plan.issues:
             await conn.execute(
-                _UPSERT_ISSUE, tenant_id, i.asset_id, i.issue_id, i.source, i.external_id, i.type,
-                int(i.severity), int(i.status), i.title, i.description, i.url, i.opened_at,
-                i.updated_at, i.resolved_at,
+                _UPSERT_ISSUE,
+                tenant_id,
+                i.asset_id,
+                i.issue_id,
+                i.source,
+                i.external_id,
+                i.type,
+                int(i.severity),
+                int(i.status),
+                i.title,
+                i.description,
+                i.url,
+                i.opened_at,
+                i.updated_at,
+                i.resolved_at,
             )
         if plan.changes:
             plan.outbox = await self._record(conn, tenant_id, plan.changes)
 
-    async def _record(self, conn: asyncpg.Connection, tenant_id: str,
-                      changes: Sequence[Change]) -> list[OutboxRecord]:
-        await conn.execute(_INSERT_AUDIT, tenant_id, *_columns([
-            (c.asset_id, c.actor, c.action, int(c.change), _json(list(c.changed_fields)),
-             c.asset_version, c.occurred_at, c.request_id, c.origin, c.event_id)
-            for c in changes
-        ]))
+    async def _record(
+        self, conn: Conn, tenant_id: str, changes: Sequence[Change]
+    ) -> list[OutboxRecord]:
+        await conn.execute(
+            _INSERT_AUDIT,
+            tenant_id,
+            *_columns(
+                [
+                    (
+                        c.asset_id,
+                        c.actor,
+                        c.action,
+                        int(c.change),
+                        _json(list(c.changed_fields)),
+                        c.asset_version,
+                        c.occurred_at,
+                        c.request_id,
+                        c.origin,
+                        c.event_id,
+                    )
+                    for c in changes
+                ]
+            ),
+        )
         rows = [(c.event_id, c.subject, encode_change(c), dict(c.trace_headers)) for c in changes]
-        ids = await conn.fetch(_INSERT_OUTBOX, tenant_id, *_columns(
-            [(e, s, p, _json(h)) for e, s, p, h in rows]))
-        return [OutboxRecord(r["id"], e, s, p, h) for r, (e, s, p, h) in zip(ids, rows, strict=True)]
+        ids = await conn.fetch(
+            _INSERT_OUTBOX, tenant_id, *_columns([(e, s, p, _json(h)) for e, s, p, h in rows])
+        )
+        return [
+            OutboxRecord(r["id"], e, s, p, h) for r, (e, s, p, h) in zip(ids, rows, strict=True)
+        ]
 
     async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         try:
@@ -262,19 +375,22 @@ class PostgresAssetStore:
     async def get(self, tenant_id: str, asset_id: str) -> Asset | None:
         rows = await self._fetch(
             f"SELECT {_ASSET_COLUMNS} FROM assets WHERE tenant_id = $1 AND asset_id = $2",
-            tenant_id, asset_id,
+            tenant_id,
+            asset_id,
         )
         return _asset_from_row(tenant_id, rows[0]) if rows else None
 
     async def get_by_qualified_name(self, tenant_id: str, qualified_name: str) -> Asset | None:
         rows = await self._fetch(
             f"SELECT {_ASSET_COLUMNS} FROM assets WHERE tenant_id = $1 AND qualified_name = $2",
-            tenant_id, qualified_name,
+            tenant_id,
+            qualified_name,
         )
         return _asset_from_row(tenant_id, rows[0]) if rows else None
 
-    async def search(self, tenant_id: str, query: SearchQuery, after: str | None,
-                     limit: int) -> list[Asset]:
+    async def search(
+        self, tenant_id: str, query: SearchQuery, after: str | None, limit: int
+    ) -> list[Asset]:
         where, args = ["tenant_id = $1"], [tenant_id]
 
         def arg(value: Any) -> str:
@@ -287,7 +403,9 @@ class PostgresAssetStore:
             where.append(f"tag_names @> ARRAY[{arg(query.tag)}]::text[]")
         if query.qualified_name_prefix:
             p = query.qualified_name_prefix
-            where.append(f"qualified_name >= {arg(p)} AND qualified_name < {arg(p + chr(0x10FFFF))}")
+            where.append(
+                f"qualified_name >= {arg(p)} AND qualified_name < {arg(p + chr(0x10FFFF))}"
+            )
         if query.data_source:
             where.append(f"data_source = {arg(query.data_source)}")
         if query.owner:
@@ -298,12 +416,19 @@ class PostgresAssetStore:
             where.append(f"qualified_name > {arg(after)}")
         rows = await self._fetch(
             f"SELECT {_ASSET_COLUMNS} FROM assets WHERE {' AND '.join(where)}"
-            f" ORDER BY qualified_name LIMIT {arg(limit)}", *args,
+            f" ORDER BY qualified_name LIMIT {arg(limit)}",
+            *args,
         )
         return [_asset_from_row(tenant_id, r) for r in rows]
 
-    async def list_issues(self, tenant_id: str, asset_id: str, status: IssueStatus | None,
-                          after: tuple[str, str] | None, limit: int) -> list[Issue]:
+    async def list_issues(
+        self,
+        tenant_id: str,
+        asset_id: str,
+        status: IssueStatus | None,
+        after: tuple[str, str] | None,
+        limit: int,
+    ) -> list[Issue]:
         # Newest first: ordered by (opened_at, issue_id) descending; `after` is the last seen.
         args: list[Any] = [tenant_id, asset_id, limit]
         where = "tenant_id = $1 AND asset_id = $2"
@@ -319,18 +444,30 @@ class PostgresAssetStore:
         )
         return [_issue_from_row(tenant_id, r) for r in rows]
 
-    async def audit_trail(self, tenant_id: str, asset_id: str, after_seq: int,
-                          limit: int) -> list[AuditEntry]:
+    async def audit_trail(
+        self, tenant_id: str, asset_id: str, after_seq: int, limit: int
+    ) -> list[AuditEntry]:
         rows = await self._fetch(
             "SELECT * FROM audit WHERE tenant_id = $1 AND asset_id = $2 AND seq > $3"
-            " ORDER BY seq LIMIT $4", tenant_id, asset_id, after_seq, limit,
+            " ORDER BY seq LIMIT $4",
+            tenant_id,
+            asset_id,
+            after_seq,
+            limit,
         )
         return [
             AuditEntry(
-                sequence=r["seq"], asset_id=r["asset_id"], principal=r["principal"],
-                action=r["action"], change=ChangeKind(r["change"]),
-                changed_fields=tuple(r["changed_fields"]), asset_version=r["asset_version"],
-                at=r["at"], request_id=r["request_id"], origin=r["origin"], event_id=r["event_id"],
+                sequence=r["seq"],
+                asset_id=r["asset_id"],
+                principal=r["principal"],
+                action=r["action"],
+                change=ChangeKind(r["change"]),
+                changed_fields=tuple(r["changed_fields"]),
+                asset_version=r["asset_version"],
+                at=r["at"],
+                request_id=r["request_id"],
+                origin=r["origin"],
+                event_id=r["event_id"],
             )
             for r in rows
         ]
@@ -338,14 +475,20 @@ class PostgresAssetStore:
     async def prune_dedupe(self, older_than: timedelta) -> int:
         rows = await self._fetch(
             "WITH gone AS (DELETE FROM ingest_applied WHERE applied_at < now() - $1::interval"
-            " RETURNING 1) SELECT count(*) FROM gone", older_than)
+            " RETURNING 1) SELECT count(*) FROM gone",
+            older_than,
+        )
         return int(rows[0][0])
 
     async def create_job(self, job: BulkJob) -> None:
         await self._fetch(
             "INSERT INTO bulk_jobs (tenant_id, job_id, description, created_at, updated_at)"
-            " VALUES ($1, $2, $3, $4, $5)", job.tenant_id, job.job_id, job.description,
-            job.created_at, job.updated_at,
+            " VALUES ($1, $2, $3, $4, $5)",
+            job.tenant_id,
+            job.job_id,
+            job.description,
+            job.created_at,
+            job.updated_at,
         )
 
     async def get_job(self, tenant_id: str, job_id: str) -> BulkJob | None:
@@ -354,19 +497,29 @@ class PostgresAssetStore:
         )
         return _job_from_row(rows[0]) if rows else None
 
-    async def update_job(self, tenant_id: str, job_id: str, counts: JobCounts, *,
-                         close: bool = False) -> BulkJob | None:
+    async def update_job(
+        self, tenant_id: str, job_id: str, counts: JobCounts, *, close: bool = False
+    ) -> BulkJob | None:
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 return await self._bump_job(conn, tenant_id, job_id, counts, close=close)
         except _BACKEND_ERRORS as exc:
             raise Unavailable(f"asset store unavailable: {type(exc).__name__}") from exc
 
-    async def _bump_job(self, conn: asyncpg.Connection, tenant_id: str, job_id: str,
-                        c: JobCounts, *, close: bool) -> BulkJob | None:
+    async def _bump_job(
+        self, conn: Conn, tenant_id: str, job_id: str, c: JobCounts, *, close: bool
+    ) -> BulkJob | None:
         row = await conn.fetchrow(
-            _UPDATE_JOB, tenant_id, job_id, c.accepted, c.written, c.unchanged, c.stale,
-            c.rejected, c.write_failed, close,
+            _UPDATE_JOB,
+            tenant_id,
+            job_id,
+            c.accepted,
+            c.written,
+            c.unchanged,
+            c.stale,
+            c.rejected,
+            c.write_failed,
+            close,
         )
         if row is None:
             return None
