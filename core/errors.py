@@ -77,51 +77,48 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return handler
-        method = details.method
-        request_id = _request_id(details)
-        if handler.unary_unary:
-            inner = handler.unary_unary
-
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                request_id_var.set(request_id)
-                try:
-                    result = inner(request, context)
-                    return await result if inspect.isawaitable(result) else result
-                except Exception as exc:
-                    await _handle(exc, context, method)
-
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary, handler.request_deserializer, handler.response_serializer
-            )
-        if handler.stream_unary:
-            inner_su = handler.stream_unary
-
-            async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-                request_id_var.set(request_id)
-                try:
-                    result = inner_su(requests, context)
-                    return await result if inspect.isawaitable(result) else result
-                except Exception as exc:
-                    await _handle(exc, context, method)
-
-            return grpc.stream_unary_rpc_method_handler(
-                stream_unary, handler.request_deserializer, handler.response_serializer
-            )
-        if handler.unary_stream:
-            inner_us = handler.unary_stream
-
-            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                request_id_var.set(request_id)
-                try:
-                    async for item in inner_us(request, context):
-                        yield item
-                except Exception as exc:
-                    await _handle(exc, context, method)
-
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream, handler.request_deserializer, handler.response_serializer
-            )
+        method, request_id = details.method, _request_id(details)
+        for kind, make, wrap in _KINDS:
+            inner = getattr(handler, kind)
+            if inner:
+                return make(
+                    wrap(inner, method, request_id),
+                    handler.request_deserializer,
+                    handler.response_serializer,
+                )
         return handler
+
+
+def _returning(inner: Callable[..., Any], method: str, request_id: str) -> Callable[..., Any]:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        request_id_var.set(request_id)
+        try:
+            result = inner(request, context)
+            return await result if inspect.isawaitable(result) else result
+        except Exception as exc:
+            await _handle(exc, context, method)
+
+    return call
+
+
+def _streaming(inner: Callable[..., Any], method: str, request_id: str) -> Callable[..., Any]:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        request_id_var.set(request_id)
+        try:
+            async for item in inner(request, context):
+                yield item
+        except Exception as exc:
+            await _handle(exc, context, method)
+
+    return call
+
+
+_KINDS = (
+    ("unary_unary", grpc.unary_unary_rpc_method_handler, _returning),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler, _returning),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler, _streaming),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler, _streaming),
+)
 
 
 def _request_id(details: grpc.HandlerCallDetails) -> str:

@@ -189,26 +189,18 @@ def ingest(existing: Asset | None, draft: AssetDraft, ctx: WriteContext, plan: P
         else ""
     )
     source_tags = _source_tags(draft, ctx)
+    fields = _draft_fields(draft, parent_id)
     if existing is None:
         asset = Asset(
             tenant_id=ctx.tenant_id,
             asset_id=asset_id,
             qualified_name=draft.qualified_name,
-            asset_type=draft.asset_type,
             version=1,
             created_at=ctx.now,
             updated_at=ctx.now,
             source_event_time=draft.source_event_time,
-            name=draft.name,
-            description=draft.description,
-            owners=draft.owners,
-            data_source=draft.data_source,
-            parent_qualified_name=draft.parent_qualified_name,
-            parent_id=parent_id,
             tags=source_tags,
-            business_terms=draft.business_terms,
-            attributes=dict(draft.attributes),
-            external_id=draft.external_id,
+            **fields,
         )
         plan.saves.append(asset)
         names = effective_tag_names(source_tags)
@@ -232,21 +224,12 @@ def ingest(existing: Asset | None, draft: AssetDraft, ctx: WriteContext, plan: P
     kept = tuple(t for t in existing.tags if t.source != TagSource.SOURCE)
     asset = replace(
         existing,
-        asset_type=draft.asset_type,
-        name=draft.name,
-        description=draft.description,
-        owners=draft.owners,
-        data_source=draft.data_source,
-        parent_qualified_name=draft.parent_qualified_name,
-        parent_id=parent_id,
-        business_terms=draft.business_terms,
-        attributes=dict(draft.attributes),
-        external_id=draft.external_id,
         tags=kept + source_tags,
         is_deleted=False,
         version=existing.version + 1,
         updated_at=ctx.now,
         source_event_time=draft.source_event_time,
+        **fields,
     )
     before, after = set(effective_tag_names(existing.tags)), set(effective_tag_names(asset.tags))
     plan.saves.append(asset)
@@ -256,6 +239,22 @@ def ingest(existing: Asset | None, draft: AssetDraft, ctx: WriteContext, plan: P
         )
     )
     return Decision(Outcome.UPDATED, asset, tuple(changed))
+
+
+def _draft_fields(draft: AssetDraft, parent_id: str) -> dict[str, Any]:
+    """The asset fields an ingest sets from the draft (the rest are kept or derived)."""
+    return {
+        "asset_type": draft.asset_type,
+        "name": draft.name,
+        "description": draft.description,
+        "owners": draft.owners,
+        "data_source": draft.data_source,
+        "parent_qualified_name": draft.parent_qualified_name,
+        "parent_id": parent_id,
+        "business_terms": draft.business_terms,
+        "attributes": dict(draft.attributes),
+        "external_id": draft.external_id,
+    }
 
 
 def _norm(value: object) -> object:

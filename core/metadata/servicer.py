@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import grpc
+from lily.v1 import common_pb2 as common_pb
 from lily.v1 import metadata_pb2 as metadata_pb
 from lily.v1 import metadata_pb2_grpc as metadata_grpc
 from opentelemetry import propagate
 
 from core.domain.errors import FieldViolation, InvalidArgument, Unauthenticated
 from core.domain.model import (
+    Asset,
     AssetDraft,
     IssueStatus,
     SearchQuery,
@@ -117,6 +119,9 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
     def __init__(self, service: MetadataService) -> None:
         self._svc = service
 
+    def _asset_pb(self, asset: Asset) -> common_pb.Asset:
+        return mapping.asset_to_pb(asset, self._svc.consistency_of(asset.asset_type))
+
     async def IngestMetadata(
         self, request: metadata_pb.IngestMetadataRequest, context: grpc.aio.ServicerContext
     ) -> metadata_pb.IngestMetadataResponse:
@@ -176,9 +181,7 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
         tenant = tenant_of(context)
         _require_id("asset_id", request.asset_id)
         asset = await self._svc.get(tenant, request.asset_id, request.include_deleted)
-        return metadata_pb.GetMetadataResponse(
-            asset=mapping.asset_to_pb(asset, self._svc.consistency_of(asset.asset_type))
-        )
+        return metadata_pb.GetMetadataResponse(asset=self._asset_pb(asset))
 
     async def LookupMetadata(
         self, request: metadata_pb.LookupMetadataRequest, context: grpc.aio.ServicerContext
@@ -195,9 +198,7 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
         if problems:
             raise InvalidArgument(problems)
         asset = await self._svc.lookup(tenant, request.qualified_name, request.include_deleted)
-        return metadata_pb.LookupMetadataResponse(
-            asset=mapping.asset_to_pb(asset, self._svc.consistency_of(asset.asset_type))
-        )
+        return metadata_pb.LookupMetadataResponse(asset=self._asset_pb(asset))
 
     async def UpdateMetadata(
         self, request: metadata_pb.UpdateMetadataRequest, context: grpc.aio.ServicerContext
@@ -243,9 +244,7 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
         )
         assert decision.asset is not None
         return metadata_pb.UpdateMetadataResponse(
-            asset=mapping.asset_to_pb(
-                decision.asset, self._svc.consistency_of(decision.asset.asset_type)
-            ),
+            asset=self._asset_pb(decision.asset),
             outcome=int(decision.outcome),
             changed_fields=decision.changed_fields,
         )
@@ -257,7 +256,7 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
         _require_id("asset_id", request.asset_id)
         asset, already = await self._svc.delete(ctx, request.asset_id, _expected(request))
         return metadata_pb.DeleteMetadataResponse(
-            asset=mapping.asset_to_pb(asset), already_deleted=already
+            asset=self._asset_pb(asset), already_deleted=already
         )
 
     async def SearchMetadata(
@@ -289,7 +288,7 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
         )
         assets, token = await self._svc.search(tenant, query, request.page_size, request.page_token)
         return metadata_pb.SearchMetadataResponse(
-            assets=[mapping.asset_to_pb(a, self._svc.consistency_of(a.asset_type)) for a in assets],
+            assets=[self._asset_pb(a) for a in assets],
             next_page_token=token,
         )
 
@@ -324,7 +323,7 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
             ctx, request.asset_id, add, list(request.remove), source, _expected(request)
         )
         return metadata_pb.UpdateTagsResponse(
-            asset=mapping.asset_to_pb(asset), tags_added=added, tags_removed=removed
+            asset=self._asset_pb(asset), tags_added=added, tags_removed=removed
         )
 
     async def AttachIssue(
