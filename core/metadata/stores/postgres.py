@@ -6,7 +6,9 @@ the same transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import asyncio
+import random
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,6 +40,13 @@ from core.ports import OutboxRecord, Snapshot, TxRequest
 Conn = asyncpg.Connection | PoolConnectionProxy
 
 
+class _Conflict(Exception):
+    """Another transaction created an asset this one planned as new."""
+
+
+_MAX_ATTEMPTS = 5
+
+
 class PostgresStoreSettings(BaseModel):
     """Assets on Postgres (the embedded profile's store)."""
 
@@ -50,31 +59,44 @@ _ASSET_COLUMNS = (
     " is_deleted, created_at, updated_at, source_event_time"
 )
 
-_UPSERT_ASSETS = """
-INSERT INTO assets (tenant_id, asset_id, qualified_name, asset_type, name, description, owners,
-    data_source, parent_qualified_name, parent_id, tags, tag_names, business_terms, attributes,
-    external_id, version, is_deleted, created_at, updated_at, source_event_time)
-SELECT $1, u.asset_id, u.qualified_name, u.asset_type, u.name, u.description,
-    ARRAY(SELECT jsonb_array_elements_text(u.owners::jsonb)), u.data_source,
-    u.parent_qualified_name, u.parent_id, u.tags::jsonb,
-    ARRAY(SELECT DISTINCT t->>'n' FROM jsonb_array_elements(u.tags::jsonb) t),
-    ARRAY(SELECT jsonb_array_elements_text(u.business_terms::jsonb)), u.attributes::jsonb,
-    u.external_id, u.version, u.is_deleted, u.created_at, u.updated_at, u.source_event_time
+# The saved assets of a plan, one row each, from parallel arrays.
+_SAVED_ROWS = """
+SELECT u.asset_id, u.qualified_name, u.asset_type, u.name, u.description,
+    ARRAY(SELECT jsonb_array_elements_text(u.owners::jsonb)) AS owners, u.data_source,
+    u.parent_qualified_name, u.parent_id, u.tags::jsonb AS tags,
+    ARRAY(SELECT DISTINCT t->>'n' FROM jsonb_array_elements(u.tags::jsonb) t) AS tag_names,
+    ARRAY(SELECT jsonb_array_elements_text(u.business_terms::jsonb)) AS business_terms,
+    u.attributes::jsonb AS attributes, u.external_id, u.version, u.is_deleted, u.created_at,
+    u.updated_at, u.source_event_time
 FROM unnest($2::text[], $3::text[], $4::int2[], $5::text[], $6::text[], $7::text[], $8::text[],
             $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
             $15::int8[], $16::bool[], $17::timestamptz[], $18::timestamptz[], $19::timestamptz[])
     AS u(asset_id, qualified_name, asset_type, name, description, owners, data_source,
          parent_qualified_name, parent_id, tags, business_terms, attributes, external_id,
          version, is_deleted, created_at, updated_at, source_event_time)
-ON CONFLICT (tenant_id, asset_id) DO UPDATE SET
-    qualified_name = EXCLUDED.qualified_name, asset_type = EXCLUDED.asset_type,
-    name = EXCLUDED.name, description = EXCLUDED.description, owners = EXCLUDED.owners,
-    data_source = EXCLUDED.data_source, parent_qualified_name = EXCLUDED.parent_qualified_name,
-    parent_id = EXCLUDED.parent_id, tags = EXCLUDED.tags, tag_names = EXCLUDED.tag_names,
-    business_terms = EXCLUDED.business_terms, attributes = EXCLUDED.attributes,
-    external_id = EXCLUDED.external_id, version = EXCLUDED.version,
-    is_deleted = EXCLUDED.is_deleted, updated_at = EXCLUDED.updated_at,
-    source_event_time = EXCLUDED.source_event_time
+"""
+_SAVED_COLUMNS = (
+    "asset_id, qualified_name, asset_type, name, description, owners, data_source,"
+    " parent_qualified_name, parent_id, tags, tag_names, business_terms, attributes,"
+    " external_id, version, is_deleted, created_at, updated_at, source_event_time"
+)
+# New assets, in id order (so concurrent inserters queue rather than deadlock). An id that
+# another transaction inserted meanwhile is skipped and missing from RETURNING: a conflict.
+_INSERT_ASSETS = f"""
+INSERT INTO assets (tenant_id, {_SAVED_COLUMNS})
+SELECT $1, {_SAVED_COLUMNS} FROM ({_SAVED_ROWS}) s ORDER BY asset_id
+ON CONFLICT (tenant_id, asset_id) DO NOTHING
+RETURNING asset_id
+"""
+# Existing assets, whose rows this transaction holds locked.
+_UPDATE_ASSETS = f"""
+UPDATE assets a SET {
+    ", ".join(
+        f"{c} = s.{c}" for c in _SAVED_COLUMNS.split(", ") if c not in ("asset_id", "created_at")
+    )
+}
+FROM ({_SAVED_ROWS}) s
+WHERE a.tenant_id = $1 AND a.asset_id = s.asset_id
 """
 
 _INSERT_AUDIT = """
@@ -219,6 +241,35 @@ def _job_from_row(r: asyncpg.Record) -> BulkJob:
     )
 
 
+def _asset_columns(assets: Sequence[Asset]) -> list[list[Any]]:
+    """The parallel arrays of _SAVED_ROWS ($2 to $19)."""
+    return _columns(
+        [
+            (
+                a.asset_id,
+                a.qualified_name,
+                int(a.asset_type),
+                a.name,
+                a.description,
+                _json(list(a.owners)),
+                a.data_source,
+                a.parent_qualified_name,
+                a.parent_id,
+                _json([_tag_json(t) for t in a.tags]),
+                _json(list(a.business_terms)),
+                _json(dict(a.attributes)),
+                a.external_id,
+                a.version,
+                a.is_deleted,
+                a.created_at,
+                a.updated_at,
+                a.source_event_time,
+            )
+            for a in assets
+        ]
+    )
+
+
 def _columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
     return [list(col) for col in zip(*rows, strict=True)] if rows else []
 
@@ -232,87 +283,70 @@ class PostgresAssetStore:
     async def transact(
         self, tenant_id: str, request: TxRequest, plan: Callable[[Snapshot], Plan]
     ) -> Plan:
-        ids = sorted(set(request.asset_ids))
-        try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT"
-                    " hashtextextended($1 || '/' || id, 0) AS k FROM unnest($2::text[]) id"
-                    " ORDER BY k) s",
-                    tenant_id,
-                    ids,
-                )
-                rows = await conn.fetch(
-                    f"SELECT {_ASSET_COLUMNS} FROM assets WHERE tenant_id = $1"
-                    " AND asset_id = ANY($2::text[])",
-                    tenant_id,
-                    ids,
-                )
-                issues: dict[str, Issue] = {}
-                if request.issue_ids:
-                    for r in await conn.fetch(
-                        "SELECT * FROM issues WHERE tenant_id = $1 AND (asset_id, issue_id) IN"
-                        " (SELECT * FROM unnest($2::text[], $3::text[]))",
-                        tenant_id,
-                        [a for a, _ in request.issue_ids],
-                        [i for _, i in request.issue_ids],
-                    ):
-                        issues[r["issue_id"]] = _issue_from_row(tenant_id, r)
-                fresh: frozenset[int] = frozenset()
-                if request.dedupe_keys:
-                    fresh = frozenset(
-                        r[0]
-                        for r in await conn.fetch(
-                            "INSERT INTO ingest_applied (tenant_id, stream_seq) SELECT $1, k FROM"
-                            " unnest($2::int8[]) k ON CONFLICT DO NOTHING RETURNING stream_seq",
-                            tenant_id,
-                            list(request.dedupe_keys),
-                        )
-                    )
-                snapshot = Snapshot(
-                    {r["asset_id"]: _asset_from_row(tenant_id, r) for r in rows}, issues, fresh
-                )
-                result = plan(snapshot)
-                await self._write(conn, tenant_id, result)
-                if request.job_counts is not None:
-                    for job_id, counts in request.job_counts().items():
-                        await self._bump_job(conn, tenant_id, job_id, counts, close=False)
-                return result
-        except _BACKEND_ERRORS as exc:
-            raise Unavailable(f"asset store unavailable: {type(exc).__name__}") from exc
+        for attempt in range(_MAX_ATTEMPTS):
+            try:
+                return await self._transact_once(tenant_id, request, plan)
+            except (_Conflict, asyncpg.DeadlockDetectedError) as exc:
+                if attempt == _MAX_ATTEMPTS - 1:
+                    raise Unavailable("asset store: too much write contention; retry") from exc
+                await asyncio.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
+            except _BACKEND_ERRORS as exc:
+                raise Unavailable(f"asset store unavailable: {type(exc).__name__}") from exc
+        raise AssertionError("unreachable")
 
-    async def _write(self, conn: Conn, tenant_id: str, plan: Plan) -> None:
-        if plan.saves:
-            latest = {a.asset_id: a for a in plan.saves}  # one asset saved twice: keep the last
-            await conn.execute(
-                _UPSERT_ASSETS,
+    async def _transact_once(
+        self, tenant_id: str, request: TxRequest, plan: Callable[[Snapshot], Plan]
+    ) -> Plan:
+        ids = sorted(set(request.asset_ids))
+        async with self._pool.acquire() as conn, conn.transaction():
+            # Row locks, taken in id order: concurrent writers of the same assets queue.
+            rows = await conn.fetch(
+                f"SELECT {_ASSET_COLUMNS} FROM assets WHERE tenant_id = $1"
+                " AND asset_id = ANY($2::text[]) ORDER BY asset_id FOR UPDATE",
                 tenant_id,
-                *_columns(
-                    [
-                        (
-                            a.asset_id,
-                            a.qualified_name,
-                            int(a.asset_type),
-                            a.name,
-                            a.description,
-                            _json(list(a.owners)),
-                            a.data_source,
-                            a.parent_qualified_name,
-                            a.parent_id,
-                            _json([_tag_json(t) for t in a.tags]),
-                            _json(list(a.business_terms)),
-                            _json(dict(a.attributes)),
-                            a.external_id,
-                            a.version,
-                            a.is_deleted,
-                            a.created_at,
-                            a.updated_at,
-                            a.source_event_time,
-                        )
-                        for a in latest.values()
-                    ]
-                ),
+                ids,
             )
+            issues: dict[str, Issue] = {}
+            if request.issue_ids:
+                for r in await conn.fetch(
+                    "SELECT * FROM issues WHERE tenant_id = $1 AND (asset_id, issue_id) IN"
+                    " (SELECT * FROM unnest($2::text[], $3::text[]))",
+                    tenant_id,
+                    [a for a, _ in request.issue_ids],
+                    [i for _, i in request.issue_ids],
+                ):
+                    issues[r["issue_id"]] = _issue_from_row(tenant_id, r)
+            fresh: frozenset[int] = frozenset()
+            if request.dedupe_keys:
+                fresh = frozenset(
+                    r[0]
+                    for r in await conn.fetch(
+                        "INSERT INTO ingest_applied (tenant_id, stream_seq) SELECT $1, k FROM"
+                        " unnest($2::int8[]) k ON CONFLICT DO NOTHING RETURNING stream_seq",
+                        tenant_id,
+                        list(request.dedupe_keys),
+                    )
+                )
+            existing = {r["asset_id"]: _asset_from_row(tenant_id, r) for r in rows}
+            result = plan(Snapshot(existing, issues, fresh))
+            await self._write(conn, tenant_id, result, existing.keys())
+            if request.job_counts is not None:
+                for job_id, counts in request.job_counts().items():
+                    await self._bump_job(conn, tenant_id, job_id, counts, close=False)
+            return result
+
+    async def _write(
+        self, conn: Conn, tenant_id: str, plan: Plan, existing: Collection[str]
+    ) -> None:
+        latest = {a.asset_id: a for a in plan.saves}  # one asset saved twice: keep the last
+        new = [a for a in latest.values() if a.asset_id not in existing]
+        if new:
+            inserted = await conn.fetch(_INSERT_ASSETS, tenant_id, *_asset_columns(new))
+            if len(inserted) < len(new):
+                raise _Conflict  # created meanwhile by another transaction: plan again
+        updated = [a for a in latest.values() if a.asset_id in existing]
+        if updated:
+            await conn.execute(_UPDATE_ASSETS, tenant_id, *_asset_columns(updated))
         for i in plan.issues:
             await conn.execute(
                 _UPSERT_ISSUE,
