@@ -174,6 +174,10 @@ def _show(msg: Any) -> None:
     say(json_format.MessageToJson(msg, indent=2))
 
 
+class _BadLine(Exception):
+    pass
+
+
 def _read_jsonl(path: str) -> Iterator[common_pb.AssetInput]:
     stream = sys.stdin if path == "-" else open(path, encoding="utf-8")
     with stream:
@@ -182,20 +186,26 @@ def _read_jsonl(path: str) -> Iterator[common_pb.AssetInput]:
                 try:
                     yield json_format.Parse(line, common_pb.AssetInput())
                 except json_format.ParseError as exc:
-                    raise SystemExit(f"lily: {path}:{n}: {exc}") from exc
+                    raise _BadLine(f"{path}:{n}: {exc}") from exc
 
 
 async def _ingest(args: argparse.Namespace) -> int:
+    bad_line: list[str] = []
+
     async def batches() -> AsyncIterator[metadata_pb.IngestMetadataStreamRequest]:
+        # A malformed line ends the stream there: what came before it is ingested and reported.
         batch: list[common_pb.AssetInput] = []
         sent = 0
-        for asset in _read_jsonl(args.file):
-            batch.append(asset)
-            if len(batch) == args.batch:
-                sent += len(batch)
-                yield metadata_pb.IngestMetadataStreamRequest(assets=batch)
-                print(f"\rlily: sent {sent} assets", end="", file=sys.stderr, flush=True)
-                batch = []
+        try:
+            for asset in _read_jsonl(args.file):
+                batch.append(asset)
+                if len(batch) == args.batch:
+                    sent += len(batch)
+                    yield metadata_pb.IngestMetadataStreamRequest(assets=batch)
+                    print(f"\rlily: sent {sent} assets", end="", file=sys.stderr, flush=True)
+                    batch = []
+        except _BadLine as exc:
+            bad_line.append(str(exc))
         if batch:
             sent += len(batch)
             yield metadata_pb.IngestMetadataStreamRequest(assets=batch)
@@ -213,9 +223,11 @@ async def _ingest(args: argparse.Namespace) -> int:
         )
         for r in summary.rejections:
             say(f"  rejected #{r.index} {r.qualified_name!r}: {r.error.message}")
+        if bad_line:
+            say(f"lily: stopped at a malformed line, {bad_line[0]}")
         if args.wait:
             await _follow_job(stub, args, summary.bulk_job_id)
-    return 1 if summary.rejected else 0
+    return 1 if summary.rejected or bad_line else 0
 
 
 async def _follow_job(
@@ -402,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if getattr(args, "batch", 1) > 1000:
         raise SystemExit("lily: --batch is at most 1000")
+    if args.command == "ingest" and args.file != "-" and not os.path.isfile(args.file):
+        raise SystemExit(f"lily: no such file: {args.file}")
     try:
         return asyncio.run(args.run(args))
     except KeyboardInterrupt:
