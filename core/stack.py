@@ -88,8 +88,36 @@ class EmbeddedNats:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "nats-server.pid"
+
+    def _leftover_pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return None
+        mine = b"nats-server" in cmdline and str(self.data_dir).encode() in cmdline
+        return pid if mine else None
+
+    async def _stop_leftover(self) -> None:
+        """A nats-server left running on this data dir (Lily was killed) is stopped first:
+        two servers must never share one JetStream directory."""
+        pid = self._leftover_pid()
+        if pid is None:
+            return
+        log.warning("stopping a nats-server left running on %s (pid %d)", self.data_dir, pid)
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            if self._leftover_pid() is None:
+                return
+            await asyncio.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+
     async def start(self, timeout: float = 20.0) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        await self._stop_leftover()
         self.port = self.port or free_port()
         log_file = self.data_dir / "nats-server.log"
         self.process = await asyncio.create_subprocess_exec(
@@ -101,6 +129,8 @@ class EmbeddedNats:
             "127.0.0.1",
             "-p",
             str(self.port),
+            "-P",
+            str(self.pid_file),
             "-l",
             str(log_file),
             stdin=subprocess.DEVNULL,

@@ -11,6 +11,7 @@ from pathlib import Path
 import asyncpg
 import grpc
 import nats
+import psutil
 import pytest
 from lily.v1 import events_pb2 as events_pb
 from lily.v1 import metadata_pb2 as O
@@ -130,3 +131,28 @@ async def test_lily_up_embedded_starts_serves_and_stops_on_sigterm(tmp_path):
     assert not (
         tmp_path / "data" / "postgres" / "pgdata" / "postmaster.pid"
     ).exists()  # Postgres stopped too
+
+
+@pytest.mark.slow
+async def test_restart_after_lily_was_killed_stops_the_leftover_nats_server(tmp_path):
+    port = free_port()
+    first = await _lily_up(tmp_path / "data", port)
+    first.kill()  # SIGKILL: no clean shutdown, nats-server and Postgres stay behind
+    await first.wait()
+    pid_file = tmp_path / "data" / "nats" / "nats-server.pid"
+    leftover = psutil.Process(int(pid_file.read_text()))
+    assert "nats-server" in leftover.name()
+    second = await _lily_up(tmp_path / "data", port)
+    try:
+        # stopped (a zombie until something reaps it: this container's pid 1 may not)
+        assert not leftover.is_running() or leftover.status() == psutil.STATUS_ZOMBIE
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = metadata_grpc.MetadataServiceStub(ch)
+            r = await stub.IngestMetadata(
+                O.IngestMetadataRequest(assets=[asset("pg://again/t")]),
+                metadata=(("x-lily-tenant", "default"),),
+                timeout=10,
+            )
+            assert r.results[0].outcome == O.INGEST_OUTCOME_CREATED
+    finally:
+        assert await _stop(second) == 0
