@@ -1,9 +1,10 @@
-"""The outbox relay: gets change events from the outbox table onto JetStream.
+"""The outbox relay: gets change events from the outbox onto JetStream.
 
-Every state change writes its event to the outbox table in the same transaction as the change,
-so a crash between the write and the publish loses nothing. Two paths publish them:
+Every transaction that changes state writes its change events, packed into one outbox_batch
+row, in the same transaction, so a crash between the write and the publish loses nothing.
+Two paths publish them (one NATS message per event):
 - fast: the process that committed hands the records it wrote to submit(); the relay publishes
-  them at once and deletes their rows (no read-back);
+  them at once and deletes their row (no read-back);
 - safety net: a poll picks up rows nobody published within `grace` seconds (the writer died,
   or the bus was down), here or in another instance, with FOR UPDATE SKIP LOCKED.
 The bus de-duplicates by event id, so an event published twice (a crash after publish and
@@ -13,14 +14,50 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import struct
+from collections.abc import Iterator, Mapping, Sequence
 
 import asyncpg
+import orjson
 
 from core.domain.errors import Unavailable
 from core.ports import ChangeBus, OutboxRecord
 
 log = logging.getLogger(__name__)
+
+# An event in a batch: lengths of event id, subject, headers (JSON) and payload, then those bytes.
+_FRAME = struct.Struct(">HHII")
+
+
+def pack_events(events: Sequence[tuple[str, str, bytes, Mapping[str, str]]]) -> bytes:
+    """(event_id, subject, payload, headers) tuples as one outbox_batch.events value."""
+    parts: list[bytes] = []
+    for event_id, subject, payload, headers in events:
+        eid, subj = event_id.encode(), subject.encode()
+        hdrs = orjson.dumps(dict(headers)) if headers else b""
+        parts += (
+            _FRAME.pack(len(eid), len(subj), len(hdrs), len(payload)),
+            eid,
+            subj,
+            hdrs,
+            payload,
+        )
+    return b"".join(parts)
+
+
+def unpack_events(batch_id: int, data: bytes) -> Iterator[OutboxRecord]:
+    view, at = memoryview(data), 0
+    while at < len(data):
+        n_eid, n_subj, n_hdrs, n_payload = _FRAME.unpack_from(view, at)
+        at += _FRAME.size
+        eid = bytes(view[at : at + n_eid]).decode()
+        at += n_eid
+        subject = bytes(view[at : at + n_subj]).decode()
+        at += n_subj
+        headers = orjson.loads(view[at : at + n_hdrs]) if n_hdrs else {}
+        at += n_hdrs
+        yield OutboxRecord(batch_id, eid, subject, bytes(view[at : at + n_payload]), headers)
+        at += n_payload
 
 
 class OutboxRelay:
@@ -29,13 +66,13 @@ class OutboxRelay:
         pool: asyncpg.Pool,
         bus: ChangeBus,
         *,
-        batch: int = 1000,
+        batch: int = 5000,
         poll_interval: float = 1.0,
         grace: float = 3.0,
     ) -> None:
         self._pool = pool
         self._bus = bus
-        self._batch = batch
+        self._batch = batch  # events per publish
         self._poll = poll_interval
         self._grace = grace
         self._queue: asyncio.Queue[Sequence[OutboxRecord]] = asyncio.Queue()
@@ -60,7 +97,8 @@ class OutboxRelay:
                 await self._bus.publish(records)
                 async with asyncio.timeout(30):
                     await self._pool.execute(
-                        "DELETE FROM outbox WHERE id = ANY($1::int8[])", [r.id for r in records]
+                        "DELETE FROM outbox_batch WHERE id = ANY($1::int8[])",
+                        list({r.id for r in records}),
                     )
                 self.published += len(records)
             except (Unavailable, OSError, asyncpg.PostgresError, TimeoutError) as exc:
@@ -72,7 +110,7 @@ class OutboxRelay:
         while True:
             await asyncio.sleep(backoff)
             try:
-                while await self.relay_once() == self._batch:
+                while await self.relay_once():
                     pass
                 backoff = self._poll
             except (Unavailable, OSError, asyncpg.PostgresError, TimeoutError) as exc:
@@ -80,28 +118,24 @@ class OutboxRelay:
                 log.warning("outbox relay: %s; retrying in %.1fs", exc, backoff)
 
     async def relay_once(self, *, older_than: float | None = None) -> int:
-        """Publishes one batch of rows older than `older_than` seconds (default: the grace
-        period) and deletes them; returns how many it published."""
+        """Publishes the events of the oldest outbox rows older than `older_than` seconds
+        (default: the grace period) and deletes those rows; returns how many events."""
         age = self._grace if older_than is None else older_than
         async with asyncio.timeout(60), self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                "SELECT id, event_id, subject, payload, headers FROM outbox"
-                " WHERE created_at < now() - make_interval(secs => $2)"
-                " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                self._batch,
+                "SELECT id, events FROM outbox_batch"
+                " WHERE created_at < now() - make_interval(secs => $1)"
+                " ORDER BY id LIMIT 10 FOR UPDATE SKIP LOCKED",
                 age,
             )
             if not rows:
                 return 0
-            await self._bus.publish(
-                [
-                    OutboxRecord(r["id"], r["event_id"], r["subject"], r["payload"], r["headers"])
-                    for r in rows
-                ]
-            )
+            records = [rec for r in rows for rec in unpack_events(r["id"], r["events"])]
+            for i in range(0, len(records), self._batch):
+                await self._bus.publish(records[i : i + self._batch])
             await conn.execute(
-                "DELETE FROM outbox WHERE id = ANY($1::int8[])", [r["id"] for r in rows]
+                "DELETE FROM outbox_batch WHERE id = ANY($1::int8[])", [r["id"] for r in rows]
             )
-        self.published += len(rows)
-        log.info("outbox relay: published %d events left behind", len(rows))
-        return len(rows)
+        self.published += len(records)
+        log.info("outbox relay: published %d events left behind", len(records))
+        return len(records)

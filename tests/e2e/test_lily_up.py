@@ -76,7 +76,10 @@ async def test_no_event_is_lost_when_the_server_dies_between_write_and_publish(t
         conn = await asyncpg.connect(dsn)
         try:
             assert await conn.fetchval("SELECT count(*) FROM assets WHERE tenant_id = 'crash'") == 1
-            assert await conn.fetchval("SELECT count(*) FROM outbox WHERE tenant_id = 'crash'") == 1
+            assert (
+                await conn.fetchval("SELECT count(*) FROM outbox_batch WHERE tenant_id = 'crash'")
+                == 1
+            )
             await asyncio.sleep(0.5)
             assert seen == []  # written, not published
 
@@ -104,7 +107,7 @@ async def _true(value):
 
 
 async def _zero(conn):
-    return await conn.fetchval("SELECT count(*) FROM outbox WHERE tenant_id = 'crash'") == 0
+    return await conn.fetchval("SELECT count(*) FROM outbox_batch WHERE tenant_id = 'crash'") == 0
 
 
 @pytest.mark.slow

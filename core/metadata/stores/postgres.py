@@ -35,6 +35,7 @@ from core.domain.model import (
 )
 from core.domain.rules import Plan
 from core.events.codec import encode_change
+from core.events.outbox import pack_events
 from core.ports import OutboxRecord, Snapshot, TxRequest
 
 Conn = asyncpg.Connection | PoolConnectionProxy
@@ -99,25 +100,19 @@ FROM ({_SAVED_ROWS}) s
 WHERE a.tenant_id = $1 AND a.asset_id = s.asset_id
 """
 
-_INSERT_AUDIT = """
-INSERT INTO audit (tenant_id, asset_id, principal, action, change, changed_fields, asset_version,
-    at, request_id, origin, event_id)
-SELECT $1, u.asset_id, u.principal, u.action, u.change,
-    ARRAY(SELECT jsonb_array_elements_text(u.fields::jsonb)), u.version, u.at, u.request_id,
-    u.origin, u.event_id
-FROM unnest($2::text[], $3::text[], $4::text[], $5::int2[], $6::text[], $7::int8[],
-            $8::timestamptz[], $9::text[], $10::text[], $11::text[])
-    AS u(asset_id, principal, action, change, fields, version, at, request_id, origin, event_id)
-"""
-
-_INSERT_OUTBOX = """
-INSERT INTO outbox (tenant_id, event_id, subject, payload, headers)
-SELECT $1, u.event_id, u.subject, u.payload, u.headers::jsonb
-FROM unnest($2::text[], $3::text[], $4::bytea[], $5::text[]) WITH ORDINALITY
-    AS u(event_id, subject, payload, headers, n)
-ORDER BY u.n
-RETURNING id
-"""
+_AUDIT_COLUMNS = [
+    "tenant_id",
+    "asset_id",
+    "principal",
+    "action",
+    "change",
+    "changed_fields",
+    "asset_version",
+    "at",
+    "request_id",
+    "origin",
+    "event_id",
+]
 
 _UPSERT_ISSUE = """
 INSERT INTO issues (tenant_id, asset_id, issue_id, source, external_id, type, severity, status,
@@ -371,34 +366,35 @@ class PostgresAssetStore:
     async def _record(
         self, conn: Conn, tenant_id: str, changes: Sequence[Change]
     ) -> list[OutboxRecord]:
-        await conn.execute(
-            _INSERT_AUDIT,
+        """One audit row per change, and all the changes' events in one outbox row."""
+        await conn.copy_records_to_table(
+            "audit",
+            columns=_AUDIT_COLUMNS,
+            records=[
+                (
+                    tenant_id,
+                    c.asset_id,
+                    c.actor,
+                    c.action,
+                    int(c.change),
+                    list(c.changed_fields),
+                    c.asset_version,
+                    c.occurred_at,
+                    c.request_id,
+                    c.origin,
+                    c.event_id,
+                )
+                for c in changes
+            ],
+        )
+        events = [(c.event_id, c.subject, encode_change(c), c.trace_headers) for c in changes]
+        batch_id = await conn.fetchval(
+            "INSERT INTO outbox_batch (tenant_id, events, count) VALUES ($1, $2, $3) RETURNING id",
             tenant_id,
-            *_columns(
-                [
-                    (
-                        c.asset_id,
-                        c.actor,
-                        c.action,
-                        int(c.change),
-                        _json(list(c.changed_fields)),
-                        c.asset_version,
-                        c.occurred_at,
-                        c.request_id,
-                        c.origin,
-                        c.event_id,
-                    )
-                    for c in changes
-                ]
-            ),
+            pack_events(events),
+            len(events),
         )
-        rows = [(c.event_id, c.subject, encode_change(c), dict(c.trace_headers)) for c in changes]
-        ids = await conn.fetch(
-            _INSERT_OUTBOX, tenant_id, *_columns([(e, s, p, _json(h)) for e, s, p, h in rows])
-        )
-        return [
-            OutboxRecord(r["id"], e, s, p, h) for r, (e, s, p, h) in zip(ids, rows, strict=True)
-        ]
+        return [OutboxRecord(batch_id, e, s, p, h) for e, s, p, h in events]
 
     async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         try:

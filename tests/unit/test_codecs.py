@@ -20,3 +20,18 @@ def test_tokens_round_trip_and_are_bound_to_tenant_query_and_secret():
     for junk in ("%%%", "AAAA", token[:-3]):
         with pytest.raises(InvalidArgument):
             tokens.decode(junk, "acme", fp)
+
+
+def test_outbox_frames_round_trip():
+    from core.events.outbox import pack_events, unpack_events
+
+    events = [
+        ("e1", "lily.t.asset.created", b"\x00\x01payload", {"traceparent": "00-abc-def-01"}),
+        ("e2", "lily.t.asset.tagged", b"", {}),
+        ("é3", "lily.t.issue.attached", bytes(range(256)) * 300, {"a": "ü"}),
+    ]
+    got = list(unpack_events(7, pack_events(events)))
+    assert [(r.id, r.event_id, r.subject, r.payload, dict(r.headers)) for r in got] == [
+        (7, *e[:3], e[3]) for e in events
+    ]
+    assert list(unpack_events(1, b"")) == []
