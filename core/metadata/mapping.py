@@ -195,26 +195,30 @@ def draft_from_pb(
     )
 
 
+_ASSET_TYPES = {t.value: t for t in AssetType}
+
+
 def draft_from_trusted_pb(pb: common_pb.AssetInput, default_time: datetime) -> AssetDraft:
-    """An AssetInput that Lily validated when it accepted it (from its own work queue)."""
-    ts = pb.source_event_time
-    event_time = (
-        default_time
-        if ts.seconds == 0 and ts.nanos == 0
-        else (datetime.fromtimestamp(ts.seconds, UTC) + timedelta(microseconds=ts.nanos // 1000))
-    )
+    """An AssetInput that Lily validated when it accepted it (from its own work queue).
+    Hot in the ingest worker: empty fields are skipped rather than converted."""
+    event_time = default_time
+    if pb.HasField("source_event_time"):
+        ts = pb.source_event_time
+        event_time = datetime.fromtimestamp(ts.seconds, UTC) + timedelta(
+            microseconds=ts.nanos // 1000
+        )
     return AssetDraft(
         qualified_name=pb.qualified_name,
-        asset_type=AssetType(pb.asset_type),
+        asset_type=_ASSET_TYPES[pb.asset_type],
         source_event_time=event_time,
         name=pb.name,
         description=pb.description,
-        owners=tuple(pb.owners),
+        owners=tuple(pb.owners) if pb.owners else (),
         data_source=pb.data_source,
         parent_qualified_name=pb.parent_qualified_name,
-        tags=tuple(TagAssignment(t.name, t.value) for t in pb.tags),
-        business_terms=tuple(pb.business_terms),
-        attributes=dict(pb.attributes),
+        tags=tuple(TagAssignment(t.name, t.value) for t in pb.tags) if pb.tags else (),
+        business_terms=tuple(pb.business_terms) if pb.business_terms else (),
+        attributes=dict(pb.attributes) if pb.attributes else {},
         external_id=pb.external_id,
     )
 
