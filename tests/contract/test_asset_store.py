@@ -85,3 +85,32 @@ async def test_dedupe_keys_are_fresh_once_and_job_counts_commit_with_the_writes(
     closed = await asset_store.update_job(tenant, job.job_id, JobCounts(), close=True)
     assert closed.closed and closed.finished_at is not None
     assert await asset_store.get_job("someone-else", job.job_id) is None
+
+
+async def test_list_fields_round_trip_exactly(asset_store, tenant):
+    from core.domain.model import TagAssignment
+
+    tricky = ('a"b', "back\\slash", "{brace}", "com,ma", "NULL", "  spaced  ", "ü∂", '\\"', "'")
+    drafts = [
+        _draft(
+            "pg://lists/t",
+            owners=tricky,
+            business_terms=tuple(reversed(tricky)),
+            tags=tuple(TagAssignment(f"tag{i}", v) for i, v in enumerate(tricky)),
+            attributes={k: k for k in tricky},
+        ),
+    ]
+    await _ingest(asset_store, tenant, drafts)
+    stored = await asset_store.get(tenant, rules.asset_id_for(tenant, "pg://lists/t"))
+    assert stored is not None
+    assert stored.owners == tricky
+    assert stored.business_terms == tuple(reversed(tricky))
+    assert {(t.name, t.value) for t in stored.tags} == {
+        (f"tag{i}", v) for i, v in enumerate(tricky)
+    }
+    assert dict(stored.attributes) == {k: k for k in tricky}
+    for owner in tricky:
+        found = await asset_store.search(tenant, SearchQuery(owner=owner), None, 10)
+        assert [a.qualified_name for a in found] == ["pg://lists/t"], owner
+    found = await asset_store.search(tenant, SearchQuery(tag="tag3"), None, 10)
+    assert [a.qualified_name for a in found] == ["pg://lists/t"]

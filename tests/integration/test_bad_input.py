@@ -196,7 +196,7 @@ async def test_generated_batches_never_crash_or_half_write(stub, batch):
         if r.outcome == O.INGEST_OUTCOME_REJECTED:
             assert violations(r.error)
             if (
-                r.qualified_name
+                r.qualified_name.strip()  # a blank name is not a valid lookup either
                 and r.qualified_name not in written
                 and "\x00" not in r.qualified_name
                 and len(r.qualified_name.encode()) <= 2048

@@ -63,18 +63,17 @@ _ASSET_COLUMNS = (
 # The saved assets of a plan, one row each, from parallel arrays.
 _SAVED_ROWS = """
 SELECT u.asset_id, u.qualified_name, u.asset_type, u.name, u.description,
-    ARRAY(SELECT jsonb_array_elements_text(u.owners::jsonb)) AS owners, u.data_source,
-    u.parent_qualified_name, u.parent_id, u.tags::jsonb AS tags,
-    ARRAY(SELECT DISTINCT t->>'n' FROM jsonb_array_elements(u.tags::jsonb) t) AS tag_names,
-    ARRAY(SELECT jsonb_array_elements_text(u.business_terms::jsonb)) AS business_terms,
-    u.attributes::jsonb AS attributes, u.external_id, u.version, u.is_deleted, u.created_at,
-    u.updated_at, u.source_event_time
+    u.owners::text[] AS owners, u.data_source, u.parent_qualified_name, u.parent_id,
+    u.tags::jsonb AS tags, u.tag_names::text[] AS tag_names,
+    u.business_terms::text[] AS business_terms, u.attributes::jsonb AS attributes,
+    u.external_id, u.version, u.is_deleted, u.created_at, u.updated_at, u.source_event_time
 FROM unnest($2::text[], $3::text[], $4::int2[], $5::text[], $6::text[], $7::text[], $8::text[],
             $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
-            $15::int8[], $16::bool[], $17::timestamptz[], $18::timestamptz[], $19::timestamptz[])
+            $15::text[], $16::int8[], $17::bool[], $18::timestamptz[], $19::timestamptz[],
+            $20::timestamptz[])
     AS u(asset_id, qualified_name, asset_type, name, description, owners, data_source,
-         parent_qualified_name, parent_id, tags, business_terms, attributes, external_id,
-         version, is_deleted, created_at, updated_at, source_event_time)
+         parent_qualified_name, parent_id, tags, tag_names, business_terms, attributes,
+         external_id, version, is_deleted, created_at, updated_at, source_event_time)
 """
 _SAVED_COLUMNS = (
     "asset_id, qualified_name, asset_type, name, description, owners, data_source,"
@@ -237,7 +236,8 @@ def _job_from_row(r: asyncpg.Record) -> BulkJob:
 
 
 def _asset_columns(assets: Sequence[Asset]) -> list[list[Any]]:
-    """The parallel arrays of _SAVED_ROWS ($2 to $19)."""
+    """The parallel arrays of _SAVED_ROWS ($2 to $20); list-valued fields travel as Postgres
+    array literals (cheaper for the server than unpacking JSON arrays row by row)."""
     return _columns(
         [
             (
@@ -246,12 +246,13 @@ def _asset_columns(assets: Sequence[Asset]) -> list[list[Any]]:
                 int(a.asset_type),
                 a.name,
                 a.description,
-                _json(list(a.owners)),
+                _pg_array(a.owners),
                 a.data_source,
                 a.parent_qualified_name,
                 a.parent_id,
                 _json([_tag_json(t) for t in a.tags]),
-                _json(list(a.business_terms)),
+                _pg_array(sorted({t.name for t in a.tags})),
+                _pg_array(a.business_terms),
                 _json(dict(a.attributes)),
                 a.external_id,
                 a.version,
@@ -263,6 +264,14 @@ def _asset_columns(assets: Sequence[Asset]) -> list[list[Any]]:
             for a in assets
         ]
     )
+
+
+def _pg_array(values: Sequence[str]) -> str:
+    """A Postgres text[] literal: every element quoted, with backslash and quote escaped."""
+    if not values:
+        return "{}"
+    quoted = (v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return '{"' + '","'.join(quoted) + '"}'
 
 
 def _columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
