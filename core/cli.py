@@ -18,6 +18,7 @@ from typing import Any
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import grpc
+import pydantic
 from google.protobuf import json_format
 from lily.v1 import common_pb2 as common_pb
 from lily.v1 import events_pb2 as events_pb
@@ -61,39 +62,37 @@ async def _up(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     stack = None
     dsn, url = settings.postgres_dsn, settings.nats_url
-    if not dsn or not url:
-        stack = EmbeddedStack(settings.data_dir)
-        say(f"lily: starting embedded Postgres and NATS under {stack.data_dir} ...")
-        try:
-            pg_dsn, nats_url = await stack.start()
-        except StackError as exc:
-            say(f"lily: {exc}")
-            await stack.stop()
-            return 1
-        dsn, url = dsn or pg_dsn, url or nats_url
-        say(f"lily:   Postgres ready ({stack.data_dir / 'postgres'})")
-        say(f"lily:   NATS JetStream ready ({url})")
     try:
+        if not dsn or not url:
+            stack = EmbeddedStack(settings.data_dir)
+            say(f"lily: starting embedded Postgres and NATS under {stack.data_dir} ...")
+            pg_dsn, nats_url = await stack.start()
+            dsn, url = dsn or pg_dsn, url or nats_url
+            say(f"lily:   Postgres ready ({stack.data_dir / 'postgres'})")
+            say(f"lily:   NATS JetStream ready ({url})")
         lily = await start(settings, postgres_dsn=dsn, nats_url=url)
-    except StartupError as exc:
+    except (StackError, StartupError) as exc:
         say(f"lily: {exc}")
-        if stack:
-            await stack.stop()
         return 1
+    finally:
+        if stack is not None and "lily" not in locals():
+            await stack.stop()  # whatever failed, nothing we started stays behind
     say(f"lily: gRPC listening on {lily.address} (health, reflection on)")
-    supervisors = [
-        asyncio.create_task(_supervise_worker(n, dsn, url, stop), name=f"worker-{n}")
-        for n in range(settings.worker_processes)
-    ]
-    if supervisors:
-        say(f"lily: {len(supervisors)} ingest worker process(es) started")
-    say("lily: ready. Ctrl-C to stop.")
-    await stop.wait()
-    say("lily: shutting down ...")
-    await asyncio.gather(*supervisors)
-    await lily.stop()
-    if stack:
-        await stack.stop()
+    try:
+        supervisors = [
+            asyncio.create_task(_supervise_worker(n, dsn, url, stop), name=f"worker-{n}")
+            for n in range(settings.worker_processes)
+        ]
+        if supervisors:
+            say(f"lily: {len(supervisors)} ingest worker process(es) started")
+        say("lily: ready. Ctrl-C to stop.")
+        await stop.wait()
+        say("lily: shutting down ...")
+        await asyncio.gather(*supervisors)
+        await lily.stop()
+    finally:
+        if stack is not None:
+            await stack.stop()
     say("lily: stopped.")
     return 0
 
@@ -418,6 +417,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"lily: no such file: {args.file}")
     try:
         return asyncio.run(args.run(args))
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        say(f"lily: bad settings: {problems}")
+        return 2
     except KeyboardInterrupt:
         return 130
     except grpc.aio.AioRpcError as exc:

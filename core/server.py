@@ -25,7 +25,7 @@ from core.metadata.pagination import PageTokens
 from core.metadata.service import MetadataService
 from core.metadata.servicer import MetadataServicer
 from core.metadata.stores.postgres import PostgresAssetStore
-from core.ports import OutboxRecord
+from core.ports import AssetStore, OutboxRecord
 from core.postgres import create_pool, migrate, shared_secret
 from core.settings import Settings
 from core.workers.ingest import IngestWorker, encode_work
@@ -79,6 +79,13 @@ def _exit_after_commit(records: Sequence[OutboxRecord]) -> None:
     os._exit(70)
 
 
+def asset_store(settings: Settings, pool: asyncpg.Pool) -> AssetStore:
+    """The one place that picks the asset store backend (settings.asset_store.type)."""
+    match settings.asset_store.type:
+        case "postgres":
+            return PostgresAssetStore(pool)
+
+
 def _on_commit(relay: OutboxRelay) -> Callable[[Sequence[OutboxRecord]], None]:
     if os.environ.get("LILY_TEST_EXIT_AFTER_COMMIT") == "1":
         return _exit_after_commit
@@ -114,7 +121,7 @@ async def start_workers(settings: Settings, *, postgres_dsn: str, nats_url: str)
     except Exception as exc:  # nats raises several unrelated types
         await pool.close()
         raise StartupError(f"NATS at {nats_url!r} is not reachable: {exc}") from exc
-    store = PostgresAssetStore(pool)
+    store = asset_store(settings, pool)
     relay = OutboxRelay(pool, bus)
     worker = IngestWorker(bus, store, batch=settings.ingest_batch, on_commit=_on_commit(relay))
     return Workers(
@@ -145,7 +152,7 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
         await pool.close()
         raise
 
-    store = PostgresAssetStore(pool)
+    store = asset_store(settings, pool)
     relay = OutboxRelay(pool, bus)
     on_commit = _on_commit(relay)
     service = MetadataService(
@@ -172,11 +179,15 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)
-    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    address = f"{settings.grpc_host}:{settings.grpc_port}"
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:  # grpc's way of saying the address cannot be bound
+        port = 0
     if port == 0:
         await bus.close()
         await pool.close()
-        raise StartupError(f"cannot listen on {settings.grpc_host}:{settings.grpc_port}")
+        raise StartupError(f"cannot listen on {address} (in use, or not an address of this host)")
     await server.start()
     lily = Lily(settings, pool, bus, server, port, relay, worker, health_servicer)
     if settings.workers:

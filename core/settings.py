@@ -9,10 +9,11 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.domain.model import AssetType, Consistency
+from core.metadata.stores.postgres import PostgresStoreSettings
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LILY_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LILY_", env_nested_delimiter="__", extra="ignore")
 
     profile: Literal["local"] = Field(
         "local", description="Deployment profile; only 'local' so far."
@@ -26,6 +27,11 @@ class Settings(BaseSettings):
         8080, ge=0, le=65535, description="REST gateway port (reserved for the gateway)."
     )
     postgres_dsn: str = Field("", description="Postgres to use; empty starts the embedded one.")
+    asset_store: PostgresStoreSettings = Field(
+        default_factory=PostgresStoreSettings,
+        description="The asset store backend, chosen by its `type` (LILY_ASSET_STORE__TYPE); "
+        "only 'postgres' so far (Cassandra arrives with the distributed profile).",
+    )
     nats_url: str = Field("", description="NATS to use; empty starts the embedded nats-server.")
     max_message_bytes: int = Field(16 * 1024 * 1024, description="Largest gRPC message accepted.")
     consistency: dict[AssetType, Consistency] = Field(

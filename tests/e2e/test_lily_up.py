@@ -102,6 +102,14 @@ async def test_no_event_is_lost_when_the_server_dies_between_write_and_publish(t
         await stack.stop()
 
 
+def _stopped(pid: int) -> bool:
+    """Gone, or a zombie until something reaps it (this container's pid 1 may not)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 async def _true(value):
     return value
 
@@ -147,8 +155,7 @@ async def test_restart_after_lily_was_killed_stops_the_leftover_nats_server(tmp_
     assert "nats-server" in leftover.name()
     second = await _lily_up(tmp_path / "data", port)
     try:
-        # stopped (a zombie until something reaps it: this container's pid 1 may not)
-        assert not leftover.is_running() or leftover.status() == psutil.STATUS_ZOMBIE
+        assert _stopped(leftover.pid)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
             stub = metadata_grpc.MetadataServiceStub(ch)
             r = await stub.IngestMetadata(
@@ -159,3 +166,29 @@ async def test_restart_after_lily_was_killed_stops_the_leftover_nats_server(tmp_
             assert r.results[0].outcome == O.INGEST_OUTCOME_CREATED
     finally:
         assert await _stop(second) == 0
+
+
+@pytest.mark.slow
+async def test_a_busy_port_is_refused_clearly_and_nothing_is_left_running(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(
+            *LILY,
+            "up",
+            "--data-dir",
+            str(tmp_path),
+            "--grpc-port",
+            str(port),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in out.decode()
+    assert b"Traceback" not in out + err
+    assert _stopped(int((tmp_path / "nats" / "nats-server.pid").read_text()))
+    assert not (tmp_path / "postgres" / "pgdata" / "postmaster.pid").exists()

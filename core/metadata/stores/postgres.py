@@ -10,7 +10,7 @@ import asyncio
 import random
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import orjson
@@ -49,9 +49,9 @@ _MAX_ATTEMPTS = 5
 
 
 class PostgresStoreSettings(BaseModel):
-    """Assets on Postgres (the embedded profile's store)."""
+    """Assets on Postgres (the local profile's store), in the database of LILY_POSTGRES_DSN."""
 
-    type: str = "postgres"
+    type: Literal["postgres"] = "postgres"
 
 
 _ASSET_COLUMNS = (
