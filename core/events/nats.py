@@ -168,6 +168,8 @@ class NatsChangeBus:
             ordered_consumer=True,
             deliver_policy=DeliverPolicy.NEW,
             idle_heartbeat=5.0,
+            # The server drops the consumer this long after its watcher went away.
+            inactive_threshold=1.0,
         )
         try:
             async for msg in sub.messages:

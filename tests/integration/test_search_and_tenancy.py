@@ -200,3 +200,33 @@ async def test_watch_filters_by_asset_type_and_change(stub, md):
     got = await eventually(lambda: call.read(), timeout=5)
     assert got.event.asset_type == COLUMN and got.event.change == events_pb2.CHANGE_KIND_CREATED
     call.cancel()
+
+
+async def test_a_watcher_that_goes_away_releases_its_consumer(stub, md, stack):
+    import nats
+
+    nc = await nats.connect(stack[1])
+    js = nc.jetstream()
+    try:
+        before = (await js.stream_info("LILY_CHANGES")).state.consumer_count
+        calls = [stub.WatchChanges(O.WatchChangesRequest(), metadata=md) for _ in range(3)]
+        for call in calls:
+            await call.initial_metadata()
+
+        async def count():
+            return (await js.stream_info("LILY_CHANGES")).state.consumer_count
+
+        async def at_least(n):
+            return await count() >= n
+
+        async def at_most(n):
+            return await count() <= n
+
+        await eventually(lambda: at_least(3), timeout=5)
+        during = await count()
+        for call in calls:
+            call.cancel()
+        # earlier tests' watchers may still be going away: compare with the peak, not `before`
+        await eventually(lambda: at_most(min(before, during - 3)), timeout=5)
+    finally:
+        await nc.close()
