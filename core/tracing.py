@@ -4,9 +4,11 @@ the change events carry it on."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator, Mapping
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 
 _configured = False
@@ -27,6 +29,22 @@ def configure() -> None:
             provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     _configured = True
+
+
+tracer = trace.get_tracer("lily")
+
+
+@contextlib.contextmanager
+def continue_trace(
+    headers: Mapping[str, str], name: str, **attributes: str
+) -> Iterator[dict[str, str]]:
+    """A span continuing the trace in `headers` (W3C traceparent), yielding the headers that
+    carry this span on (for the events the work emits)."""
+    parent = propagate.extract(dict(headers))
+    with tracer.start_as_current_span(name, context=parent, attributes=attributes):
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        yield carrier
 
 
 def server_interceptor():  # type: ignore[no-untyped-def]

@@ -105,6 +105,7 @@ class CpuMeter:
             "lily workers": server.children(recursive=True),
             "postgres": [],
             "nats-server": [],
+            "bench client": [psutil.Process()],
         }
         for proc in psutil.process_iter(["name", "cmdline"]):
             cmd = " ".join(proc.info["cmdline"] or [])

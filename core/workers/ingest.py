@@ -23,6 +23,7 @@ import nats.errors
 from lily.v1 import events_pb2 as events_pb
 from nats.aio.msg import Msg
 
+from core import tracing
 from core.domain import rules
 from core.domain.errors import Unavailable
 from core.domain.model import AssetDraft, JobCounts, WriteContext
@@ -92,15 +93,18 @@ def _decode(
 ) -> tuple[events_pb.IngestWorkBatch, WriteContext, list[AssetDraft]]:
     batch = events_pb.IngestWorkBatch.FromString(msg.data)
     accepted_at = batch.accepted_at.ToDatetime(tzinfo=UTC)
+    # A consumer span in the caller's trace; the events this work emits carry it on.
+    with tracing.continue_trace(
+        msg.headers or {}, "lily.ingest.receive", **{"lily.tenant": batch.tenant_id}
+    ) as trace_headers:
+        pass
     ctx = WriteContext(
         tenant_id=batch.tenant_id,
         actor=batch.actor,
         action="IngestWorker",
         now=now,
         request_id=batch.request_id,
-        trace_headers={
-            k: v for k, v in (msg.headers or {}).items() if k in ("traceparent", "tracestate")
-        },
+        trace_headers=trace_headers,
     )
     return batch, ctx, [mapping.draft_from_trusted_pb(a, accepted_at) for a in batch.assets]
 

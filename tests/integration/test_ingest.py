@@ -197,3 +197,19 @@ async def test_consistency_mapping_is_configurable(stack, md):
             assert res[1].outcome == O.INGEST_OUTCOME_ACCEPTED
     finally:
         await server.stop()
+
+
+async def test_queued_assets_keep_the_callers_trace_through_the_worker(stub, md, tenant, event_log):
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    traced = (*md, ("traceparent", f"00-{trace_id}-b7ad6b7169203331-01"))
+    res = await stub.IngestMetadata(
+        O.IngestMetadataRequest(assets=[asset("pg://trace/t/c", COLUMN)]), metadata=traced
+    )
+    assert res.results[0].outcome == O.INGEST_OUTCOME_ACCEPTED
+
+    async def created():
+        return event_log.events(".asset.created")
+
+    ((subject, event, headers),) = await eventually(created)
+    assert subject == f"lily.{tenant}.asset.created" and event.qualified_name == "pg://trace/t/c"
+    assert headers["traceparent"].split("-")[1] == trace_id

@@ -37,6 +37,7 @@ from core.domain.rules import Plan
 from core.events.codec import encode_change
 from core.events.outbox import pack_events
 from core.ports import OutboxRecord, Snapshot, TxRequest
+from core.tracing import tracer
 
 Conn = asyncpg.Connection | PoolConnectionProxy
 
@@ -289,7 +290,16 @@ class PostgresAssetStore:
     ) -> Plan:
         for attempt in range(_MAX_ATTEMPTS):
             try:
-                return await self._transact_once(tenant_id, request, plan)
+                with tracer.start_as_current_span(
+                    "postgres.assets.transact",
+                    attributes={
+                        "db.system": "postgresql",
+                        "lily.tenant": tenant_id,
+                        "lily.assets": len(request.asset_ids),
+                        "lily.attempt": attempt,
+                    },
+                ):
+                    return await self._transact_once(tenant_id, request, plan)
             except (_Conflict, asyncpg.DeadlockDetectedError) as exc:
                 if attempt == _MAX_ATTEMPTS - 1:
                     raise Unavailable("asset store: too much write contention; retry") from exc
@@ -407,7 +417,11 @@ class PostgresAssetStore:
 
     async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         try:
-            return await self._pool.fetch(query, *args)
+            with tracer.start_as_current_span(
+                "postgres.query",
+                attributes={"db.system": "postgresql", "db.statement": query[:200]},
+            ):
+                return await self._pool.fetch(query, *args)
         except _BACKEND_ERRORS as exc:
             raise Unavailable(f"asset store unavailable: {type(exc).__name__}") from exc
 
