@@ -40,7 +40,7 @@ def say(*parts: object) -> None:
 
 
 async def _up(args: argparse.Namespace) -> int:
-    from core.server import StartupError, start
+    from core.server import Lily, StartupError, start
     from core.stack import EmbeddedStack, StackError
 
     overrides = {
@@ -61,6 +61,7 @@ async def _up(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     stack = None
+    lily: Lily | None = None
     dsn, url = settings.postgres_dsn, settings.nats_url
     try:
         if not dsn or not url:
@@ -75,7 +76,7 @@ async def _up(args: argparse.Namespace) -> int:
         say(f"lily: {exc}")
         return 1
     finally:
-        if stack is not None and "lily" not in locals():
+        if stack is not None and lily is None:
             await stack.stop()  # whatever failed, nothing we started stays behind
     say(f"lily: gRPC listening on {lily.address} (health, reflection on)")
     try:

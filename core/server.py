@@ -64,13 +64,7 @@ class Lily:
     async def stop(self, grace: float | None = None) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.bus.close()
-        await self.pool.close()
+        await _shut_down(self.tasks, self.bus, self.pool)
 
 
 def _exit_after_commit(records: Sequence[OutboxRecord]) -> None:
@@ -92,6 +86,42 @@ def _on_commit(relay: OutboxRelay) -> Callable[[Sequence[OutboxRecord]], None]:
     return relay.submit
 
 
+async def _connect(
+    postgres_dsn: str, nats_url: str, *, name: str, migrate_first: bool = False
+) -> tuple[asyncpg.Pool, NatsChangeBus]:
+    """Tracing, a Postgres pool (migrated first if asked) and the JetStream bus; a StartupError
+    names whichever backend cannot be reached, and nothing stays open after a failure."""
+    tracing.configure()
+    try:
+        pool = await create_pool(postgres_dsn)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise StartupError(f"Postgres at {postgres_dsn!r} is not reachable: {exc}") from exc
+    try:
+        if migrate_first:
+            await migrate(pool)
+        try:
+            bus = await NatsChangeBus.connect(nats_url, name=name)
+        except Exception as exc:  # nats raises several unrelated types
+            raise StartupError(f"NATS at {nats_url!r} is not reachable: {exc}") from exc
+    except BaseException:
+        await pool.close()
+        raise
+    return pool, bus
+
+
+async def _shut_down(
+    tasks: list[asyncio.Task[None]], bus: NatsChangeBus, pool: asyncpg.Pool
+) -> None:
+    """Cancels background tasks and waits for them, then closes the bus and the pool."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await bus.close()
+    await pool.close()
+
+
 @dataclass
 class Workers:
     """A running `lily worker`: the ingest worker and an outbox relay for its commits."""
@@ -101,26 +131,12 @@ class Workers:
     tasks: list[asyncio.Task[None]]
 
     async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.bus.close()
-        await self.pool.close()
+        await _shut_down(self.tasks, self.bus, self.pool)
 
 
 async def start_workers(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Workers:
     """The ingest worker in a process of its own (started by `lily up`, or run by hand)."""
-    try:
-        pool = await create_pool(postgres_dsn)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        raise StartupError(f"Postgres at {postgres_dsn!r} is not reachable: {exc}") from exc
-    try:
-        bus = await NatsChangeBus.connect(nats_url, name="lily-worker")
-    except Exception as exc:  # nats raises several unrelated types
-        await pool.close()
-        raise StartupError(f"NATS at {nats_url!r} is not reachable: {exc}") from exc
+    pool, bus = await _connect(postgres_dsn, nats_url, name="lily-worker")
     store = asset_store(settings, pool)
     relay = OutboxRelay(pool, bus)
     worker = IngestWorker(bus, store, batch=settings.ingest_batch, on_commit=_on_commit(relay))
@@ -136,20 +152,11 @@ async def start_workers(settings: Settings, *, postgres_dsn: str, nats_url: str)
 
 async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily:
     """Connects to Postgres and NATS, migrates, and serves gRPC on settings.grpc_port."""
-    tracing.configure()
+    pool, bus = await _connect(postgres_dsn, nats_url, name="lily", migrate_first=True)
     try:
-        pool = await create_pool(postgres_dsn)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        raise StartupError(f"Postgres at {postgres_dsn!r} is not reachable: {exc}") from exc
-    try:
-        await migrate(pool)
         secret = await shared_secret(pool, "page_token_secret")
-        try:
-            bus = await NatsChangeBus.connect(nats_url)
-        except (OSError, TimeoutError, Exception) as exc:  # nats raises several unrelated types
-            raise StartupError(f"NATS at {nats_url!r} is not reachable: {exc}") from exc
     except BaseException:
-        await pool.close()
+        await _shut_down([], bus, pool)
         raise
 
     store = asset_store(settings, pool)
@@ -185,8 +192,7 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
     except RuntimeError:  # grpc's way of saying the address cannot be bound
         port = 0
     if port == 0:
-        await bus.close()
-        await pool.close()
+        await _shut_down([], bus, pool)
         raise StartupError(f"cannot listen on {address} (in use, or not an address of this host)")
     await server.start()
     lily = Lily(settings, pool, bus, server, port, relay, worker, health_servicer)
