@@ -12,6 +12,7 @@ import orjson
 log = logging.getLogger(__name__)
 
 _MIGRATIONS = "core.migrations.postgres"
+_SESSION_SQL = resources.files("core.migrations").joinpath("postgres_session.sql").read_text()
 
 
 def _jsonb_encode(value: object) -> bytes:
@@ -27,6 +28,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(
         "jsonb", encoder=_jsonb_encode, decoder=_jsonb_decode, schema="pg_catalog", format="binary"
     )
+    await conn.execute(_SESSION_SQL)
 
 
 async def create_pool(

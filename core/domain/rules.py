@@ -31,6 +31,7 @@ from core.domain.model import (
     TagAssignment,
     TagSource,
     WriteContext,
+    value,
 )
 
 _ASSET_NS = uuid.UUID("6f1c1d1e-7b7a-4f0e-9a53-4c1e5f0a1a11")
@@ -126,7 +127,7 @@ class Plan:
     outbox: list[Any] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Decision:
     outcome: Outcome
     asset: Asset | None

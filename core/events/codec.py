@@ -21,24 +21,30 @@ def _timestamp(at: datetime) -> Timestamp:
 
 
 def encode_change(change: Change) -> bytes:
+    # Hot (an event per changed asset): the always-set fields in the constructor, the rest only
+    # when present (protobuf treats unset and empty alike).
     event = events_pb.ChangeEvent(
         event_id=change.event_id,
         tenant_id=change.tenant_id,
-        entity=int(change.entity),
-        change=int(change.change),
+        entity=change.entity,
+        change=change.change,
         asset_id=change.asset_id,
         qualified_name=change.qualified_name,
-        asset_type=int(change.asset_type),
+        asset_type=change.asset_type,
         asset_version=change.asset_version,
         changed_fields=change.changed_fields,
         actor=change.actor,
-        cause_event_id=change.cause_event_id,
-        tags=change.tags,
-        tags_added=change.tags_added,
-        tags_removed=change.tags_removed,
         request_id=change.request_id,
         occurred_at=_timestamp(change.occurred_at),
     )
+    if change.cause_event_id:
+        event.cause_event_id = change.cause_event_id
+    if change.tags:
+        event.tags.extend(change.tags)
+    if change.tags_added:
+        event.tags_added.extend(change.tags_added)
+    if change.tags_removed:
+        event.tags_removed.extend(change.tags_removed)
     if change.issue is not None:
         event.issue.CopyFrom(mapping.issue_to_pb(change.issue))
     return event.SerializeToString()

@@ -57,7 +57,7 @@ def check_text(
         return
     if required and not value.strip():
         out.append(FieldViolation(path, "is required"))
-    elif _utf8_len(value) > limit:
+    elif len(value) * 4 > limit and _utf8_len(value) > limit:  # (4 bytes a character at most)
         out.append(FieldViolation(path, f"is longer than {limit} bytes"))
     elif "\x00" in value:
         out.append(FieldViolation(path, "contains a NUL character"))
@@ -166,14 +166,15 @@ def draft_from_pb(
     asset_type = asset_type_of(f"{path}.asset_type", pb.asset_type, out)
     check_text(f"{path}.name", pb.name, MAX_TEXT_BYTES, out)
     check_text(f"{path}.description", pb.description, MAX_DESCRIPTION_BYTES, out)
-    check_strings(f"{path}.owners", list(pb.owners), out)
+    owners, terms, attributes = tuple(pb.owners), tuple(pb.business_terms), dict(pb.attributes)
+    check_strings(f"{path}.owners", owners, out)
     check_text(f"{path}.data_source", pb.data_source, MAX_TEXT_BYTES, out)
     check_text(
         f"{path}.parent_qualified_name", pb.parent_qualified_name, MAX_QUALIFIED_NAME_BYTES, out
     )
     tags = tag_assignments(f"{path}.tags", pb.tags, TagSource.SOURCE, out)
-    check_strings(f"{path}.business_terms", list(pb.business_terms), out)
-    check_attributes(f"{path}.attributes", pb.attributes, out)
+    check_strings(f"{path}.business_terms", terms, out)
+    check_attributes(f"{path}.attributes", attributes, out)
     check_text(f"{path}.external_id", pb.external_id, MAX_TEXT_BYTES, out)
     event_time = timestamp_or(f"{path}.source_event_time", pb.source_event_time, now, out)
     if len(out) > start or asset_type is None:
@@ -184,12 +185,12 @@ def draft_from_pb(
         source_event_time=event_time,
         name=pb.name,
         description=pb.description,
-        owners=tuple(pb.owners),
+        owners=owners,
         data_source=pb.data_source,
         parent_qualified_name=pb.parent_qualified_name,
         tags=tags,
-        business_terms=tuple(pb.business_terms),
-        attributes=dict(pb.attributes),
+        business_terms=terms,
+        attributes=attributes,
         external_id=pb.external_id,
         wire=pb.SerializeToString(),
     )

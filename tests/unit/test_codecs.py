@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import zlib
+
 import pytest
 
 from core.domain.errors import InvalidArgument
@@ -35,3 +37,7 @@ def test_outbox_frames_round_trip():
         (7, *e[:3], e[3]) for e in events
     ]
     assert list(unpack_events(1, b"")) == []
+    assert list(unpack_events(1, pack_events([]))) == []
+    # Batches written before compression (plain frames) still unpack.
+    plain = zlib.decompress(pack_events(events))
+    assert [r.payload for r in unpack_events(7, plain)] == [e[2] for e in events]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -61,42 +61,54 @@ _ASSET_COLUMNS = (
     " is_deleted, created_at, updated_at, source_event_time"
 )
 
-# The saved assets of a plan, one row each, from parallel arrays.
-_SAVED_ROWS = """
-SELECT u.asset_id, u.qualified_name, u.asset_type, u.name, u.description,
-    u.owners::text[] AS owners, u.data_source, u.parent_qualified_name, u.parent_id,
-    u.tags::jsonb AS tags, u.tag_names::text[] AS tag_names,
-    u.business_terms::text[] AS business_terms, u.attributes::jsonb AS attributes,
-    u.external_id, u.version, u.is_deleted, u.created_at, u.updated_at, u.source_event_time
-FROM unnest($2::text[], $3::text[], $4::int2[], $5::text[], $6::text[], $7::text[], $8::text[],
-            $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
-            $15::text[], $16::int8[], $17::bool[], $18::timestamptz[], $19::timestamptz[],
-            $20::timestamptz[])
-    AS u(asset_id, qualified_name, asset_type, name, description, owners, data_source,
-         parent_qualified_name, parent_id, tags, tag_names, business_terms, attributes,
-         external_id, version, is_deleted, created_at, updated_at, source_event_time)
+# The assets a transaction saves are first copied (binary COPY, the cheapest way in for a
+# client) into the connection's assets_stage, a temporary table emptied at every commit (see
+# core/migrations/postgres_session.sql), then inserted or updated from there in one statement
+# each. List-valued fields travel as Postgres array literals, JSON fields as JSON text.
+_STAGE_COLUMNS = [
+    "is_new",
+    "asset_id",
+    "qualified_name",
+    "asset_type",
+    "name",
+    "description",
+    "owners",
+    "data_source",
+    "parent_qualified_name",
+    "parent_id",
+    "tags",
+    "tag_names",
+    "business_terms",
+    "attributes",
+    "external_id",
+    "version",
+    "is_deleted",
+    "created_at",
+    "updated_at",
+    "source_event_time",
+]
+_SAVED_COLUMNS = ", ".join(_STAGE_COLUMNS[1:])
+_STAGED = """
+SELECT asset_id, qualified_name, asset_type, name, description, owners::text[] AS owners,
+    data_source, parent_qualified_name, parent_id, tags::jsonb AS tags,
+    tag_names::text[] AS tag_names, business_terms::text[] AS business_terms,
+    attributes::jsonb AS attributes, external_id, version, is_deleted, created_at, updated_at,
+    source_event_time
+FROM assets_stage
 """
-_SAVED_COLUMNS = (
-    "asset_id, qualified_name, asset_type, name, description, owners, data_source,"
-    " parent_qualified_name, parent_id, tags, tag_names, business_terms, attributes,"
-    " external_id, version, is_deleted, created_at, updated_at, source_event_time"
-)
 # New assets, in id order (so concurrent inserters queue rather than deadlock). An id that
-# another transaction inserted meanwhile is skipped and missing from RETURNING: a conflict.
+# another transaction inserted meanwhile is skipped, and the count falls short: a conflict.
 _INSERT_ASSETS = f"""
 INSERT INTO assets (tenant_id, {_SAVED_COLUMNS})
-SELECT $1, {_SAVED_COLUMNS} FROM ({_SAVED_ROWS}) s ORDER BY asset_id
+SELECT $1, s.* FROM ({_STAGED} WHERE is_new) s ORDER BY asset_id
 ON CONFLICT (tenant_id, asset_id) DO NOTHING
-RETURNING asset_id
 """
 # Existing assets, whose rows this transaction holds locked.
 _UPDATE_ASSETS = f"""
 UPDATE assets a SET {
-    ", ".join(
-        f"{c} = s.{c}" for c in _SAVED_COLUMNS.split(", ") if c not in ("asset_id", "created_at")
-    )
+    ", ".join(f"{c} = s.{c}" for c in _STAGE_COLUMNS[1:] if c not in ("asset_id", "created_at"))
 }
-FROM ({_SAVED_ROWS}) s
+FROM ({_STAGED} WHERE NOT is_new) s
 WHERE a.tenant_id = $1 AND a.asset_id = s.asset_id
 """
 
@@ -236,35 +248,33 @@ def _job_from_row(r: asyncpg.Record) -> BulkJob:
     )
 
 
-def _asset_columns(assets: Sequence[Asset]) -> list[list[Any]]:
-    """The parallel arrays of _SAVED_ROWS ($2 to $20); list-valued fields travel as Postgres
-    array literals (cheaper for the server than unpacking JSON arrays row by row)."""
-    return _columns(
-        [
-            (
-                a.asset_id,
-                a.qualified_name,
-                int(a.asset_type),
-                a.name,
-                a.description,
-                _pg_array(a.owners),
-                a.data_source,
-                a.parent_qualified_name,
-                a.parent_id,
-                _json([_tag_json(t) for t in a.tags]),
-                _pg_array(sorted({t.name for t in a.tags})),
-                _pg_array(a.business_terms),
-                _json(dict(a.attributes)),
-                a.external_id,
-                a.version,
-                a.is_deleted,
-                a.created_at,
-                a.updated_at,
-                a.source_event_time,
-            )
-            for a in assets
-        ]
-    )
+def _stage_rows(assets: Iterable[Asset], existing: Collection[str]) -> list[tuple[Any, ...]]:
+    """Rows for assets_stage (_STAGE_COLUMNS)."""
+    return [
+        (
+            a.asset_id not in existing,
+            a.asset_id,
+            a.qualified_name,
+            int(a.asset_type),
+            a.name,
+            a.description,
+            _pg_array(a.owners),
+            a.data_source,
+            a.parent_qualified_name,
+            a.parent_id,
+            _json([_tag_json(t) for t in a.tags]),
+            _pg_array(sorted({t.name for t in a.tags})),
+            _pg_array(a.business_terms),
+            _json(dict(a.attributes)),
+            a.external_id,
+            a.version,
+            a.is_deleted,
+            a.created_at,
+            a.updated_at,
+            a.source_event_time,
+        )
+        for a in assets
+    ]
 
 
 def _pg_array(values: Sequence[str]) -> str:
@@ -273,10 +283,6 @@ def _pg_array(values: Sequence[str]) -> str:
         return "{}"
     quoted = (v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
     return '{"' + '","'.join(quoted) + '"}'
-
-
-def _columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
-    return [list(col) for col in zip(*rows, strict=True)] if rows else []
 
 
 class PostgresAssetStore:
@@ -353,14 +359,16 @@ class PostgresAssetStore:
         self, conn: Conn, tenant_id: str, plan: Plan, existing: Collection[str]
     ) -> None:
         latest = {a.asset_id: a for a in plan.saves}  # one asset saved twice: keep the last
-        new = [a for a in latest.values() if a.asset_id not in existing]
-        if new:
-            inserted = await conn.fetch(_INSERT_ASSETS, tenant_id, *_asset_columns(new))
-            if len(inserted) < len(new):
-                raise _Conflict  # created meanwhile by another transaction: plan again
-        updated = [a for a in latest.values() if a.asset_id in existing]
-        if updated:
-            await conn.execute(_UPDATE_ASSETS, tenant_id, *_asset_columns(updated))
+        if latest:
+            rows = _stage_rows(latest.values(), existing)
+            await conn.copy_records_to_table("assets_stage", columns=_STAGE_COLUMNS, records=rows)
+            new = sum(1 for r in rows if r[0])
+            if new:
+                status = await conn.execute(_INSERT_ASSETS, tenant_id)
+                if int(status.rsplit(" ", 1)[1]) < new:
+                    raise _Conflict  # created meanwhile by another transaction: plan again
+            if new < len(rows):
+                await conn.execute(_UPDATE_ASSETS, tenant_id)
         for i in plan.issues:
             await conn.execute(
                 _UPSERT_ISSUE,
