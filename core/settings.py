@@ -48,11 +48,12 @@ class Settings(BaseSettings):
         "it runs in processes of its own.",
     )
     worker_processes: int = Field(
-        1,
+        2,
         ge=0,
         le=16,
         description="Ingest-worker processes `lily up` starts beside the server (`lily worker`); "
-        "0 runs the ingest worker inside the server process.",
+        "0 runs the ingest worker inside the server process. Two by default: once a bulk "
+        "stream has been accepted, the queued columns are written on two cores, not one.",
     )
     log_level: str = Field("INFO", description="Root log level.")
     shutdown_grace: float = Field(5.0, description="Seconds in-flight RPCs get on shutdown.")

@@ -117,28 +117,33 @@ class NatsChangeBus:
     async def _publish_all(
         self, messages: Sequence[tuple[str, bytes, dict[str, str] | None]]
     ) -> None:
-        """Publishes every message with its own reply subject under one inbox, then waits for
-        all the acknowledgements on a single subscription (no per-message round trip)."""
+        """Publishes every message with the same reply inbox, then waits for all the
+        acknowledgements on that one subscription (no per-message round trip). The first
+        refusal, if any, fails the whole call."""
         if not messages:
             return
         inbox = self.nc.new_inbox()
-        acks: asyncio.Queue[bytes] = asyncio.Queue()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        pending = len(messages)
 
         async def on_ack(msg: Msg) -> None:
-            acks.put_nowait(msg.data)
+            nonlocal pending
+            if done.done():
+                return
+            if b'"error"' in msg.data:
+                done.set_exception(Unavailable(f"event bus refused a message: {msg.data[:200]!r}"))
+                return
+            pending -= 1
+            if pending == 0:
+                done.set_result(None)
 
         try:
-            sub = await self.nc.subscribe(f"{inbox}.*", cb=on_ack)
+            sub = await self.nc.subscribe(inbox, cb=on_ack)
             try:
                 async with asyncio.timeout(self._timeout):
-                    for i, (subject, payload, headers) in enumerate(messages):
-                        await self.nc.publish(
-                            subject, payload, reply=f"{inbox}.{i}", headers=headers
-                        )
-                    for _ in messages:
-                        ack = await acks.get()
-                        if b'"error"' in ack:
-                            raise Unavailable(f"event bus refused a message: {ack[:200]!r}")
+                    for subject, payload, headers in messages:
+                        await self.nc.publish(subject, payload, reply=inbox, headers=headers)
+                    await done
             finally:
                 await sub.unsubscribe()
         except (TimeoutError, nats.errors.Error) as exc:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from lily.v1 import events_pb2 as events_pb
 
@@ -31,8 +35,36 @@ from core.domain.rules import Plan
 from core.metadata.pagination import PageTokens
 from core.ports import AssetStore, ChangeBus, OutboxRecord, Snapshot, TxRequest
 
+log = logging.getLogger(__name__)
+
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+
+
+# A batch waiting for an ingest lane (its drafts, and its rejected count), or None: no more.
+_Lane = tuple[list[tuple[int, AssetDraft]], int] | None
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    """The first failure in a task group, unwrapped (nested groups included)."""
+    first = group.exceptions[0]
+    return _first_error(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+async def _shielded(work: Coroutine[Any, Any, None]) -> None:
+    """Runs `work` to its end even if the caller is cancelled meanwhile (a failure after the
+    caller left is logged)."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_log_failure)  # nobody else will see how it ends
+        raise
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("ingest: queueing failed after its caller left", exc_info=task.exception())
 
 
 class JobClosed(LilyError):
@@ -153,65 +185,147 @@ class MetadataService:
         rejected: int = 0,
         close_job: bool = False,
     ) -> list[ItemResult]:
-        """Writes strong-class drafts now and queues eventual-class ones; counts all of it
-        (and `rejected` invalid items) on the bulk job, if any."""
-        strong = [
-            (i, d, ctx)
-            for i, d in drafts
-            if self.consistency_of(d.asset_type) == Consistency.STRONG
-        ]
-        eventual = [
-            (i, d) for i, d in drafts if self.consistency_of(d.asset_type) == Consistency.EVENTUAL
-        ]
-        results: list[ItemResult] = []
-        if strong:
-            decisions: dict[int, rules.Decision] = {}
-            ids = [rules.asset_id_for(ctx.tenant_id, d.qualified_name) for _, d, _ in strong]
-            counts = (
-                (lambda: {job_id: counts_of(decisions) + JobCounts(accepted=len(strong))})
-                if job_id
-                else None
+        """Writes strong-class drafts now and queues eventual-class ones (both at once); counts
+        all of it (and `rejected` invalid items) on the bulk job, if any."""
+        strong, eventual = self._split(drafts)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                writing = tg.create_task(self._write_strong(ctx, strong, job_id))
+                queueing = tg.create_task(self._enqueue(ctx, eventual, job_id))
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+        written, queued = writing.result(), queueing.result()
+        if job_id and (rejected or close_job):
+            await self._store.update_job(
+                ctx.tenant_id, job_id, JobCounts(rejected=rejected), close=close_job
             )
-            await self._transact(
-                ctx.tenant_id, TxRequest(ids, job_counts=counts), ingest_plan(strong, decisions)
-            )
-            for i, d, _ in strong:
-                dec = decisions[i]
-                results.append(
-                    ItemResult(
-                        i,
-                        rules.asset_id_for(ctx.tenant_id, d.qualified_name),
-                        d.qualified_name,
-                        dec.outcome,
-                        Consistency.STRONG,
-                        dec.asset.version if dec.asset else 0,
-                        dec.changed_fields,
+        return sorted([*written, *queued], key=lambda r: r.index)
+
+    async def ingest_stream(
+        self,
+        ctx: WriteContext,
+        job_id: str,
+        batches: AsyncIterator[tuple[Sequence[tuple[int, AssetDraft]], int]],
+        *,
+        depth: int = 4,
+    ) -> Counter[Outcome]:
+        """Ingests a stream of (drafts, rejected count) batches for one bulk job, and returns
+        how many items had each outcome.
+
+        Two lanes, each in stream order: one writes the strong-class drafts, the other queues
+        the eventual-class ones; so one batch's store write overlaps another's queueing and the
+        arrival of the next (a batch at a time, the stream would wait on each in turn). At most
+        `depth` batches wait for each lane. The first failure stops the stream and is raised;
+        what earlier batches wrote or queued stays, counted on the job."""
+        outcomes: Counter[Outcome] = Counter()
+        lanes: tuple[asyncio.Queue[_Lane], asyncio.Queue[_Lane]] = (
+            asyncio.Queue(depth),
+            asyncio.Queue(depth),
+        )
+
+        async def strong_lane() -> None:
+            while (item := await lanes[0].get()) is not None:
+                outcomes.update(r.outcome for r in await self._write_strong(ctx, item[0], job_id))
+
+        async def eventual_lane() -> None:
+            while (item := await lanes[1].get()) is not None:
+                queued, rejected = item
+                outcomes.update(r.outcome for r in await self._enqueue(ctx, queued, job_id))
+                if rejected:
+                    await self._store.update_job(
+                        ctx.tenant_id, job_id, JobCounts(rejected=rejected)
                     )
-                )
-        if eventual:
-            await self._bus.enqueue_ingest(
-                ctx.tenant_id,
-                self._encode_work(ctx, [d for _, d in eventual], job_id),
-                dict(ctx.trace_headers),
-            )
-            results += [
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(strong_lane())
+                tg.create_task(eventual_lane())
+                async for drafts, rejected in batches:
+                    strong, eventual = self._split(drafts)
+                    if strong:
+                        await lanes[0].put((strong, 0))
+                    if eventual or rejected:
+                        await lanes[1].put((eventual, rejected))
+                for lane in lanes:
+                    await lane.put(None)
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+        return outcomes
+
+    def _split(
+        self, drafts: Sequence[tuple[int, AssetDraft]]
+    ) -> tuple[list[tuple[int, AssetDraft]], list[tuple[int, AssetDraft]]]:
+        strong, eventual = [], []
+        for item in drafts:
+            if self._consistency[item[1].asset_type] == Consistency.STRONG:
+                strong.append(item)
+            else:
+                eventual.append(item)
+        return strong, eventual
+
+    async def _write_strong(
+        self, ctx: WriteContext, strong: Sequence[tuple[int, AssetDraft]], job_id: str
+    ) -> list[ItemResult]:
+        """Strong-class drafts, written in one transaction with their job counts."""
+        if not strong:
+            return []
+        decisions: dict[int, rules.Decision] = {}
+        ids = [rules.asset_id_for(ctx.tenant_id, d.qualified_name) for _, d in strong]
+        counts = (
+            (lambda: {job_id: counts_of(decisions) + JobCounts(accepted=len(strong))})
+            if job_id
+            else None
+        )
+        await self._transact(
+            ctx.tenant_id,
+            TxRequest(ids, job_counts=counts),
+            ingest_plan([(i, d, ctx) for i, d in strong], decisions),
+        )
+        results = []
+        for asset_id, (i, d) in zip(ids, strong, strict=True):
+            dec = decisions[i]
+            results.append(
                 ItemResult(
                     i,
-                    rules.asset_id_for(ctx.tenant_id, d.qualified_name),
+                    asset_id,
                     d.qualified_name,
-                    Outcome.ACCEPTED,
-                    Consistency.EVENTUAL,
+                    dec.outcome,
+                    Consistency.STRONG,
+                    dec.asset.version if dec.asset else 0,
+                    dec.changed_fields,
                 )
-                for i, d in eventual
-            ]
-        if job_id and (eventual or rejected or close_job):
-            await self._store.update_job(
-                ctx.tenant_id,
-                job_id,
-                JobCounts(accepted=len(eventual), rejected=rejected),
-                close=close_job,
             )
-        return sorted(results, key=lambda r: r.index)
+        return results
+
+    async def _enqueue(
+        self, ctx: WriteContext, eventual: Sequence[tuple[int, AssetDraft]], job_id: str
+    ) -> list[ItemResult]:
+        """Eventual-class drafts, durably queued for the ingest worker, then counted on the
+        job as accepted (the worker counts them again as it writes them)."""
+        if not eventual:
+            return []
+        work = self._encode_work(ctx, [d for _, d in eventual], job_id)
+
+        async def queue_and_count() -> None:
+            await self._bus.enqueue_ingest(ctx.tenant_id, work, dict(ctx.trace_headers))
+            if job_id:
+                await self._store.update_job(
+                    ctx.tenant_id, job_id, JobCounts(accepted=len(eventual))
+                )
+
+        # Shielded: a caller that goes away (a client cancel, a failed sibling lane) must not
+        # leave work queued that its job never counted as accepted.
+        await _shielded(queue_and_count())
+        return [
+            ItemResult(
+                i,
+                rules.asset_id_for(ctx.tenant_id, d.qualified_name),
+                d.qualified_name,
+                Outcome.ACCEPTED,
+                Consistency.EVENTUAL,
+            )
+            for i, d in eventual
+        ]
 
     async def create_job(self, ctx: WriteContext, description: str) -> BulkJob:
         job = BulkJob(

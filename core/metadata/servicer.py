@@ -150,28 +150,30 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
     ) -> metadata_pb.IngestMetadataStreamResponse:
         ctx = write_context(context, "IngestMetadataStream")
         summary = metadata_pb.IngestMetadataStreamResponse()
-        job_id = ""
-        async for request in requests:
-            if not job_id:
-                if request.bulk_job_id:
-                    job_id = (await self._svc.check_job(ctx.tenant_id, request.bulk_job_id)).job_id
-                else:
-                    job_id = (await self._svc.create_job(ctx, "IngestMetadataStream")).job_id
-                summary.bulk_job_id = job_id
-            if len(request.assets) > MAX_BATCH:
-                raise _too_many(len(request.assets))
-            drafts, rejected = _batch(list(request.assets), datetime.now(UTC), summary.received)
-            results = await self._svc.ingest(ctx, drafts, job_id=job_id, rejected=len(rejected))
-            summary.received += len(request.assets)
-            summary.rejected += len(rejected)
-            for r in results:
-                field = r.outcome.name.lower()
-                setattr(summary, field, getattr(summary, field) + 1)
-            room = MAX_STREAM_REJECTIONS - len(summary.rejections)
-            summary.rejections.extend(rejected[: max(room, 0)])
-        if not job_id:
+        incoming = aiter(requests)
+        first = await anext(incoming, None)
+        if first is not None and first.bulk_job_id:
+            job_id = (await self._svc.check_job(ctx.tenant_id, first.bulk_job_id)).job_id
+        else:
             job_id = (await self._svc.create_job(ctx, "IngestMetadataStream")).job_id
-            summary.bulk_job_id = job_id
+        summary.bulk_job_id = job_id
+
+        async def batches() -> AsyncIterator[tuple[list[tuple[int, AssetDraft]], int]]:
+            request = first
+            while request is not None:
+                if len(request.assets) > MAX_BATCH:
+                    raise _too_many(len(request.assets))
+                drafts, rejected = _batch(list(request.assets), datetime.now(UTC), summary.received)
+                summary.received += len(request.assets)
+                summary.rejected += len(rejected)
+                room = MAX_STREAM_REJECTIONS - len(summary.rejections)
+                summary.rejections.extend(rejected[: max(room, 0)])
+                yield drafts, len(rejected)
+                request = await anext(incoming, None)
+
+        outcomes = await self._svc.ingest_stream(ctx, job_id, batches())
+        for outcome, n in outcomes.items():
+            setattr(summary, outcome.name.lower(), n)
         await self._svc.close_job(ctx.tenant_id, job_id)
         return summary
 
