@@ -215,8 +215,10 @@ class MetadataService:
         Two lanes, each in stream order: one writes the strong-class drafts, the other queues
         the eventual-class ones; so one batch's store write overlaps another's queueing and the
         arrival of the next (a batch at a time, the stream would wait on each in turn). At most
-        `depth` batches wait for each lane. The first failure stops the stream and is raised;
-        what earlier batches wrote or queued stays, counted on the job."""
+        `depth` batches wait for each lane. If the stream of batches fails (a bad batch), the
+        batches before it are applied first, then its error is raised; if a lane fails, the
+        stream stops there with that error. Whatever was written or queued stays, counted on
+        the job (a client retrying the stream re-ingests idempotently)."""
         outcomes: Counter[Outcome] = Counter()
         lanes: tuple[asyncio.Queue[_Lane], asyncio.Queue[_Lane]] = (
             asyncio.Queue(depth),
@@ -236,20 +238,26 @@ class MetadataService:
                         ctx.tenant_id, job_id, JobCounts(rejected=rejected)
                     )
 
+        refused: Exception | None = None
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(strong_lane())
                 tg.create_task(eventual_lane())
-                async for drafts, rejected in batches:
-                    strong, eventual = self._split(drafts)
-                    if strong:
-                        await lanes[0].put((strong, 0))
-                    if eventual or rejected:
-                        await lanes[1].put((eventual, rejected))
+                try:
+                    async for drafts, rejected in batches:
+                        strong, eventual = self._split(drafts)
+                        if strong:
+                            await lanes[0].put((strong, 0))
+                        if eventual or rejected:
+                            await lanes[1].put((eventual, rejected))
+                except Exception as exc:  # the stream itself failed (a bad batch, say):
+                    refused = exc  # the batches before it are still applied, then it is raised
                 for lane in lanes:
                     await lane.put(None)
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
+        if refused is not None:
+            raise refused
         return outcomes
 
     def _split(

@@ -10,7 +10,7 @@ from lily.v1 import metadata_pb2 as O
 from core.domain.rules import asset_id_for
 from core.server import start
 from core.settings import Settings
-from tests.helpers import COLUMN, TABLE, ago, asset, eventually
+from tests.helpers import COLUMN, TABLE, ago, asset, eventually, status_of, violations
 
 
 async def test_asset_id_is_stable_and_reingest_bumps_version_only_on_change(stub, md, tenant):
@@ -165,6 +165,69 @@ async def test_stream_ingest_summarises_and_counts_stale_and_unchanged(stub, md)
     assert s2.rejections[0].index == 8
     job = await eventually(lambda: _final(stub, md, s2.bulk_job_id))
     assert (job.stale, job.unchanged, job.written, job.failed) == (5, 3, 0, 1)
+
+
+async def test_stream_batches_apply_in_order_and_a_bad_batch_stops_the_stream(stub, md, tenant):
+    """Batches go through the pipelined lanes in stream order: the last version of a strong
+    asset sent wins even at equal source times (the queued ones are ordered by their source
+    times, as concurrent workers may take them in any order); an oversized batch ends the
+    stream with INVALID_ARGUMENT, and what came before it is written and counted once."""
+    at = ago(30)
+
+    def batch(n: int) -> O.IngestMetadataStreamRequest:
+        return O.IngestMetadataStreamRequest(
+            assets=[
+                asset("pg://lane/t", TABLE, description=f"v{n}", source_event_time=at),
+                asset("pg://lane/t/c", COLUMN, description=f"v{n}", source_event_time=ago(30 - n)),
+                asset(f"pg://lane/t/c{n}", COLUMN),
+            ]
+        )
+
+    async def ordered():
+        for n in range(12):
+            yield batch(n)
+
+    summary = await stub.IngestMetadataStream(ordered(), metadata=md)
+    assert (summary.received, summary.created, summary.updated, summary.accepted) == (36, 1, 11, 24)
+    job = await eventually(lambda: _final(stub, md, summary.bulk_job_id))
+    # (a queued version overtaken by a newer one is counted stale, not written)
+    assert (job.state, job.accepted, job.written + job.stale) == (
+        O.BULK_JOB_STATE_SUCCEEDED,
+        36,
+        36,
+    )
+    assert job.written >= 12 + 12 + 1
+    for qn in ("pg://lane/t", "pg://lane/t/c"):
+        got = (
+            await stub.GetMetadata(
+                O.GetMetadataRequest(asset_id=asset_id_for(tenant, qn)), metadata=md
+            )
+        ).asset
+        assert got.description == "v11", qn
+
+    async def with_a_bad_batch():
+        yield O.IngestMetadataStreamRequest(assets=[asset("pg://stop/t", TABLE)])
+        yield O.IngestMetadataStreamRequest(assets=[asset("pg://stop/t/c", COLUMN)])
+        yield O.IngestMetadataStreamRequest(
+            assets=[asset(f"pg://stop/big{i}") for i in range(1001)]
+        )
+        yield O.IngestMetadataStreamRequest(assets=[asset("pg://stop/after", TABLE)])
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.IngestMetadataStream(with_a_bad_batch(), metadata=md)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "assets" in violations(status_of(err.value))
+    found = await eventually(lambda: _found(stub, md, "pg://stop/", 2))
+    assert sorted(a.qualified_name for a in found) == ["pg://stop/t", "pg://stop/t/c"]
+
+
+async def _found(stub, md, prefix: str, n: int):
+    assets = (
+        await stub.SearchMetadata(
+            O.SearchMetadataRequest(qualified_name_prefix=prefix), metadata=md
+        )
+    ).assets
+    return assets if len(assets) >= n else None
 
 
 async def _final(stub, md, job_id):
