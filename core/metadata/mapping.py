@@ -138,6 +138,9 @@ def tag_assignments(
     return tuple(result)
 
 
+_ASSET_TYPES = {t.value: t for t in AssetType}
+
+
 def asset_type_of(
     path: str, value: int, out: list[FieldViolation], *, required: bool = True
 ) -> AssetType | None:
@@ -145,11 +148,10 @@ def asset_type_of(
         if required:
             out.append(FieldViolation(path, "is required"))
         return None
-    try:
-        return AssetType(value)
-    except ValueError:
+    asset_type = _ASSET_TYPES.get(value)
+    if asset_type is None:
         out.append(FieldViolation(path, f"is not a known asset type ({value})"))
-        return None
+    return asset_type
 
 
 def draft_from_pb(
@@ -166,17 +168,24 @@ def draft_from_pb(
     asset_type = asset_type_of(f"{path}.asset_type", pb.asset_type, out)
     check_text(f"{path}.name", pb.name, MAX_TEXT_BYTES, out)
     check_text(f"{path}.description", pb.description, MAX_DESCRIPTION_BYTES, out)
-    owners, terms, attributes = tuple(pb.owners), tuple(pb.business_terms), dict(pb.attributes)
+    # (repeated and map fields are costly to read: each once, and only if present)
+    owners = tuple(pb.owners) if pb.owners else ()
+    terms = tuple(pb.business_terms) if pb.business_terms else ()
+    attributes = dict(pb.attributes) if pb.attributes else {}
     check_strings(f"{path}.owners", owners, out)
     check_text(f"{path}.data_source", pb.data_source, MAX_TEXT_BYTES, out)
     check_text(
         f"{path}.parent_qualified_name", pb.parent_qualified_name, MAX_QUALIFIED_NAME_BYTES, out
     )
-    tags = tag_assignments(f"{path}.tags", pb.tags, TagSource.SOURCE, out)
+    tags = tag_assignments(f"{path}.tags", pb.tags, TagSource.SOURCE, out) if pb.tags else ()
     check_strings(f"{path}.business_terms", terms, out)
     check_attributes(f"{path}.attributes", attributes, out)
     check_text(f"{path}.external_id", pb.external_id, MAX_TEXT_BYTES, out)
-    event_time = timestamp_or(f"{path}.source_event_time", pb.source_event_time, now, out)
+    event_time = (
+        timestamp_or(f"{path}.source_event_time", pb.source_event_time, now, out)
+        if pb.HasField("source_event_time")
+        else now
+    )
     if len(out) > start or asset_type is None:
         return None
     return AssetDraft(
@@ -194,9 +203,6 @@ def draft_from_pb(
         external_id=pb.external_id,
         wire=pb.SerializeToString(),
     )
-
-
-_ASSET_TYPES = {t.value: t for t in AssetType}
 
 
 def draft_from_trusted_pb(pb: common_pb.AssetInput, default_time: datetime) -> AssetDraft:

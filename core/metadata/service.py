@@ -191,15 +191,24 @@ class MetadataService:
         try:
             async with asyncio.TaskGroup() as tg:
                 writing = tg.create_task(self._write_strong(ctx, strong, job_id))
-                queueing = tg.create_task(self._enqueue(ctx, eventual, job_id))
+                tg.create_task(self._enqueue(ctx, eventual, job_id))
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
-        written, queued = writing.result(), queueing.result()
         if job_id and (rejected or close_job):
             await self._store.update_job(
                 ctx.tenant_id, job_id, JobCounts(rejected=rejected), close=close_job
             )
-        return sorted([*written, *queued], key=lambda r: r.index)
+        queued = [
+            ItemResult(
+                i,
+                rules.asset_id_for(ctx.tenant_id, d.qualified_name),
+                d.qualified_name,
+                Outcome.ACCEPTED,
+                Consistency.EVENTUAL,
+            )
+            for i, d in eventual
+        ]
+        return sorted([*writing.result(), *queued], key=lambda r: r.index)
 
     async def ingest_stream(
         self,
@@ -232,7 +241,8 @@ class MetadataService:
         async def eventual_lane() -> None:
             while (item := await lanes[1].get()) is not None:
                 queued, rejected = item
-                outcomes.update(r.outcome for r in await self._enqueue(ctx, queued, job_id))
+                await self._enqueue(ctx, queued, job_id)
+                outcomes[Outcome.ACCEPTED] += len(queued)
                 if rejected:
                     await self._store.update_job(
                         ctx.tenant_id, job_id, JobCounts(rejected=rejected)
@@ -307,11 +317,11 @@ class MetadataService:
 
     async def _enqueue(
         self, ctx: WriteContext, eventual: Sequence[tuple[int, AssetDraft]], job_id: str
-    ) -> list[ItemResult]:
+    ) -> None:
         """Eventual-class drafts, durably queued for the ingest worker, then counted on the
         job as accepted (the worker counts them again as it writes them)."""
         if not eventual:
-            return []
+            return
         work = self._encode_work(ctx, [d for _, d in eventual], job_id)
 
         async def queue_and_count() -> None:
@@ -324,16 +334,6 @@ class MetadataService:
         # Shielded: a caller that goes away (a client cancel, a failed sibling lane) must not
         # leave work queued that its job never counted as accepted.
         await _shielded(queue_and_count())
-        return [
-            ItemResult(
-                i,
-                rules.asset_id_for(ctx.tenant_id, d.qualified_name),
-                d.qualified_name,
-                Outcome.ACCEPTED,
-                Consistency.EVENTUAL,
-            )
-            for i, d in eventual
-        ]
 
     async def create_job(self, ctx: WriteContext, description: str) -> BulkJob:
         job = BulkJob(
