@@ -63,11 +63,17 @@ def internal_status() -> status_pb2.Status:
 
 
 async def _abort(context: grpc.aio.ServicerContext, status: status_pb2.Status) -> None:
-    await context.abort_with_status(rpc_status.to_status(status))
+    grpc_status = rpc_status.to_status(status)
+    await context.abort(
+        grpc_status.code,
+        grpc_status.details,
+        trailing_metadata=(*grpc_status.trailing_metadata, ("x-request-id", current_request_id())),
+    )
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Maps errors raised by any handler (unary or streaming) to a google.rpc.Status."""
+    """Maps errors raised by any handler (unary or streaming) to a google.rpc.Status, and
+    returns every call's request id in its trailers (x-request-id)."""
 
     async def intercept_service(
         self,
@@ -92,6 +98,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 def _returning(inner: Callable[..., Any], method: str, request_id: str) -> Callable[..., Any]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         request_id_var.set(request_id)
+        context.set_trailing_metadata((("x-request-id", request_id),))
         try:
             result = inner(request, context)
             return await result if inspect.isawaitable(result) else result
@@ -104,6 +111,7 @@ def _returning(inner: Callable[..., Any], method: str, request_id: str) -> Calla
 def _streaming(inner: Callable[..., Any], method: str, request_id: str) -> Callable[..., Any]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         request_id_var.set(request_id)
+        context.set_trailing_metadata((("x-request-id", request_id),))
         try:
             async for item in inner(request, context):
                 yield item

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import grpc
+import httpx
 import pytest
 import pytest_asyncio
 from lily.v1 import metadata_pb2_grpc as metadata_grpc
@@ -87,3 +88,22 @@ async def event_log(stack: tuple[str, str], tenant: str) -> AsyncIterator[EventL
     await nc.flush()
     yield log
     await nc.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def gateway(lily: Lily) -> AsyncIterator[str]:
+    """The REST gateway (uvicorn, in this loop) in front of the session's server: its base URL."""
+    from api_gateway.app import GatewaySettings
+    from api_gateway.server import serve
+
+    running = await serve(GatewaySettings(target=lily.address), "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{running.port}"
+    await running.stop()
+
+
+@pytest_asyncio.fixture
+async def http(gateway: str, tenant: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        base_url=gateway, headers={"x-lily-tenant": tenant}, timeout=10
+    ) as client:
+        yield client

@@ -208,6 +208,7 @@ class MetadataServiceServicer:
 
     def WatchChanges(self, request, context):
         """Follows changes live, filtered. Each event arrives once per stream, in publish order.
+        Over REST, a stream of Server-Sent Events.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
