@@ -13,6 +13,7 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
 from api_gateway.routes import Route
+from api_gateway.transcode import message_of
 
 _STATUS_REF = {"$ref": "#/components/schemas/google.rpc.Status"}
 _INT64 = {"type": "string", "format": "int64", "pattern": "^-?[0-9]{1,19}$"}
@@ -189,7 +190,7 @@ def _query(
 def _resolve(message: Descriptor, path: str) -> FieldDescriptor:
     *parents, last = path.split(".")
     for name in parents:
-        message = message.fields_by_name[name].message_type
+        message = message_of(message.fields_by_name[name])
     return message.fields_by_name[last]
 
 
@@ -199,7 +200,7 @@ def _is_map(field: FieldDescriptor) -> bool:
 
 def _field(field: FieldDescriptor, schemas: dict[str, Any]) -> dict[str, Any]:
     if _is_map(field):
-        value = field.message_type.fields_by_name["value"]
+        value = message_of(field).fields_by_name["value"]
         return {"type": "object", "additionalProperties": _single(value, schemas)}
     single = _single(field, schemas)
     if field.is_repeated:
@@ -209,9 +210,10 @@ def _field(field: FieldDescriptor, schemas: dict[str, Any]) -> dict[str, Any]:
 
 def _single(field: FieldDescriptor, schemas: dict[str, Any]) -> dict[str, Any]:
     if field.type == FieldDescriptor.TYPE_ENUM:
+        assert field.enum_type is not None
         return _enum(field.enum_type, schemas)
     if field.type in (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_GROUP):
-        return _message(field.message_type, schemas)
+        return _message(message_of(field), schemas)
     return dict(_SCALARS[field.type])
 
 

@@ -129,7 +129,8 @@ def compile_template(
     last = template.rsplit("/", 1)[-1]
     if ":" in last and "}" not in last.split(":", 1)[1]:
         path, verb = template[: -(len(last.split(":", 1)[1]) + 1)], last.split(":", 1)[1]
-    regex, variables, literals = "", [], 0
+    regex, literals = "", 0
+    variables: list[tuple[str, str]] = []
     for segment in _segments(path[1:]):
         if segment.startswith("{"):
             field, _, inner = segment[1:-1].partition("=")

@@ -25,6 +25,7 @@ class Gateway:
     """A running gateway."""
 
     port: int
+    socket: socket.socket
     _server: _Server
     _task: asyncio.Task[None]
 
@@ -42,8 +43,12 @@ class Gateway:
 
 async def serve(settings: GatewaySettings, host: str, port: int) -> Gateway:
     """Binds host:port (0: any free port; OSError if it is taken) and serves until stop()."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP named explicitly: asyncio turns Nagle off (TCP_NODELAY) only on sockets that
+    # say so, and with Nagle on, every keep-alive reply waits ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError:
@@ -67,4 +72,4 @@ async def serve(settings: GatewaySettings, host: str, port: int) -> Gateway:
             task.result()  # raises what stopped it
             raise RuntimeError("the gateway stopped before it started")
         await asyncio.sleep(0.01)
-    return Gateway(sock.getsockname()[1], server, task)
+    return Gateway(sock.getsockname()[1], sock, server, task)

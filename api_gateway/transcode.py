@@ -73,7 +73,7 @@ def build_request(
     """The request message for `route` from the decoded JSON `body` (None if empty), the query
     parameters and the path variables."""
     message = route.request_class()
-    descriptor = message.DESCRIPTOR
+    descriptor: Descriptor = route.method.input_type
     document: dict[str, Any] = {}
     if route.body == "*":
         if body is not None:
@@ -110,16 +110,14 @@ def _check_enums(value: Any, descriptor: Descriptor, path: str) -> None:
             continue  # json_format refuses it
         where = f"{path}.{key}" if path else key
         if _is_map(field):
-            field = field.message_type.fields_by_name["value"]
+            field = message_of(field).fields_by_name["value"]
             items = list(item.values()) if isinstance(item, dict) else []
         else:
             items = item if field.is_repeated and isinstance(item, list) else [item]
         for one in items:
             if field.type == FieldDescriptor.TYPE_ENUM:
                 if isinstance(one, bool) or not isinstance(one, str | int):
-                    raise BadRequest(
-                        where, f"{one!r} is not a name or number of {field.enum_type.name}"
-                    )
+                    raise BadRequest(where, f"{one!r} is not a name or number of {field.enum_type}")
             elif field.message_type is not None:
                 _check_enums(one, field.message_type, where)
 
@@ -133,7 +131,7 @@ def _default_update_mask(
     if field.message_type is not None and isinstance(body, dict) and body:
         names = {f.json_name: f.name for f in field.message_type.fields}
         document["updateMask"] = ",".join(
-            _camel(names.get(key, key)) for key in body if key in names or key in names.values()
+            _camel(names.get(key) or key) for key in body if key in names or key in names.values()
         )
 
 
@@ -196,6 +194,12 @@ def _is_map(field: FieldDescriptor) -> bool:
     return field.message_type is not None and field.message_type.GetOptions().map_entry
 
 
+def message_of(field: FieldDescriptor) -> Descriptor:
+    """The message type of a message (or map) field."""
+    assert field.message_type is not None, field.full_name
+    return field.message_type
+
+
 def _is_wkt(message: Descriptor) -> bool:
     return message.full_name.startswith("google.protobuf.")
 
@@ -209,7 +213,7 @@ def _scalar(field: FieldDescriptor, value: str, key: str) -> Any:
             return False
         raise BadRequest(key, f"{value!r} is not a boolean")
     if field.type == FieldDescriptor.TYPE_MESSAGE:
-        if _is_map(field) or not _is_wkt(field.message_type):
+        if _is_map(field) or not _is_wkt(message_of(field)):
             raise BadRequest(key, "a message field cannot be set from a query parameter")
         return value  # Timestamp, Duration, FieldMask, wrappers: their JSON string forms
     if field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
@@ -27,6 +27,9 @@ from lily.v1 import metadata_pb2_grpc as metadata_grpc
 
 from core import logs
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    from api_gateway.server import Gateway
 
 DEFAULT_ADDR = "127.0.0.1:50051"
 RPC_TIMEOUT = 30.0
@@ -62,6 +65,7 @@ async def _up(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     stack = None
     lily: Lily | None = None
+    gateway: Gateway | None = None
     dsn, url = settings.postgres_dsn, settings.nats_url
     try:
         if not dsn or not url:
@@ -72,13 +76,21 @@ async def _up(args: argparse.Namespace) -> int:
             say(f"lily:   Postgres ready ({stack.data_dir / 'postgres'})")
             say(f"lily:   NATS JetStream ready ({url})")
         lily = await start(settings, postgres_dsn=dsn, nats_url=url)
+        gateway = await _start_gateway(settings, lily.address)
     except (StackError, StartupError) as exc:
         say(f"lily: {exc}")
         return 1
     finally:
-        if stack is not None and lily is None:
-            await stack.stop()  # whatever failed, nothing we started stays behind
+        if gateway is None:  # whatever failed, nothing we started stays behind
+            if lily is not None:
+                await lily.stop()
+            if stack is not None:
+                await stack.stop()
     say(f"lily: gRPC listening on {lily.address} (health, reflection on)")
+    say(
+        f"lily: REST gateway on http://{settings.http_host}:{gateway.port}/api/v1 "
+        f"(OpenAPI at /openapi.json)"
+    )
     try:
         supervisors = [
             asyncio.create_task(_supervise_worker(n, dsn, url, stop), name=f"worker-{n}")
@@ -89,6 +101,7 @@ async def _up(args: argparse.Namespace) -> int:
         say("lily: ready. Ctrl-C to stop.")
         await stop.wait()
         say("lily: shutting down ...")
+        await gateway.stop()
         await asyncio.gather(*supervisors)
         await lily.stop()
     finally:
@@ -96,6 +109,22 @@ async def _up(args: argparse.Namespace) -> int:
             await stack.stop()
     say("lily: stopped.")
     return 0
+
+
+async def _start_gateway(settings: Settings, core: str) -> Gateway:
+    # The entry point composes the layers: the gateway reaches the core only through gRPC.
+    from api_gateway.app import GatewaySettings
+    from api_gateway.server import serve
+    from core.server import StartupError
+
+    gateway_settings = GatewaySettings(target=core, timeout=settings.gateway_timeout)
+    try:
+        return await serve(gateway_settings, settings.http_host, settings.http_port)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot serve the REST gateway on {settings.http_host}:{settings.http_port} "
+            f"({exc.strerror or exc}); pick another --http-port"
+        ) from exc
 
 
 async def _supervise_worker(n: int, dsn: str, url: str, stop: asyncio.Event) -> None:

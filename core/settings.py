@@ -23,8 +23,15 @@ class Settings(BaseSettings):
     )
     grpc_host: str = Field("127.0.0.1", description="Address the gRPC server listens on.")
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 picks a free one).")
+    http_host: str = Field("127.0.0.1", description="Address the REST gateway listens on.")
     http_port: int = Field(
-        8080, ge=0, le=65535, description="REST gateway port (reserved for the gateway)."
+        8080, ge=0, le=65535, description="REST gateway port (0 picks a free one)."
+    )
+    gateway_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=300,
+        description="Deadline of a gateway call whose client sent no Grpc-Timeout header.",
     )
     postgres_dsn: str = Field("", description="Postgres to use; empty starts the embedded one.")
     asset_store: PostgresStoreSettings = Field(

@@ -41,6 +41,7 @@ from lily.v1 import metadata_pb2_grpc as metadata_grpc
 from core.domain.rules import asset_id_for
 from core.postgres import create_pool, migrate
 from core.stack import EmbeddedStack, free_port
+from scripts.benchkit import lily_up, pct, progress
 
 RAW_UPSERT = """
 INSERT INTO assets (tenant_id, asset_id, qualified_name, asset_type, name, description, owners,
@@ -62,10 +63,6 @@ ON CONFLICT (tenant_id, asset_id) DO UPDATE SET
 async def settle() -> None:
     """Lets the previous phase's background work (event publishing, vacuum) finish first."""
     await asyncio.sleep(1.0)
-
-
-def progress(msg: str) -> None:
-    print(f"\r  {msg:<70}", end="", file=sys.stderr, flush=True)
 
 
 def generate(n: int) -> list[common_pb.AssetInput]:
@@ -147,11 +144,6 @@ def cpu_line(cpu: dict[str, float]) -> str:
 def latency(label: str, ms: list[float], note: str = "") -> None:
     p50, p99 = statistics.median(ms), pct(ms, 99)
     print(f"  {label:<18} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  {note}".rstrip())
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def raw_ingest(pool: asyncpg.Pool, assets: list[common_pb.AssetInput], tenant: str) -> float:
@@ -284,27 +276,7 @@ async def main() -> int:
     pool = await create_pool(dsn)
     await migrate(pool)
     port = free_port()
-    server = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "core.cli",
-        "up",
-        "--data-dir",
-        str(data),
-        "--grpc-port",
-        str(port),
-        env={
-            **os.environ,
-            "LILY_POSTGRES_DSN": dsn,
-            "LILY_NATS_URL": url,
-            "LILY_LOG_LEVEL": "WARNING",
-        },
-        stdout=asyncio.subprocess.PIPE,
-        stderr=open(data / "server.log", "wb"),  # noqa: ASYNC230 (the child writes it)
-    )
-    assert server.stdout is not None
-    while not (await server.stdout.readline()).startswith(b"lily: ready"):
-        pass
+    server = await lily_up(data, dsn, url, port, 0)
     try:
         assets = generate(args.assets)
         meter = CpuMeter(server.pid, data / "stack")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 from pathlib import Path
 
 import asyncpg
 import grpc
+import httpx
 import nats
 import psutil
 import pytest
@@ -23,7 +25,11 @@ from tests.helpers import asset, eventually
 LILY = [sys.executable, "-m", "core.cli"]
 
 
-async def _lily_up(data_dir: Path, port: int, **env: str) -> asyncio.subprocess.Process:
+async def _lily_up(
+    data_dir: Path, port: int, seen: list[str] | None = None, **env: str
+) -> asyncio.subprocess.Process:
+    """`lily up` (its REST gateway on a free port), once it says it is ready; its start-up
+    lines go to `seen`."""
     proc = await asyncio.create_subprocess_exec(
         *LILY,
         "up",
@@ -31,6 +37,8 @@ async def _lily_up(data_dir: Path, port: int, **env: str) -> asyncio.subprocess.
         str(data_dir),
         "--grpc-port",
         str(port),
+        "--http-port",
+        "0",
         env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -39,7 +47,14 @@ async def _lily_up(data_dir: Path, port: int, **env: str) -> asyncio.subprocess.
     async with asyncio.timeout(60):
         while not (line := await proc.stdout.readline()).startswith(b"lily: ready"):
             assert line, f"lily up exited early ({await proc.wait()})"
+            if seen is not None:
+                seen.append(line.decode())
     return proc
+
+
+def _gateway_url(lines: list[str]) -> str:
+    found = [re.search(r"REST gateway on (http://\S+?)/api/v1", line) for line in lines]
+    return next(m.group(1) for m in found if m)
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> int:
@@ -124,8 +139,23 @@ async def _zero(conn):
 @pytest.mark.slow
 async def test_lily_up_embedded_starts_serves_and_stops_on_sigterm(tmp_path):
     port = free_port()
-    proc = await _lily_up(tmp_path / "data", port)
+    lines: list[str] = []
+    proc = await _lily_up(tmp_path / "data", port, lines)
     try:
+        # the README's curl example, over the gateway lily up serves
+        async with httpx.AsyncClient(base_url=_gateway_url(lines), timeout=10) as http:
+            tenant = {"x-lily-tenant": "default"}
+            posted = await http.post(
+                "/api/v1/metadata",
+                headers=tenant,
+                json={
+                    "assets": [{"qualifiedName": "pg://up/rest", "assetType": "ASSET_TYPE_TABLE"}]
+                },
+            )
+            asset_id = posted.json()["results"][0]["assetId"]
+            got = await http.get(f"/api/v1/metadata/{asset_id}", headers=tenant)
+            assert got.json()["asset"]["qualifiedName"] == "pg://up/rest"
+            assert (await http.get("/openapi.json")).json()["openapi"].startswith("3.")
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
             from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -172,26 +202,31 @@ async def test_restart_after_lily_was_killed_stops_the_leftover_nats_server(tmp_
 
 
 @pytest.mark.slow
-async def test_a_busy_port_is_refused_clearly_and_nothing_is_left_running(tmp_path):
+@pytest.mark.parametrize("which", ["--grpc-port", "--http-port"])
+async def test_a_busy_port_is_refused_clearly_and_nothing_is_left_running(tmp_path, which):
     import socket
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
+        other = "--http-port" if which == "--grpc-port" else "--grpc-port"
         proc = await asyncio.create_subprocess_exec(
             *LILY,
             "up",
             "--data-dir",
             str(tmp_path),
-            "--grpc-port",
+            which,
             str(port),
+            other,
+            "0",
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{port}" in out.decode()
+    expected = "cannot listen on" if which == "--grpc-port" else "cannot serve the REST gateway on"
+    assert f"{expected} 127.0.0.1:{port}" in out.decode(), out.decode()
     assert b"Traceback" not in out + err
     assert _stopped(int((tmp_path / "nats" / "nats-server.pid").read_text()))
     assert not (tmp_path / "postgres" / "pgdata" / "postmaster.pid").exists()

@@ -139,3 +139,32 @@ def _http_option_bytes(pool: descriptor_pool.DescriptorPool, **rule: str) -> byt
     options = descriptor_pb2.MethodOptions()
     options.Extensions[annotations_pb2.http].CopyFrom(http_pb2.HttpRule(**rule))
     return options.SerializeToString()
+
+
+def test_headers_that_travel_as_grpc_metadata():
+    from starlette.requests import Request
+
+    from api_gateway.app import GatewaySettings, _Gateway
+
+    gateway = _Gateway(GatewaySettings(target="127.0.0.1:1", timeout=7.0), routes())
+    headers = [
+        (b"authorization", b"Bearer t0k"),
+        (b"x-lily-tenant", b"acme"),
+        (b"x-request-id", b"r-1"),
+        (b"grpc-metadata-x-custom", b"v"),
+        (b"content-type", b"application/json"),
+        (b"cookie", b"secret=1"),
+        (b"grpc-timeout", b"2S"),
+    ]
+    request = Request({"type": "http", "method": "GET", "path": "/", "headers": headers})
+    metadata, timeout = gateway._metadata(request, _route("GetMetadata"))
+    assert sorted(metadata) == [
+        ("authorization", "Bearer t0k"),
+        ("x-custom", "v"),
+        ("x-lily-tenant", "acme"),
+        ("x-request-id", "r-1"),
+    ]
+    assert timeout == 2.0
+    request = Request({"type": "http", "method": "GET", "path": "/", "headers": []})
+    assert gateway._metadata(request, _route("GetMetadata"))[1] == 7.0  # the default deadline
+    assert gateway._metadata(request, _route("WatchChanges"))[1] is None  # streams: none

@@ -1,0 +1,1 @@
+"""Developer scripts: code generation and benchmarks (run them as files)."""

@@ -1,0 +1,51 @@
+"""What the benchmarks share: progress lines, percentiles, and a `lily up` to measure."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+
+def progress(msg: str) -> None:
+    print(f"\r  {msg:<70}", end="", file=sys.stderr, flush=True)
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def lily_up(
+    data: Path, dsn: str, url: str, grpc_port: int, http_port: int = 0, **env: str
+) -> asyncio.subprocess.Process:
+    """`lily up` on the given Postgres and NATS, once it says it is ready (its log goes to
+    data/server.log)."""
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "core.cli",
+        "up",
+        "--data-dir",
+        str(data),
+        "--grpc-port",
+        str(grpc_port),
+        "--http-port",
+        str(http_port),
+        env={
+            **os.environ,
+            "LILY_POSTGRES_DSN": dsn,
+            "LILY_NATS_URL": url,
+            "LILY_LOG_LEVEL": "WARNING",
+            **env,
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=open(data / "server.log", "wb"),  # noqa: ASYNC230 (the child writes it)
+    )
+    assert server.stdout is not None
+    async with asyncio.timeout(120):
+        while not (line := await server.stdout.readline()).startswith(b"lily: ready"):
+            if not line:
+                raise SystemExit(f"lily up exited early; see {data / 'server.log'}")
+    return server
