@@ -107,3 +107,18 @@ async def http(gateway: str, tenant: str) -> AsyncIterator[httpx.AsyncClient]:
         base_url=gateway, headers={"x-lily-tenant": tenant}, timeout=10
     ) as client:
         yield client
+
+
+@pytest_asyncio.fixture(scope="session")
+async def dist_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[str, str]]:
+    """The distributed profile's servers (Cassandra 5.0 and JanusGraph 1.1, assembled from Maven
+    Central by scripts/devstack.py), started once, only if a test asks: their endpoints."""
+    import asyncio
+
+    from scripts import devstack
+
+    data_dir = tmp_path_factory.mktemp("dist")
+    # the scripts block (and gremlinpython runs its own loop): keep them off this loop
+    endpoints = await asyncio.to_thread(devstack.up, data_dir)
+    yield endpoints
+    await asyncio.to_thread(devstack.down, data_dir)
