@@ -12,10 +12,13 @@ from core.domain.model import (
     Asset,
     AuditEntry,
     BulkJob,
+    Direction,
     Issue,
     IssueStatus,
     JobCounts,
+    LineageEdge,
     SearchQuery,
+    Subgraph,
 )
 from core.domain.rules import Plan
 
@@ -128,3 +131,45 @@ class ChangeBus(Protocol):
     ) -> None: ...
 
     def subscribe(self, subject: str) -> AsyncIterator[tuple[str, bytes, Mapping[str, str]]]: ...
+
+
+# Traversals stop at this depth and this many nodes (a Subgraph says when it was cut short).
+MAX_LINEAGE_DEPTH = 100
+MAX_LINEAGE_NODES = 100_000
+
+
+class LineageGraph(Protocol):
+    """The lineage of a tenant's assets: a directed graph, one node per asset id, edges from
+    upstream to downstream with a kind and the source's event time.
+
+    Guarantees every implementation gives (tests/contract/test_lineage_graph.py):
+    - Every key leads with the tenant: one tenant never sees another's nodes or edges.
+    - Upserts are idempotent, and last-writer-wins by source event time per edge (an older
+      upsert or delete of an edge is a no-op); an upsert creates missing nodes.
+    - Deletes are soft: a deleted edge or node is kept but never walked; a newer upsert of an
+      edge revives it; a deleted node comes back when it is upserted again.
+    - Traversals are breadth-first, cycle-safe and bounded by depth (at most
+      MAX_LINEAGE_DEPTH) and by `max_nodes`; BOTH is the union of the upstream and downstream
+      walks. A start that is unknown or deleted gives an empty subgraph.
+    - Failures of the backend raise core.domain.errors.Unavailable."""
+
+    async def upsert_edges(self, tenant_id: str, edges: Sequence[LineageEdge]) -> int:
+        """Applies the edges (deleted ones too); returns how many changed the graph."""
+        ...
+
+    async def delete_node(self, tenant_id: str, asset_id: str) -> bool:
+        """Marks the node deleted; False if it was unknown or deleted already."""
+        ...
+
+    async def upsert_node(self, tenant_id: str, asset_id: str) -> None:
+        """Creates the node, or revives it if deleted."""
+        ...
+
+    async def traverse(
+        self,
+        tenant_id: str,
+        start: str,
+        direction: Direction,
+        depth: int,
+        max_nodes: int = MAX_LINEAGE_NODES,
+    ) -> Subgraph: ...

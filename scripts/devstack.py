@@ -362,6 +362,7 @@ storage.cql.keyspace={keyspace}
 storage.cql.local-datacenter=datacenter1
 storage.cql.replication-factor=1
 cache.db-cache=false
+query.batch=true
 """
 
 # Clients need the traversal source bound as `g`.

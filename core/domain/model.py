@@ -325,3 +325,36 @@ class SearchQuery:
     data_source: str = ""
     owner: str = ""
     include_deleted: bool = False
+
+
+# -- lineage ---------------------------------------------------------------------------------
+
+
+class Direction(enum.IntEnum):
+    """Mirrors lily.v1.LineageDirection (same numbers)."""
+
+    UPSTREAM = 1
+    DOWNSTREAM = 2
+    BOTH = 3
+
+
+@value
+class LineageEdge:
+    """Data flows from `upstream_id` to `downstream_id` (asset ids of one tenant). An edge is
+    identified by (upstream_id, downstream_id, kind); the latest source event time wins."""
+
+    upstream_id: str
+    downstream_id: str
+    kind: str
+    source_event_time: datetime
+    is_deleted: bool = False
+
+
+@value
+class Subgraph:
+    """What a traversal reached: each node with its distance from the start (the start itself
+    at 0), and the live edges among them along the direction walked."""
+
+    nodes: Mapping[str, int]
+    edges: tuple[LineageEdge, ...]
+    truncated: bool = False  # stopped at the node limit

@@ -1,0 +1,60 @@
+"""Lineage traversal, the same for every graph store: breadth-first, level by level, from a
+start node, each store only answering "the live edges leaving these nodes"."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+from core.domain.model import Direction, LineageEdge, Subgraph
+
+# The live edges from (forward) or into (not forward) these nodes, whose other end is live.
+Step = Callable[[Sequence[str], bool], Awaitable[Sequence[LineageEdge]]]
+
+
+async def breadth_first(
+    start: str, direction: Direction, depth: int, max_nodes: int, step: Step
+) -> Subgraph:
+    """The subgraph within `depth` hops of `start` (a live node) in `direction`. Each node is
+    visited once, at its shortest distance, so cycles end; BOTH merges the two walks."""
+    if direction == Direction.BOTH:
+        down = await _walk(start, True, depth, max_nodes, step)
+        up = await _walk(start, False, depth, max_nodes, step)
+        nodes = dict(up.nodes)
+        for node, d in down.nodes.items():
+            nodes[node] = min(d, nodes.get(node, d))
+        edges = tuple(dict.fromkeys((*down.edges, *up.edges)))
+        return Subgraph(nodes, edges, down.truncated or up.truncated)
+    return await _walk(start, direction == Direction.DOWNSTREAM, depth, max_nodes, step)
+
+
+async def _walk(start: str, forward: bool, depth: int, max_nodes: int, step: Step) -> Subgraph:
+    nodes = {start: 0}
+    edges: dict[tuple[str, str, str], LineageEdge] = {}
+    frontier = [start]
+    truncated = False
+    for level in range(1, depth + 1):
+        if not frontier or truncated:
+            break
+        following = []
+        for edge in await step(frontier, forward):
+            target = edge.downstream_id if forward else edge.upstream_id
+            if target not in nodes:
+                if len(nodes) >= max_nodes:
+                    truncated = True
+                    continue
+                nodes[target] = level
+                following.append(target)
+            edges[(edge.upstream_id, edge.downstream_id, edge.kind)] = edge
+        frontier = following
+    return Subgraph(nodes, tuple(edges.values()), truncated)
+
+
+def newest_per_edge(edges: Sequence[LineageEdge]) -> list[LineageEdge]:
+    """One edge per (upstream, downstream, kind): the newest by source event time (a batch
+    that names an edge twice applies as if sent in time order)."""
+    latest: dict[tuple[str, str, str], LineageEdge] = {}
+    for e in edges:
+        key = (e.upstream_id, e.downstream_id, e.kind)
+        if key not in latest or latest[key].source_event_time < e.source_event_time:
+            latest[key] = e
+    return list(latest.values())

@@ -1,0 +1,1 @@
+"""LineageService (its RPCs arrive with the lineage issue) and its graph stores."""

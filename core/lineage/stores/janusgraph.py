@@ -1,0 +1,268 @@
+"""The LineageGraph port on JanusGraph (the distributed profile), through gremlinpython.
+
+The graph: a vertex `asset` per (tenant, asset_id), found through the composite index
+`assetByTenantAndId`; an edge `lineage` from upstream to downstream with its `kind`, its
+`source_event_time` (epoch microseconds) and a `deleted` flag; vertices carry `deleted` too.
+Edge upserts run server-side as one parameterized Gremlin script per chunk (no string building:
+values travel as bindings), so a fan-out of 10,000 edges is a few requests, not 10,000.
+Traversals share core.domain.lineage.breadth_first with every other store: one Gremlin
+traversal per level.
+
+gremlinpython runs its own event loop, so every call runs on one dedicated thread, never on
+ours; each waits at most `timeout` seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from gremlin_python.driver.client import Client
+from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
+from gremlin_python.process.anonymous_traversal import traversal
+from gremlin_python.process.graph_traversal import __
+from gremlin_python.statics import long
+
+from core.domain.errors import Unavailable
+from core.domain.lineage import breadth_first, newest_per_edge
+from core.domain.model import Direction, LineageEdge, Subgraph
+from core.ports import MAX_LINEAGE_DEPTH, MAX_LINEAGE_NODES
+
+T = TypeVar("T")
+_CHUNK = 500
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+SCHEMA = """
+mgmt = graph.openManagement()
+if (mgmt.getVertexLabel('asset') == null) {
+    tenant = mgmt.makePropertyKey('tenant').dataType(String.class)
+        .cardinality(Cardinality.SINGLE).make()
+    assetId = mgmt.makePropertyKey('asset_id').dataType(String.class)
+        .cardinality(Cardinality.SINGLE).make()
+    mgmt.makePropertyKey('deleted').dataType(Boolean.class)
+        .cardinality(Cardinality.SINGLE).make()
+    mgmt.makePropertyKey('kind').dataType(String.class).make()
+    mgmt.makePropertyKey('up').dataType(String.class).make()
+    mgmt.makePropertyKey('down').dataType(String.class).make()
+    mgmt.makePropertyKey('source_event_time').dataType(Long.class).make()
+    asset = mgmt.makeVertexLabel('asset').make()
+    mgmt.makeEdgeLabel('lineage').multiplicity(Multiplicity.MULTI).make()
+    mgmt.buildIndex('assetByTenantAndId', Vertex.class).addKey(tenant).addKey(assetId)
+        .indexOnly(asset).buildCompositeIndex()
+    mgmt.commit()
+    'created'
+} else {
+    mgmt.rollback()
+    'present'
+}
+"""
+
+# rows: [[upstream_id, downstream_id, kind, source_event_time_us, deleted], ...]
+_UPSERT_EDGES = """
+def ids = (rows.collect { it[0] } + rows.collect { it[1] }).unique()
+def cache = [:]
+g.V().has('asset', 'tenant', tenant).has('asset_id', within(ids))
+    .toList().each { cache[it.value('asset_id')] = it }
+def fresh = ids.findAll { !cache.containsKey(it) } as Set
+fresh.each { id ->
+    cache[id] = g.addV('asset').property('tenant', tenant).property('asset_id', id)
+        .property('deleted', false).next()
+}
+// The edges already into the chunk's downstream vertices that existed before, in one read.
+def known = rows.findAll { !(it[1] in fresh) }.collect { cache[it[1]] }.unique()
+def existing = [:]
+if (known) {
+    g.V(known).inE('lineage').toList().each {
+        existing[[it.value('up'), it.value('down'), it.value('kind')]] = it
+    }
+}
+int changed = 0
+for (r in rows) {
+    def edge = existing[[r[0], r[1], r[2]]]
+    if (edge == null) {
+        cache[r[0]].addEdge('lineage', cache[r[1]], 'up', r[0], 'down', r[1], 'kind', r[2],
+            'source_event_time', r[3], 'deleted', r[4])
+        changed++
+    } else if (edge.value('source_event_time') < r[3]) {
+        edge.property('source_event_time', r[3])
+        edge.property('deleted', r[4])
+        changed++
+    }
+}
+changed
+"""
+
+_SET_NODE = """
+def found = g.V().has('asset', 'tenant', tenant).has('asset_id', assetId).tryNext()
+if (found.isPresent()) {
+    def was = found.get().value('deleted')
+    found.get().property('deleted', deleted)
+    was != deleted
+} else if (!deleted) {
+    g.addV('asset').property('tenant', tenant).property('asset_id', assetId)
+        .property('deleted', false).iterate()
+    true
+} else {
+    false
+}
+"""
+
+
+def _micros(at: datetime) -> long:
+    # (gremlinpython sends a plain int as a 32-bit Int)
+    return long((at - _EPOCH) // timedelta(microseconds=1))
+
+
+def _from_micros(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+class JanusGraphLineageGraph:
+    """The LineageGraph port on JanusGraph. See core.ports.LineageGraph for its guarantees."""
+
+    def __init__(self, url: str, *, timeout: float = 30.0) -> None:
+        self._url = url
+        self._timeout = timeout
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gremlin")
+        self._client: Client | None = None
+        self._remote: DriverRemoteConnection | None = None
+
+    async def connect(self) -> None:
+        """Opens the connections and creates the schema if the graph has none."""
+        await self._run(lambda: self._script(SCHEMA, {}))
+
+    async def close(self) -> None:
+        def close() -> None:
+            for thing in (self._client, self._remote):
+                if thing is not None:
+                    thing.close()
+
+        await self._run(close)
+        self._thread.shutdown(wait=True)
+
+    async def _run(self, work: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._timeout + 5):
+                return await loop.run_in_executor(self._thread, work)
+        except TimeoutError as exc:
+            raise Unavailable("lineage graph did not answer in time") from exc
+        except (OSError, RuntimeError, concurrent.futures.TimeoutError) as exc:
+            raise Unavailable(f"lineage graph unavailable: {type(exc).__name__}") from exc
+
+    # -- on the gremlin thread ------------------------------------------------------------
+
+    def _script(self, script: str, bindings: dict[str, Any]) -> list[Any]:
+        if self._client is None:
+            self._client = Client(self._url, "g")
+        return self._client.submit(script, bindings).all().result(timeout=self._timeout)
+
+    def _g(self) -> Any:
+        if self._remote is None:
+            self._remote = DriverRemoteConnection(self._url, "g")
+        return traversal().with_remote(self._remote)
+
+    # -- the port ---------------------------------------------------------------------------
+
+    async def upsert_edges(self, tenant_id: str, edges: Sequence[LineageEdge]) -> int:
+        rows = [
+            [e.upstream_id, e.downstream_id, e.kind, _micros(e.source_event_time), e.is_deleted]
+            for e in newest_per_edge(edges)
+        ]
+        changed = 0
+        for i in range(0, len(rows), _CHUNK):
+            chunk = rows[i : i + _CHUNK]
+            result = await self._run(
+                lambda chunk=chunk: self._script(  # type: ignore[misc]
+                    _UPSERT_EDGES, {"tenant": tenant_id, "rows": chunk}
+                )
+            )
+            changed += int(result[0])
+        return changed
+
+    async def upsert_node(self, tenant_id: str, asset_id: str) -> None:
+        await self._run(
+            lambda: self._script(
+                _SET_NODE, {"tenant": tenant_id, "assetId": asset_id, "deleted": False}
+            )
+        )
+
+    async def delete_node(self, tenant_id: str, asset_id: str) -> bool:
+        result = await self._run(
+            lambda: self._script(
+                _SET_NODE, {"tenant": tenant_id, "assetId": asset_id, "deleted": True}
+            )
+        )
+        return bool(result[0])
+
+    async def traverse(
+        self,
+        tenant_id: str,
+        start: str,
+        direction: Direction,
+        depth: int,
+        max_nodes: int = MAX_LINEAGE_NODES,
+    ) -> Subgraph:
+        depth = max(0, min(depth, MAX_LINEAGE_DEPTH))
+
+        vertex_of: dict[str, Any] = {}  # asset id -> JanusGraph vertex id, as walked
+
+        def live() -> bool:
+            found = (
+                self._g()
+                .V()
+                .has("asset", "tenant", tenant_id)
+                .has("asset_id", start)
+                .project("v", "deleted")
+                .by(__.id_())
+                .by("deleted")
+                .to_list()
+            )
+            if not found or found[0]["deleted"]:
+                return False
+            vertex_of[start] = found[0]["v"]
+            return True
+
+        if not await self._run(live):
+            return Subgraph({}, ())
+
+        async def step(frontier: Sequence[str], forward: bool) -> list[LineageEdge]:
+            out: list[LineageEdge] = []
+            for i in range(0, len(frontier), _CHUNK):
+                vids = [vertex_of[a] for a in frontier[i : i + _CHUNK]]
+                out += await self._run(
+                    lambda vids=vids: self._step(vids, forward, vertex_of)  # type: ignore[misc]
+                )
+            return out
+
+        return await breadth_first(start, direction, depth, max_nodes, step)
+
+    def _step(self, vids: list[Any], forward: bool, vertex_of: dict[str, Any]) -> list[LineageEdge]:
+        """The live edges leaving (or entering) these vertices, whose far end is live: edge
+        properties carry both asset ids, so only the far ends' `deleted` flags are read (in one
+        multi-get), not each far vertex."""
+        g = self._g()
+        edges = g.V(*vids).out_e("lineage") if forward else g.V(*vids).in_e("lineage")
+        rows = (
+            edges.has("deleted", False)
+            .project("u", "d", "k", "t", "far")
+            .by("up")
+            .by("down")
+            .by("kind")
+            .by("source_event_time")
+            .by(__.in_v().id_() if forward else __.out_v().id_())
+            .to_list()
+        )
+        if not rows:
+            return []
+        far = list({r["far"] for r in rows})
+        dead = set(g.V(*far).has("deleted", True).id_().to_list())
+        out = []
+        for r in rows:
+            if r["far"] in dead:
+                continue
+            vertex_of[r["d"] if forward else r["u"]] = r["far"]
+            out.append(LineageEdge(r["u"], r["d"], r["k"], _from_micros(r["t"])))
+        return out
