@@ -18,13 +18,18 @@ async def breadth_first(
     visited once, at its shortest distance, so cycles end; BOTH merges the two walks."""
     if direction == Direction.BOTH:
         down = await _walk(start, True, depth, max_nodes, step)
-        up = await _walk(start, False, depth, max_nodes, step)
-        nodes = dict(up.nodes)
-        for node, d in down.nodes.items():
-            nodes[node] = min(d, nodes.get(node, d))
-        edges = tuple(dict.fromkeys((*down.edges, *up.edges)))
-        return Subgraph(nodes, edges, down.truncated or up.truncated)
+        return merge(down, await _walk(start, False, depth, max_nodes, step))
     return await _walk(start, direction == Direction.DOWNSTREAM, depth, max_nodes, step)
+
+
+def merge(down: Subgraph, up: Subgraph) -> Subgraph:
+    """The BOTH walk: the downstream and upstream walks together (each node at its nearer
+    distance)."""
+    nodes = dict(up.nodes)
+    for node, d in down.nodes.items():
+        nodes[node] = min(d, nodes.get(node, d))
+    edges = tuple(dict.fromkeys((*down.edges, *up.edges)))
+    return Subgraph(nodes, edges, down.truncated or up.truncated)
 
 
 async def _walk(start: str, forward: bool, depth: int, max_nodes: int, step: Step) -> Subgraph:

@@ -5,8 +5,7 @@ The graph: a vertex `asset` per (tenant, asset_id), found through the composite 
 `source_event_time` (epoch microseconds) and a `deleted` flag; vertices carry `deleted` too.
 Edge upserts run server-side as one parameterized Gremlin script per chunk (no string building:
 values travel as bindings), so a fan-out of 10,000 edges is a few requests, not 10,000.
-Traversals share core.domain.lineage.breadth_first with every other store: one Gremlin
-traversal per level.
+Traversals run as one server-side script per direction (see _WALK).
 
 gremlinpython runs its own event loop, so every call runs on one dedicated thread, never on
 ours; each waits at most `timeout` seconds."""
@@ -22,11 +21,10 @@ from typing import Any, TypeVar
 from gremlin_python.driver.client import Client
 from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
 from gremlin_python.process.anonymous_traversal import traversal
-from gremlin_python.process.graph_traversal import __
 from gremlin_python.statics import long
 
 from core.domain.errors import Unavailable
-from core.domain.lineage import breadth_first, newest_per_edge
+from core.domain.lineage import merge, newest_per_edge
 from core.domain.model import Direction, LineageEdge, Subgraph
 from core.ports import MAX_LINEAGE_DEPTH, MAX_LINEAGE_NODES
 
@@ -92,6 +90,40 @@ for (r in rows) {
     }
 }
 changed
+"""
+
+# One direction's breadth-first walk, run server-side in one request (a level per request
+# cost a round trip or two each): the same algorithm as core.domain.lineage._walk, which the
+# contract suite holds both to. Edges carry both asset ids, so only the far ends' `deleted`
+# flags are read, a level at a time.
+_WALK = """
+def found = g.V().has('asset', 'tenant', tenant).has('asset_id', start).tryNext()
+if (!found.isPresent() || found.get().value('deleted')) return [[live: false]]
+def depthOf = [(start): 0]
+def frontier = [found.get().id()]
+def edges = []
+def truncated = false
+for (level = 1; level <= maxDepth && frontier && !truncated; level++) {
+    def rows = forward ? g.V(frontier).outE('lineage').has('deleted', false).toList()
+                       : g.V(frontier).inE('lineage').has('deleted', false).toList()
+    def far = rows.collect { (forward ? it.inVertex() : it.outVertex()).id() }.unique()
+    def dead = far ? g.V(far).has('deleted', true).id().toSet() : [] as Set
+    def next = []
+    for (e in rows) {
+        def farId = (forward ? e.inVertex() : e.outVertex()).id()
+        if (farId in dead) continue
+        def target = forward ? e.value('down') : e.value('up')
+        if (!depthOf.containsKey(target)) {
+            if (depthOf.size() >= maxNodes) { truncated = true; continue }
+            depthOf[target] = level
+            next << farId
+        }
+        edges << [e.value('up'), e.value('down'), e.value('kind'), e.value('source_event_time')]
+    }
+    frontier = next
+}
+// (a list around the map: the server streams a top-level map as its entries)
+[[live: true, nodes: depthOf, edges: edges, truncated: truncated]]
 """
 
 _SET_NODE = """
@@ -207,62 +239,24 @@ class JanusGraphLineageGraph:
     ) -> Subgraph:
         depth = max(0, min(depth, MAX_LINEAGE_DEPTH))
 
-        vertex_of: dict[str, Any] = {}  # asset id -> JanusGraph vertex id, as walked
+        walks = []
+        for forward in (True, False):
+            if direction != (Direction.UPSTREAM if forward else Direction.DOWNSTREAM):
+                walks.append(await self._walk(tenant_id, start, forward, depth, max_nodes))
+        return walks[0] if len(walks) == 1 else merge(walks[0], walks[1])
 
-        def live() -> bool:
-            found = (
-                self._g()
-                .V()
-                .has("asset", "tenant", tenant_id)
-                .has("asset_id", start)
-                .project("v", "deleted")
-                .by(__.id_())
-                .by("deleted")
-                .to_list()
-            )
-            if not found or found[0]["deleted"]:
-                return False
-            vertex_of[start] = found[0]["v"]
-            return True
-
-        if not await self._run(live):
+    async def _walk(
+        self, tenant_id: str, start: str, forward: bool, depth: int, max_nodes: int
+    ) -> Subgraph:
+        bindings = {
+            "tenant": tenant_id,
+            "start": start,
+            "forward": forward,
+            "maxDepth": depth,
+            "maxNodes": max_nodes,
+        }
+        [result] = await self._run(lambda: self._script(_WALK, bindings))
+        if not result["live"]:
             return Subgraph({}, ())
-
-        async def step(frontier: Sequence[str], forward: bool) -> list[LineageEdge]:
-            out: list[LineageEdge] = []
-            for i in range(0, len(frontier), _CHUNK):
-                vids = [vertex_of[a] for a in frontier[i : i + _CHUNK]]
-                out += await self._run(
-                    lambda vids=vids: self._step(vids, forward, vertex_of)  # type: ignore[misc]
-                )
-            return out
-
-        return await breadth_first(start, direction, depth, max_nodes, step)
-
-    def _step(self, vids: list[Any], forward: bool, vertex_of: dict[str, Any]) -> list[LineageEdge]:
-        """The live edges leaving (or entering) these vertices, whose far end is live: edge
-        properties carry both asset ids, so only the far ends' `deleted` flags are read (in one
-        multi-get), not each far vertex."""
-        g = self._g()
-        edges = g.V(*vids).out_e("lineage") if forward else g.V(*vids).in_e("lineage")
-        rows = (
-            edges.has("deleted", False)
-            .project("u", "d", "k", "t", "far")
-            .by("up")
-            .by("down")
-            .by("kind")
-            .by("source_event_time")
-            .by(__.in_v().id_() if forward else __.out_v().id_())
-            .to_list()
-        )
-        if not rows:
-            return []
-        far = list({r["far"] for r in rows})
-        dead = set(g.V(*far).has("deleted", True).id_().to_list())
-        out = []
-        for r in rows:
-            if r["far"] in dead:
-                continue
-            vertex_of[r["d"] if forward else r["u"]] = r["far"]
-            out.append(LineageEdge(r["u"], r["d"], r["k"], _from_micros(r["t"])))
-        return out
+        edges = tuple(LineageEdge(u, d, k, _from_micros(t)) for u, d, k, t in result["edges"])
+        return Subgraph(dict(result["nodes"]), edges, bool(result["truncated"]))
