@@ -6,8 +6,8 @@ in one run.
 
 The graph: nodes n0..n(E/2), each with two downstream edges to nodes a little further on (a
 pipeline-like DAG, so a depth-5 walk reaches up to 63 nodes). Both stores get the same edges;
-then the same random starts are walked on each, alternately, after 20 warm-up walks. Figures: p50/p99 per store and
-the ratio JanusGraph/Postgres."""
+then the same random starts are walked on each, alternately, after 20 warm-up walks.
+Figures: p50/p99 per store and the ratio JanusGraph/Postgres."""
 
 from __future__ import annotations
 
