@@ -136,6 +136,28 @@ class JavaServer:
         self.pid_file.write_text(str(proc.pid))
         return proc.pid
 
+    def run(self, command: list[str], port: int) -> int:
+        """Launches the server and waits until `probe` says it answers on `port`."""
+        self.launch(command)
+        deadline = time.monotonic() + READY_TIMEOUT
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.running_pid() is None:
+                raise DevStackError(f"{self.name} exited while starting:\n{self.log_tail()}")
+            try:
+                if self.probe(port):
+                    (self.home / "port").write_text(str(port))
+                    return port
+            except Exception as exc:  # not up yet: the clients raise several types
+                last = exc
+            time.sleep(1.0)
+        self.stop()
+        raise DevStackError(f"{self.name} did not answer within {READY_TIMEOUT:.0f}s ({last})")
+
+    def probe(self, port: int) -> bool:
+        """Whether the server answers a query on `port` (an exception: not yet)."""
+        raise NotImplementedError
+
     def stop(self, timeout: float = 60.0) -> None:
         pid = self.running_pid()
         if pid is None:
@@ -270,7 +292,7 @@ class Cassandra(JavaServer):
         (conf / "logback.xml").write_text(_LOGBACK.format(home=home))
         heap = os.environ.get("LILY_CASSANDRA_HEAP", "1g")
         _say(f"starting Cassandra 5.0 on 127.0.0.1:{port} (heap {heap}) ...")
-        self.launch(
+        return self.run(
             [
                 java(),
                 f"-Xms{heap}",
@@ -288,32 +310,19 @@ class Cassandra(JavaServer):
                 "-cp",
                 f"{conf}:{lib}/*",
                 "org.apache.cassandra.service.CassandraDaemon",
-            ]
+            ],
+            port,
         )
-        self._wait(port)
-        (home / "port").write_text(str(port))
-        return port
 
-    def _wait(self, port: int) -> None:
+    def probe(self, port: int) -> bool:
         from cassandra.cluster import Cluster
 
-        deadline = time.monotonic() + READY_TIMEOUT
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if self.running_pid() is None:
-                raise DevStackError(f"Cassandra exited while starting:\n{self.log_tail()}")
-            try:
-                cluster = Cluster(["127.0.0.1"], port=port, connect_timeout=2)
-                try:
-                    session = cluster.connect()
-                    session.execute("SELECT release_version FROM system.local", timeout=5)
-                    return
-                finally:
-                    cluster.shutdown()
-            except Exception as exc:  # not up yet: the driver raises several types
-                last = exc
-                time.sleep(1.0)
-        raise DevStackError(f"Cassandra did not answer CQL within {READY_TIMEOUT:.0f}s ({last})")
+        cluster = Cluster(["127.0.0.1"], port=port, connect_timeout=2)
+        try:
+            cluster.connect().execute("SELECT release_version FROM system.local", timeout=5)
+            return True
+        finally:
+            cluster.shutdown()
 
 
 # -- JanusGraph -----------------------------------------------------------------------------
@@ -406,7 +415,7 @@ class JanusGraph(JavaServer):
         (conf / "log4j2.xml").write_text(_LOG4J2.format(home=home))
         heap = os.environ.get("LILY_JANUSGRAPH_HEAP", "768m")
         _say(f"starting JanusGraph 1.1 on 127.0.0.1:{port} (heap {heap}) ...")
-        self.launch(
+        return self.run(
             [
                 java(),
                 f"-Xms{heap}",
@@ -422,38 +431,21 @@ class JanusGraph(JavaServer):
                 f"{conf}:{lib}/*",
                 "org.janusgraph.graphdb.server.JanusGraphServer",
                 str(conf / "server.yaml"),
-            ]
+            ],
+            port,
         )
-        self._wait(port)
-        (home / "port").write_text(str(port))
-        return port
 
-    def _wait(self, port: int) -> None:
+    def probe(self, port: int) -> bool:
         from gremlin_python.driver.client import Client
 
-        deadline = time.monotonic() + READY_TIMEOUT
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if self.running_pid() is None:
-                raise DevStackError(f"JanusGraph exited while starting:\n{self.log_tail()}")
-            if not _accepts(port):  # (gremlinpython leaks a session per refused connect)
-                time.sleep(1.0)
-                continue
-            client = None
-            try:
-                client = Client(f"ws://127.0.0.1:{port}/gremlin", "g")
-                if client.submit("g.inject(1)").all().result(timeout=10) == [1]:
-                    return
-            except Exception as exc:  # not up yet: connection refused, or graph opening
-                last = exc
-                time.sleep(1.0)
-            finally:
-                if client is not None:
-                    with contextlib.suppress(Exception):
-                        client.close()
-        raise DevStackError(
-            f"JanusGraph did not answer Gremlin within {READY_TIMEOUT:.0f}s ({last})"
-        )
+        if not _accepts(port):  # (gremlinpython leaks a session per refused connect)
+            return False
+        client = Client(f"ws://127.0.0.1:{port}/gremlin", "g")
+        try:
+            return bool(client.submit("g.inject(1)").all().result(timeout=10) == [1])
+        finally:
+            with contextlib.suppress(Exception):
+                client.close()
 
 
 def up(data_dir: Path, only: str = "") -> dict[str, str]:

@@ -19,8 +19,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from gremlin_python.driver.client import Client
-from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
-from gremlin_python.process.anonymous_traversal import traversal
 from gremlin_python.statics import long
 
 from core.domain.errors import Unavailable
@@ -159,7 +157,6 @@ class JanusGraphLineageGraph:
         self._timeout = timeout
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gremlin")
         self._client: Client | None = None
-        self._remote: DriverRemoteConnection | None = None
 
     async def connect(self) -> None:
         """Opens the connections and creates the schema if the graph has none."""
@@ -167,9 +164,8 @@ class JanusGraphLineageGraph:
 
     async def close(self) -> None:
         def close() -> None:
-            for thing in (self._client, self._remote):
-                if thing is not None:
-                    thing.close()
+            if self._client is not None:
+                self._client.close()
 
         await self._run(close)
         self._thread.shutdown(wait=True)
@@ -190,11 +186,6 @@ class JanusGraphLineageGraph:
         if self._client is None:
             self._client = Client(self._url, "g")
         return self._client.submit(script, bindings).all().result(timeout=self._timeout)
-
-    def _g(self) -> Any:
-        if self._remote is None:
-            self._remote = DriverRemoteConnection(self._url, "g")
-        return traversal().with_remote(self._remote)
 
     # -- the port ---------------------------------------------------------------------------
 
