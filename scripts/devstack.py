@@ -372,6 +372,8 @@ storage.cql.local-datacenter=datacenter1
 storage.cql.replication-factor=1
 cache.db-cache=false
 query.batch=true
+graph.set-vertex-id=true
+graph.allow-custom-vid-types=true
 """
 
 # Clients need the traversal source bound as `g`.

@@ -136,3 +136,25 @@ async def test_tenants_are_separate(graph: LineageGraph, tenant: str):
     assert (await graph.traverse(tenant, "a", DOWN, 3)).nodes == {"a": 0, "b": 1}
     assert (await graph.traverse(other, "a", DOWN, 3)).nodes == {"a": 0, "z": 1}
     assert (await graph.traverse(other, "b", UP, 3)).nodes == {}
+
+
+async def test_concurrent_writers_of_a_new_node_make_one_node(graph: LineageGraph, tenant: str):
+    import asyncio
+
+    twin = graph
+    if type(graph).__name__ == "JanusGraphLineageGraph":  # its calls queue on one thread:
+        from core.lineage.stores.janusgraph import JanusGraphLineageGraph
+
+        twin = JanusGraphLineageGraph(graph._url)  # type: ignore[attr-defined]  # a 2nd writer
+    try:
+        await asyncio.gather(
+            *(
+                store.upsert_edges(tenant, [edge(f"p{i}-{k}", "shared") for k in range(20)])
+                for i, store in enumerate((graph, twin, graph, twin))
+            )
+        )
+    finally:
+        if twin is not graph:
+            await twin.close()  # type: ignore[attr-defined]
+    # one "shared" node: walking up from it finds every writer's parents
+    assert len((await graph.traverse(tenant, "shared", UP, 1)).nodes) == 1 + 4 * 20

@@ -1,8 +1,11 @@
 """The LineageGraph port on JanusGraph (the distributed profile), through gremlinpython.
 
-The graph: a vertex `asset` per (tenant, asset_id), found through the composite index
-`assetByTenantAndId`; an edge `lineage` from upstream to downstream with its `kind`, its
-`source_event_time` (epoch microseconds) and a `deleted` flag; vertices carry `deleted` too.
+The graph: a vertex `asset` per (tenant, asset_id), whose vertex id is derived from them
+(`vertex_id`; custom string ids, graph.set-vertex-id), so lookups are direct reads and two
+writers creating the same node write the same vertex, never a duplicate; a composite index on
+(tenant, asset_id), `assetByTenantAndId`, serves lookups by property. An edge `lineage` runs
+from upstream to downstream with its `kind`, its `source_event_time` (epoch microseconds), a
+`deleted` flag and both asset ids; vertices carry `deleted` too.
 Edge upserts run server-side as one parameterized Gremlin script per chunk (no string building:
 values travel as bindings), so a fan-out of 10,000 edges is a few requests, not 10,000.
 Traversals run as one server-side script per direction (see _WALK).
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -59,11 +63,11 @@ if (mgmt.getVertexLabel('asset') == null) {
 _UPSERT_EDGES = """
 def ids = (rows.collect { it[0] } + rows.collect { it[1] }).unique()
 def cache = [:]
-g.V().has('asset', 'tenant', tenant).has('asset_id', within(ids))
-    .toList().each { cache[it.value('asset_id')] = it }
+g.V(ids.collect { vids[it] }).toList().each { cache[it.value('asset_id')] = it }
 def fresh = ids.findAll { !cache.containsKey(it) } as Set
 fresh.each { id ->
-    cache[id] = g.addV('asset').property('tenant', tenant).property('asset_id', id)
+    cache[id] = g.addV('asset').property(T.id, vids[id])
+        .property('tenant', tenant).property('asset_id', id)
         .property('deleted', false).next()
 }
 // The edges already into the chunk's downstream vertices that existed before, in one read.
@@ -95,7 +99,7 @@ changed
 # contract suite holds both to. Edges carry both asset ids, so only the far ends' `deleted`
 # flags are read, a level at a time.
 _WALK = """
-def found = g.V().has('asset', 'tenant', tenant).has('asset_id', start).tryNext()
+def found = g.V(vid).tryNext()
 if (!found.isPresent() || found.get().value('deleted')) return [[live: false]]
 def depthOf = [(start): 0]
 def frontier = [found.get().id()]
@@ -125,19 +129,26 @@ for (level = 1; level <= maxDepth && frontier && !truncated; level++) {
 """
 
 _SET_NODE = """
-def found = g.V().has('asset', 'tenant', tenant).has('asset_id', assetId).tryNext()
+def found = g.V(vid).tryNext()
 if (found.isPresent()) {
     def was = found.get().value('deleted')
     found.get().property('deleted', deleted)
     was != deleted
 } else if (!deleted) {
-    g.addV('asset').property('tenant', tenant).property('asset_id', assetId)
+    g.addV('asset').property(T.id, vid)
+        .property('tenant', tenant).property('asset_id', assetId)
         .property('deleted', false).iterate()
     true
 } else {
     false
 }
 """
+
+
+def vertex_id(tenant_id: str, asset_id: str) -> str:
+    """The vertex id of (tenant, asset): hex, since JanusGraph reserves characters such as '-'
+    in custom string ids, and both parts may contain them."""
+    return hashlib.sha256(f"{tenant_id}\x00{asset_id}".encode()).hexdigest()[:40]
 
 
 def _micros(at: datetime) -> long:
@@ -199,24 +210,19 @@ class JanusGraphLineageGraph:
             chunk = rows[i : i + _CHUNK]
             result = await self._run(
                 lambda chunk=chunk: self._script(  # type: ignore[misc]
-                    _UPSERT_EDGES, {"tenant": tenant_id, "rows": chunk}
+                    _UPSERT_EDGES,
+                    {"tenant": tenant_id, "rows": chunk, "vids": _vids(tenant_id, chunk)},
                 )
             )
             changed += int(result[0])
         return changed
 
     async def upsert_node(self, tenant_id: str, asset_id: str) -> None:
-        await self._run(
-            lambda: self._script(
-                _SET_NODE, {"tenant": tenant_id, "assetId": asset_id, "deleted": False}
-            )
-        )
+        await self._run(lambda: self._script(_SET_NODE, _node(tenant_id, asset_id, deleted=False)))
 
     async def delete_node(self, tenant_id: str, asset_id: str) -> bool:
         result = await self._run(
-            lambda: self._script(
-                _SET_NODE, {"tenant": tenant_id, "assetId": asset_id, "deleted": True}
-            )
+            lambda: self._script(_SET_NODE, _node(tenant_id, asset_id, deleted=True))
         )
         return bool(result[0])
 
@@ -240,7 +246,7 @@ class JanusGraphLineageGraph:
         self, tenant_id: str, start: str, forward: bool, depth: int, max_nodes: int
     ) -> Subgraph:
         bindings = {
-            "tenant": tenant_id,
+            "vid": vertex_id(tenant_id, start),
             "start": start,
             "forward": forward,
             "maxDepth": depth,
@@ -251,3 +257,16 @@ class JanusGraphLineageGraph:
             return Subgraph({}, ())
         edges = tuple(LineageEdge(u, d, k, _from_micros(t)) for u, d, k, t in result["edges"])
         return Subgraph(dict(result["nodes"]), edges, bool(result["truncated"]))
+
+
+def _vids(tenant_id: str, rows: list[list[Any]]) -> dict[str, str]:
+    return {a: vertex_id(tenant_id, a) for r in rows for a in (r[0], r[1])}
+
+
+def _node(tenant_id: str, asset_id: str, *, deleted: bool) -> dict[str, Any]:
+    return {
+        "tenant": tenant_id,
+        "assetId": asset_id,
+        "vid": vertex_id(tenant_id, asset_id),
+        "deleted": deleted,
+    }
