@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from gremlin_python.driver.client import Client
+from gremlin_python.driver.protocol import GremlinServerError
 from gremlin_python.statics import long
 
 from core.domain.errors import Unavailable
@@ -32,6 +33,7 @@ from core.ports import MAX_LINEAGE_DEPTH, MAX_LINEAGE_NODES
 
 T = TypeVar("T")
 _CHUNK = 500
+_ATTEMPTS = 5
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 SCHEMA = """
@@ -196,7 +198,15 @@ class JanusGraphLineageGraph:
     def _script(self, script: str, bindings: dict[str, Any]) -> list[Any]:
         if self._client is None:
             self._client = Client(self._url, "g")
-        return self._client.submit(script, bindings).all().result(timeout=self._timeout)
+        for attempt in range(_ATTEMPTS):
+            try:
+                return self._client.submit(script, bindings).all().result(timeout=self._timeout)
+            except GremlinServerError as exc:
+                # Another writer created one of our new vertices first (same derived id): the
+                # scripts are idempotent, and the next attempt finds the vertex.
+                if "already exists" not in str(exc) or attempt == _ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     # -- the port ---------------------------------------------------------------------------
 
