@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol
 
+from core.domain.lineage import MAX_LINEAGE_NODES
 from core.domain.model import (
     Asset,
     AuditEntry,
@@ -133,11 +134,6 @@ class ChangeBus(Protocol):
     def subscribe(self, subject: str) -> AsyncIterator[tuple[str, bytes, Mapping[str, str]]]: ...
 
 
-# Traversals stop at this depth and this many nodes (a Subgraph says when it was cut short).
-MAX_LINEAGE_DEPTH = 100
-MAX_LINEAGE_NODES = 100_000
-
-
 class LineageGraph(Protocol):
     """The lineage of a tenant's assets: a directed graph, one node per asset id, edges from
     upstream to downstream with a kind and the source's event time.
@@ -149,8 +145,9 @@ class LineageGraph(Protocol):
     - Deletes are soft: a deleted edge or node is kept but never walked; a newer upsert of an
       edge revives it; a deleted node comes back when it is upserted again.
     - Traversals are breadth-first, cycle-safe and bounded by depth (at most
-      MAX_LINEAGE_DEPTH) and by `max_nodes`; BOTH is the union of the upstream and downstream
-      walks. A start that is unknown or deleted gives an empty subgraph.
+      core.domain.lineage.MAX_LINEAGE_DEPTH) and by `max_nodes`; BOTH is the union of the
+      upstream and downstream walks (core.domain.lineage.in_direction does both for every
+      store). A start that is unknown or deleted gives an empty subgraph.
     - Failures of the backend raise core.domain.errors.Unavailable."""
 
     async def upsert_edges(self, tenant_id: str, edges: Sequence[LineageEdge]) -> int:

@@ -11,6 +11,15 @@ import orjson
 
 log = logging.getLogger(__name__)
 
+# What a store turns into core.domain.errors.Unavailable: Postgres unreachable or restarting.
+BACKEND_ERRORS = (
+    OSError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.InterfaceError,
+    TimeoutError,
+)
+
 _MIGRATIONS = "core.migrations.postgres"
 _SESSION_SQL = resources.files("core.migrations").joinpath("postgres_session.sql").read_text()
 

@@ -7,8 +7,23 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from core.domain.model import Direction, LineageEdge, Subgraph
 
+# Traversals stop at this depth and this many nodes (a Subgraph says when it was cut short).
+MAX_LINEAGE_DEPTH = 100
+MAX_LINEAGE_NODES = 100_000
+
 # The live edges from (forward) or into (not forward) these nodes, whose other end is live.
 Step = Callable[[Sequence[str], bool], Awaitable[Sequence[LineageEdge]]]
+# One direction's walk (forward = downstream) to a depth.
+Walk = Callable[[bool, int], Awaitable[Subgraph]]
+
+
+async def in_direction(direction: Direction, depth: int, walk: Walk) -> Subgraph:
+    """A traversal from its one-direction walks: the depth bounded to MAX_LINEAGE_DEPTH,
+    BOTH the two walks merged. Every store's traverse goes through here."""
+    depth = max(0, min(depth, MAX_LINEAGE_DEPTH))
+    if direction == Direction.BOTH:
+        return merge(await walk(True, depth), await walk(False, depth))
+    return await walk(direction == Direction.DOWNSTREAM, depth)
 
 
 async def breadth_first(
@@ -16,10 +31,11 @@ async def breadth_first(
 ) -> Subgraph:
     """The subgraph within `depth` hops of `start` (a live node) in `direction`. Each node is
     visited once, at its shortest distance, so cycles end; BOTH merges the two walks."""
-    if direction == Direction.BOTH:
-        down = await _walk(start, True, depth, max_nodes, step)
-        return merge(down, await _walk(start, False, depth, max_nodes, step))
-    return await _walk(start, direction == Direction.DOWNSTREAM, depth, max_nodes, step)
+
+    async def walk(forward: bool, depth: int) -> Subgraph:
+        return await _walk(start, forward, depth, max_nodes, step)
+
+    return await in_direction(direction, depth, walk)
 
 
 def merge(down: Subgraph, up: Subgraph) -> Subgraph:

@@ -27,9 +27,8 @@ from gremlin_python.driver.protocol import GremlinServerError
 from gremlin_python.statics import long
 
 from core.domain.errors import Unavailable
-from core.domain.lineage import merge, newest_per_edge
+from core.domain.lineage import MAX_LINEAGE_NODES, in_direction, newest_per_edge
 from core.domain.model import Direction, LineageEdge, Subgraph
-from core.ports import MAX_LINEAGE_DEPTH, MAX_LINEAGE_NODES
 
 T = TypeVar("T")
 _CHUNK = 500
@@ -244,13 +243,10 @@ class JanusGraphLineageGraph:
         depth: int,
         max_nodes: int = MAX_LINEAGE_NODES,
     ) -> Subgraph:
-        depth = max(0, min(depth, MAX_LINEAGE_DEPTH))
+        async def walk(forward: bool, depth: int) -> Subgraph:
+            return await self._walk(tenant_id, start, forward, depth, max_nodes)
 
-        walks = []
-        for forward in (True, False):
-            if direction != (Direction.UPSTREAM if forward else Direction.DOWNSTREAM):
-                walks.append(await self._walk(tenant_id, start, forward, depth, max_nodes))
-        return walks[0] if len(walks) == 1 else merge(walks[0], walks[1])
+        return await in_direction(direction, depth, walk)
 
     async def _walk(
         self, tenant_id: str, start: str, forward: bool, depth: int, max_nodes: int

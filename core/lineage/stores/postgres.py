@@ -8,11 +8,9 @@ from collections.abc import Sequence
 import asyncpg
 
 from core.domain.errors import Unavailable
-from core.domain.lineage import breadth_first, newest_per_edge
+from core.domain.lineage import MAX_LINEAGE_NODES, breadth_first, newest_per_edge
 from core.domain.model import Direction, LineageEdge, Subgraph
-from core.ports import MAX_LINEAGE_DEPTH, MAX_LINEAGE_NODES
-
-_BACKEND_ERRORS = (OSError, asyncpg.exceptions.InterfaceError, TimeoutError)
+from core.postgres import BACKEND_ERRORS
 
 _UPSERT_NODES = """
 INSERT INTO lineage_nodes (tenant_id, asset_id)
@@ -68,7 +66,7 @@ class PostgresLineageGraph:
                     [e.source_event_time for e in rows],
                     [e.is_deleted for e in rows],
                 )
-        except _BACKEND_ERRORS as exc:
+        except BACKEND_ERRORS as exc:
             raise Unavailable(f"lineage store unavailable: {type(exc).__name__}") from exc
         return int(status.rsplit(" ", 1)[1])
 
@@ -97,7 +95,6 @@ class PostgresLineageGraph:
         depth: int,
         max_nodes: int = MAX_LINEAGE_NODES,
     ) -> Subgraph:
-        depth = max(0, min(depth, MAX_LINEAGE_DEPTH))
         try:
             async with self._pool.acquire() as conn:
                 live = await conn.fetchval(_LIVE, tenant_id, start)
@@ -109,11 +106,11 @@ class PostgresLineageGraph:
                     return [LineageEdge(r[0], r[1], r[2], r[3]) for r in rows]
 
                 return await breadth_first(start, direction, depth, max_nodes, step)
-        except _BACKEND_ERRORS as exc:
+        except BACKEND_ERRORS as exc:
             raise Unavailable(f"lineage store unavailable: {type(exc).__name__}") from exc
 
     async def _execute(self, query: str, *args: object) -> str:
         try:
             return await self._pool.execute(query, *args)
-        except _BACKEND_ERRORS as exc:
+        except BACKEND_ERRORS as exc:
             raise Unavailable(f"lineage store unavailable: {type(exc).__name__}") from exc

@@ -37,6 +37,7 @@ from core.domain.rules import Plan
 from core.events.codec import encode_change
 from core.events.outbox import pack_events
 from core.ports import OutboxRecord, Snapshot, TxRequest
+from core.postgres import BACKEND_ERRORS
 from core.tracing import tracer
 
 Conn = asyncpg.Connection | PoolConnectionProxy
@@ -151,14 +152,6 @@ WHERE tenant_id = $1 AND job_id = $2 AND finished_at IS NULL AND closed
   AND written + unchanged + stale + write_failed >= accepted
 RETURNING *
 """
-
-_BACKEND_ERRORS = (
-    OSError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.InterfaceError,
-    TimeoutError,
-)
 
 
 def _json(value: object) -> str:
@@ -310,7 +303,7 @@ class PostgresAssetStore:
                 if attempt == _MAX_ATTEMPTS - 1:
                     raise Unavailable("asset store: too much write contention; retry") from exc
                 await asyncio.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
-            except _BACKEND_ERRORS as exc:
+            except BACKEND_ERRORS as exc:
                 raise Unavailable(f"asset store unavailable: {type(exc).__name__}") from exc
         raise AssertionError("unreachable")
 
@@ -430,7 +423,7 @@ class PostgresAssetStore:
                 attributes={"db.system": "postgresql", "db.statement": query[:200]},
             ):
                 return await self._pool.fetch(query, *args)
-        except _BACKEND_ERRORS as exc:
+        except BACKEND_ERRORS as exc:
             raise Unavailable(f"asset store unavailable: {type(exc).__name__}") from exc
 
     async def get(self, tenant_id: str, asset_id: str) -> Asset | None:
@@ -564,7 +557,7 @@ class PostgresAssetStore:
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 return await self._bump_job(conn, tenant_id, job_id, counts, close=close)
-        except _BACKEND_ERRORS as exc:
+        except BACKEND_ERRORS as exc:
             raise Unavailable(f"asset store unavailable: {type(exc).__name__}") from exc
 
     async def _bump_job(
