@@ -8,36 +8,70 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
+from cassandra import OperationTimedOut, RequestExecutionException
 from cassandra.cluster import (
     EXEC_PROFILE_DEFAULT,
     Cluster,
     ExecutionProfile,
+    NoHostAvailable,
     ResponseFuture,
     Session,
 )
-from cassandra.policies import DCAwareRoundRobinPolicy
+from cassandra.connection import ConnectionException
+from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy
+from cassandra.query import BatchStatement, BatchType
 
 log = logging.getLogger(__name__)
+
+# What a Cassandra call raises when the cluster cannot be reached or cannot answer in time
+# (as opposed to a bad statement): the stores turn these into Unavailable.
+BACKEND_ERRORS = (
+    NoHostAvailable,
+    OperationTimedOut,
+    RequestExecutionException,
+    ConnectionException,
+    OSError,
+    TimeoutError,
+)
 
 _MIGRATIONS = "core.migrations.cassandra"
 DATACENTER = "datacenter1"
 
 
-async def connect(host: str, port: int, *, timeout: float = 10.0) -> Session:
+def contact_points(hosts: str, default_port: int = 9042) -> tuple[list[str], int]:
+    """'h1:p,h2:p' as the driver takes them: host names, and the one port they share."""
+    names, ports = [], set()
+    for part in hosts.split(","):
+        host, sep, port = part.strip().rpartition(":")
+        names.append(host if sep else port)
+        ports.add(int(port) if sep else default_port)
+    if len(ports) != 1:
+        raise ValueError(f"Cassandra hosts {hosts!r} must share one port")
+    return names, ports.pop()
+
+
+async def connect(hosts: str, *, timeout: float = 10.0) -> Session:
+    """A session on the cluster at `hosts` ('host:port[,host:port...]')."""
+    names, port = contact_points(hosts)
+
     def blocking() -> Session:
         profile = ExecutionProfile(
             load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=DATACENTER),
             request_timeout=timeout,
         )
         cluster = Cluster(
-            [host],
+            names,
             port=port,
             connect_timeout=timeout,
             execution_profiles={EXEC_PROFILE_DEFAULT: profile},
             protocol_version=5,
+            # back within seconds of a node's return (the default waits up to 10 minutes)
+            reconnection_policy=ExponentialReconnectionPolicy(0.5, 10.0),
         )
         return cluster.connect()
 
@@ -49,12 +83,20 @@ async def close(session: Session) -> None:
 
 
 async def execute(
-    session: Session, statement: Any, params: Any = None, *, timeout: float = 10.0
+    session: Session,
+    statement: Any,
+    params: Any = None,
+    *,
+    timeout: float = 10.0,
+    paging_state: bytes | None = None,
 ) -> Any:
-    """The first page of rows of `statement` (its paging_state says if there are more)."""
+    """One page of rows of `statement` (from `paging_state`, if given; the page's own
+    paging_state says if there are more)."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[Any] = loop.create_future()
-    response: ResponseFuture = session.execute_async(statement, params, timeout=timeout)
+    response: ResponseFuture = session.execute_async(
+        statement, params, timeout=timeout, paging_state=paging_state
+    )
 
     def ok(rows: Any) -> None:
         # (on a driver thread; the response is complete, so result() does not block)
@@ -70,6 +112,92 @@ async def execute(
 
     response.add_callbacks(ok, failed)
     return await asyncio.wait_for(done, timeout + 1)
+
+
+async def execute_many(
+    session: Session,
+    statements: Sequence[tuple[Any, Any]],
+    *,
+    concurrency: int = 256,
+    timeout: float = 10.0,
+) -> None:
+    """Runs (statement, params) pairs, at most `concurrency` at a time, and returns when all
+    are done; raises the first failure (once the ones in flight settle). The loop wakes once
+    for the lot: each completion, on a driver thread, starts the next statement itself."""
+    if not statements:
+        return
+    loop = asyncio.get_running_loop()
+    run = _Many(session, statements, loop.create_future(), loop, timeout)
+    for _ in range(min(concurrency, len(statements))):
+        if not run.start_next():
+            break
+    await asyncio.wait_for(run.done, timeout * (1 + len(statements) // concurrency) + 1)
+
+
+class _Many:
+    def __init__(
+        self,
+        session: Session,
+        statements: Sequence[tuple[Any, Any]],
+        done: asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop,
+        timeout: float,
+    ) -> None:
+        self.session, self.statements, self.done = session, statements, done
+        self.loop, self.timeout = loop, timeout
+        self.lock = threading.Lock()
+        self.next = self.pending = 0
+        self.error: BaseException | None = None
+
+    def start_next(self) -> bool:
+        with self.lock:
+            if self.error is not None or self.next >= len(self.statements):
+                return False
+            i, self.next = self.next, self.next + 1
+            self.pending += 1
+        statement, params = self.statements[i]
+        try:
+            response = self.session.execute_async(statement, params, timeout=self.timeout)
+        except Exception as exc:
+            self.finish(exc)
+            return False
+        response.add_callbacks(self.ok, self.finish)
+        return True
+
+    def ok(self, _: Any) -> None:
+        self.finish(None)
+
+    def finish(self, exc: BaseException | None) -> None:
+        with self.lock:
+            self.pending -= 1
+            if exc is not None and self.error is None:
+                self.error = exc
+        if exc is None and self.start_next():
+            return
+        with self.lock:
+            last = self.pending == 0 and (
+                self.error is not None or self.next >= len(self.statements)
+            )
+        if last:
+            self.loop.call_soon_threadsafe(_settle, self.done, None, self.error)
+
+
+def replica_batches(session: Session, statements: Sequence[Any], size: int) -> list[Any]:
+    """Bound statements grouped into unlogged batches of up to `size` whose partitions share
+    a primary replica, so each batch is one request that its coordinator applies locally."""
+    metadata = session.cluster.metadata
+    groups: dict[Any, list[Any]] = {}
+    for statement in statements:
+        replicas = metadata.get_replicas(statement.keyspace, statement.routing_key)
+        groups.setdefault(replicas[0] if replicas else None, []).append(statement)
+    batches = []
+    for group in groups.values():
+        for i in range(0, len(group), size):
+            batch = BatchStatement(BatchType.UNLOGGED)
+            for statement in group[i : i + size]:
+                batch.add(statement)
+            batches.append(batch)
+    return batches
 
 
 def _settle(done: asyncio.Future[Any], page: Any, exc: BaseException | None) -> None:
@@ -101,6 +229,10 @@ def _migrations() -> list[tuple[int, str, list[str]]]:
     return sorted(found)
 
 
+async def use_keyspace(session: Session, keyspace: str, *, timeout: float = 10.0) -> None:
+    await asyncio.wait_for(asyncio.to_thread(session.set_keyspace, keyspace), timeout)
+
+
 async def migrate(session: Session, keyspace: str, *, replication_factor: int = 1) -> list[str]:
     """Creates `keyspace` if needed and applies the pending migrations in order; returns what
     it applied. Each statement is idempotent (IF NOT EXISTS), so a migration interrupted half
@@ -111,7 +243,7 @@ async def migrate(session: Session, keyspace: str, *, replication_factor: int = 
         f"{{'class': 'SimpleStrategy', 'replication_factor': {replication_factor}}}",
         timeout=30,
     )
-    await asyncio.to_thread(session.set_keyspace, keyspace)
+    await use_keyspace(session, keyspace, timeout=30)
     await execute(
         session,
         "CREATE TABLE IF NOT EXISTS lily_migrations (version int PRIMARY KEY, name text,"

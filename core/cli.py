@@ -52,10 +52,14 @@ async def _up(args: argparse.Namespace) -> int:
             ("data_dir", args.data_dir),
             ("grpc_port", args.grpc_port),
             ("http_port", args.http_port),
+            ("profile", args.profile),
+            ("janusgraph_url", args.janusgraph),
         )
         if v is not None
     }
     settings = Settings(**overrides)
+    if args.cassandra is not None:
+        settings.cassandra.hosts = args.cassandra
     logs.configure(settings.log_level)
     # Handle Ctrl-C/SIGTERM from the start: a signal during start-up finishes starting, then
     # shuts everything down in order (never leaving Postgres or nats-server behind).
@@ -75,6 +79,11 @@ async def _up(args: argparse.Namespace) -> int:
             dsn, url = dsn or pg_dsn, url or nats_url
             say(f"lily:   Postgres ready ({stack.data_dir / 'postgres'})")
             say(f"lily:   NATS JetStream ready ({url})")
+        if settings.profile == "distributed":
+            say(
+                f"lily: distributed profile: Cassandra at {settings.cassandra.hosts} "
+                f"(keyspace {settings.cassandra.keyspace}), JanusGraph at {settings.janusgraph_url}"
+            )
         lily = await start(settings, postgres_dsn=dsn, nats_url=url)
         gateway = await _start_gateway(settings, lily.address)
     except (StackError, StartupError) as exc:
@@ -93,7 +102,9 @@ async def _up(args: argparse.Namespace) -> int:
     )
     try:
         supervisors = [
-            asyncio.create_task(_supervise_worker(n, dsn, url, stop), name=f"worker-{n}")
+            asyncio.create_task(
+                _supervise_worker(n, _worker_env(settings, dsn, url), stop), name=f"worker-{n}"
+            )
             for n in range(settings.worker_processes)
         ]
         if supervisors:
@@ -127,14 +138,21 @@ async def _start_gateway(settings: Settings, core: str) -> Gateway:
         ) from exc
 
 
-async def _supervise_worker(n: int, dsn: str, url: str, stop: asyncio.Event) -> None:
-    """Runs `lily worker` until `stop`; restarts it if it dies; stops it with SIGTERM."""
-    env = {
+def _worker_env(settings: Settings, dsn: str, url: str) -> dict[str, str]:
+    """What a `lily worker` process needs to reach the same backends as its server."""
+    return {
         **os.environ,
         "LILY_POSTGRES_DSN": dsn,
         "LILY_NATS_URL": url,
+        "LILY_PROFILE": settings.profile,
+        "LILY_CASSANDRA": settings.cassandra.model_dump_json(),
+        "LILY_JANUSGRAPH_URL": settings.janusgraph_url,
         "LILY_PARENT_PID": str(os.getpid()),
     }
+
+
+async def _supervise_worker(n: int, env: dict[str, str], stop: asyncio.Event) -> None:
+    """Runs `lily worker` until `stop`; restarts it if it dies; stops it with SIGTERM."""
     while not stop.is_set():
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "core.cli", "worker", env=env, stdout=subprocess.DEVNULL
@@ -380,7 +398,26 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lily", description="Lily, a near-real-time metadata plane.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="run Lily on the embedded profile (Postgres + NATS)")
+    up = sub.add_parser(
+        "up",
+        help="run Lily: the embedded profile (Postgres + NATS, started here) by default, or "
+        "the distributed one (assets on Cassandra, lineage on JanusGraph)",
+    )
+    up.add_argument(
+        "--profile",
+        choices=["local", "distributed"],
+        help="deployment profile (LILY_PROFILE, default local)",
+    )
+    up.add_argument(
+        "--cassandra",
+        help="distributed profile: Cassandra contact points host:port[,...] "
+        "(LILY_CASSANDRA__HOSTS, default 127.0.0.1:9042)",
+    )
+    up.add_argument(
+        "--janusgraph",
+        help="distributed profile: JanusGraph Gremlin URL "
+        "(LILY_JANUSGRAPH_URL, default ws://127.0.0.1:8182/gremlin)",
+    )
     up.add_argument("--data-dir", help="data directory (LILY_DATA_DIR, default .lily)")
     up.add_argument("--grpc-port", type=int, help="gRPC port (LILY_GRPC_PORT, default 50051)")
     up.add_argument(

@@ -3,7 +3,15 @@ composition root (core/server.py); one contract suite (tests/contract) runs over
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Hashable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol
@@ -54,8 +62,12 @@ class AssetStore(Protocol):
       the same asset are serialized; `plan` may be called again if the store retries.
     - Reads never return another tenant's rows: tenant_id leads every key.
     - Soft-deleted assets are returned by get(); callers decide whether to hide them.
-    - search() pages by qualified_name (keyset): stable across concurrent inserts, bounded
-      memory, never a whole-tenant scan into memory.
+    - search() returns a page and a cursor for the next one (None: no more; JSON-safe, and
+      opaque to callers, who keep it in a signed page token). Pages are stable across
+      concurrent inserts (every asset that matched throughout is listed once), each call does
+      bounded work, and nothing scans a whole tenant into memory. With a qualified-name
+      prefix, results come in name order; without one, in an order of the store's choosing.
+      A page may be shorter than `limit` and still have a cursor.
     - Raises core.domain.errors.Unavailable when the backend cannot be reached.
     """
 
@@ -69,7 +81,7 @@ class AssetStore(Protocol):
 
     async def search(
         self, tenant_id: str, query: SearchQuery, after: str | None, limit: int
-    ) -> list[Asset]: ...
+    ) -> tuple[list[Asset], str | None]: ...
 
     async def list_issues(
         self,
@@ -99,11 +111,27 @@ class AssetStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class OutboxRecord:
-    id: int
+    id: Hashable  # of the outbox entry holding it (the store's own key)
     event_id: str
     subject: str
     payload: bytes
     headers: Mapping[str, str]
+
+
+class Outbox(Protocol):
+    """Where a store keeps the change events of committed transactions until the relay
+    (core.events.outbox.OutboxRelay) has published them."""
+
+    async def delete_published(self, ids: Collection[Hashable]) -> None:
+        """Forgets the entries whose events are all published."""
+        ...
+
+    async def relay_stale(
+        self, older_than: float, publish: Callable[[list[OutboxRecord]], Awaitable[None]]
+    ) -> int:
+        """Publishes (with `publish`) and deletes some entries older than `older_than` seconds
+        that were not published; returns how many events (0: none left)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,27 +5,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
 import grpc
+from cassandra.cluster import Session as CassandraSession
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from lily.v1 import metadata_pb2 as metadata_pb
 from lily.v1 import metadata_pb2_grpc as metadata_grpc
 
-from core import tracing
+from core import cassandra, tracing
 from core.errors import ErrorInterceptor
 from core.events.nats import NatsChangeBus
-from core.events.outbox import OutboxRelay
+from core.events.outbox import OutboxRelay, PostgresOutbox
+from core.lineage.stores.janusgraph import JanusGraphLineageGraph
+from core.lineage.stores.postgres import PostgresLineageGraph
 from core.metadata.pagination import PageTokens
 from core.metadata.service import MetadataService
 from core.metadata.servicer import MetadataServicer
+from core.metadata.stores.cassandra import CassandraAssetStore
 from core.metadata.stores.postgres import PostgresAssetStore
-from core.ports import AssetStore, OutboxRecord
+from core.ports import AssetStore, LineageGraph, Outbox, OutboxRecord
 from core.postgres import create_pool, migrate, shared_secret
 from core.settings import Settings
 from core.workers.ingest import IngestWorker, encode_work
@@ -44,12 +49,34 @@ class StartupError(RuntimeError):
 
 
 @dataclass
+class Backends:
+    """What one Lily process is connected to, per settings.profile: Postgres and the bus
+    always; the asset store, its outbox and the lineage graph on Postgres (local) or on
+    Cassandra and JanusGraph (distributed)."""
+
+    pool: asyncpg.Pool
+    bus: NatsChangeBus
+    store: AssetStore
+    outbox: Outbox
+    lineage: LineageGraph
+    cassandra: CassandraSession | None = None
+    janusgraph: JanusGraphLineageGraph | None = None
+
+    async def close(self) -> None:
+        await self.bus.close()
+        await self.pool.close()
+        if self.janusgraph is not None:
+            await self.janusgraph.close()
+        if self.cassandra is not None:
+            await cassandra.close(self.cassandra)
+
+
+@dataclass
 class Lily:
     """A running Lily core."""
 
     settings: Settings
-    pool: asyncpg.Pool
-    bus: NatsChangeBus
+    backends: Backends
     server: grpc.aio.Server
     port: int
     relay: OutboxRelay
@@ -64,20 +91,13 @@ class Lily:
     async def stop(self, grace: float | None = None) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
-        await _shut_down(self.tasks, self.bus, self.pool)
+        await _shut_down(self.tasks, self.backends)
 
 
 def _exit_after_commit(records: Sequence[OutboxRecord]) -> None:
     # Testing hook (LILY_TEST_EXIT_AFTER_COMMIT=1): die between a commit and its publish.
     log.warning("exiting right after a commit, before publishing (LILY_TEST_EXIT_AFTER_COMMIT)")
     os._exit(70)
-
-
-def asset_store(settings: Settings, pool: asyncpg.Pool) -> AssetStore:
-    """The one place that picks the asset store backend (settings.asset_store.type)."""
-    match settings.asset_store.type:
-        case "postgres":
-            return PostgresAssetStore(pool)
 
 
 def _on_commit(relay: OutboxRelay) -> Callable[[Sequence[OutboxRecord]], None]:
@@ -87,62 +107,91 @@ def _on_commit(relay: OutboxRelay) -> Callable[[Sequence[OutboxRecord]], None]:
 
 
 async def _connect(
-    postgres_dsn: str, nats_url: str, *, name: str, migrate_first: bool = False
-) -> tuple[asyncpg.Pool, NatsChangeBus]:
-    """Tracing, a Postgres pool (migrated first if asked) and the JetStream bus; a StartupError
-    names whichever backend cannot be reached, and nothing stays open after a failure."""
+    settings: Settings,
+    postgres_dsn: str,
+    nats_url: str,
+    *,
+    name: str,
+    migrate_first: bool = False,
+) -> Backends:
+    """Tracing, a Postgres pool (migrated first if asked), the JetStream bus, and the
+    profile's stores; a StartupError names whichever backend cannot be reached, and nothing
+    stays open after a failure."""
     tracing.configure()
+    opened: list[Callable[[], Awaitable[None]]] = []
     try:
-        pool = await create_pool(postgres_dsn)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        raise StartupError(f"Postgres at {postgres_dsn!r} is not reachable: {exc}") from exc
-    try:
+        try:
+            pool = await create_pool(postgres_dsn)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise StartupError(f"Postgres at {postgres_dsn!r} is not reachable: {exc}") from exc
+        opened.append(pool.close)
         if migrate_first:
             await migrate(pool)
         try:
             bus = await NatsChangeBus.connect(nats_url, name=name)
         except Exception as exc:  # nats raises several unrelated types
             raise StartupError(f"NATS at {nats_url!r} is not reachable: {exc}") from exc
+        opened.append(bus.close)
+        if settings.profile == "local":
+            store = PostgresAssetStore(pool)
+            return Backends(pool, bus, store, PostgresOutbox(pool), PostgresLineageGraph(pool))
+        c = settings.cassandra
+        try:
+            session = await cassandra.connect(c.hosts, timeout=c.timeout)
+        except Exception as exc:  # the driver raises several unrelated types
+            raise StartupError(f"Cassandra at {c.hosts} is not reachable: {exc}") from exc
+        opened.append(functools.partial(cassandra.close, session))
+        if migrate_first:
+            await cassandra.migrate(session, c.keyspace, replication_factor=c.replication_factor)
+        else:
+            await cassandra.use_keyspace(session, c.keyspace)
+        cstore = await CassandraAssetStore.open(session, timeout=c.timeout)
+        graph = JanusGraphLineageGraph(settings.janusgraph_url)
+        opened.append(graph.close)
+        try:
+            await graph.connect()
+        except Exception as exc:  # gremlinpython raises several unrelated types
+            raise StartupError(
+                f"JanusGraph at {settings.janusgraph_url} is not reachable: {exc}"
+            ) from exc
+        return Backends(pool, bus, cstore, cstore, graph, session, graph)
     except BaseException:
-        await pool.close()
+        for close in reversed(opened):
+            with contextlib.suppress(Exception):
+                await close()
         raise
-    return pool, bus
 
 
-async def _shut_down(
-    tasks: list[asyncio.Task[None]], bus: NatsChangeBus, pool: asyncpg.Pool
-) -> None:
-    """Cancels background tasks and waits for them, then closes the bus and the pool."""
+async def _shut_down(tasks: list[asyncio.Task[None]], backends: Backends) -> None:
+    """Cancels background tasks and waits for them, then closes the backends."""
     for task in tasks:
         task.cancel()
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    await bus.close()
-    await pool.close()
+    await backends.close()
 
 
 @dataclass
 class Workers:
     """A running `lily worker`: the ingest worker and an outbox relay for its commits."""
 
-    pool: asyncpg.Pool
-    bus: NatsChangeBus
+    backends: Backends
     tasks: list[asyncio.Task[None]]
 
     async def stop(self) -> None:
-        await _shut_down(self.tasks, self.bus, self.pool)
+        await _shut_down(self.tasks, self.backends)
 
 
 async def start_workers(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Workers:
     """The ingest worker in a process of its own (started by `lily up`, or run by hand)."""
-    pool, bus = await _connect(postgres_dsn, nats_url, name="lily-worker")
-    store = asset_store(settings, pool)
-    relay = OutboxRelay(pool, bus)
-    worker = IngestWorker(bus, store, batch=settings.ingest_batch, on_commit=_on_commit(relay))
+    backends = await _connect(settings, postgres_dsn, nats_url, name="lily-worker")
+    relay = OutboxRelay(backends.outbox, backends.bus)
+    worker = IngestWorker(
+        backends.bus, backends.store, batch=settings.ingest_batch, on_commit=_on_commit(relay)
+    )
     return Workers(
-        pool,
-        bus,
+        backends,
         [
             asyncio.create_task(relay.run(), name="outbox-relay"),
             asyncio.create_task(worker.run(), name="ingest-worker"),
@@ -151,16 +200,16 @@ async def start_workers(settings: Settings, *, postgres_dsn: str, nats_url: str)
 
 
 async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily:
-    """Connects to Postgres and NATS, migrates, and serves gRPC on settings.grpc_port."""
-    pool, bus = await _connect(postgres_dsn, nats_url, name="lily", migrate_first=True)
+    """Connects to the profile's backends, migrates, and serves gRPC on settings.grpc_port."""
+    backends = await _connect(settings, postgres_dsn, nats_url, name="lily", migrate_first=True)
     try:
-        secret = await shared_secret(pool, "page_token_secret")
+        secret = await shared_secret(backends.pool, "page_token_secret")
     except BaseException:
-        await _shut_down([], bus, pool)
+        await _shut_down([], backends)
         raise
 
-    store = asset_store(settings, pool)
-    relay = OutboxRelay(pool, bus)
+    store, bus = backends.store, backends.bus
+    relay = OutboxRelay(backends.outbox, bus)
     on_commit = _on_commit(relay)
     service = MetadataService(
         store,
@@ -192,10 +241,10 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
     except RuntimeError:  # grpc's way of saying the address cannot be bound
         port = 0
     if port == 0:
-        await _shut_down([], bus, pool)
+        await _shut_down([], backends)
         raise StartupError(f"cannot listen on {address} (in use, or not an address of this host)")
     await server.start()
-    lily = Lily(settings, pool, bus, server, port, relay, worker, health_servicer)
+    lily = Lily(settings, backends, server, port, relay, worker, health_servicer)
     if settings.workers:
         lily.tasks.append(asyncio.create_task(relay.run(), name="outbox-relay"))
     if worker is not None:

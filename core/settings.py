@@ -9,14 +9,17 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.domain.model import AssetType, Consistency
-from core.metadata.stores.postgres import PostgresStoreSettings
+from core.metadata.stores.cassandra import CassandraStoreSettings
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LILY_", env_nested_delimiter="__", extra="ignore")
 
-    profile: Literal["local"] = Field(
-        "local", description="Deployment profile; only 'local' so far."
+    profile: Literal["local", "distributed"] = Field(
+        "local",
+        description="Deployment profile: 'local' keeps assets and lineage in Postgres; "
+        "'distributed' keeps assets in Cassandra and lineage in JanusGraph (see `cassandra` "
+        "and `janusgraph_url`). Both use Postgres and NATS for the rest.",
     )
     data_dir: Path = Field(
         Path(".lily"), description="Where the embedded Postgres and NATS keep data."
@@ -34,10 +37,14 @@ class Settings(BaseSettings):
         description="Deadline of a gateway call whose client sent no Grpc-Timeout header.",
     )
     postgres_dsn: str = Field("", description="Postgres to use; empty starts the embedded one.")
-    asset_store: PostgresStoreSettings = Field(
-        default_factory=PostgresStoreSettings,
-        description="The asset store backend, chosen by its `type` (LILY_ASSET_STORE__TYPE); "
-        "only 'postgres' so far (Cassandra arrives with the distributed profile).",
+    cassandra: CassandraStoreSettings = Field(
+        default_factory=CassandraStoreSettings,
+        description="The distributed profile's Cassandra (LILY_CASSANDRA__HOSTS, "
+        "LILY_CASSANDRA__KEYSPACE, ...).",
+    )
+    janusgraph_url: str = Field(
+        "ws://127.0.0.1:8182/gremlin",
+        description="The distributed profile's JanusGraph Gremlin Server.",
     )
     nats_url: str = Field("", description="NATS to use; empty starts the embedded nats-server.")
     max_message_bytes: int = Field(16 * 1024 * 1024, description="Largest gRPC message accepted.")

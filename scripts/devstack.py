@@ -219,6 +219,9 @@ commitlog_sync_period: 10000ms
 commitlog_segment_size: 16MiB
 auto_snapshot: false
 default_secondary_index: sai
+# Lily applies a transaction's rows in unlogged batches of up to 24 (~10-30 KB)
+batch_size_warn_threshold: 64KiB
+unlogged_batch_across_partitions_warn_threshold: 64
 default_secondary_index_enabled: true
 """
 

@@ -112,10 +112,17 @@ async def http(gateway: str, tenant: str) -> AsyncIterator[httpx.AsyncClient]:
 @pytest_asyncio.fixture(scope="session")
 async def dist_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[str, str]]:
     """The distributed profile's servers (Cassandra 5.0 and JanusGraph 1.1, assembled from Maven
-    Central by scripts/devstack.py), started once, only if a test asks: their endpoints."""
+    Central by scripts/devstack.py), started once, only if a test asks: their endpoints.
+    LILY_TEST_DIST_ENDPOINTS ("cassandra=host:port,janusgraph=ws://...") uses a stack that is
+    already running (`scripts/devstack.py up`) instead; tests that stop it skip then."""
     import asyncio
 
     from scripts import devstack
+
+    given = os.environ.get("LILY_TEST_DIST_ENDPOINTS")
+    if given:
+        yield dict(part.split("=", 1) for part in given.split(","))
+        return
 
     data_dir = tmp_path_factory.mktemp("dist")
     # the scripts block (and gremlinpython runs its own loop): keep them off this loop

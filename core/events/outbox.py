@@ -16,13 +16,13 @@ import asyncio
 import logging
 import struct
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Hashable, Iterator, Mapping, Sequence
 
 import asyncpg
 import orjson
 
 from core.domain.errors import Unavailable
-from core.ports import ChangeBus, OutboxRecord
+from core.ports import ChangeBus, Outbox, OutboxRecord
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def pack_events(events: Sequence[tuple[str, str, bytes, Mapping[str, str]]]) -> 
     return zlib.compress(b"".join(parts), 1)
 
 
-def unpack_events(batch_id: int, data: bytes) -> Iterator[OutboxRecord]:
+def unpack_events(batch_id: Hashable, data: bytes) -> Iterator[OutboxRecord]:
     if data[:1] == _ZLIB_HEADER:  # else frames written uncompressed (they start with a 0 byte)
         data = zlib.decompress(data)
     view, at = memoryview(data), 0
@@ -72,14 +72,14 @@ def unpack_events(batch_id: int, data: bytes) -> Iterator[OutboxRecord]:
 class OutboxRelay:
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        outbox: Outbox,
         bus: ChangeBus,
         *,
         batch: int = 5000,
         poll_interval: float = 1.0,
         grace: float = 3.0,
     ) -> None:
-        self._pool = pool
+        self._outbox = outbox
         self._bus = bus
         self._batch = batch  # events per publish
         self._poll = poll_interval
@@ -105,13 +105,10 @@ class OutboxRelay:
             try:
                 await self._bus.publish(records)
                 async with asyncio.timeout(30):
-                    await self._pool.execute(
-                        "DELETE FROM outbox_batch WHERE id = ANY($1::int8[])",
-                        list({r.id for r in records}),
-                    )
+                    await self._outbox.delete_published({r.id for r in records})
                 self.published += len(records)
             except (Unavailable, OSError, asyncpg.PostgresError, TimeoutError) as exc:
-                # The rows stay in the outbox; the poll publishes them once the bus is back.
+                # The entries stay in the outbox; the poll publishes them once the bus is back.
                 log.warning("outbox relay: %d events left for the poll: %s", len(records), exc)
 
     async def _run_poll(self) -> None:
@@ -127,24 +124,45 @@ class OutboxRelay:
                 log.warning("outbox relay: %s; retrying in %.1fs", exc, backoff)
 
     async def relay_once(self, *, older_than: float | None = None) -> int:
-        """Publishes the events of the oldest outbox rows older than `older_than` seconds
-        (default: the grace period) and deletes those rows; returns how many events."""
+        """Publishes the events of outbox entries older than `older_than` seconds (default:
+        the grace period) and deletes them; returns how many events."""
         age = self._grace if older_than is None else older_than
-        async with asyncio.timeout(60), self._pool.acquire() as conn, conn.transaction():
+        async with asyncio.timeout(120):
+            count = await self._outbox.relay_stale(age, self._publish)
+        if count:
+            self.published += count
+            log.info("outbox relay: published %d events left behind", count)
+        return count
+
+    async def _publish(self, records: list[OutboxRecord]) -> None:
+        for i in range(0, len(records), self._batch):
+            await self._bus.publish(records[i : i + self._batch])
+
+
+class PostgresOutbox:
+    """The outbox_batch table (the Postgres asset store writes it; core.ports.Outbox)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def delete_published(self, ids: Collection[Hashable]) -> None:
+        await self._pool.execute("DELETE FROM outbox_batch WHERE id = ANY($1::int8[])", list(ids))
+
+    async def relay_stale(
+        self, older_than: float, publish: Callable[[list[OutboxRecord]], Awaitable[None]]
+    ) -> int:
+        async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 "SELECT id, events FROM outbox_batch"
                 " WHERE created_at < now() - make_interval(secs => $1)"
                 " ORDER BY id LIMIT 10 FOR UPDATE SKIP LOCKED",
-                age,
+                older_than,
             )
             if not rows:
                 return 0
             records = [rec for r in rows for rec in unpack_events(r["id"], r["events"])]
-            for i in range(0, len(records), self._batch):
-                await self._bus.publish(records[i : i + self._batch])
+            await publish(records)
             await conn.execute(
                 "DELETE FROM outbox_batch WHERE id = ANY($1::int8[])", [r["id"] for r in rows]
             )
-        self.published += len(records)
-        log.info("outbox relay: published %d events left behind", len(records))
         return len(records)

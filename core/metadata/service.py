@@ -387,11 +387,8 @@ class MetadataService:
             query.include_deleted,
         )
         after = self._tokens.decode(token, tenant_id, fp)
-        assets = await self._store.search(tenant_id, query, after, limit + 1)
-        more = len(assets) > limit
-        assets = assets[:limit]
-        next_token = self._tokens.encode(tenant_id, fp, assets[-1].qualified_name) if more else ""
-        return assets, next_token
+        assets, cursor = await self._store.search(tenant_id, query, after, limit)
+        return assets, self._tokens.encode(tenant_id, fp, cursor) if cursor is not None else ""
 
     async def list_issues(
         self, tenant_id: str, asset_id: str, status: IssueStatus | None, size: int, token: str

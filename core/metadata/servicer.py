@@ -131,6 +131,7 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
         if request.close_bulk_job and not request.bulk_job_id:
             raise InvalidArgument([FieldViolation("close_bulk_job", "needs bulk_job_id")])
         if request.bulk_job_id:
+            _require_id("bulk_job_id", request.bulk_job_id)
             await self._svc.check_job(ctx.tenant_id, request.bulk_job_id)
         drafts, rejected = _batch(list(request.assets), ctx.now)
         results = await self._svc.ingest(
@@ -153,6 +154,7 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
         incoming = aiter(requests)
         first = await anext(incoming, None)
         if first is not None and first.bulk_job_id:
+            _require_id("bulk_job_id", first.bulk_job_id)
             job_id = (await self._svc.check_job(ctx.tenant_id, first.bulk_job_id)).job_id
         else:
             job_id = (await self._svc.create_job(ctx, "IngestMetadataStream")).job_id

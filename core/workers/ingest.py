@@ -180,14 +180,7 @@ class IngestWorker:
                     )
                 )
             try:
-                await self._apply(tenant_id, units)
-            except Unavailable as exc:
-                log.warning(
-                    "ingest worker: store unavailable (%s); retrying %d messages", exc, len(live)
-                )
-                for msg in live:
-                    await msg.nak(delay=2.0)
-                continue
+                await self._apply_holding(tenant_id, live, units)
             except Exception:  # the worker's per-message boundary
                 log.exception("ingest worker: batch failed; retrying its messages one by one")
                 for msg, unit in zip(live, units, strict=True):
@@ -196,16 +189,35 @@ class IngestWorker:
             for msg in live:
                 await msg.ack()
 
+    async def _apply_holding(self, tenant_id: str, msgs: list[Msg], units: list[_Unit]) -> None:
+        """Applies the units; while the store is unavailable, keeps the messages (telling
+        JetStream they are in progress, so they are neither redelivered nor counted against
+        their delivery limit) and tries again with a growing pause: an outage of any length
+        loses nothing, and the worker takes no more work meanwhile."""
+        pause = 0.5
+        while True:
+            try:
+                await self._apply(tenant_id, units)
+                return
+            except Unavailable as exc:
+                log.warning(
+                    "ingest worker: store unavailable (%s); holding %d messages, retrying in %.1fs",
+                    exc,
+                    len(msgs),
+                    pause,
+                )
+            for msg in msgs:
+                await msg.in_progress()
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 10.0)
+
     async def _apply_items(self, tenant_id: str, msg: Msg, unit: _Unit) -> None:
         """Applies a message item by item; a failing item is retried later or dead-lettered."""
         failed = []
         for i, draft in enumerate(unit.drafts):
             item = _Unit(unit.key | (i + 1), unit.job_id, [draft], unit.ctx)
             try:
-                await self._apply(tenant_id, [item])
-            except Unavailable:
-                await msg.nak(delay=2.0)
-                return
+                await self._apply_holding(tenant_id, [msg], [item])
             except Exception as exc:  # per-item boundary
                 failed.append((draft, exc))
         if not failed:

@@ -244,3 +244,17 @@ async def test_generated_searches_answer_or_refuse_cleanly(stub, req):
     except grpc.aio.AioRpcError as err:
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
         assert violations(status_of(err))
+
+
+@pytest.mark.parametrize("job_id", ["\x00" * 32, "nope", "A" * 32, "0" * 31 + "\n"])
+async def test_bulk_job_ids_that_cannot_exist_are_refused(stub, md, job_id):
+    for call in (
+        stub.GetBulkJob(O.GetBulkJobRequest(job_id=job_id), metadata=md),
+        stub.IngestMetadata(
+            O.IngestMetadataRequest(assets=[asset("pg://job/t")], bulk_job_id=job_id),
+            metadata=md,
+        ),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # not a crash (NUL bytes)

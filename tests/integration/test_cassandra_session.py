@@ -12,8 +12,7 @@ from core import cassandra
 
 
 async def test_migrations_apply_once_and_queries_run_on_the_loop(dist_stack):
-    host, port = dist_stack["cassandra"].split(":")
-    session = await cassandra.connect(host, int(port))
+    session = await cassandra.connect(dist_stack["cassandra"])
     keyspace = "lily_t" + uuid.uuid4().hex[:8]
     try:
         applied = await cassandra.migrate(session, keyspace)

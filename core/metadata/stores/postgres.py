@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
 import orjson
 from asyncpg.pool import PoolConnectionProxy
-from pydantic import BaseModel
 
 from core.domain.errors import Unavailable
 from core.domain.model import (
@@ -30,12 +29,11 @@ from core.domain.model import (
     IssueStatus,
     JobCounts,
     SearchQuery,
-    Tag,
-    TagSource,
 )
 from core.domain.rules import Plan
 from core.events.codec import encode_change
 from core.events.outbox import pack_events
+from core.metadata.stores.rows import ASSET_COLUMNS, tag_from_json, tag_json
 from core.ports import OutboxRecord, Snapshot, TxRequest
 from core.postgres import BACKEND_ERRORS
 from core.tracing import tracer
@@ -50,12 +48,6 @@ class _Conflict(Exception):
 _MAX_ATTEMPTS = 5
 
 
-class PostgresStoreSettings(BaseModel):
-    """Assets on Postgres (the local profile's store), in the database of LILY_POSTGRES_DSN."""
-
-    type: Literal["postgres"] = "postgres"
-
-
 _ASSET_COLUMNS = (
     "asset_id, qualified_name, asset_type, name, description, owners, data_source,"
     " parent_qualified_name, parent_id, tags, business_terms, attributes, external_id, version,"
@@ -66,28 +58,7 @@ _ASSET_COLUMNS = (
 # client) into the connection's assets_stage, a temporary table emptied at every commit (see
 # core/migrations/postgres_session.sql), then inserted or updated from there in one statement
 # each. List-valued fields travel as Postgres array literals, JSON fields as JSON text.
-_STAGE_COLUMNS = [
-    "is_new",
-    "asset_id",
-    "qualified_name",
-    "asset_type",
-    "name",
-    "description",
-    "owners",
-    "data_source",
-    "parent_qualified_name",
-    "parent_id",
-    "tags",
-    "tag_names",
-    "business_terms",
-    "attributes",
-    "external_id",
-    "version",
-    "is_deleted",
-    "created_at",
-    "updated_at",
-    "source_event_time",
-]
+_STAGE_COLUMNS = ["is_new", *ASSET_COLUMNS]
 _SAVED_COLUMNS = ", ".join(_STAGE_COLUMNS[1:])
 _STAGED = """
 SELECT asset_id, qualified_name, asset_type, name, description, owners::text[] AS owners,
@@ -158,28 +129,6 @@ def _json(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-def _tag_json(tag: Tag) -> dict[str, Any]:
-    return {
-        "n": tag.name,
-        "s": int(tag.source),
-        "v": tag.value,
-        "u": list(tag.upstream_asset_ids),
-        "by": tag.applied_by,
-        "at": tag.applied_at.isoformat() if tag.applied_at else None,
-    }
-
-
-def _tag_from_json(d: Mapping[str, Any]) -> Tag:
-    return Tag(
-        d["n"],
-        TagSource(d["s"]),
-        d.get("v", ""),
-        tuple(d.get("u", ())),
-        d.get("by", ""),
-        datetime.fromisoformat(d["at"]) if d.get("at") else None,
-    )
-
-
 def _asset_from_row(tenant_id: str, r: asyncpg.Record) -> Asset:
     return Asset(
         tenant_id=tenant_id,
@@ -196,7 +145,7 @@ def _asset_from_row(tenant_id: str, r: asyncpg.Record) -> Asset:
         data_source=r["data_source"],
         parent_qualified_name=r["parent_qualified_name"],
         parent_id=r["parent_id"],
-        tags=tuple(_tag_from_json(t) for t in r["tags"]),
+        tags=tuple(tag_from_json(t) for t in r["tags"]),
         business_terms=tuple(r["business_terms"]),
         attributes=dict(r["attributes"]),
         external_id=r["external_id"],
@@ -255,7 +204,7 @@ def _stage_rows(assets: Iterable[Asset], existing: Collection[str]) -> list[tupl
             a.data_source,
             a.parent_qualified_name,
             a.parent_id,
-            _json([_tag_json(t) for t in a.tags]) if a.tags else "[]",
+            _json([tag_json(t) for t in a.tags]) if a.tags else "[]",
             _pg_array(sorted({t.name for t in a.tags})) if a.tags else "{}",
             _pg_array(a.business_terms),
             _json(dict(a.attributes)) if a.attributes else "{}",
@@ -444,7 +393,8 @@ class PostgresAssetStore:
 
     async def search(
         self, tenant_id: str, query: SearchQuery, after: str | None, limit: int
-    ) -> list[Asset]:
+    ) -> tuple[list[Asset], str | None]:
+        """Name order; the cursor is the last name of the page."""
         where, args = ["tenant_id = $1"], [tenant_id]
 
         def arg(value: Any) -> str:
@@ -470,10 +420,11 @@ class PostgresAssetStore:
             where.append(f"qualified_name > {arg(after)}")
         rows = await self._fetch(
             f"SELECT {_ASSET_COLUMNS} FROM assets WHERE {' AND '.join(where)}"
-            f" ORDER BY qualified_name LIMIT {arg(limit)}",
+            f" ORDER BY qualified_name LIMIT {arg(limit + 1)}",
             *args,
         )
-        return [_asset_from_row(tenant_id, r) for r in rows]
+        assets = [_asset_from_row(tenant_id, r) for r in rows[:limit]]
+        return assets, assets[-1].qualified_name if len(rows) > limit else None
 
     async def list_issues(
         self,
