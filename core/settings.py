@@ -5,11 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.domain.model import AssetType, Consistency
-from core.metadata.stores.cassandra import CassandraStoreSettings
+
+
+class CassandraStoreSettings(BaseModel):
+    """Assets on Cassandra (the distributed profile's store)."""
+
+    hosts: str = Field("127.0.0.1:9042", description="Contact points, host:port[,host:port].")
+    keyspace: str = Field("lily", pattern=r"^[a-z][a-z0-9_]{0,47}$")
+    replication_factor: int = Field(1, ge=1, le=9, description="For a keyspace Lily creates.")
+    timeout: float = Field(10.0, gt=0, le=120, description="Seconds per Cassandra request.")
 
 
 class Settings(BaseSettings):

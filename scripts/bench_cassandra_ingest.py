@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -160,7 +161,7 @@ async def main() -> int:
         ratio = statistics.median(min(s, b) / lily_s for s, b, lily_s, _ in rounds)
         print(f"  ratio lily/best raw, median of rounds {ratio:.2f}   (target >= 0.6)")
     finally:
-        server.send_signal(2)
+        server.send_signal(signal.SIGTERM)
         await server.wait()
         await cassandra.close(session)
         await stack.stop()

@@ -46,7 +46,6 @@ from cassandra import InvalidRequest
 from cassandra.cluster import Session
 from cassandra.query import PreparedStatement
 from cassandra.util import max_uuid_from_time, uuid_from_time
-from pydantic import BaseModel, Field
 
 from core import cassandra
 from core.domain.errors import Unavailable
@@ -62,7 +61,7 @@ from core.domain.model import (
     JobCounts,
     SearchQuery,
 )
-from core.domain.rules import Plan
+from core.domain.rules import Plan, asset_id_for
 from core.events.codec import encode_change
 from core.events.outbox import pack_events, unpack_events
 from core.metadata.stores.rows import ASSET_COLUMNS, tag_from_json, tag_json
@@ -70,15 +69,6 @@ from core.ports import OutboxRecord, Snapshot, TxRequest
 from core.tracing import tracer
 
 log = logging.getLogger(__name__)
-
-
-class CassandraStoreSettings(BaseModel):
-    """Assets on Cassandra (the distributed profile's store)."""
-
-    hosts: str = Field("127.0.0.1:9042", description="Contact points, host:port[,host:port].")
-    keyspace: str = Field("lily", pattern=r"^[a-z][a-z0-9_]{0,47}$")
-    replication_factor: int = Field(1, ge=1, le=9, description="For a keyspace Lily creates.")
-    timeout: float = Field(10.0, gt=0, le=120, description="Seconds per Cassandra request.")
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -476,30 +466,18 @@ class CassandraAssetStore:
     async def _transact_locked(
         self, tenant_id: str, request: TxRequest, plan: Callable[[Snapshot], Plan]
     ) -> Plan:
-        ids = sorted(set(request.asset_ids))
-        reads = [
-            self._q("read_assets", (tenant_id, ids[i : i + _READ_CHUNK]))
-            for i in range(0, len(ids), _READ_CHUNK)
-        ]
-        issue_reads = [self._q("read_issue", (tenant_id, a, i)) for a, i in request.issue_ids]
         keys = sorted(set(request.dedupe_keys))
-        applied_reads = [
-            self._q("read_applied", (tenant_id, keys[i : i + _READ_CHUNK]))
-            for i in range(0, len(keys), _READ_CHUNK)
-        ]
-        pages = await asyncio.gather(*reads, *issue_reads, *applied_reads)
-        existing: dict[str, Asset] = {}
-        write_times: dict[str, int] = {}
-        for page in pages[: len(reads)]:
-            for r in page:
-                existing[r.asset_id] = _asset(r)
-                write_times[r.asset_id] = r.wt
-        issues = {
-            r.issue_id: _issue(r)
-            for page in pages[len(reads) : -len(applied_reads) or None]
-            for r in page
-        }
-        applied = {r.stream_seq for page in pages[len(pages) - len(applied_reads) :] for r in page}
+        rows, issue_pages, applied_rows = await asyncio.gather(
+            self._read_chunked("read_assets", tenant_id, sorted(set(request.asset_ids))),
+            asyncio.gather(
+                *(self._q("read_issue", (tenant_id, a, i)) for a, i in request.issue_ids)
+            ),
+            self._read_chunked("read_applied", tenant_id, keys),
+        )
+        existing = {r.asset_id: _asset(r) for r in rows}
+        write_times: dict[str, int] = {r.asset_id: r.wt for r in rows}
+        issues = {r.issue_id: _issue(r) for page in issue_pages for r in page}
+        applied = {r.stream_seq for r in applied_rows}
         fresh = frozenset(k for k in keys if k not in applied)
 
         result = plan(Snapshot(existing, issues, fresh))
@@ -674,18 +652,23 @@ class CassandraAssetStore:
             rows = await self._q("read_assets", (tenant_id, [asset_id]))
         return _asset(rows[0]) if rows else None
 
-    async def _get_many(self, tenant_id: str, ids: Sequence[str]) -> dict[str, Asset]:
+    async def _read_chunked(self, name: str, tenant_id: str, keys: Sequence[Any]) -> list[Any]:
+        """The rows of `name` (a SELECT ... WHERE tenant_id = ? AND key IN ?) for all `keys`,
+        read _READ_CHUNK partition keys per query, concurrently."""
         pages = await asyncio.gather(
             *(
-                self._q("read_assets", (tenant_id, list(ids[i : i + _READ_CHUNK])))
-                for i in range(0, len(ids), _READ_CHUNK)
+                self._q(name, (tenant_id, list(keys[i : i + _READ_CHUNK])))
+                for i in range(0, len(keys), _READ_CHUNK)
             )
         )
-        return {r.asset_id: _asset(r) for page in pages for r in page}
+        return [r for page in pages for r in page]
+
+    async def _get_many(self, tenant_id: str, ids: Sequence[str]) -> dict[str, Asset]:
+        return {
+            r.asset_id: _asset(r) for r in await self._read_chunked("read_assets", tenant_id, ids)
+        }
 
     async def get_by_qualified_name(self, tenant_id: str, qualified_name: str) -> Asset | None:
-        from core.domain.rules import asset_id_for
-
         asset = await self.get(tenant_id, asset_id_for(tenant_id, qualified_name))
         return asset if asset is not None and asset.qualified_name == qualified_name else None
 
@@ -741,7 +724,6 @@ class CassandraAssetStore:
         the cursor is the last name looked at (a page may be short yet have a next one)."""
         budget = max(10 * limit, 1000)
         found: list[Asset] = []
-        last: str | None = None
         pending: list[tuple[str, str]] = []
 
         async def check() -> None:
@@ -755,9 +737,9 @@ class CassandraAssetStore:
         walk = self._walk(
             tenant_id, parent_dir(q.qualified_name_prefix), q.qualified_name_prefix, after
         )
+        cursor = None  # where the walk stopped, if it stopped before its end
         async for name, asset_id, asset_type, is_deleted in walk:
             budget -= 1
-            last = name
             if (q.asset_type is None or asset_type == q.asset_type) and (
                 q.include_deleted or not is_deleted
             ):
@@ -765,16 +747,14 @@ class CassandraAssetStore:
                 if len(pending) >= limit + 1 - len(found):
                     await check()
                     if len(found) > limit:
-                        return found[:limit], found[limit - 1].qualified_name
+                        break
             if budget <= 0:
-                await check()
-                if len(found) > limit:
-                    return found[:limit], found[limit - 1].qualified_name
-                return found, last
+                cursor = name
+                break
         await check()
         if len(found) > limit:
             return found[:limit], found[limit - 1].qualified_name
-        return found, None
+        return found, cursor
 
     async def _walk(
         self, tenant_id: str, d: str, prefix: str, after: str | None
