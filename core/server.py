@@ -58,7 +58,7 @@ class Backends:
     bus: NatsChangeBus
     store: AssetStore
     outbox: Outbox
-    lineage: LineageGraph
+    lineage: LineageGraph | None  # None in ingest workers, which never walk lineage
     cassandra: CassandraSession | None = None
     janusgraph: JanusGraphLineageGraph | None = None
 
@@ -113,6 +113,7 @@ async def _connect(
     *,
     name: str,
     migrate_first: bool = False,
+    with_lineage: bool = True,
 ) -> Backends:
     """Tracing, a Postgres pool (migrated first if asked), the JetStream bus, and the
     profile's stores; a StartupError names whichever backend cannot be reached, and nothing
@@ -134,7 +135,8 @@ async def _connect(
         opened.append(bus.close)
         if settings.profile == "local":
             store = PostgresAssetStore(pool)
-            return Backends(pool, bus, store, PostgresOutbox(pool), PostgresLineageGraph(pool))
+            lineage = PostgresLineageGraph(pool) if with_lineage else None
+            return Backends(pool, bus, store, PostgresOutbox(pool), lineage)
         c = settings.cassandra
         try:
             session = await cassandra.connect(c.hosts, timeout=c.timeout)
@@ -146,6 +148,8 @@ async def _connect(
         else:
             await cassandra.use_keyspace(session, c.keyspace)
         cstore = await CassandraAssetStore.open(session, timeout=c.timeout)
+        if not with_lineage:
+            return Backends(pool, bus, cstore, cstore, None, session)
         graph = JanusGraphLineageGraph(settings.janusgraph_url)
         opened.append(graph.close)
         try:
@@ -185,7 +189,9 @@ class Workers:
 
 async def start_workers(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Workers:
     """The ingest worker in a process of its own (started by `lily up`, or run by hand)."""
-    backends = await _connect(settings, postgres_dsn, nats_url, name="lily-worker")
+    backends = await _connect(
+        settings, postgres_dsn, nats_url, name="lily-worker", with_lineage=False
+    )
     relay = OutboxRelay(backends.outbox, backends.bus)
     worker = IngestWorker(
         backends.bus, backends.store, batch=settings.ingest_batch, on_commit=_on_commit(relay)

@@ -49,7 +49,14 @@ async def _lily_up(
             assert line, f"lily up exited early ({await proc.wait()})"
             if seen is not None:
                 seen.append(line.decode())
+    # keep reading what it says (its logs too): a full pipe would block it mid-write
+    reader = asyncio.create_task(proc.stdout.read())
+    _readers.add(reader)
+    reader.add_done_callback(_readers.discard)
     return proc
+
+
+_readers: set[asyncio.Task[bytes]] = set()
 
 
 def _gateway_url(lines: list[str]) -> str:
