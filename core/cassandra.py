@@ -26,6 +26,8 @@ from cassandra.connection import ConnectionException
 from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy
 from cassandra.query import BatchStatement, BatchType
 
+from core.blocking import in_daemon_thread, settle
+
 log = logging.getLogger(__name__)
 
 # What a Cassandra call raises when the cluster cannot be reached or cannot answer in time
@@ -78,8 +80,9 @@ async def connect(hosts: str, *, timeout: float = 10.0) -> Session:
     return await asyncio.wait_for(asyncio.to_thread(blocking), timeout + 5)
 
 
-async def close(session: Session) -> None:
-    await asyncio.to_thread(session.cluster.shutdown)
+async def close(session: Session, *, timeout: float = 10.0) -> None:
+    """Shuts the driver down (its threads and connections), waiting at most `timeout`."""
+    await in_daemon_thread(session.cluster.shutdown, timeout, "cassandra-shutdown")
 
 
 async def execute(
@@ -103,12 +106,12 @@ async def execute(
         try:
             page = _Page(rows, response.result().paging_state)
         except Exception as exc:  # handed to the waiting coroutine, not lost on this thread
-            loop.call_soon_threadsafe(_settle, done, None, exc)
+            loop.call_soon_threadsafe(settle, done, None, exc)
             return
-        loop.call_soon_threadsafe(_settle, done, page, None)
+        loop.call_soon_threadsafe(settle, done, page, None)
 
     def failed(exc: BaseException) -> None:
-        loop.call_soon_threadsafe(_settle, done, None, exc)
+        loop.call_soon_threadsafe(settle, done, None, exc)
 
     response.add_callbacks(ok, failed)
     return await asyncio.wait_for(done, timeout + 1)
@@ -179,7 +182,7 @@ class _Many:
                 self.error is not None or self.next >= len(self.statements)
             )
         if last:
-            self.loop.call_soon_threadsafe(_settle, self.done, None, self.error)
+            self.loop.call_soon_threadsafe(settle, self.done, None, self.error)
 
 
 def replica_batches(session: Session, statements: Sequence[Any], size: int) -> list[Any]:
@@ -198,15 +201,6 @@ def replica_batches(session: Session, statements: Sequence[Any], size: int) -> l
                 batch.add(statement)
             batches.append(batch)
     return batches
-
-
-def _settle(done: asyncio.Future[Any], page: Any, exc: BaseException | None) -> None:
-    if done.done():
-        return  # the caller gave up (timeout or cancel)
-    if exc is not None:
-        done.set_exception(exc)
-    else:
-        done.set_result(page)
 
 
 class _Page(list[Any]):

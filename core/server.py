@@ -62,13 +62,32 @@ class Backends:
     cassandra: CassandraSession | None = None
     janusgraph: JanusGraphLineageGraph | None = None
 
-    async def close(self) -> None:
-        await self.bus.close()
-        await self.pool.close()
+    async def close(self, timeout: float = 10.0) -> None:
+        """Closes each connection, each in at most `timeout` seconds: a backend that has gone
+        away is logged and left behind, and never holds up shutdown."""
+        loop = asyncio.get_running_loop()
+        # (name, close, what to do instead if close takes too long)
+        steps: list[tuple[str, Callable[[], Awaitable[None]], Callable[[], None]]] = [
+            ("NATS", self.bus.close, lambda: None),
+            ("Postgres", self.pool.close, self.pool.terminate),
+        ]
         if self.janusgraph is not None:
-            await self.janusgraph.close()
+            steps.append(
+                ("JanusGraph", functools.partial(self.janusgraph.close, timeout), lambda: None)
+            )
         if self.cassandra is not None:
-            await cassandra.close(self.cassandra)
+            steps.append(
+                ("Cassandra", functools.partial(cassandra.close, self.cassandra), lambda: None)
+            )
+        for name, close, abandon in steps:
+            started = loop.time()
+            try:
+                await asyncio.wait_for(close(), timeout)
+            except TimeoutError:
+                log.warning("shutdown: %s did not close within %.0f s; left behind", name, timeout)
+                abandon()
+                continue
+            log.info("shutdown: %s closed in %.2f s", name, loop.time() - started)
 
 
 @dataclass

@@ -37,6 +37,7 @@ CHANGES_STREAM = "LILY_CHANGES"
 INGEST_STREAM = "LILY_INGEST"
 DEAD_STREAM = "LILY_DEAD"
 INGEST_CONSUMER = "ingest-worker"
+INGEST_ACK_WAIT = 30.0  # seconds a fetched work message is the fetcher's before redelivery
 
 
 def ingest_subject(tenant_id: str) -> str:
@@ -107,7 +108,7 @@ class NatsChangeBus:
             ConsumerConfig(
                 durable_name=INGEST_CONSUMER,
                 ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=30.0,
+                ack_wait=INGEST_ACK_WAIT,
                 max_deliver=8,
                 max_ack_pending=50000,
                 filter_subject="lilyq.*.ingest",

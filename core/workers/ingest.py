@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -28,7 +28,7 @@ from core.domain import rules
 from core.domain.errors import Unavailable
 from core.domain.model import AssetDraft, JobCounts, WriteContext
 from core.domain.rules import Plan
-from core.events.nats import INGEST_CONSUMER, INGEST_STREAM, NatsChangeBus
+from core.events.nats import INGEST_ACK_WAIT, INGEST_CONSUMER, INGEST_STREAM, NatsChangeBus
 from core.metadata import mapping
 from core.metadata.service import counts_of, ingest_plan
 from core.ports import AssetStore, OutboxRecord, Snapshot, TxRequest
@@ -41,12 +41,28 @@ DEDUPE_KEEP = timedelta(days=1)
 PRUNE_EVERY_S = 600.0
 # Work messages stay well under NATS's default 1 MiB payload limit.
 MAX_WORK_MESSAGE_BYTES = 768 * 1024
-_ITEM_BITS = 12  # item dedupe key = (stream_seq << 12) | index + 1; message key = seq << 12
+# Dedupe keys (int64): a work message's key is work_key(accepted_at, stream_seq); item i of it
+# has key | (i + 1), so a message holds at most MAX_WORK_ITEMS assets.
+_ITEM_BITS = 12
+_SEQ_BITS = 10
+MAX_WORK_ITEMS = (1 << _ITEM_BITS) - 1
+_KEY_EPOCH_MS = 1_577_836_800_000  # 2020-01-01: 41 bits of milliseconds last until 2089
+
+
+def work_key(accepted_at: datetime, stream_seq: int) -> int:
+    """The dedupe key of a work message: when the server accepted it (ms) and its stream
+    sequence (low bits). Not the sequence alone: a stream that is recreated (a new NATS, a
+    reset) numbers from 1 again, and its messages would be taken for ones applied before and
+    skipped. Two messages share a key only if accepted in the same millisecond with sequences
+    1,024 apart, which one stream cannot do (each message is a whole ingest call)."""
+    ms = int(accepted_at.timestamp() * 1000) - _KEY_EPOCH_MS
+    return ((ms << _SEQ_BITS) | (stream_seq & ((1 << _SEQ_BITS) - 1))) << _ITEM_BITS
 
 
 def encode_work(ctx: WriteContext, drafts: Sequence[AssetDraft], job_id: str) -> list[bytes]:
-    """Queue messages for eventual-class drafts: one per ~768 KiB of assets. Each asset goes in
-    as it was submitted (draft.wire), appended to the encoded header as field 3."""
+    """Queue messages for eventual-class drafts: one per ~768 KiB or MAX_WORK_ITEMS assets.
+    Each asset goes in as it was submitted (draft.wire), appended to the encoded header as
+    field 3."""
     header = events_pb.IngestWorkBatch(
         tenant_id=ctx.tenant_id, bulk_job_id=job_id, actor=ctx.actor, request_id=ctx.request_id
     )
@@ -56,7 +72,8 @@ def encode_work(ctx: WriteContext, drafts: Sequence[AssetDraft], job_id: str) ->
     for draft in drafts:
         wire = draft.wire or mapping.draft_to_pb(draft).SerializeToString()
         field = _ASSETS_TAG + _varint(len(wire)) + wire
-        if len(chunk) > 1 and size + len(field) > MAX_WORK_MESSAGE_BYTES:
+        full = size + len(field) > MAX_WORK_MESSAGE_BYTES or len(chunk) > MAX_WORK_ITEMS
+        if len(chunk) > 1 and full:
             messages.append(b"".join(chunk))
             chunk, size = [head], len(head)
         chunk.append(field)
@@ -109,6 +126,28 @@ def _decode(
     return batch, ctx, [mapping.draft_from_trusted_pb(a, accepted_at) for a in batch.assets]
 
 
+@contextlib.asynccontextmanager
+async def _kept(msgs: Sequence[Msg], every: float = INGEST_ACK_WAIT / 3) -> AsyncIterator[None]:
+    """Tells JetStream every `every` seconds that the messages are still being worked on: a
+    transaction slowed by a loaded store must not see its messages redelivered to another
+    worker meanwhile, which would write, and count on the job, the same items twice."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every)
+            for msg in msgs:
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.in_progress()
+
+    beating = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating
+
+
 class IngestWorker:
     def __init__(
         self,
@@ -158,7 +197,8 @@ class IngestWorker:
             if self._fetch > 1:
                 with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):
                     msgs += await sub.fetch(self._fetch - 1, timeout=0.005)
-            await self.process(msgs)
+            async with _kept(msgs):
+                await self.process(msgs)
 
     async def process(self, msgs: list[Msg]) -> None:
         by_tenant: dict[str, list[Msg]] = defaultdict(list)
@@ -174,11 +214,10 @@ class IngestWorker:
                     await self._dead_letter(tenant_id, msg, f"undecodable work message: {exc}")
                     continue
                 live.append(msg)
-                units.append(
-                    _Unit(
-                        msg.metadata.sequence.stream << _ITEM_BITS, batch.bulk_job_id, drafts, ctx
-                    )
+                key = work_key(
+                    batch.accepted_at.ToDatetime(tzinfo=UTC), msg.metadata.sequence.stream
                 )
+                units.append(_Unit(key, batch.bulk_job_id, drafts, ctx))
             try:
                 await self._apply_holding(tenant_id, live, units)
             except Exception:  # the worker's per-message boundary

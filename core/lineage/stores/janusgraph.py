@@ -26,6 +26,7 @@ from gremlin_python.driver.client import Client
 from gremlin_python.driver.protocol import GremlinServerError
 from gremlin_python.statics import long
 
+from core.blocking import in_daemon_thread
 from core.domain.errors import Unavailable
 from core.domain.lineage import MAX_LINEAGE_NODES, in_direction, newest_per_edge
 from core.domain.model import Direction, LineageEdge, Subgraph
@@ -174,13 +175,12 @@ class JanusGraphLineageGraph:
         """Opens the connections and creates the schema if the graph has none."""
         await self._run(lambda: self._script(SCHEMA, {}))
 
-    async def close(self) -> None:
-        def close() -> None:
-            if self._client is not None:
-                self._client.close()
-
-        await self._run(close)
-        self._thread.shutdown(wait=True)
+    async def close(self, timeout: float = 10.0) -> None:
+        """Closes the connections, waiting at most `timeout` (gremlinpython's close can hang
+        on a server that has gone; it is then left to its daemon thread)."""
+        self._thread.shutdown(wait=False, cancel_futures=True)
+        if self._client is not None:
+            await in_daemon_thread(self._client.close, timeout, "gremlin-close")
 
     async def _run(self, work: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()

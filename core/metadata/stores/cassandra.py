@@ -5,8 +5,8 @@ transaction is made all-or-nothing without multi-partition transactions:
 
 1. Under per-asset locks (this process), read the current rows and run the domain plan.
 2. Write the plan as one *intent* (the asset rows with their write timestamps, issues, audit
-   rows, bulk-job counts, dedupe keys, and the packed change events) into the outbox table.
-   That write is the commit point.
+   rows, bulk-job counts, dedupe keys, and the packed change events) into the outbox table;
+   its head goes last, in one logged batch with the dedupe keys. That batch is the commit.
 3. Apply the intent's writes. Every write carries an explicit timestamp and a deterministic
    key, so applying an intent again changes nothing.
 4. The outbox relay publishes the events and deletes the intent (fast path); an intent left
@@ -44,7 +44,7 @@ from typing import Any
 import orjson
 from cassandra import InvalidRequest
 from cassandra.cluster import Session
-from cassandra.query import PreparedStatement
+from cassandra.query import BatchStatement, BatchType, PreparedStatement
 from cassandra.util import max_uuid_from_time, uuid_from_time
 
 from core import cassandra
@@ -327,6 +327,7 @@ class CassandraAssetStore:
         self._clock = _Clock()
         self._known_dirs: set[tuple[str, str, str]] = set()  # markers written by this process
         self._prepared: dict[str, PreparedStatement] = {}
+        self._owner = uuid.uuid4()  # this writer, in ingest_claims
 
     @classmethod
     async def open(cls, session: Session, *, timeout: float = 10.0) -> CassandraAssetStore:
@@ -359,6 +360,8 @@ class CassandraAssetStore:
         " WHERE tenant_id = ? AND stream_seq IN ?",
         "write_applied": "INSERT INTO ingest_applied (tenant_id, stream_seq) VALUES (?, ?)"
         f" USING TTL {_DEDUPE_TTL}",
+        "claim": "INSERT INTO ingest_claims (tenant_id, stream_seq, owner) VALUES (?, ?, ?)"
+        " IF NOT EXISTS",
         "write_job": _insert(
             "bulk_jobs", ("tenant_id", "job_id", "description", "created_at", "updated_at")
         ),
@@ -479,6 +482,7 @@ class CassandraAssetStore:
         issues = {r.issue_id: _issue(r) for page in issue_pages for r in page}
         applied = {r.stream_seq for r in applied_rows}
         fresh = frozenset(k for k in keys if k not in applied)
+        await self._claim(tenant_id, fresh)
 
         result = plan(Snapshot(existing, issues, fresh))
         counts = request.job_counts() if request.job_counts is not None else {}
@@ -532,6 +536,26 @@ class CassandraAssetStore:
             await self._q("delete_intent", (bucket, batch_id))
         return result
 
+    async def _claim(self, tenant_id: str, keys: Collection[int]) -> None:
+        """Claims the dedupe keys for this writer (a lightweight transaction each), or raises
+        Unavailable if another writer holds one: it was handed the same work message and
+        is applying it, and a retry will find it applied (or, if that writer died, claim it
+        once its claim lapses). Claims by this writer (this process) hold again: a retry of
+        its own; two of its tasks with the same message are serialized by the asset locks."""
+        if not keys:
+            return
+        ordered = sorted(keys)
+        results = await asyncio.gather(
+            *(self._q("claim", (tenant_id, k, self._owner)) for k in ordered)
+        )
+        held = [
+            k
+            for k, rows in zip(ordered, results, strict=True)
+            if not rows[0].applied and rows[0].owner != self._owner
+        ]
+        if held:
+            raise Unavailable(f"{len(held)} work item(s) are being applied by another writer")
+
     async def _write_intent(
         self,
         tenant_id: str,
@@ -540,18 +564,27 @@ class CassandraAssetStore:
         writes: Mapping[str, Any],
         events: bytes,
     ) -> int:
-        """Stores the intent; returns its outbox bucket. Parts after the first go first; the
-        first, which says how many there are, commits it."""
+        """Stores the intent; returns its outbox bucket. Its parts go first; then the commit:
+        the head (part 0: no data, says how many parts there are) together with the dedupe
+        keys the transaction consumes, in one logged batch. So a redelivered work message is
+        either seen as applied (its intent committed: applied now, or replayed by the poll) or
+        was never committed, and a retry can neither lose it nor count it twice."""
         blob = _pack_intent(writes, events)
-        chunks = [blob[i : i + _INTENT_PART] for i in range(0, len(blob), _INTENT_PART)]
+        chunks = [b"", *(blob[i : i + _INTENT_PART] for i in range(0, len(blob), _INTENT_PART))]
         bucket = now // 1_000_000 // _BUCKET_SECONDS
-        rest = [
+        rows = [
             ("write_intent", (bucket, batch_id, n, tenant_id, len(chunks), chunk))
             for n, chunk in enumerate(chunks)
-            if n
         ]
-        await self._many(rest)
-        await self._q("write_intent", (bucket, batch_id, 0, tenant_id, len(chunks), chunks[0]))
+        await self._many(rows[1:])
+        commit = [rows[0], *(("write_applied", (tenant_id, k)) for k in writes["applied"])]
+        if len(commit) == 1:
+            await self._q(*commit[0])
+            return bucket
+        batch = BatchStatement(BatchType.LOGGED)
+        for name, params in commit:
+            batch.add(self._prepared[name].bind(params))
+        await cassandra.execute(self._session, batch, timeout=self._timeout)
         return bucket
 
     async def _apply(self, tenant_id: str, batch_id: uuid.UUID, writes: Mapping[str, Any]) -> None:
@@ -577,7 +610,6 @@ class CassandraAssetStore:
             ("write_counts", (tenant_id, job, batch_id, *counts))
             for job, counts in writes["jobs"].items()
         ]
-        statements += [("write_applied", (tenant_id, k)) for k in writes["applied"]]
         await self._many(statements, batched=True)
         if len(self._known_dirs) > 100_000:
             self._known_dirs.clear()
