@@ -22,6 +22,7 @@ from core.domain.model import (
     AuditEntry,
     BulkJob,
     Direction,
+    EdgeKey,
     Issue,
     IssueStatus,
     JobCounts,
@@ -78,6 +79,15 @@ class AssetStore(Protocol):
     async def get(self, tenant_id: str, asset_id: str) -> Asset | None: ...
 
     async def get_by_qualified_name(self, tenant_id: str, qualified_name: str) -> Asset | None: ...
+
+    async def get_many(self, tenant_id: str, asset_ids: Sequence[str]) -> dict[str, Asset]:
+        """The stored assets among `asset_ids` (deleted ones too), by id."""
+        ...
+
+    async def open_issue_counts(self, tenant_id: str, asset_ids: Sequence[str]) -> dict[str, int]:
+        """How many unresolved (open or acknowledged) issues each asset has; assets with none
+        are left out."""
+        ...
 
     async def search(
         self, tenant_id: str, query: SearchQuery, after: str | None, limit: int
@@ -178,8 +188,18 @@ class LineageGraph(Protocol):
       store). A start that is unknown or deleted gives an empty subgraph.
     - Failures of the backend raise core.domain.errors.Unavailable."""
 
-    async def upsert_edges(self, tenant_id: str, edges: Sequence[LineageEdge]) -> int:
-        """Applies the edges (deleted ones too); returns how many changed the graph."""
+    async def upsert_edges(
+        self, tenant_id: str, edges: Sequence[LineageEdge]
+    ) -> dict[EdgeKey, LineageEdge | None]:
+        """Applies the edges (deleted ones too); returns each written edge's stored state
+        before the write (None: it was new), by key. core.domain.lineage.changed and
+        outcome tell what the write did."""
+        ...
+
+    async def get_edges(
+        self, tenant_id: str, keys: Sequence[EdgeKey]
+    ) -> dict[EdgeKey, LineageEdge]:
+        """The stored edges (deleted ones too) among `keys`; unknown keys are left out."""
         ...
 
     async def delete_node(self, tenant_id: str, asset_id: str) -> bool:

@@ -16,6 +16,8 @@ import grpc
 from cassandra.cluster import Session as CassandraSession
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from lily.v1 import lineage_pb2 as lineage_pb
+from lily.v1 import lineage_pb2_grpc as lineage_grpc
 from lily.v1 import metadata_pb2 as metadata_pb
 from lily.v1 import metadata_pb2_grpc as metadata_grpc
 
@@ -23,6 +25,8 @@ from core import cassandra, tracing
 from core.errors import ErrorInterceptor
 from core.events.nats import NatsChangeBus
 from core.events.outbox import OutboxRelay, PostgresOutbox
+from core.lineage.service import LineageService
+from core.lineage.servicer import LineageServicer
 from core.lineage.stores.janusgraph import JanusGraphLineageGraph
 from core.lineage.stores.postgres import PostgresLineageGraph
 from core.metadata.pagination import PageTokens
@@ -39,6 +43,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
     metadata_pb.DESCRIPTOR.services_by_name["MetadataService"].full_name,
+    lineage_pb.DESCRIPTOR.services_by_name["LineageService"].full_name,
     health.SERVICE_NAME,
     reflection.SERVICE_NAME,
 )
@@ -257,6 +262,10 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
         interceptors=[tracing.server_interceptor(), ErrorInterceptor()], options=options
     )
     metadata_grpc.add_MetadataServiceServicer_to_server(MetadataServicer(service), server)
+    if backends.lineage is None:  # (servers connect one; only workers go without)
+        raise RuntimeError("a server needs its lineage graph")
+    lineage = LineageService(backends.lineage, store, on_commit=on_commit)
+    lineage_grpc.add_LineageServiceServicer_to_server(LineageServicer(lineage), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)
@@ -274,7 +283,7 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
         lily.tasks.append(asyncio.create_task(relay.run(), name="outbox-relay"))
     if worker is not None:
         lily.tasks.append(asyncio.create_task(worker.run(), name="ingest-worker"))
-    for name in ("", SERVICE_NAMES[0]):
+    for name in ("", *SERVICE_NAMES[:2]):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("gRPC serving on %s:%d", settings.grpc_host, port)
     return lily

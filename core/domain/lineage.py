@@ -5,7 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
-from core.domain.model import Direction, LineageEdge, Subgraph
+from core.domain.model import (
+    Asset,
+    Change,
+    ChangeKind,
+    Direction,
+    EdgeOutcome,
+    EntityKind,
+    LineageEdge,
+    Subgraph,
+    WriteContext,
+)
+from core.domain.rules import new_event_id
 
 # Traversals stop at this depth and this many nodes (a Subgraph says when it was cut short).
 MAX_LINEAGE_DEPTH = 100
@@ -68,6 +79,48 @@ async def _walk(start: str, forward: bool, depth: int, max_nodes: int, step: Ste
             edges[(edge.upstream_id, edge.downstream_id, edge.kind)] = edge
         frontier = following
     return Subgraph(nodes, tuple(edges.values()), truncated)
+
+
+def changed(edge: LineageEdge, before: LineageEdge | None) -> bool:
+    """Whether writing `edge` over `before` (the stored edge, None if new) changes the stored
+    row: last writer wins by source event time."""
+    return before is None or before.source_event_time < edge.source_event_time
+
+
+def outcome(edge: LineageEdge, before: LineageEdge | None) -> EdgeOutcome:
+    """What writing `edge` over `before` did to the live graph."""
+    if before is not None and before.source_event_time > edge.source_event_time:
+        return EdgeOutcome.STALE
+    was_live = before is not None and not before.is_deleted
+    if not changed(edge, before) or was_live == (not edge.is_deleted):
+        return EdgeOutcome.UNCHANGED
+    return EdgeOutcome.DELETED if edge.is_deleted else EdgeOutcome.CREATED
+
+
+def edge_change(
+    ctx: WriteContext, edge: LineageEdge, what: EdgeOutcome, upstream: Asset | None
+) -> Change:
+    """The change (audit entry and ChangeEvent) of an edge created or deleted: about its
+    upstream asset, which may not have arrived yet (then without name or type)."""
+    return Change(
+        event_id=new_event_id(),
+        tenant_id=ctx.tenant_id,
+        entity=EntityKind.RELATIONSHIP,
+        change=ChangeKind.DELETED if what == EdgeOutcome.DELETED else ChangeKind.CREATED,
+        asset_id=edge.upstream_id,
+        qualified_name=upstream.qualified_name if upstream else "",
+        asset_type=upstream.asset_type if upstream else None,
+        asset_version=upstream.version if upstream else 0,
+        changed_fields=("relationships",),
+        actor=ctx.actor,
+        action=ctx.action,
+        occurred_at=ctx.now,
+        relationship=edge,
+        request_id=ctx.request_id,
+        origin=ctx.origin,
+        cause_event_id=ctx.cause_event_id,
+        trace_headers=ctx.trace_headers,
+    )
 
 
 def newest_per_edge(edges: Sequence[LineageEdge]) -> list[LineageEdge]:

@@ -69,6 +69,7 @@ class Outcome(enum.IntEnum):
 class EntityKind(enum.IntEnum):
     ASSET = 1
     ISSUE = 2
+    RELATIONSHIP = 3
 
     @property
     def token(self) -> str:
@@ -219,7 +220,7 @@ class Change:
     change: ChangeKind
     asset_id: str
     qualified_name: str
-    asset_type: AssetType
+    asset_type: AssetType | None  # None: an edge's upstream asset that has not arrived yet
     asset_version: int
     changed_fields: tuple[str, ...]
     actor: str
@@ -229,6 +230,7 @@ class Change:
     tags_added: tuple[str, ...] = ()
     tags_removed: tuple[str, ...] = ()
     issue: Issue | None = None
+    relationship: LineageEdge | None = None
     request_id: str = ""
     origin: str = ""
     cause_event_id: str = ""
@@ -348,6 +350,23 @@ class LineageEdge:
     kind: str
     source_event_time: datetime
     is_deleted: bool = False
+
+    @property
+    def key(self) -> EdgeKey:
+        return (self.upstream_id, self.downstream_id, self.kind)
+
+
+# An edge's identity: (upstream_id, downstream_id, kind).
+EdgeKey = tuple[str, str, str]
+
+
+class EdgeOutcome(enum.IntEnum):
+    """What a write did to one edge; mirrors lily.v1.RelationshipOutcome (same numbers)."""
+
+    CREATED = 1  # a new live edge, or a deleted one revived
+    UNCHANGED = 3  # same live state as stored (a newer time is kept)
+    STALE = 4  # older than the stored edge: nothing changed
+    DELETED = 5  # a live edge deleted
 
 
 @value

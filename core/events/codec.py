@@ -30,7 +30,7 @@ def encode_change(change: Change) -> bytes:
         change=change.change,
         asset_id=change.asset_id,
         qualified_name=change.qualified_name,
-        asset_type=change.asset_type,
+        asset_type=change.asset_type or 0,
         asset_version=change.asset_version,
         changed_fields=change.changed_fields,
         actor=change.actor,
@@ -47,6 +47,8 @@ def encode_change(change: Change) -> bytes:
         event.tags_removed.extend(change.tags_removed)
     if change.issue is not None:
         event.issue.CopyFrom(mapping.issue_to_pb(change.issue))
+    if change.relationship is not None:
+        event.relationship.CopyFrom(mapping.relationship_to_pb(change.relationship))
     return event.SerializeToString()
 
 

@@ -24,6 +24,7 @@ from core.domain.model import (
     Issue,
     IssueSeverity,
     IssueStatus,
+    LineageEdge,
     Tag,
     TagAssignment,
     TagSource,
@@ -249,6 +250,18 @@ def tag_to_pb(tag: Tag) -> common_pb.Tag:
     )
 
 
+def effective_tags_to_pb(tags: Iterable[Tag]) -> list[common_pb.EffectiveTag]:
+    return [
+        common_pb.EffectiveTag(
+            name=e.name,
+            value=e.value,
+            source=int(e.source),
+            overridden=[tag_to_pb(t) for t in e.overridden],
+        )
+        for e in effective_tags(tags)
+    ]
+
+
 def asset_to_pb(asset: Asset, consistency: Consistency | None = None) -> common_pb.Asset:
     return common_pb.Asset(
         tenant_id=asset.tenant_id,
@@ -262,15 +275,7 @@ def asset_to_pb(asset: Asset, consistency: Consistency | None = None) -> common_
         parent_qualified_name=asset.parent_qualified_name,
         parent_id=asset.parent_id,
         tags=[tag_to_pb(t) for t in sorted(asset.tags, key=lambda t: (t.name, t.source))],
-        effective_tags=[
-            common_pb.EffectiveTag(
-                name=e.name,
-                value=e.value,
-                source=int(e.source),
-                overridden=[tag_to_pb(t) for t in e.overridden],
-            )
-            for e in effective_tags(asset.tags)
-        ],
+        effective_tags=effective_tags_to_pb(asset.tags),
         business_terms=asset.business_terms,
         attributes=dict(asset.attributes),
         version=asset.version,
@@ -280,6 +285,16 @@ def asset_to_pb(asset: Asset, consistency: Consistency | None = None) -> common_
         updated_at=_ts(asset.updated_at),
         source_event_time=_ts(asset.source_event_time),
         consistency=int(consistency) if consistency else 0,
+    )
+
+
+def relationship_to_pb(edge: LineageEdge) -> common_pb.Relationship:
+    return common_pb.Relationship(
+        upstream_asset_id=edge.upstream_id,
+        downstream_asset_id=edge.downstream_id,
+        type=edge.kind,
+        source_event_time=_ts(edge.source_event_time),
+        is_deleted=edge.is_deleted,
     )
 
 

@@ -45,24 +45,6 @@ MAX_PAGE_SIZE = 1000
 _Lane = tuple[list[tuple[int, AssetDraft]], int] | None
 
 
-async def _coalesced(
-    lane: asyncio.Queue[_Lane],
-) -> AsyncIterator[tuple[list[tuple[int, AssetDraft]], int]]:
-    """What a lane's queue holds, until the None that closes it: waits for a batch, then takes
-    every batch already waiting with it, as one (drafts in order, rejected counts summed)."""
-    closed = False
-    while not closed and (item := await lane.get()) is not None:
-        drafts, rejected = list(item[0]), item[1]
-        while not lane.empty():
-            more = lane.get_nowait()
-            if more is None:
-                closed = True
-                break
-            drafts += more[0]
-            rejected += more[1]
-        yield drafts, rejected
-
-
 def _first_error(group: BaseExceptionGroup) -> BaseException:
     """The first failure in a task group, unwrapped (nested groups included)."""
     first = group.exceptions[0]
@@ -242,12 +224,10 @@ class MetadataService:
         Two lanes, each in stream order: one writes the strong-class drafts, the other queues
         the eventual-class ones; so one batch's store write overlaps another's queueing and the
         arrival of the next (a batch at a time, the stream would wait on each in turn). At most
-        `depth` batches wait for each lane, and a lane takes all that wait at once (one
-        transaction, one job count): a lane that falls behind catches up in bigger steps
-        instead of paying each step's round trips again. If the stream of batches fails (a
-        bad batch), the batches before it are applied first, then its error is raised; if a
-        lane fails, the stream stops there with that error. Whatever was written or queued
-        stays, counted on the job (a client retrying the stream re-ingests idempotently)."""
+        `depth` batches wait for each lane. If the stream of batches fails (a bad batch), the
+        batches before it are applied first, then its error is raised; if a lane fails, the
+        stream stops there with that error. Whatever was written or queued stays, counted on
+        the job (a client retrying the stream re-ingests idempotently)."""
         outcomes: Counter[Outcome] = Counter()
         lanes: tuple[asyncio.Queue[_Lane], asyncio.Queue[_Lane]] = (
             asyncio.Queue(depth),
@@ -255,11 +235,12 @@ class MetadataService:
         )
 
         async def strong_lane() -> None:
-            async for strong, _ in _coalesced(lanes[0]):
-                outcomes.update(r.outcome for r in await self._write_strong(ctx, strong, job_id))
+            while (item := await lanes[0].get()) is not None:
+                outcomes.update(r.outcome for r in await self._write_strong(ctx, item[0], job_id))
 
         async def eventual_lane() -> None:
-            async for queued, rejected in _coalesced(lanes[1]):
+            while (item := await lanes[1].get()) is not None:
+                queued, rejected = item
                 await self._enqueue(ctx, queued, job_id)
                 outcomes[Outcome.ACCEPTED] += len(queued)
                 if rejected:

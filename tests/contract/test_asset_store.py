@@ -304,6 +304,20 @@ async def test_issues_list_newest_first_by_page_and_status(asset_store, tenant):
     open_ = await asset_store.list_issues(tenant, asset_id, IssueStatus.OPEN, None, 10)
     assert [i.title for i in open_] == [f"incident {n}" for n in (4, 3, 1, 0)]
     assert await asset_store.list_issues(tenant + "x", asset_id, None, None, 10) == []
+    # GetLineage's node summaries read these for many assets at once
+    other = rules.asset_id_for(tenant, "pg://iss/none")
+    assert await asset_store.open_issue_counts(tenant, [asset_id, other]) == {asset_id: 4}
+    assert await asset_store.open_issue_counts(tenant + "x", [asset_id]) == {}
+
+
+async def test_many_assets_are_read_at_once_by_tenant(asset_store, tenant):
+    await _ingest(asset_store, tenant, [_draft(f"pg://many/c{i}") for i in range(250)])
+    ids = [rules.asset_id_for(tenant, f"pg://many/c{i}") for i in range(0, 250, 2)]
+    missing = rules.asset_id_for(tenant, "pg://many/none")
+    found = await asset_store.get_many(tenant, [*ids, missing, ids[0]])
+    assert set(found) == set(ids)
+    assert found[ids[3]].qualified_name == "pg://many/c6"
+    assert await asset_store.get_many(tenant + "x", ids) == {}
 
 
 async def test_audit_trail_pages_in_order(asset_store, tenant):

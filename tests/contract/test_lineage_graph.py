@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import pytest_asyncio
 
-from core.domain.model import Direction, LineageEdge
+from core.domain.lineage import changed, newest_per_edge, outcome
+from core.domain.model import Direction, EdgeOutcome, LineageEdge
 from core.ports import LineageGraph
 
 DOWN, UP, BOTH = Direction.DOWNSTREAM, Direction.UPSTREAM, Direction.BOTH
@@ -52,14 +53,42 @@ def edge(up: str, down: str, at: int = 0, kind: str = "derives", deleted: bool =
     return LineageEdge(up, down, kind, T0 + timedelta(seconds=at), deleted)
 
 
+async def _written(graph: LineageGraph, tenant: str, edges: list[LineageEdge]) -> int:
+    """Upserts; returns how many edges the write changed."""
+    before = await graph.upsert_edges(tenant, edges)
+    assert set(before) == {e.key for e in edges}
+    return sum(changed(e, before[e.key]) for e in newest_per_edge(edges))
+
+
+async def test_upserts_report_each_edge_as_it_was(graph: LineageGraph, tenant: str):
+    ab, ac = edge("a", "b", 10), edge("a", "c", 10)
+    first = await graph.upsert_edges(tenant, [ab, ac])
+    assert [outcome(e, first[e.key]) for e in (ab, ac)] == [EdgeOutcome.CREATED] * 2
+    assert await graph.get_edges(tenant, [ab.key, ("a", "nope", "derives")]) == {ab.key: ab}
+    assert await graph.get_edges("someone-else", [ab.key]) == {}
+    writes = [edge("a", "b", 5), edge("a", "c", 20, deleted=True), edge("x", "y", 1, deleted=True)]
+    before = await graph.upsert_edges(tenant, writes)
+    assert before[ab.key] == ab and before[ac.key] == ac and before[("x", "y", "derives")] is None
+    assert [outcome(e, before[e.key]) for e in writes] == [
+        EdgeOutcome.STALE,
+        EdgeOutcome.DELETED,
+        EdgeOutcome.UNCHANGED,  # deleting an edge nobody made: kept, so older upserts are stale
+    ]
+    revived = await graph.upsert_edges(tenant, [edge("a", "c", 30), edge("x", "y", 0)])
+    assert outcome(edge("a", "c", 30), revived[ac.key]) == EdgeOutcome.CREATED
+    assert revived[ac.key] == edge("a", "c", 20, deleted=True)
+    assert outcome(edge("x", "y", 0), revived[("x", "y", "derives")]) == EdgeOutcome.STALE
+    assert outcome(edge("a", "c", 40), edge("a", "c", 30)) == EdgeOutcome.UNCHANGED
+
+
 async def test_upserts_are_idempotent_and_last_writer_wins(graph: LineageGraph, tenant: str):
-    assert await graph.upsert_edges(tenant, [edge("a", "b", 10), edge("b", "c", 10)]) == 2
-    assert await graph.upsert_edges(tenant, [edge("a", "b", 10), edge("b", "c", 10)]) == 0
-    assert await graph.upsert_edges(tenant, [edge("a", "b", 5, deleted=True)]) == 0  # older
+    assert await _written(graph, tenant, [edge("a", "b", 10), edge("b", "c", 10)]) == 2
+    assert await _written(graph, tenant, [edge("a", "b", 10), edge("b", "c", 10)]) == 0
+    assert await _written(graph, tenant, [edge("a", "b", 5, deleted=True)]) == 0  # older
     assert set((await graph.traverse(tenant, "a", DOWN, 5)).nodes) == {"a", "b", "c"}
-    assert await graph.upsert_edges(tenant, [edge("a", "b", 20, deleted=True)]) == 1  # newer
+    assert await _written(graph, tenant, [edge("a", "b", 20, deleted=True)]) == 1  # newer
     assert (await graph.traverse(tenant, "a", DOWN, 5)).nodes == {"a": 0}
-    assert await graph.upsert_edges(tenant, [edge("a", "b", 30)]) == 1  # revived
+    assert await _written(graph, tenant, [edge("a", "b", 30)]) == 1  # revived
     result = await graph.traverse(tenant, "a", DOWN, 5)
     assert result.nodes == {"a": 0, "b": 1, "c": 2}
     assert {(e.upstream_id, e.downstream_id, e.source_event_time) for e in result.edges} == {
@@ -68,7 +97,8 @@ async def test_upserts_are_idempotent_and_last_writer_wins(graph: LineageGraph, 
     }
     # an edge named twice in a batch applies as if in time order; kinds are distinct edges
     assert (
-        await graph.upsert_edges(
+        await _written(
+            graph,
             tenant,
             [edge("c", "d", 9), edge("c", "d", 8, deleted=True), edge("c", "d", 1, "copies")],
         )
@@ -112,8 +142,8 @@ async def test_deleted_nodes_are_kept_but_not_walked(graph: LineageGraph, tenant
 
 async def test_wide_fan_out(graph: LineageGraph, tenant: str):
     children = [edge("root", f"child{i}") for i in range(10_000)]
-    assert await graph.upsert_edges(tenant, children) == 10_000
-    assert await graph.upsert_edges(tenant, children[:1000]) == 0
+    assert await _written(graph, tenant, children) == 10_000
+    assert await _written(graph, tenant, children[:1000]) == 0
     result = await graph.traverse(tenant, "root", DOWN, 2)
     assert len(result.nodes) == 10_001 and len(result.edges) == 10_000
     assert (await graph.traverse(tenant, "child77", UP, 3)).nodes == {"child77": 0, "root": 1}

@@ -64,3 +64,30 @@ def test_every_rpc_has_its_route_but_client_streams():
         rule: http_pb2.HttpRule = opts.Extensions[annotations_pb2.http]
         verb = rule.WhichOneof("pattern")
         assert (verb, getattr(rule, verb), rule.body) == ROUTES[method.name], method.name
+
+
+def test_domain_enums_mirror_their_proto_enums_number_for_number():
+    """The servicers pass these across as plain ints: a renumbered or missing value would
+    silently mean something else."""
+    from lily.v1 import common_pb2, events_pb2, lineage_pb2
+
+    from core.domain.model import (
+        AssetType,
+        ChangeKind,
+        Direction,
+        EdgeOutcome,
+        EntityKind,
+        TagSource,
+    )
+
+    pairs = [
+        (AssetType, common_pb2.AssetType, "ASSET_TYPE_"),
+        (TagSource, common_pb2.TagSource, "TAG_SOURCE_"),
+        (EntityKind, events_pb2.EntityKind, "ENTITY_KIND_"),
+        (ChangeKind, events_pb2.ChangeKind, "CHANGE_KIND_"),
+        (Direction, lineage_pb2.LineageDirection, "LINEAGE_DIRECTION_"),
+        (EdgeOutcome, lineage_pb2.RelationshipOutcome, "RELATIONSHIP_OUTCOME_"),
+    ]
+    for domain, proto, prefix in pairs:
+        for member in domain:
+            assert proto.Value(prefix + member.name) == member.value, (domain, member)

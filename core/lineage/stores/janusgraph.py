@@ -29,7 +29,7 @@ from gremlin_python.statics import long
 from core.blocking import in_daemon_thread
 from core.domain.errors import Unavailable
 from core.domain.lineage import MAX_LINEAGE_NODES, in_direction, newest_per_edge
-from core.domain.model import Direction, LineageEdge, Subgraph
+from core.domain.model import Direction, EdgeKey, LineageEdge, Subgraph
 
 T = TypeVar("T")
 _CHUNK = 500
@@ -80,20 +80,35 @@ if (known) {
         existing[[it.value('up'), it.value('down'), it.value('kind')]] = it
     }
 }
-int changed = 0
+// Each row's edge as stored before this write ([time, deleted]; null: new).
+def before = []
 for (r in rows) {
     def edge = existing[[r[0], r[1], r[2]]]
     if (edge == null) {
+        before << null
         cache[r[0]].addEdge('lineage', cache[r[1]], 'up', r[0], 'down', r[1], 'kind', r[2],
             'source_event_time', r[3], 'deleted', r[4])
-        changed++
-    } else if (edge.value('source_event_time') < r[3]) {
-        edge.property('source_event_time', r[3])
-        edge.property('deleted', r[4])
-        changed++
+    } else {
+        before << [edge.value('source_event_time'), edge.value('deleted')]
+        if (edge.value('source_event_time') < r[3]) {
+            edge.property('source_event_time', r[3])
+            edge.property('deleted', r[4])
+        }
     }
 }
-changed
+[before]
+"""
+
+# wanted_keys: [[upstream_id, downstream_id, kind], ...] -> the stored ones, as
+# [[up, down, kind, source_event_time_us, deleted], ...]
+_GET_EDGES = """
+def wanted = wanted_keys.collect { [it[0], it[1], it[2]] } as Set
+def found = []
+g.V(wanted_keys.collect { vids[it[1]] }.unique()).inE('lineage').toList().each {
+    def key = [it.value('up'), it.value('down'), it.value('kind')]
+    if (key in wanted) found << (key + [it.value('source_event_time'), it.value('deleted')])
+}
+[found]
 """
 
 # One direction's breadth-first walk, run server-side in one request (a level per request
@@ -209,12 +224,15 @@ class JanusGraphLineageGraph:
 
     # -- the port ---------------------------------------------------------------------------
 
-    async def upsert_edges(self, tenant_id: str, edges: Sequence[LineageEdge]) -> int:
+    async def upsert_edges(
+        self, tenant_id: str, edges: Sequence[LineageEdge]
+    ) -> dict[EdgeKey, LineageEdge | None]:
+        latest = newest_per_edge(edges)
         rows = [
             [e.upstream_id, e.downstream_id, e.kind, _micros(e.source_event_time), e.is_deleted]
-            for e in newest_per_edge(edges)
+            for e in latest
         ]
-        changed = 0
+        before: dict[EdgeKey, LineageEdge | None] = {}
         for i in range(0, len(rows), _CHUNK):
             chunk = rows[i : i + _CHUNK]
             result = await self._run(
@@ -223,8 +241,26 @@ class JanusGraphLineageGraph:
                     {"tenant": tenant_id, "rows": chunk, "vids": _vids(tenant_id, chunk)},
                 )
             )
-            changed += int(result[0])
-        return changed
+            for e, was in zip(latest[i : i + _CHUNK], result[0], strict=True):
+                before[e.key] = (
+                    None if was is None else LineageEdge(*e.key, _from_micros(was[0]), was[1])
+                )
+        return before
+
+    async def get_edges(
+        self, tenant_id: str, keys: Sequence[EdgeKey]
+    ) -> dict[EdgeKey, LineageEdge]:
+        found: dict[EdgeKey, LineageEdge] = {}
+        for i in range(0, len(keys), _CHUNK):
+            chunk = [list(k) for k in keys[i : i + _CHUNK]]
+            result = await self._run(
+                lambda chunk=chunk: self._script(  # type: ignore[misc]
+                    _GET_EDGES, {"wanted_keys": chunk, "vids": _vids(tenant_id, chunk)}
+                )
+            )
+            for up, down, kind, at, deleted in result[0]:
+                found[(up, down, kind)] = LineageEdge(up, down, kind, _from_micros(at), deleted)
+        return found
 
     async def upsert_node(self, tenant_id: str, asset_id: str) -> None:
         await self._run(lambda: self._script(_SET_NODE, _node(tenant_id, asset_id, deleted=False)))

@@ -9,7 +9,7 @@ import asyncpg
 
 from core.domain.errors import Unavailable
 from core.domain.lineage import MAX_LINEAGE_NODES, breadth_first, newest_per_edge
-from core.domain.model import Direction, LineageEdge, Subgraph
+from core.domain.model import Direction, EdgeKey, LineageEdge, Subgraph
 from core.postgres import BACKEND_ERRORS
 
 _UPSERT_NODES = """
@@ -28,6 +28,16 @@ ON CONFLICT (tenant_id, upstream_id, downstream_id, kind) DO UPDATE
 SET source_event_time = EXCLUDED.source_event_time, is_deleted = EXCLUDED.is_deleted
 WHERE lineage_edges.source_event_time < EXCLUDED.source_event_time
 """
+# The stored edges among keys; in an upsert, locked until it commits (so `before` is exact).
+_EDGES = """
+SELECT e.upstream_id, e.downstream_id, e.kind, e.source_event_time, e.is_deleted
+FROM lineage_edges e
+JOIN unnest($2::text[], $3::text[], $4::text[]) AS k(u, d, k)
+  ON e.upstream_id = k.u AND e.downstream_id = k.d AND e.kind = k.k
+WHERE e.tenant_id = $1
+ORDER BY 1, 2, 3
+"""
+_BEFORE = _EDGES + "FOR UPDATE OF e"
 _LIVE = "SELECT NOT is_deleted FROM lineage_nodes WHERE tenant_id = $1 AND asset_id = $2"
 _STEP = {
     forward: f"""
@@ -49,26 +59,46 @@ class PostgresLineageGraph:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def upsert_edges(self, tenant_id: str, edges: Sequence[LineageEdge]) -> int:
+    async def upsert_edges(
+        self, tenant_id: str, edges: Sequence[LineageEdge]
+    ) -> dict[EdgeKey, LineageEdge | None]:
         rows = newest_per_edge(edges)  # (a statement may touch each row once)
         if not rows:
-            return 0
+            return {}
         ends = sorted({e.upstream_id for e in rows} | {e.downstream_id for e in rows})
+        columns = (
+            [e.upstream_id for e in rows],
+            [e.downstream_id for e in rows],
+            [e.kind for e in rows],
+        )
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute(_UPSERT_NODES, tenant_id, ends)
-                status = await conn.execute(
+                stored = await conn.fetch(_BEFORE, tenant_id, *columns)
+                await conn.execute(
                     _UPSERT_EDGES,
                     tenant_id,
-                    [e.upstream_id for e in rows],
-                    [e.downstream_id for e in rows],
-                    [e.kind for e in rows],
+                    *columns,
                     [e.source_event_time for e in rows],
                     [e.is_deleted for e in rows],
                 )
         except BACKEND_ERRORS as exc:
             raise Unavailable(f"lineage store unavailable: {type(exc).__name__}") from exc
-        return int(status.rsplit(" ", 1)[1])
+        before: dict[EdgeKey, LineageEdge | None] = dict.fromkeys((e.key for e in rows), None)
+        before.update(_edges(stored))
+        return before
+
+    async def get_edges(
+        self, tenant_id: str, keys: Sequence[EdgeKey]
+    ) -> dict[EdgeKey, LineageEdge]:
+        if not keys:
+            return {}
+        try:
+            async with self._pool.acquire() as conn:
+                rows = await conn.fetch(_EDGES, tenant_id, *map(list, zip(*keys, strict=True)))
+        except BACKEND_ERRORS as exc:
+            raise Unavailable(f"lineage store unavailable: {type(exc).__name__}") from exc
+        return _edges(rows)
 
     async def upsert_node(self, tenant_id: str, asset_id: str) -> None:
         await self._execute(
@@ -114,3 +144,7 @@ class PostgresLineageGraph:
             return await self._pool.execute(query, *args)
         except BACKEND_ERRORS as exc:
             raise Unavailable(f"lineage store unavailable: {type(exc).__name__}") from exc
+
+
+def _edges(rows: Sequence[asyncpg.Record]) -> dict[EdgeKey, LineageEdge]:
+    return {(r[0], r[1], r[2]): LineageEdge(r[0], r[1], r[2], r[3], r[4]) for r in rows}

@@ -352,6 +352,7 @@ class CassandraAssetStore:
         " WHERE tenant_id = ? AND dir = ? AND entry >= ? AND entry < ?",
         "read_issue": "SELECT * FROM issues WHERE tenant_id = ? AND asset_id = ? AND issue_id = ?",
         "read_issues": "SELECT * FROM issues WHERE tenant_id = ? AND asset_id = ?",
+        "issue_states": "SELECT asset_id, status FROM issues WHERE tenant_id = ? AND asset_id IN ?",
         "write_issue": _insert("issues", _ISSUE_COLUMNS, " USING TIMESTAMP ?"),
         "write_audit": _insert("audit", _AUDIT_COLUMNS, " USING TIMESTAMP ?"),
         "read_audit": "SELECT * FROM audit WHERE tenant_id = ? AND asset_id = ? AND month = ?"
@@ -695,10 +696,19 @@ class CassandraAssetStore:
         )
         return [r for page in pages for r in page]
 
-    async def _get_many(self, tenant_id: str, ids: Sequence[str]) -> dict[str, Asset]:
-        return {
-            r.asset_id: _asset(r) for r in await self._read_chunked("read_assets", tenant_id, ids)
-        }
+    async def get_many(self, tenant_id: str, asset_ids: Sequence[str]) -> dict[str, Asset]:
+        with self._errors("get_many"):
+            rows = await self._read_chunked("read_assets", tenant_id, sorted(set(asset_ids)))
+        return {r.asset_id: _asset(r) for r in rows}
+
+    async def open_issue_counts(self, tenant_id: str, asset_ids: Sequence[str]) -> dict[str, int]:
+        with self._errors("open_issue_counts"):
+            rows = await self._read_chunked("issue_states", tenant_id, sorted(set(asset_ids)))
+        counts: dict[str, int] = {}
+        for r in rows:
+            if r.status != IssueStatus.RESOLVED:
+                counts[r.asset_id] = counts.get(r.asset_id, 0) + 1
+        return counts
 
     async def get_by_qualified_name(self, tenant_id: str, qualified_name: str) -> Asset | None:
         asset = await self.get(tenant_id, asset_id_for(tenant_id, qualified_name))
@@ -759,7 +769,7 @@ class CassandraAssetStore:
         pending: list[tuple[str, str]] = []
 
         async def check() -> None:
-            assets = await self._get_many(tenant_id, [i for _, i in pending])
+            assets = await self.get_many(tenant_id, [i for _, i in pending])
             for _, asset_id in pending:
                 a = assets.get(asset_id)
                 if a is not None and _matches(a, q):

@@ -383,6 +383,25 @@ class PostgresAssetStore:
         )
         return _asset_from_row(tenant_id, rows[0]) if rows else None
 
+    async def get_many(self, tenant_id: str, asset_ids: Sequence[str]) -> dict[str, Asset]:
+        rows = await self._fetch(
+            f"SELECT {_ASSET_COLUMNS} FROM assets WHERE tenant_id = $1"
+            " AND asset_id = ANY($2::text[])",
+            tenant_id,
+            list(asset_ids),
+        )
+        return {a.asset_id: a for a in (_asset_from_row(tenant_id, r) for r in rows)}
+
+    async def open_issue_counts(self, tenant_id: str, asset_ids: Sequence[str]) -> dict[str, int]:
+        rows = await self._fetch(
+            "SELECT asset_id, count(*) FROM issues WHERE tenant_id = $1"
+            " AND asset_id = ANY($2::text[]) AND status <> $3 GROUP BY asset_id",
+            tenant_id,
+            list(asset_ids),
+            int(IssueStatus.RESOLVED),
+        )
+        return {r[0]: r[1] for r in rows}
+
     async def get_by_qualified_name(self, tenant_id: str, qualified_name: str) -> Asset | None:
         rows = await self._fetch(
             f"SELECT {_ASSET_COLUMNS} FROM assets WHERE tenant_id = $1 AND qualified_name = $2",

@@ -232,3 +232,17 @@ class DataQualityIssue(_message.Message):
     updated_at: _timestamp_pb2.Timestamp
     resolved_at: _timestamp_pb2.Timestamp
     def __init__(self, issue_id: _Optional[str] = ..., asset_id: _Optional[str] = ..., external_id: _Optional[str] = ..., source: _Optional[str] = ..., type: _Optional[str] = ..., severity: _Optional[_Union[IssueSeverity, str]] = ..., status: _Optional[_Union[IssueStatus, str]] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., url: _Optional[str] = ..., opened_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resolved_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Relationship(_message.Message):
+    __slots__ = ("upstream_asset_id", "downstream_asset_id", "type", "source_event_time", "is_deleted")
+    UPSTREAM_ASSET_ID_FIELD_NUMBER: _ClassVar[int]
+    DOWNSTREAM_ASSET_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    IS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    upstream_asset_id: str
+    downstream_asset_id: str
+    type: str
+    source_event_time: _timestamp_pb2.Timestamp
+    is_deleted: bool
+    def __init__(self, upstream_asset_id: _Optional[str] = ..., downstream_asset_id: _Optional[str] = ..., type: _Optional[str] = ..., source_event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., is_deleted: _Optional[bool] = ...) -> None: ...

@@ -16,6 +16,7 @@ class EntityKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ENTITY_KIND_UNSPECIFIED: _ClassVar[EntityKind]
     ENTITY_KIND_ASSET: _ClassVar[EntityKind]
     ENTITY_KIND_ISSUE: _ClassVar[EntityKind]
+    ENTITY_KIND_RELATIONSHIP: _ClassVar[EntityKind]
 
 class ChangeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -29,6 +30,7 @@ class ChangeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 ENTITY_KIND_UNSPECIFIED: EntityKind
 ENTITY_KIND_ASSET: EntityKind
 ENTITY_KIND_ISSUE: EntityKind
+ENTITY_KIND_RELATIONSHIP: EntityKind
 CHANGE_KIND_UNSPECIFIED: ChangeKind
 CHANGE_KIND_CREATED: ChangeKind
 CHANGE_KIND_UPDATED: ChangeKind
@@ -38,7 +40,7 @@ CHANGE_KIND_DELETED: ChangeKind
 CHANGE_KIND_ATTACHED: ChangeKind
 
 class ChangeEvent(_message.Message):
-    __slots__ = ("event_id", "tenant_id", "entity", "change", "asset_id", "qualified_name", "asset_type", "asset_version", "changed_fields", "actor", "cause_event_id", "occurred_at", "tags", "tags_added", "tags_removed", "issue", "request_id")
+    __slots__ = ("event_id", "tenant_id", "entity", "change", "asset_id", "qualified_name", "asset_type", "asset_version", "changed_fields", "actor", "cause_event_id", "occurred_at", "tags", "tags_added", "tags_removed", "issue", "request_id", "relationship")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     ENTITY_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +58,7 @@ class ChangeEvent(_message.Message):
     TAGS_REMOVED_FIELD_NUMBER: _ClassVar[int]
     ISSUE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RELATIONSHIP_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     tenant_id: str
     entity: EntityKind
@@ -73,7 +76,8 @@ class ChangeEvent(_message.Message):
     tags_removed: _containers.RepeatedScalarFieldContainer[str]
     issue: _common_pb2.DataQualityIssue
     request_id: str
-    def __init__(self, event_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., entity: _Optional[_Union[EntityKind, str]] = ..., change: _Optional[_Union[ChangeKind, str]] = ..., asset_id: _Optional[str] = ..., qualified_name: _Optional[str] = ..., asset_type: _Optional[_Union[_common_pb2.AssetType, str]] = ..., asset_version: _Optional[int] = ..., changed_fields: _Optional[_Iterable[str]] = ..., actor: _Optional[str] = ..., cause_event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., tags_added: _Optional[_Iterable[str]] = ..., tags_removed: _Optional[_Iterable[str]] = ..., issue: _Optional[_Union[_common_pb2.DataQualityIssue, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    relationship: _common_pb2.Relationship
+    def __init__(self, event_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., entity: _Optional[_Union[EntityKind, str]] = ..., change: _Optional[_Union[ChangeKind, str]] = ..., asset_id: _Optional[str] = ..., qualified_name: _Optional[str] = ..., asset_type: _Optional[_Union[_common_pb2.AssetType, str]] = ..., asset_version: _Optional[int] = ..., changed_fields: _Optional[_Iterable[str]] = ..., actor: _Optional[str] = ..., cause_event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., tags_added: _Optional[_Iterable[str]] = ..., tags_removed: _Optional[_Iterable[str]] = ..., issue: _Optional[_Union[_common_pb2.DataQualityIssue, _Mapping]] = ..., request_id: _Optional[str] = ..., relationship: _Optional[_Union[_common_pb2.Relationship, _Mapping]] = ...) -> None: ...
 
 class IngestWorkBatch(_message.Message):
     __slots__ = ("tenant_id", "bulk_job_id", "assets", "actor", "request_id", "accepted_at")
