@@ -9,6 +9,8 @@ import uuid
 
 import grpc
 import pytest
+from lily.v1 import lineage_pb2 as L
+from lily.v1 import lineage_pb2_grpc as lineage_grpc
 from lily.v1 import metadata_pb2 as O
 from lily.v1 import metadata_pb2_grpc as metadata_grpc
 
@@ -59,6 +61,33 @@ async def test_lily_up_distributed_keeps_assets_in_cassandra(tmp_path, dist_stac
                 return len(page.assets) == 50
 
             await eventually(all_there, timeout=30)
+
+            # lineage lives in JanusGraph; its edge changes are audited in Cassandra
+            lineage = lineage_grpc.LineageServiceStub(ch)
+            edges = [
+                L.RelationshipInput(
+                    upstream=L.AssetRef(qualified_name="sf://acct/db/s/orders"),
+                    downstream=L.AssetRef(qualified_name=f"sf://acct/db/marts/m{i}"),
+                )
+                for i in range(3)
+            ]
+            res = await lineage.IngestRelationships(
+                L.IngestRelationshipsRequest(relationships=edges), metadata=md, timeout=30
+            )
+            assert [r.outcome for r in res.results] == [L.RELATIONSHIP_OUTCOME_CREATED] * 3
+            again = await lineage.IngestRelationships(
+                L.IngestRelationshipsRequest(relationships=edges), metadata=md, timeout=30
+            )
+            assert {r.outcome for r in again.results} == {L.RELATIONSHIP_OUTCOME_UNCHANGED}
+            walk = await lineage.GetLineage(
+                L.GetLineageRequest(asset_id=reply.results[0].asset_id), metadata=md, timeout=30
+            )
+            assert len(walk.nodes) == 4 and len(walk.relationships) == 3
+            assert sum(n.exists for n in walk.nodes) == 1  # the marts have not arrived
+            trail = await stub.GetAuditTrail(
+                O.GetAuditTrailRequest(asset_id=reply.results[0].asset_id), metadata=md
+            )
+            assert [e.action for e in trail.entries].count("IngestRelationships") == 3
         rows = await cassandra.execute(
             session,
             f"SELECT qualified_name FROM {keyspace}.assets WHERE tenant_id = %s",

@@ -265,7 +265,7 @@ async def test_openapi_document_is_served(http: httpx.AsyncClient):
     doc = (await http.get("/openapi.json")).json()
     assert doc["openapi"].startswith("3.")
     operations = {op["operationId"] for path in doc["paths"].values() for op in path.values()}
-    assert {f"MetadataService_{r.method.name}" for r in routes()} == operations
+    assert {f"{r.method.containing_service.name}_{r.method.name}" for r in routes()} == operations
     assert "google.rpc.Status" in doc["components"]["schemas"]
 
 
