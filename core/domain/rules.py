@@ -352,6 +352,34 @@ def update_tags(
     return asset, added, removed
 
 
+def set_propagated(
+    existing: Asset, wanted: Mapping[str, Tag], ctx: WriteContext, plan: Plan
+) -> Asset:
+    """Makes the asset's PROPAGATED tags exactly `wanted` (by name: value and origins; see
+    core.domain.propagation), leaving every other source's tags alone. Nothing changes, and
+    the version stays, when they already are; ctx.cause_event_id says what caused it."""
+    mine = {t.name: t for t in existing.tags if t.source == TagSource.PROPAGATED}
+    removed = sorted(set(mine) - set(wanted))
+    added = sorted(
+        name
+        for name, t in wanted.items()
+        if name not in mine
+        or (mine[name].value, mine[name].upstream_asset_ids) != (t.value, t.upstream_asset_ids)
+    )
+    if (not added and not removed) or existing.is_deleted:
+        return existing
+    gone = {*removed, *added}  # (an added name whose origins changed is replaced)
+    tags = [t for t in existing.tags if t.source != TagSource.PROPAGATED or t.name not in gone]
+    tags += [replace(wanted[n], applied_by=ctx.actor, applied_at=ctx.now) for n in added]
+    asset = replace(existing, tags=tuple(tags), version=existing.version + 1, updated_at=ctx.now)
+    plan.saves.append(asset)
+    if added:
+        plan.changes.append(_change(ctx, asset, ChangeKind.TAGGED, ("tags",), added=added))
+    if removed:
+        plan.changes.append(_change(ctx, asset, ChangeKind.UNTAGGED, ("tags",), removed=removed))
+    return asset
+
+
 def delete(
     asset_id: str,
     existing: Asset | None,
