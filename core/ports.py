@@ -202,6 +202,11 @@ class LineageGraph(Protocol):
         """The stored edges (deleted ones too) among `keys`; unknown keys are left out."""
         ...
 
+    async def edges_into(self, tenant_id: str, asset_ids: Sequence[str]) -> list[LineageEdge]:
+        """The live edges into these nodes from live nodes: one level of an upstream walk
+        from all of them at once (propagation climbs from a whole affected set this way)."""
+        ...
+
     async def delete_node(self, tenant_id: str, asset_id: str) -> bool:
         """Marks the node deleted; False if it was unknown or deleted already."""
         ...

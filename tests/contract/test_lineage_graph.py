@@ -81,6 +81,18 @@ async def test_upserts_report_each_edge_as_it_was(graph: LineageGraph, tenant: s
     assert outcome(edge("a", "c", 40), edge("a", "c", 30)) == EdgeOutcome.UNCHANGED
 
 
+async def test_edges_into_many_nodes_at_once_are_the_live_ones(graph: LineageGraph, tenant: str):
+    live = [edge("a", "c"), edge("b", "c"), edge("x", "d")]
+    await graph.upsert_edges(
+        tenant, [*live, edge("y", "c", deleted=True), edge("z", "d"), edge("c", "e")]
+    )
+    await graph.delete_node(tenant, "z")
+    into = await graph.edges_into(tenant, ["c", "d", "nobody", "c"])
+    assert sorted(e.key for e in into) == sorted(e.key for e in live)
+    assert {e.source_event_time for e in into} == {T0}
+    assert await graph.edges_into("someone-else", ["c", "d"]) == []
+
+
 async def test_upserts_are_idempotent_and_last_writer_wins(graph: LineageGraph, tenant: str):
     assert await _written(graph, tenant, [edge("a", "b", 10), edge("b", "c", 10)]) == 2
     assert await _written(graph, tenant, [edge("a", "b", 10), edge("b", "c", 10)]) == 0

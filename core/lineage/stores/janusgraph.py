@@ -111,6 +111,18 @@ g.V(wanted_keys.collect { vids[it[1]] }.unique()).inE('lineage').toList().each {
 [found]
 """
 
+# ids: asset ids -> the live edges into them from live nodes, as
+# [[up, down, kind, source_event_time_us], ...]
+_EDGES_INTO = """
+def found = []
+g.V(ids.collect { vids[it] }).inE('lineage').has('deleted', false).toList().each {
+    if (!it.outVertex().value('deleted')) {
+        found << [it.value('up'), it.value('down'), it.value('kind'), it.value('source_event_time')]
+    }
+}
+[found]
+"""
+
 # One direction's breadth-first walk, run server-side in one request (a level per request
 # cost a round trip or two each): the same algorithm as core.domain.lineage._walk, which the
 # contract suite holds both to. Edges carry both asset ids, so only the far ends' `deleted`
@@ -260,6 +272,18 @@ class JanusGraphLineageGraph:
             )
             for up, down, kind, at, deleted in result[0]:
                 found[(up, down, kind)] = LineageEdge(up, down, kind, _from_micros(at), deleted)
+        return found
+
+    async def edges_into(self, tenant_id: str, asset_ids: Sequence[str]) -> list[LineageEdge]:
+        found = []
+        unique = sorted(set(asset_ids))
+        for i in range(0, len(unique), _CHUNK):
+            chunk = unique[i : i + _CHUNK]
+            bindings = {"ids": chunk, "vids": {a: vertex_id(tenant_id, a) for a in chunk}}
+            result = await self._run(
+                lambda bindings=bindings: self._script(_EDGES_INTO, bindings)  # type: ignore[misc]
+            )
+            found += [LineageEdge(u, d, k, _from_micros(t)) for u, d, k, t in result[0]]
         return found
 
     async def upsert_node(self, tenant_id: str, asset_id: str) -> None:

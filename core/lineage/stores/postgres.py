@@ -100,6 +100,14 @@ class PostgresLineageGraph:
             raise Unavailable(f"lineage store unavailable: {type(exc).__name__}") from exc
         return _edges(rows)
 
+    async def edges_into(self, tenant_id: str, asset_ids: Sequence[str]) -> list[LineageEdge]:
+        try:
+            async with self._pool.acquire() as conn:
+                rows = await conn.fetch(_STEP[False], tenant_id, list(asset_ids))
+        except BACKEND_ERRORS as exc:
+            raise Unavailable(f"lineage store unavailable: {type(exc).__name__}") from exc
+        return [LineageEdge(r[0], r[1], r[2], r[3]) for r in rows]
+
     async def upsert_node(self, tenant_id: str, asset_id: str) -> None:
         await self._execute(
             "INSERT INTO lineage_nodes (tenant_id, asset_id) VALUES ($1, $2)"
