@@ -202,9 +202,12 @@ class LineageGraph(Protocol):
         """The stored edges (deleted ones too) among `keys`; unknown keys are left out."""
         ...
 
-    async def edges_into(self, tenant_id: str, asset_ids: Sequence[str]) -> list[LineageEdge]:
-        """The live edges into these nodes from live nodes: one level of an upstream walk
-        from all of them at once (propagation climbs from a whole affected set this way)."""
+    async def edges_at(
+        self, tenant_id: str, asset_ids: Sequence[str], forward: bool
+    ) -> list[LineageEdge]:
+        """The live edges out of (forward) or into these nodes whose other end is live: one
+        level of a walk from all of them at once (propagation climbs from a whole affected
+        set this way, and asks which of a batch of new assets have any lineage)."""
         ...
 
     async def delete_node(self, tenant_id: str, asset_id: str) -> bool:

@@ -38,6 +38,7 @@ from core.ports import AssetStore, LineageGraph, Outbox, OutboxRecord
 from core.postgres import create_pool, migrate, shared_secret
 from core.settings import Settings
 from core.workers.ingest import IngestWorker, encode_work
+from core.workers.propagation import PropagationWorker
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +282,15 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
     lily = Lily(settings, backends, server, port, relay, worker, health_servicer)
     if settings.workers:
         lily.tasks.append(asyncio.create_task(relay.run(), name="outbox-relay"))
+        propagation = PropagationWorker(
+            bus,
+            store,
+            backends.lineage,
+            propagating=settings.propagate_tags,
+            max_depth=settings.propagation_depth,
+            on_commit=on_commit,
+        )
+        lily.tasks.append(asyncio.create_task(propagation.run(), name="propagation"))
     if worker is not None:
         lily.tasks.append(asyncio.create_task(worker.run(), name="ingest-worker"))
     for name in ("", *SERVICE_NAMES[:2]):

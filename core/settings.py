@@ -77,6 +77,13 @@ class Settings(BaseSettings):
         "0 runs the ingest worker inside the server process. Two by default: once a bulk "
         "stream has been accepted, the queued columns are written on two cores, not one.",
     )
+    propagate_tags: list[str] = Field(
+        default_factory=lambda: ["PII", "GDPR"],
+        description="Tags that propagate downstream in lineage (JSON in LILY_PROPAGATE_TAGS).",
+    )
+    propagation_depth: int = Field(
+        10, ge=1, le=50, description="How many steps downstream a tag propagates."
+    )
     log_level: str = Field("INFO", description="Root log level.")
     shutdown_grace: float = Field(5.0, description="Seconds in-flight RPCs get on shutdown.")
 

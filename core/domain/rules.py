@@ -352,13 +352,10 @@ def update_tags(
     return asset, added, removed
 
 
-def set_propagated(
-    existing: Asset, wanted: Mapping[str, Tag], ctx: WriteContext, plan: Plan
-) -> Asset:
-    """Makes the asset's PROPAGATED tags exactly `wanted` (by name: value and origins; see
-    core.domain.propagation), leaving every other source's tags alone. Nothing changes, and
-    the version stays, when they already are; ctx.cause_event_id says what caused it."""
-    mine = {t.name: t for t in existing.tags if t.source == TagSource.PROPAGATED}
+def propagated_delta(tags: Iterable[Tag], wanted: Mapping[str, Tag]) -> tuple[list[str], list[str]]:
+    """The PROPAGATED tag names to (re)write, by value or origins, and to remove, for the
+    tags to become `wanted`."""
+    mine = {t.name: t for t in tags if t.source == TagSource.PROPAGATED}
     removed = sorted(set(mine) - set(wanted))
     added = sorted(
         name
@@ -366,6 +363,16 @@ def set_propagated(
         if name not in mine
         or (mine[name].value, mine[name].upstream_asset_ids) != (t.value, t.upstream_asset_ids)
     )
+    return added, removed
+
+
+def set_propagated(
+    existing: Asset, wanted: Mapping[str, Tag], ctx: WriteContext, plan: Plan
+) -> Asset:
+    """Makes the asset's PROPAGATED tags exactly `wanted` (by name: value and origins; see
+    core.domain.propagation), leaving every other source's tags alone. Nothing changes, and
+    the version stays, when they already are; ctx.cause_event_id says what caused it."""
+    added, removed = propagated_delta(existing.tags, wanted)
     if (not added and not removed) or existing.is_deleted:
         return existing
     gone = {*removed, *added}  # (an added name whose origins changed is replaced)

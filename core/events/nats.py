@@ -37,6 +37,7 @@ CHANGES_STREAM = "LILY_CHANGES"
 INGEST_STREAM = "LILY_INGEST"
 DEAD_STREAM = "LILY_DEAD"
 INGEST_CONSUMER = "ingest-worker"
+PROPAGATION_CONSUMER = "propagation"
 INGEST_ACK_WAIT = 30.0  # seconds a fetched work message is the fetcher's before redelivery
 
 
@@ -112,6 +113,17 @@ class NatsChangeBus:
                 max_deliver=8,
                 max_ack_pending=50000,
                 filter_subject="lilyq.*.ingest",
+            ),
+        )
+        await self.js.add_consumer(
+            CHANGES_STREAM,
+            ConsumerConfig(
+                durable_name=PROPAGATION_CONSUMER,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=60.0,
+                max_deliver=8,
+                max_ack_pending=10000,
+                filter_subjects=["lily.*.asset.*", "lily.*.relationship.*"],
             ),
         )
 

@@ -81,16 +81,22 @@ async def test_upserts_report_each_edge_as_it_was(graph: LineageGraph, tenant: s
     assert outcome(edge("a", "c", 40), edge("a", "c", 30)) == EdgeOutcome.UNCHANGED
 
 
-async def test_edges_into_many_nodes_at_once_are_the_live_ones(graph: LineageGraph, tenant: str):
+async def test_edges_at_many_nodes_at_once_are_the_live_ones(graph: LineageGraph, tenant: str):
     live = [edge("a", "c"), edge("b", "c"), edge("x", "d")]
     await graph.upsert_edges(
         tenant, [*live, edge("y", "c", deleted=True), edge("z", "d"), edge("c", "e")]
     )
     await graph.delete_node(tenant, "z")
-    into = await graph.edges_into(tenant, ["c", "d", "nobody", "c"])
+    into = await graph.edges_at(tenant, ["c", "d", "nobody", "c"], forward=False)
     assert sorted(e.key for e in into) == sorted(e.key for e in live)
     assert {e.source_event_time for e in into} == {T0}
-    assert await graph.edges_into("someone-else", ["c", "d"]) == []
+    out = await graph.edges_at(tenant, ["a", "c", "z", "e"], forward=True)
+    assert sorted(e.key for e in out) == [
+        ("a", "c", "derives"),
+        ("c", "e", "derives"),
+        ("z", "d", "derives"),  # (only the far end's state counts: z was asked for)
+    ]
+    assert await graph.edges_at("someone-else", ["c", "d"], forward=False) == []
 
 
 async def test_upserts_are_idempotent_and_last_writer_wins(graph: LineageGraph, tenant: str):

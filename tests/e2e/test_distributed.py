@@ -9,6 +9,7 @@ import uuid
 
 import grpc
 import pytest
+from lily.v1 import common_pb2 as common_pb
 from lily.v1 import lineage_pb2 as L
 from lily.v1 import lineage_pb2_grpc as lineage_grpc
 from lily.v1 import metadata_pb2 as O
@@ -34,7 +35,8 @@ async def test_lily_up_distributed_keeps_assets_in_cassandra(tmp_path, dist_stac
         LILY_CASSANDRA__KEYSPACE=keyspace,
         LILY_JANUSGRAPH_URL=dist_stack["janusgraph"],
     )
-    md = (("x-lily-tenant", "dist"),)
+    tenant = "dist" + keyspace[-6:]  # (the dev stack's graph outlives a keyspace)
+    md = (("x-lily-tenant", tenant),)
     session = await cassandra.connect(dist_stack["cassandra"])
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
@@ -88,12 +90,41 @@ async def test_lily_up_distributed_keeps_assets_in_cassandra(tmp_path, dist_stac
                 O.GetAuditTrailRequest(asset_id=reply.results[0].asset_id), metadata=md
             )
             assert [e.action for e in trail.entries].count("IngestRelationships") == 3
+
+            # propagation on this profile: tag the table PII, then the marts arrive
+            await stub.UpdateTags(
+                O.UpdateTagsRequest(
+                    asset_id=reply.results[0].asset_id,
+                    add=[common_pb.TagAssignment(name="PII")],
+                ),
+                metadata=md,
+            )
+            marts = await stub.IngestMetadata(
+                O.IngestMetadataRequest(
+                    assets=[asset(f"sf://acct/db/marts/m{i}") for i in range(3)]
+                ),
+                metadata=md,
+                timeout=30,
+            )
+
+            async def inherited() -> bool:
+                for r in marts.results:
+                    got = await stub.GetMetadata(
+                        O.GetMetadataRequest(asset_id=r.asset_id), metadata=md
+                    )
+                    tags = [(t.name, t.source, list(t.upstream_asset_ids)) for t in got.asset.tags]
+                    assert tags == [
+                        ("PII", common_pb.TAG_SOURCE_PROPAGATED, [reply.results[0].asset_id])
+                    ]
+                return True
+
+            await eventually(inherited, timeout=30)
         rows = await cassandra.execute(
             session,
             f"SELECT qualified_name FROM {keyspace}.assets WHERE tenant_id = %s",
-            ("dist",),
+            (tenant,),
         )
-        assert len(rows) == 51  # in Cassandra, not Postgres
+        assert len(rows) == 54  # (51 and the 3 marts) in Cassandra, not Postgres
     finally:
         assert await _stop(proc) == 0
         await cassandra.execute(session, f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)

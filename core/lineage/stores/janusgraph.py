@@ -111,12 +111,14 @@ g.V(wanted_keys.collect { vids[it[1]] }.unique()).inE('lineage').toList().each {
 [found]
 """
 
-# ids: asset ids -> the live edges into them from live nodes, as
-# [[up, down, kind, source_event_time_us], ...]
-_EDGES_INTO = """
+# ids: asset ids -> the live edges out of them (forward) or into them whose far end is live,
+# as [[up, down, kind, source_event_time_us], ...]
+_EDGES_AT = """
 def found = []
-g.V(ids.collect { vids[it] }).inE('lineage').has('deleted', false).toList().each {
-    if (!it.outVertex().value('deleted')) {
+def near = g.V(ids.collect { vids[it] })
+(forward ? near.outE('lineage') : near.inE('lineage')).has('deleted', false).toList().each {
+    def far = forward ? it.inVertex() : it.outVertex()
+    if (!far.value('deleted')) {
         found << [it.value('up'), it.value('down'), it.value('kind'), it.value('source_event_time')]
     }
 }
@@ -274,14 +276,20 @@ class JanusGraphLineageGraph:
                 found[(up, down, kind)] = LineageEdge(up, down, kind, _from_micros(at), deleted)
         return found
 
-    async def edges_into(self, tenant_id: str, asset_ids: Sequence[str]) -> list[LineageEdge]:
+    async def edges_at(
+        self, tenant_id: str, asset_ids: Sequence[str], forward: bool
+    ) -> list[LineageEdge]:
         found = []
         unique = sorted(set(asset_ids))
         for i in range(0, len(unique), _CHUNK):
             chunk = unique[i : i + _CHUNK]
-            bindings = {"ids": chunk, "vids": {a: vertex_id(tenant_id, a) for a in chunk}}
+            bindings = {
+                "ids": chunk,
+                "vids": {a: vertex_id(tenant_id, a) for a in chunk},
+                "forward": forward,
+            }
             result = await self._run(
-                lambda bindings=bindings: self._script(_EDGES_INTO, bindings)  # type: ignore[misc]
+                lambda bindings=bindings: self._script(_EDGES_AT, bindings)  # type: ignore[misc]
             )
             found += [LineageEdge(u, d, k, _from_micros(t)) for u, d, k, t in result[0]]
         return found

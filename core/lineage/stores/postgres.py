@@ -100,10 +100,12 @@ class PostgresLineageGraph:
             raise Unavailable(f"lineage store unavailable: {type(exc).__name__}") from exc
         return _edges(rows)
 
-    async def edges_into(self, tenant_id: str, asset_ids: Sequence[str]) -> list[LineageEdge]:
+    async def edges_at(
+        self, tenant_id: str, asset_ids: Sequence[str], forward: bool
+    ) -> list[LineageEdge]:
         try:
             async with self._pool.acquire() as conn:
-                rows = await conn.fetch(_STEP[False], tenant_id, list(asset_ids))
+                rows = await conn.fetch(_STEP[forward], tenant_id, list(asset_ids))
         except BACKEND_ERRORS as exc:
             raise Unavailable(f"lineage store unavailable: {type(exc).__name__}") from exc
         return [LineageEdge(r[0], r[1], r[2], r[3]) for r in rows]
