@@ -311,13 +311,13 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
             source = TagSource.USER
         add = mapping.tag_assignments("add", request.add, source, problems)
         if source == TagSource.PROPAGATED:
-            for i, t in enumerate(add):
-                if not t.upstream_asset_ids:
-                    problems.append(
-                        FieldViolation(
-                            f"add[{i}].upstream_asset_ids", "is required for PROPAGATED tags"
-                        )
-                    )
+            problems.append(
+                FieldViolation(
+                    "source",
+                    "PROPAGATED tags come from lineage (the propagation worker owns them): "
+                    "tag the upstream asset instead",
+                )
+            )
         mapping.check_strings("remove", list(request.remove), problems)
         if not add and not request.remove:
             problems.append(FieldViolation("add", "add or remove at least one tag"))

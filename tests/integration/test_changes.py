@@ -10,9 +10,10 @@ from lily.v1 import metadata_pb2 as O
 
 from tests.helpers import asset, details, eventually, status_of
 
-USER, SOURCE, PROPAGATED = (
+USER, SOURCE, RULE, PROPAGATED = (
     common_pb.TAG_SOURCE_USER,
     common_pb.TAG_SOURCE_SOURCE,
+    common_pb.TAG_SOURCE_RULE,
     common_pb.TAG_SOURCE_PROPAGATED,
 )
 
@@ -26,7 +27,6 @@ async def _ingest(stub, md, *assets):
 
 
 async def test_tags_keep_their_source_and_source_overrides_user(stub, md):
-    (upstream,) = await _ingest(stub, md, asset("pg://h/db/s/raw"))
     (aid,) = await _ingest(
         stub,
         md,
@@ -46,16 +46,15 @@ async def test_tags_keep_their_source_and_source_overrides_user(stub, md):
     r = await stub.UpdateTags(
         O.UpdateTagsRequest(
             asset_id=aid,
-            source=PROPAGATED,
-            add=[common_pb.TagAssignment(name="GDPR", upstream_asset_ids=[upstream])],
+            source=RULE,
+            add=[common_pb.TagAssignment(name="GDPR")],
         ),
         metadata=md,
     )
     a = r.asset
     assert a.version == 3
     stored = {(t.name, t.source): t for t in a.tags}
-    assert set(stored) == {("PII", SOURCE), ("PII", USER), ("gold", USER), ("GDPR", PROPAGATED)}
-    assert list(stored[("GDPR", PROPAGATED)].upstream_asset_ids) == [upstream]
+    assert set(stored) == {("PII", SOURCE), ("PII", USER), ("gold", USER), ("GDPR", RULE)}
     effective = {e.name: e for e in a.effective_tags}
     assert (effective["PII"].value, effective["PII"].source) == ("email", SOURCE)
     assert [(t.value, t.source) for t in effective["PII"].overridden] == [("none", USER)]
@@ -64,7 +63,7 @@ async def test_tags_keep_their_source_and_source_overrides_user(stub, md):
     a = (await stub.GetMetadata(O.GetMetadataRequest(asset_id=aid), metadata=md)).asset
     effective = {e.name: e for e in a.effective_tags}
     assert (effective["PII"].value, effective["PII"].source) == ("none", USER)
-    assert ("GDPR", PROPAGATED) in {(t.name, t.source) for t in a.tags}
+    assert ("GDPR", RULE) in {(t.name, t.source) for t in a.tags}
     # Removing as USER leaves the other sources alone; removing what is absent changes nothing.
     r = await stub.UpdateTags(
         O.UpdateTagsRequest(asset_id=aid, remove=["PII", "nope"]), metadata=md
@@ -74,16 +73,21 @@ async def test_tags_keep_their_source_and_source_overrides_user(stub, md):
     assert again.asset.version == r.asset.version and not again.tags_removed
 
 
-async def test_propagated_tags_need_their_upstream(stub, md):
+async def test_propagated_tags_come_only_from_lineage(stub, md):
     (aid,) = await _ingest(stub, md, asset("pg://h/db/s/p"))
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.UpdateTags(
             O.UpdateTagsRequest(
-                asset_id=aid, source=PROPAGATED, add=[common_pb.TagAssignment(name="PII")]
+                asset_id=aid,
+                source=PROPAGATED,
+                add=[common_pb.TagAssignment(name="PII", upstream_asset_ids=["0" * 32])],
             ),
             metadata=md,
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in details(status_of(err.value))["BadRequest"].field_violations] == [
+        "source"
+    ]
 
 
 async def test_soft_delete_hides_and_refuses_updates(stub, md):
