@@ -33,6 +33,7 @@ from core.domain.model import Direction, EdgeKey, LineageEdge, Subgraph
 
 T = TypeVar("T")
 _CHUNK = 500
+_WIDE_CHUNK = 5000  # nodes per edges_at request (it reads, so no write batch to bound)
 _ATTEMPTS = 5
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -114,13 +115,14 @@ g.V(wanted_keys.collect { vids[it[1]] }.unique()).inE('lineage').toList().each {
 # ids: asset ids -> the live edges out of them (forward) or into them whose far end is live,
 # as [[up, down, kind, source_event_time_us], ...]
 _EDGES_AT = """
-def found = []
 def near = g.V(ids.collect { vids[it] })
-(forward ? near.outE('lineage') : near.inE('lineage')).has('deleted', false).toList().each {
-    def far = forward ? it.inVertex() : it.outVertex()
-    if (!far.value('deleted')) {
-        found << [it.value('up'), it.value('down'), it.value('kind'), it.value('source_event_time')]
-    }
+def rows = (forward ? near.outE('lineage') : near.inE('lineage')).has('deleted', false).toList()
+def far = rows.collect { (forward ? it.inVertex() : it.outVertex()).id() }.unique()
+def dead = far ? g.V(far).has('deleted', true).id().toSet() : [] as Set
+def found = []
+for (e in rows) {
+    if ((forward ? e.inVertex() : e.outVertex()).id() in dead) continue
+    found << [e.value('up'), e.value('down'), e.value('kind'), e.value('source_event_time')]
 }
 [found]
 """
@@ -281,8 +283,8 @@ class JanusGraphLineageGraph:
     ) -> list[LineageEdge]:
         found = []
         unique = sorted(set(asset_ids))
-        for i in range(0, len(unique), _CHUNK):
-            chunk = unique[i : i + _CHUNK]
+        for i in range(0, len(unique), _WIDE_CHUNK):
+            chunk = unique[i : i + _WIDE_CHUNK]
             bindings = {
                 "ids": chunk,
                 "vids": {a: vertex_id(tenant_id, a) for a in chunk},
