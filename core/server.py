@@ -192,12 +192,25 @@ async def _connect(
 
 
 async def _shut_down(tasks: list[asyncio.Task[None]], backends: Backends) -> None:
-    """Cancels background tasks and waits for them, then closes the backends."""
+    """Cancels background tasks and waits for them (a while), then closes the backends.
+
+    A cancel can be lost: Python 3.11's asyncio.wait_for drops one that lands as its inner
+    future completes, and nats-py's fetch waits in wait_for; a worker loop that lost its
+    cancel goes round again for ever. Waiting on it is the suspected cause of `lily up`
+    hanging on SIGTERM (seen once for over 10 minutes after a benchmark, idle loop, no worker
+    processes left). So the cancel is sent again, and a task that still runs is left."""
+    pending = set(tasks)
+    for _ in range(3):
+        for task in pending:
+            task.cancel()
+        if not pending:
+            break
+        _, pending = await asyncio.wait(pending, timeout=5.0)
+    for task in pending:
+        log.warning("shutdown: task %s did not stop; left behind", task.get_name())
     for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.warning("shutdown: task %s had failed: %r", task.get_name(), task.exception())
     await backends.close()
 
 
