@@ -49,6 +49,20 @@ def dead_subject(tenant_id: str, queue: str) -> str:
     return f"lilydead.{tenant_id}.{queue}"
 
 
+async def fetch(sub: JetStreamContext.PullSubscription, n: int, who: str) -> list[Msg]:
+    """Up to `n` messages from a pull subscription, waiting at most 5 s for the first; none
+    when nothing came (or the fetch failed: logged, after a second's pause, so a loop
+    around it neither spins nor dies while NATS is away)."""
+    try:
+        return await sub.fetch(n, timeout=5.0)
+    except (TimeoutError, nats.errors.TimeoutError):
+        return []
+    except nats.errors.Error as exc:
+        log.warning("%s: fetch failed: %s", who, exc)
+        await asyncio.sleep(1.0)
+        return []
+
+
 class NatsChangeBus:
     """See core.ports.ChangeBus. Publishes are pipelined: all messages are sent, then all
     acknowledgements awaited together, within `timeout` seconds."""

@@ -28,7 +28,13 @@ from core.domain import rules
 from core.domain.errors import Unavailable
 from core.domain.model import AssetDraft, JobCounts, WriteContext
 from core.domain.rules import Plan
-from core.events.nats import INGEST_ACK_WAIT, INGEST_CONSUMER, INGEST_STREAM, NatsChangeBus
+from core.events.nats import (
+    INGEST_ACK_WAIT,
+    INGEST_CONSUMER,
+    INGEST_STREAM,
+    NatsChangeBus,
+    fetch,
+)
 from core.metadata import mapping
 from core.metadata.service import counts_of, ingest_plan
 from core.ports import AssetStore, OutboxRecord, Snapshot, TxRequest
@@ -184,15 +190,9 @@ class IngestWorker:
     async def _loop(self) -> None:
         sub = await self._bus.js.pull_subscribe_bind(INGEST_CONSUMER, INGEST_STREAM)
         while True:
-            try:
-                # Wait for work, then take what else is ready at once: a fetch of n that starts
-                # on an empty queue would linger its whole timeout to fill the batch.
-                msgs = await sub.fetch(1, timeout=5.0)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            except nats.errors.Error as exc:
-                log.warning("ingest worker: fetch failed: %s", exc)
-                await asyncio.sleep(1.0)
+            # Wait for work, then take what else is ready at once: a fetch of n that starts
+            # on an empty queue would linger its whole timeout to fill the batch.
+            if not (msgs := await fetch(sub, 1, "ingest worker")):
                 continue
             if self._fetch > 1:
                 with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):

@@ -16,7 +16,6 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
-import nats.errors
 from lily.v1 import events_pb2 as events_pb
 from nats.aio.msg import Msg
 
@@ -25,7 +24,7 @@ from core.domain.errors import Unavailable
 from core.domain.model import Direction, WriteContext
 from core.domain.propagation import origins, own_propagating, propagated
 from core.domain.rules import Plan
-from core.events.nats import CHANGES_STREAM, PROPAGATION_CONSUMER, NatsChangeBus
+from core.events.nats import CHANGES_STREAM, PROPAGATION_CONSUMER, NatsChangeBus, fetch
 from core.ports import AssetStore, LineageGraph, OutboxRecord, Snapshot, TxRequest
 
 log = logging.getLogger(__name__)
@@ -57,15 +56,8 @@ class PropagationWorker:
     async def run(self) -> None:
         sub = await self._bus.js.pull_subscribe_bind(PROPAGATION_CONSUMER, CHANGES_STREAM)
         while True:
-            try:
-                msgs = await sub.fetch(FETCH, timeout=5.0)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            except nats.errors.Error as exc:
-                log.warning("propagation: fetch failed: %s", exc)
-                await asyncio.sleep(1.0)
-                continue
-            await self.process(msgs)
+            if msgs := await fetch(sub, FETCH, "propagation"):
+                await self.process(msgs)
 
     async def process(self, msgs: Sequence[Msg]) -> None:
         """Handles a fetch: each event on its own, except new assets, which are looked at
@@ -76,11 +68,14 @@ class PropagationWorker:
             if self._arrival(event):
                 arrivals.setdefault(event.tenant_id, []).append((msg, event))
             else:
-                await self._settle([msg], self.handle(event))
+                await self._ack_after([msg], self.handle(event))
         for tenant, items in arrivals.items():
-            await self._settle([m for m, _ in items], self._arrived(tenant, [e for _, e in items]))
+            await self._ack_after(
+                [m for m, _ in items], self._arrived(tenant, [e for _, e in items])
+            )
 
-    async def _settle(self, msgs: Sequence[Msg], work: Awaitable[object]) -> None:
+    async def _ack_after(self, msgs: Sequence[Msg], work: Awaitable[object]) -> None:
+        """Acks the messages once `work` is done; naks them (to come again) if it failed."""
         try:
             await work
         except Unavailable as exc:
@@ -174,11 +169,9 @@ class PropagationWorker:
             now=datetime.now(UTC),
             cause_event_id=cause,
         )
+        wanted = {i: propagated(found[i], own) for i in affected if i in assets}
         due = [  # (read again, under its locks, by each transaction)
-            i
-            for i in affected
-            if i in assets
-            and any(rules.propagated_delta(assets[i].tags, propagated(found[i], own)))
+            i for i, tags in wanted.items() if any(rules.propagated_delta(assets[i].tags, tags))
         ]
         gate = asyncio.Semaphore(PARALLEL)
 
@@ -187,7 +180,7 @@ class PropagationWorker:
                 p = Plan()
                 for i in chunk:
                     if (current := snapshot.assets.get(i)) is not None:
-                        rules.set_propagated(current, propagated(found[i], own), ctx, p)
+                        rules.set_propagated(current, wanted[i], ctx, p)
                 return p
 
             async with gate:
