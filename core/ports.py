@@ -27,6 +27,7 @@ from core.domain.model import (
     IssueStatus,
     JobCounts,
     LineageEdge,
+    PropagationJob,
     SearchQuery,
     Subgraph,
 )
@@ -117,6 +118,12 @@ class AssetStore(Protocol):
     async def update_job(
         self, tenant_id: str, job_id: str, counts: JobCounts, *, close: bool = False
     ) -> BulkJob | None: ...
+
+    async def put_propagation_job(self, job: PropagationJob) -> None:
+        """Writes the job whole (created or replaced)."""
+        ...
+
+    async def get_propagation_job(self, tenant_id: str, job_id: str) -> PropagationJob | None: ...
 
 
 @dataclass(frozen=True, slots=True)

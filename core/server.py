@@ -301,6 +301,8 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
             backends.lineage,
             propagating=settings.propagate_tags,
             max_depth=settings.propagation_depth,
+            chunk=settings.propagation_chunk,
+            parallel=settings.propagation_parallel,
             on_commit=on_commit,
         )
         lily.tasks.append(asyncio.create_task(propagation.run(), name="propagation"))

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     propagation_depth: int = Field(
         10, ge=1, le=50, description="How many steps downstream a tag propagates."
     )
+    propagation_chunk: int = Field(
+        500, ge=1, le=4000, description="Assets per propagation transaction (and progress step)."
+    )
+    propagation_parallel: int = Field(
+        4, ge=1, le=32, description="Transactions of one propagation run side by side."
+    )
     log_level: str = Field("INFO", description="Root log level.")
     shutdown_grace: float = Field(5.0, description="Seconds in-flight RPCs get on shutdown.")
 

@@ -58,6 +58,12 @@ def md(tenant: str) -> tuple[tuple[str, str], ...]:
     return (("x-lily-tenant", tenant),)
 
 
+@pytest.fixture
+def nats_url(stack: tuple[str, str]) -> str:
+    """The NATS of the server under test (a module may serve another: see dist_lily)."""
+    return stack[1]
+
+
 class EventLog:
     """Every message published under lily.<tenant>.> (a plain NATS subscription)."""
 
@@ -75,11 +81,11 @@ class EventLog:
 
 
 @pytest_asyncio.fixture
-async def event_log(stack: tuple[str, str], tenant: str) -> AsyncIterator[EventLog]:
+async def event_log(nats_url: str, tenant: str) -> AsyncIterator[EventLog]:
     import nats
 
     log = EventLog()
-    nc = await nats.connect(stack[1])
+    nc = await nats.connect(nats_url)
 
     async def on_msg(msg) -> None:  # type: ignore[no-untyped-def]
         log.messages.append(msg)
@@ -129,3 +135,32 @@ async def dist_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
     endpoints = await asyncio.to_thread(devstack.up, data_dir)
     yield endpoints
     await asyncio.to_thread(devstack.down, data_dir)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def dist_lily(
+    dist_stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[Lily, str]]:
+    """A Lily server on the distributed profile (the dev stack's Cassandra, a keyspace of its
+    own, and JanusGraph) with its own Postgres and NATS, so that its workers never take the
+    local server's events: the server and its NATS URL."""
+    s = EmbeddedStack(tmp_path_factory.mktemp("dist-lily"))
+    dsn, url = await s.start()
+    settings = Settings(
+        grpc_port=0,
+        shutdown_grace=1.0,
+        worker_processes=0,
+        profile="distributed",
+        cassandra={"hosts": dist_stack["cassandra"], "keyspace": "lily_it" + uuid.uuid4().hex[:8]},
+        janusgraph_url=dist_stack["janusgraph"],
+    )
+    server = await start(settings, postgres_dsn=dsn, nats_url=url)
+    yield server, url
+    await server.stop()
+    await s.stop()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def dist_channel(dist_lily: tuple[Lily, str]) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(dist_lily[0].address) as ch:
+        yield ch

@@ -70,6 +70,7 @@ class EntityKind(enum.IntEnum):
     ASSET = 1
     ISSUE = 2
     RELATIONSHIP = 3
+    PROPAGATION = 4
 
     @property
     def token(self) -> str:
@@ -112,6 +113,7 @@ class Tag:
     upstream_asset_ids: tuple[str, ...] = ()
     applied_by: str = ""
     applied_at: datetime | None = None
+    propagate: bool = False  # travels downstream even if not a configured propagating tag
 
     @property
     def key(self) -> tuple[str, TagSource]:
@@ -123,6 +125,7 @@ class TagAssignment:
     name: str
     value: str = ""
     upstream_asset_ids: tuple[str, ...] = ()
+    propagate: bool = False
 
 
 @value
@@ -174,6 +177,8 @@ class Asset:
     attributes: Mapping[str, str] = field(default_factory=dict)
     external_id: str = ""
     is_deleted: bool = False
+    # Assets upstream with an open data-quality issue (kept by propagation).
+    unhealthy_upstream: tuple[str, ...] = ()
 
 
 @value
@@ -254,6 +259,33 @@ class AuditEntry:
     request_id: str = ""
     origin: str = ""
     event_id: str = ""
+
+
+class PropagationState(enum.IntEnum):
+    """Mirrors lily.v1.PropagationJobState."""
+
+    PENDING = 1
+    RUNNING = 2
+    SUCCEEDED = 3
+    FAILED = 4
+
+
+@value
+class PropagationJob:
+    """A propagation downstream from one asset; its id is the id of the event that caused it."""
+
+    tenant_id: str
+    job_id: str
+    asset_id: str
+    state: PropagationState
+    created_at: datetime
+    updated_at: datetime
+    assets_total: int = 0
+    assets_done: int = 0
+    assets_changed: int = 0
+    requested_by: str = ""
+    error: str = ""
+    finished_at: datetime | None = None
 
 
 class BulkJobState(enum.IntEnum):

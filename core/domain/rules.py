@@ -170,13 +170,13 @@ def _source_tags(draft: AssetDraft, ctx: WriteContext) -> tuple[Tag, ...]:
     if not draft.tags:
         return ()
     return tuple(
-        Tag(t.name, TagSource.SOURCE, t.value, (), ctx.actor, ctx.now)
+        Tag(t.name, TagSource.SOURCE, t.value, (), ctx.actor, ctx.now, t.propagate)
         for t in {t.name: t for t in draft.tags}.values()
     )
 
 
-def _tag_set(tags: Iterable[Tag], source: TagSource) -> set[tuple[str, str]]:
-    return {(t.name, t.value) for t in tags if t.source == source}
+def _tag_set(tags: Iterable[Tag], source: TagSource) -> set[tuple[str, str, bool]]:
+    return {(t.name, t.value, t.propagate) for t in tags if t.source == source}
 
 
 def ingest(existing: Asset | None, draft: AssetDraft, ctx: WriteContext, plan: Plan) -> Decision:
@@ -215,7 +215,7 @@ def ingest(existing: Asset | None, draft: AssetDraft, ctx: WriteContext, plan: P
         f for f in _CONTENT_FIELDS if _norm(getattr(draft, f)) != _norm(getattr(existing, f))
     ]
     old_source = _tag_set(existing.tags, TagSource.SOURCE)
-    new_source = {(t.name, t.value) for t in source_tags}
+    new_source = {(t.name, t.value, t.propagate) for t in source_tags}
     if old_source != new_source:
         changed.append("tags")
     if existing.is_deleted:
@@ -329,10 +329,11 @@ def update_tags(
         upstream = tuple(
             sorted(set(a.upstream_asset_ids) | set(old.upstream_asset_ids if old else ()))
         )
-        tag = Tag(a.name, source, a.value, upstream, ctx.actor, ctx.now)
-        if old is None or (old.value, old.upstream_asset_ids) != (
+        tag = Tag(a.name, source, a.value, upstream, ctx.actor, ctx.now, a.propagate)
+        if old is None or (old.value, old.upstream_asset_ids, old.propagate) != (
             tag.value,
             tag.upstream_asset_ids,
+            tag.propagate,
         ):
             mine[a.name] = tag
             added.append(a.name)
@@ -366,24 +367,39 @@ def propagated_delta(tags: Iterable[Tag], wanted: Mapping[str, Tag]) -> tuple[li
     return added, removed
 
 
-def set_propagated(
-    existing: Asset, wanted: Mapping[str, Tag], ctx: WriteContext, plan: Plan
+def set_derived(
+    existing: Asset,
+    wanted: Mapping[str, Tag],
+    unhealthy: tuple[str, ...],
+    ctx: WriteContext,
+    plan: Plan,
 ) -> Asset:
-    """Makes the asset's PROPAGATED tags exactly `wanted` (by name: value and origins; see
-    core.domain.propagation), leaving every other source's tags alone. Nothing changes, and
-    the version stays, when they already are; ctx.cause_event_id says what caused it."""
+    """Makes what propagation derives for an asset exactly so: its PROPAGATED tags `wanted`
+    (by name: value and origins; see core.domain.propagation), leaving every other source's
+    tags alone, and its unhealthy upstream `unhealthy`. Nothing changes, and the version
+    stays, when they already are; ctx.cause_event_id says what caused it."""
     added, removed = propagated_delta(existing.tags, wanted)
-    if (not added and not removed) or existing.is_deleted:
+    health = existing.unhealthy_upstream != unhealthy
+    if (not added and not removed and not health) or existing.is_deleted:
         return existing
     gone = {*removed, *added}  # (an added name whose origins changed is replaced)
     tags = [t for t in existing.tags if t.source != TagSource.PROPAGATED or t.name not in gone]
     tags += [replace(wanted[n], applied_by=ctx.actor, applied_at=ctx.now) for n in added]
-    asset = replace(existing, tags=tuple(tags), version=existing.version + 1, updated_at=ctx.now)
+    asset = replace(
+        existing,
+        tags=tuple(tags),
+        unhealthy_upstream=unhealthy,
+        version=existing.version + 1,
+        updated_at=ctx.now,
+    )
     plan.saves.append(asset)
     if added:
         plan.changes.append(_change(ctx, asset, ChangeKind.TAGGED, ("tags",), added=added))
     if removed:
         plan.changes.append(_change(ctx, asset, ChangeKind.UNTAGGED, ("tags",), removed=removed))
+    if health:
+        fields = ("unhealthy_upstream_asset_ids",)
+        plan.changes.append(_change(ctx, asset, ChangeKind.UPDATED, fields))
     return asset
 
 

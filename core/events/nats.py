@@ -39,6 +39,8 @@ DEAD_STREAM = "LILY_DEAD"
 INGEST_CONSUMER = "ingest-worker"
 PROPAGATION_CONSUMER = "propagation"
 INGEST_ACK_WAIT = 30.0  # seconds a fetched work message is the fetcher's before redelivery
+PROPAGATION_ACK_WAIT = 15.0  # (kept alive while handled: a dead worker's come back soon)
+PROPAGATION_MAX_DELIVER = 8
 
 
 def ingest_subject(tenant_id: str) -> str:
@@ -61,6 +63,28 @@ async def fetch(sub: JetStreamContext.PullSubscription, n: int, who: str) -> lis
         log.warning("%s: fetch failed: %s", who, exc)
         await asyncio.sleep(1.0)
         return []
+
+
+@contextlib.asynccontextmanager
+async def kept(msgs: Sequence[Msg], every: float) -> AsyncIterator[None]:
+    """Tells JetStream every `every` seconds that the messages are still being worked on
+    (a third of the consumer's ack wait, say): a message whose work is slow but alive must not
+    be redelivered to another worker meanwhile, which would do the same work twice."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every)
+            for msg in msgs:
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.in_progress()
+
+    beating = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating
 
 
 class NatsChangeBus:
@@ -134,10 +158,15 @@ class NatsChangeBus:
             ConsumerConfig(
                 durable_name=PROPAGATION_CONSUMER,
                 ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=60.0,
-                max_deliver=8,
+                ack_wait=PROPAGATION_ACK_WAIT,
+                max_deliver=PROPAGATION_MAX_DELIVER,
                 max_ack_pending=10000,
-                filter_subjects=["lily.*.asset.*", "lily.*.relationship.*"],
+                filter_subjects=[
+                    "lily.*.asset.*",
+                    "lily.*.issue.*",
+                    "lily.*.relationship.*",
+                    "lily.*.propagation.*",
+                ],
             ),
         )
 

@@ -4,19 +4,25 @@ change events, and walks over the graph with a summary of each asset reached."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from core.domain.errors import AssetNotFound
+from core.domain.errors import AssetNotFound, NotFound
 from core.domain.lineage import edge_change, newest_per_edge, outcome
 from core.domain.model import (
     Asset,
+    Change,
+    ChangeKind,
     Direction,
     EdgeOutcome,
+    EntityKind,
     LineageEdge,
+    PropagationJob,
+    PropagationState,
     WriteContext,
 )
-from core.domain.rules import Plan
+from core.domain.rules import Plan, new_event_id
 from core.ports import AssetStore, LineageGraph, OutboxRecord, Snapshot, TxRequest
 
 DEFAULT_DEPTH = 3
@@ -138,3 +144,65 @@ class LineageService:
             e for e in sub.edges if e.upstream_id not in hidden and e.downstream_id not in hidden
         ]
         return Lineage(nodes, edges, sub.truncated)
+
+    async def propagate(self, ctx: WriteContext, asset_id: str) -> PropagationJob:
+        """Asks the propagation worker to recompute everything downstream of an asset: the
+        job (PENDING) is stored first, then the request is committed as an audited change
+        whose event id is the job's id, then published."""
+        tenant = ctx.tenant_id
+        start = await self._store.get(tenant, asset_id)
+        if start is None or start.is_deleted:
+            raise AssetNotFound(asset_id)
+        event_id = new_event_id()
+        job = PropagationJob(
+            tenant_id=tenant,
+            job_id=event_id,
+            asset_id=asset_id,
+            state=PropagationState.PENDING,
+            created_at=ctx.now,
+            updated_at=ctx.now,
+            requested_by=ctx.actor,
+        )
+        await self._store.put_propagation_job(job)
+
+        def plan(snapshot: Snapshot) -> Plan:
+            asset = snapshot.assets.get(asset_id)
+            if asset is None or asset.is_deleted:
+                raise AssetNotFound(asset_id)
+            return Plan(
+                changes=[
+                    Change(
+                        event_id=event_id,
+                        tenant_id=tenant,
+                        entity=EntityKind.PROPAGATION,
+                        change=ChangeKind.CREATED,
+                        asset_id=asset_id,
+                        qualified_name=asset.qualified_name,
+                        asset_type=asset.asset_type,
+                        asset_version=asset.version,
+                        changed_fields=(),
+                        actor=ctx.actor,
+                        action=ctx.action,
+                        occurred_at=ctx.now,
+                        request_id=ctx.request_id,
+                        origin=ctx.origin,
+                        trace_headers=ctx.trace_headers,
+                    )
+                ]
+            )
+
+        try:
+            committed = await self._store.transact(tenant, TxRequest([asset_id]), plan)
+        except BaseException as exc:
+            failed = replace(job, state=PropagationState.FAILED, error=f"not started: {exc}")
+            with contextlib.suppress(Exception):
+                await self._store.put_propagation_job(failed)
+            raise
+        self._on_commit(committed.outbox)
+        return job
+
+    async def propagation_job(self, tenant_id: str, job_id: str) -> PropagationJob:
+        job = await self._store.get_propagation_job(tenant_id, job_id)
+        if job is None:
+            raise NotFound(f"propagation job {job_id!r} not found", metadata={"job_id": job_id})
+        return job

@@ -10,7 +10,7 @@ from lily.v1 import lineage_pb2 as lineage_pb
 from lily.v1 import lineage_pb2_grpc as lineage_grpc
 
 from core.domain.errors import FieldViolation, InvalidArgument
-from core.domain.model import Direction, LineageEdge, WriteContext
+from core.domain.model import Direction, LineageEdge, PropagationJob, WriteContext
 from core.domain.rules import asset_id_for
 from core.errors import rejection_status
 from core.lineage.service import DEFAULT_DEPTH, MAX_DEPTH, LineageNode, LineageService
@@ -99,6 +99,23 @@ def _node_pb(node: LineageNode) -> lineage_pb.LineageNode:
         effective_tags=mapping.effective_tags_to_pb(a.tags) if a else [],
         is_deleted=a.is_deleted if a else False,
         open_issue_count=node.open_issues,
+        unhealthy_upstream_asset_ids=a.unhealthy_upstream if a else (),
+    )
+
+
+def _job_pb(job: PropagationJob) -> lineage_pb.PropagationJob:
+    return lineage_pb.PropagationJob(
+        job_id=job.job_id,
+        asset_id=job.asset_id,
+        state=int(job.state),
+        assets_total=job.assets_total,
+        assets_done=job.assets_done,
+        assets_changed=job.assets_changed,
+        requested_by=job.requested_by,
+        error=job.error,
+        created_at=mapping.ts_pb(job.created_at),
+        updated_at=mapping.ts_pb(job.updated_at),
+        finished_at=mapping.ts_pb(job.finished_at),
     )
 
 
@@ -170,3 +187,25 @@ class LineageServicer(lineage_grpc.LineageServiceServicer):
             relationships=[mapping.relationship_to_pb(e) for e in found.edges],
             truncated=found.truncated,
         )
+
+    async def PropagateDownstream(
+        self, request: lineage_pb.PropagateDownstreamRequest, context: grpc.aio.ServicerContext
+    ) -> lineage_pb.PropagateDownstreamResponse:
+        ctx = write_context(context, "PropagateDownstream")
+        problems: list[FieldViolation] = []
+        mapping.check_asset_id("asset_id", request.asset_id, problems)
+        if problems:
+            raise InvalidArgument(problems)
+        job = await self._svc.propagate(ctx, request.asset_id)
+        return lineage_pb.PropagateDownstreamResponse(job=_job_pb(job))
+
+    async def GetPropagationJob(
+        self, request: lineage_pb.GetPropagationJobRequest, context: grpc.aio.ServicerContext
+    ) -> lineage_pb.GetPropagationJobResponse:
+        tenant = tenant_of(context)
+        problems: list[FieldViolation] = []
+        mapping.check_asset_id("job_id", request.job_id, problems)  # (ids look alike)
+        if problems:
+            raise InvalidArgument(problems)
+        job = await self._svc.propagation_job(tenant, request.job_id)
+        return lineage_pb.GetPropagationJobResponse(job=_job_pb(job))

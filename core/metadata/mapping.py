@@ -135,7 +135,7 @@ def tag_assignments(
             )
         for j, up in enumerate(t.upstream_asset_ids):
             check_asset_id(f"{path}[{i}].upstream_asset_ids[{j}]", up, out)
-        result.append(TagAssignment(t.name, t.value, tuple(t.upstream_asset_ids)))
+        result.append(TagAssignment(t.name, t.value, tuple(t.upstream_asset_ids), t.propagate))
     return tuple(result)
 
 
@@ -224,14 +224,16 @@ def draft_from_trusted_pb(pb: common_pb.AssetInput, default_time: datetime) -> A
         owners=tuple(pb.owners) if pb.owners else (),
         data_source=pb.data_source,
         parent_qualified_name=pb.parent_qualified_name,
-        tags=tuple(TagAssignment(t.name, t.value) for t in pb.tags) if pb.tags else (),
+        tags=tuple(TagAssignment(t.name, t.value, (), t.propagate) for t in pb.tags)
+        if pb.tags
+        else (),
         business_terms=tuple(pb.business_terms) if pb.business_terms else (),
         attributes=dict(pb.attributes) if pb.attributes else {},
         external_id=pb.external_id,
     )
 
 
-def _ts(value: datetime | None) -> Timestamp | None:
+def ts_pb(value: datetime | None) -> Timestamp | None:
     if value is None:
         return None
     ts = Timestamp()
@@ -246,7 +248,8 @@ def tag_to_pb(tag: Tag) -> common_pb.Tag:
         source=int(tag.source),
         upstream_asset_ids=tag.upstream_asset_ids,
         applied_by=tag.applied_by,
-        applied_at=_ts(tag.applied_at),
+        applied_at=ts_pb(tag.applied_at),
+        propagate=tag.propagate,
     )
 
 
@@ -281,10 +284,11 @@ def asset_to_pb(asset: Asset, consistency: Consistency | None = None) -> common_
         version=asset.version,
         is_deleted=asset.is_deleted,
         external_id=asset.external_id,
-        created_at=_ts(asset.created_at),
-        updated_at=_ts(asset.updated_at),
-        source_event_time=_ts(asset.source_event_time),
+        created_at=ts_pb(asset.created_at),
+        updated_at=ts_pb(asset.updated_at),
+        source_event_time=ts_pb(asset.source_event_time),
         consistency=int(consistency) if consistency else 0,
+        unhealthy_upstream_asset_ids=asset.unhealthy_upstream,
     )
 
 
@@ -293,7 +297,7 @@ def relationship_to_pb(edge: LineageEdge) -> common_pb.Relationship:
         upstream_asset_id=edge.upstream_id,
         downstream_asset_id=edge.downstream_id,
         type=edge.kind,
-        source_event_time=_ts(edge.source_event_time),
+        source_event_time=ts_pb(edge.source_event_time),
         is_deleted=edge.is_deleted,
     )
 
@@ -310,9 +314,9 @@ def issue_to_pb(issue: Issue) -> common_pb.DataQualityIssue:
         title=issue.title,
         description=issue.description,
         url=issue.url,
-        opened_at=_ts(issue.opened_at),
-        updated_at=_ts(issue.updated_at),
-        resolved_at=_ts(issue.resolved_at),
+        opened_at=ts_pb(issue.opened_at),
+        updated_at=ts_pb(issue.updated_at),
+        resolved_at=ts_pb(issue.resolved_at),
     )
 
 
@@ -371,7 +375,7 @@ def audit_to_pb(entry: AuditEntry) -> metadata_pb.AuditEntry:
         change=int(entry.change),
         changed_fields=entry.changed_fields,
         asset_version=entry.asset_version,
-        at=_ts(entry.at),
+        at=ts_pb(entry.at),
         request_id=entry.request_id,
         origin=entry.origin,
         event_id=entry.event_id,
@@ -388,9 +392,9 @@ def job_to_pb(job: BulkJob) -> metadata_pb.BulkJob:
         unchanged=job.unchanged,
         stale=job.stale,
         failed=job.failed,
-        created_at=_ts(job.created_at),
-        updated_at=_ts(job.updated_at),
-        finished_at=_ts(job.finished_at),
+        created_at=ts_pb(job.created_at),
+        updated_at=ts_pb(job.updated_at),
+        finished_at=ts_pb(job.finished_at),
     )
 
 
@@ -403,9 +407,12 @@ def draft_to_pb(draft: AssetDraft) -> common_pb.AssetInput:
         owners=draft.owners,
         data_source=draft.data_source,
         parent_qualified_name=draft.parent_qualified_name,
-        tags=[common_pb.TagAssignment(name=t.name, value=t.value) for t in draft.tags],
+        tags=[
+            common_pb.TagAssignment(name=t.name, value=t.value, propagate=t.propagate)
+            for t in draft.tags
+        ],
         business_terms=draft.business_terms,
         attributes=dict(draft.attributes),
         external_id=draft.external_id,
-        source_event_time=_ts(draft.source_event_time),
+        source_event_time=ts_pb(draft.source_event_time),
     )

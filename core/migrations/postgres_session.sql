@@ -24,5 +24,6 @@ CREATE TEMPORARY TABLE assets_stage (
     is_deleted            boolean     NOT NULL,
     created_at            timestamptz NOT NULL,
     updated_at            timestamptz NOT NULL,
-    source_event_time     timestamptz NOT NULL
+    source_event_time     timestamptz NOT NULL,
+    unhealthy_upstream    text        NOT NULL
 ) ON COMMIT DELETE ROWS;

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -34,6 +34,7 @@ from core.events.nats import (
     INGEST_STREAM,
     NatsChangeBus,
     fetch,
+    kept,
 )
 from core.metadata import mapping
 from core.metadata.service import counts_of, ingest_plan
@@ -132,28 +133,6 @@ def _decode(
     return batch, ctx, [mapping.draft_from_trusted_pb(a, accepted_at) for a in batch.assets]
 
 
-@contextlib.asynccontextmanager
-async def _kept(msgs: Sequence[Msg], every: float = INGEST_ACK_WAIT / 3) -> AsyncIterator[None]:
-    """Tells JetStream every `every` seconds that the messages are still being worked on: a
-    transaction slowed by a loaded store must not see its messages redelivered to another
-    worker meanwhile, which would write, and count on the job, the same items twice."""
-
-    async def beat() -> None:
-        while True:
-            await asyncio.sleep(every)
-            for msg in msgs:
-                with contextlib.suppress(nats.errors.Error):
-                    await msg.in_progress()
-
-    beating = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        beating.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beating
-
-
 class IngestWorker:
     def __init__(
         self,
@@ -197,7 +176,7 @@ class IngestWorker:
             if self._fetch > 1:
                 with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):
                     msgs += await sub.fetch(self._fetch - 1, timeout=0.005)
-            async with _kept(msgs):
+            async with kept(msgs, INGEST_ACK_WAIT / 3):
                 await self.process(msgs)
 
     async def process(self, msgs: list[Msg]) -> None:

@@ -1,30 +1,45 @@
-"""The propagation worker: a durable JetStream consumer of asset and relationship changes that
-recomputes the PROPAGATED tags of every asset downstream of each change (the rule is in
-core/domain/propagation.py, the plan in core/lineage/propagation.md).
+"""The propagation worker: a durable JetStream consumer of asset, issue, relationship and
+propagation-request events that recomputes what flows downstream of each change (the rule is
+in core/domain/propagation.py, the plan in core/lineage/propagation.md): PROPAGATED tags and
+unhealthy upstream.
 
-For one event: the downstream walk from where it happened gives the affected assets; their
-upstream closure comes level by level (LineageGraph.edges_at); the assets' own tags give
-each affected asset's origins per tag; transactions of at most CHUNK assets then write the
-ones whose PROPAGATED tags differ, each change carrying the event's id as its cause. Writes
-of its own (events with a cause) are not followed again. A redelivered event recomputes the
-same answer and writes nothing twice."""
+For a change: the downstream walk from where it happened gives the affected assets; their
+upstream closure comes level by level (LineageGraph.edges_at); the assets' own tags and open
+issues give each affected asset's origins; transactions of at most `chunk` assets then write
+the ones whose derived state differs, each change carrying the causing event's id. Writes of
+its own (events with a cause) are not followed again. A redelivered event recomputes the
+same answer and writes nothing twice.
+
+A tag change on an asset, an issue opened or resolved on it, or a PropagateDownstream request
+is a job (id: the causing event's id) with its progress in the store. Edges and new assets,
+which come in bulk, are looked at together per fetch."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
+from google.protobuf.message import DecodeError
 from lily.v1 import events_pb2 as events_pb
 from nats.aio.msg import Msg
 
 from core.domain import rules
 from core.domain.errors import Unavailable
-from core.domain.model import Direction, WriteContext
-from core.domain.propagation import origins, own_propagating, propagated
+from core.domain.model import PropagationJob, PropagationState, WriteContext
+from core.domain.propagation import origins, own_propagating, propagated, unhealthy_upstream
 from core.domain.rules import Plan
-from core.events.nats import CHANGES_STREAM, PROPAGATION_CONSUMER, NatsChangeBus, fetch
+from core.events.nats import (
+    CHANGES_STREAM,
+    PROPAGATION_ACK_WAIT,
+    PROPAGATION_CONSUMER,
+    PROPAGATION_MAX_DELIVER,
+    NatsChangeBus,
+    fetch,
+    kept,
+)
 from core.ports import AssetStore, LineageGraph, OutboxRecord, Snapshot, TxRequest
 
 log = logging.getLogger(__name__)
@@ -33,6 +48,36 @@ CHUNK = 500  # assets per transaction
 FETCH = 256  # events per fetch
 PARALLEL = 4  # transactions of one propagation at a time
 ACTOR = "lily-propagation"
+
+_ASSET = events_pb.ENTITY_KIND_ASSET
+_JOB, _EDGE, _ARRIVAL = "job", "edge", "arrival"
+
+Event = tuple[Msg, events_pb.ChangeEvent]
+
+
+class _Progress:
+    """A job's progress, written to the store as it moves (one write at a time)."""
+
+    def __init__(self, store: AssetStore, job: PropagationJob) -> None:
+        self._store = store
+        self.job = job
+        self._lock = asyncio.Lock()
+
+    async def set(self, **fields: object) -> None:
+        async with self._lock:
+            self.job = replace(self.job, updated_at=datetime.now(UTC), **fields)  # type: ignore[arg-type]
+            await self._store.put_propagation_job(self.job)
+
+    async def add(self, done: int, changed: int) -> None:
+        async with self._lock:
+            j = self.job
+            self.job = replace(
+                j,
+                assets_done=j.assets_done + done,
+                assets_changed=j.assets_changed + changed,
+                updated_at=datetime.now(UTC),
+            )
+            await self._store.put_propagation_job(self.job)
 
 
 class PropagationWorker:
@@ -44,6 +89,8 @@ class PropagationWorker:
         *,
         propagating: Iterable[str],
         max_depth: int,
+        chunk: int = CHUNK,
+        parallel: int = PARALLEL,
         on_commit: Callable[[Sequence[OutboxRecord]], None] = lambda records: None,
     ) -> None:
         self._bus = bus
@@ -51,28 +98,57 @@ class PropagationWorker:
         self._graph = graph
         self._propagating = frozenset(propagating)
         self._max_depth = max_depth
+        self._chunk = chunk
+        self._parallel = parallel
         self._on_commit = on_commit
 
     async def run(self) -> None:
         sub = await self._bus.js.pull_subscribe_bind(PROPAGATION_CONSUMER, CHANGES_STREAM)
         while True:
             if msgs := await fetch(sub, FETCH, "propagation"):
-                await self.process(msgs)
+                async with kept(msgs, PROPAGATION_ACK_WAIT / 3):
+                    await self.process(msgs)
 
     async def process(self, msgs: Sequence[Msg]) -> None:
-        """Handles a fetch: each event on its own, except new assets, which are looked at
-        together per tenant (_arrived)."""
-        arrivals: dict[str, list[tuple[Msg, events_pb.ChangeEvent]]] = {}
+        """Handles a fetch: per tenant, each job on its own, edges and new assets together."""
+        by_tenant: dict[str, dict[str, list[Event]]] = {}
         for msg in msgs:
-            event = events_pb.ChangeEvent.FromString(msg.data)
-            if self._arrival(event):
-                arrivals.setdefault(event.tenant_id, []).append((msg, event))
+            try:
+                event = events_pb.ChangeEvent.FromString(msg.data)
+            except DecodeError:
+                log.error("propagation: undecodable event on %s; dropped", msg.subject)
+                await msg.term()
+                continue
+            kind = self._kind(event)
+            if kind is None:
+                await msg.ack()
             else:
-                await self._ack_after([msg], self.handle(event))
-        for tenant, items in arrivals.items():
-            await self._ack_after(
-                [m for m, _ in items], self._arrived(tenant, [e for _, e in items])
-            )
+                by_tenant.setdefault(event.tenant_id, {}).setdefault(kind, []).append((msg, event))
+        for tenant, kinds in by_tenant.items():
+            await self._jobs(tenant, kinds.get(_JOB, []))
+            batch = [*kinds.get(_EDGE, []), *kinds.get(_ARRIVAL, [])]
+            if batch:
+                await self._ack_after([m for m, _ in batch], self._batch(tenant, kinds))
+
+    def _kind(self, event: events_pb.ChangeEvent) -> str | None:
+        """How an event is handled; None: it cannot move anything downstream."""
+        if event.cause_event_id:
+            return None  # our own writes (and their chains) are already complete
+        if event.entity == events_pb.ENTITY_KIND_RELATIONSHIP:
+            return _EDGE
+        if event.entity in (events_pb.ENTITY_KIND_ISSUE, events_pb.ENTITY_KIND_PROPAGATION):
+            return _JOB
+        if event.entity != _ASSET:
+            return None
+        if event.change == events_pb.CHANGE_KIND_CREATED:
+            return _ARRIVAL
+        if event.change in (
+            events_pb.CHANGE_KIND_DELETED,
+            events_pb.CHANGE_KIND_TAGGED,
+            events_pb.CHANGE_KIND_UNTAGGED,
+        ):
+            return _JOB
+        return _JOB if "tags" in event.changed_fields else None
 
     async def _ack_after(self, msgs: Sequence[Msg], work: Awaitable[object]) -> None:
         """Acks the messages once `work` is done; naks them (to come again) if it failed."""
@@ -91,60 +167,117 @@ class PropagationWorker:
         for msg in msgs:
             await msg.ack()
 
-    def _arrival(self, event: events_pb.ChangeEvent) -> bool:
-        return (
-            not event.cause_event_id
-            and event.entity == events_pb.ENTITY_KIND_ASSET
-            and event.change == events_pb.CHANGE_KIND_CREATED
+    # -- jobs -------------------------------------------------------------------------------
+
+    async def _jobs(self, tenant: str, jobs: Sequence[Event]) -> None:
+        """Runs each job whose asset has anything downstream (one query tells which);
+        requests always run, so that their job finishes."""
+        if not jobs:
+            return
+        try:
+            ids = [e.asset_id for _, e in jobs]
+            fed = {x.upstream_id for x in await self._graph.edges_at(tenant, ids, forward=True)}
+        except Exception as exc:  # (each job's own failures are handled in _job)
+            log.warning("propagation: cannot look at %d job(s): %s", len(jobs), exc)
+            for msg, _ in jobs:
+                await msg.nak(delay=2.0)
+            return
+        for msg, event in jobs:
+            if event.entity == events_pb.ENTITY_KIND_PROPAGATION or event.asset_id in fed:
+                await self._ack_after([msg], self._job(tenant, event, msg.metadata.num_delivered))
+            else:
+                await msg.ack()
+
+    async def _job(self, tenant: str, event: events_pb.ChangeEvent, delivery: int) -> None:
+        """One propagation from an asset, as a job with progress. A job that is resumed (its
+        event redelivered) starts over from the truth: what is already right is done."""
+        now = datetime.now(UTC)
+        prior = await self._store.get_propagation_job(tenant, event.event_id)
+        progress = _Progress(
+            self._store,
+            PropagationJob(
+                tenant_id=tenant,
+                job_id=event.event_id,
+                asset_id=event.asset_id,
+                state=PropagationState.RUNNING,
+                created_at=prior.created_at if prior else now,
+                updated_at=now,
+                assets_changed=prior.assets_changed if prior else 0,
+                requested_by=prior.requested_by if prior else event.actor,
+            ),
         )
+        await progress.set()
+        requested = event.entity == events_pb.ENTITY_KIND_PROPAGATION
+        try:
+            affected = await self._walk(tenant, {event.asset_id: event.event_id}, requested)
+            await self._recompute(tenant, affected, progress)
+        except Exception as exc:
+            if delivery >= PROPAGATION_MAX_DELIVER:
+                await progress.set(
+                    state=PropagationState.FAILED,
+                    error=f"gave up after {delivery} attempts: {exc}",
+                    finished_at=datetime.now(UTC),
+                )
+            raise
+        await progress.set(state=PropagationState.SUCCEEDED, finished_at=datetime.now(UTC))
 
-    async def _arrived(self, tenant: str, events: Sequence[events_pb.ChangeEvent]) -> None:
-        """New assets, most of a bulk ingest, looked at together: two queries tell which have
-        lineage at all. One with edges into it (it arrived after its lineage) inherits; one
-        with a propagating tag and edges out of it propagates downstream."""
-        ids = [e.asset_id for e in events]
-        tagged = [e.asset_id for e in events if self._propagating.intersection(e.tags)]
-        fed = {e.downstream_id for e in await self._graph.edges_at(tenant, ids, forward=False)}
-        feeding = (
-            {e.upstream_id for e in await self._graph.edges_at(tenant, tagged, forward=True)}
-            if tagged
-            else set()
-        )
-        for event in events:
-            if event.asset_id in feeding:
-                await self.handle(event)
-            elif event.asset_id in fed:
-                await self._recompute(tenant, [event.asset_id], event.event_id)
+    # -- edges and new assets ---------------------------------------------------------------
 
-    def _start(self, event: events_pb.ChangeEvent) -> str | None:
-        """Where a change that can move propagated tags happened; None if it cannot."""
-        if event.cause_event_id:
-            return None  # our own writes (and their chains) are already complete
-        if event.entity == events_pb.ENTITY_KIND_RELATIONSHIP:
-            return event.relationship.downstream_asset_id
-        if event.entity != events_pb.ENTITY_KIND_ASSET:
-            return None
-        if event.change in (events_pb.CHANGE_KIND_CREATED, events_pb.CHANGE_KIND_DELETED):
-            return event.asset_id
-        moved = {*event.tags_added, *event.tags_removed}
-        if moved & self._propagating or ("tags" in event.changed_fields and not moved):
-            return event.asset_id
-        return None
+    async def _batch(self, tenant: str, kinds: Mapping[str, Sequence[Event]]) -> None:
+        """Edges created or deleted, and new assets, together. An edge affects its downstream
+        end and everything below. A new asset with edges into it (it arrived after its
+        lineage) inherits; one with tags and edges out of it is a start too."""
+        starts: dict[str, str] = {}
+        for _, e in kinds.get(_EDGE, []):
+            starts.setdefault(e.relationship.downstream_asset_id, e.event_id)
+        arrivals = [e for _, e in kinds.get(_ARRIVAL, [])]
+        affected: dict[str, str] = {}
+        if arrivals:
+            ids = [e.asset_id for e in arrivals]
+            tagged = [e.asset_id for e in arrivals if e.tags]
+            into = await self._graph.edges_at(tenant, ids, forward=False)
+            fed = {x.downstream_id for x in into}
+            out = await self._graph.edges_at(tenant, tagged, forward=True) if tagged else []
+            feeding = {x.upstream_id for x in out}
+            for e in arrivals:
+                if e.asset_id in feeding:
+                    starts.setdefault(e.asset_id, e.event_id)
+                elif e.asset_id in fed:
+                    affected.setdefault(e.asset_id, e.event_id)
+        affected.update(await self._walk(tenant, starts, True))
+        if affected:
+            await self._recompute(tenant, affected)
 
-    async def handle(self, event: events_pb.ChangeEvent) -> int:
-        """Propagates from one change; returns how many assets it changed."""
-        start = self._start(event)
-        if start is None:
-            return 0
-        tenant = event.tenant_id
-        walk = await self._graph.traverse(tenant, start, Direction.DOWNSTREAM, self._max_depth)
-        return await self._recompute(tenant, list(walk.nodes) or [start], event.event_id)
+    # -- the recompute ----------------------------------------------------------------------
 
-    async def _recompute(self, tenant: str, affected: list[str], cause: str) -> int:
-        """Writes the PROPAGATED tags of the affected assets that are not what their upstream
-        supplies; returns how many changed."""
+    async def _walk(
+        self, tenant: str, starts: Mapping[str, str], with_starts: bool
+    ) -> dict[str, str]:
+        """Everything downstream of the starts within the depth bound (with the starts
+        themselves if asked), each with the cause of the first start that reached it."""
+        cause = dict(starts)
+        found = dict(starts) if with_starts else {}
+        frontier = list(starts)
+        for _ in range(self._max_depth):
+            if not frontier:
+                break
+            following = []
+            for e in await self._graph.edges_at(tenant, frontier, forward=True):
+                if e.downstream_id not in cause:
+                    cause[e.downstream_id] = found[e.downstream_id] = cause[e.upstream_id]
+                    following.append(e.downstream_id)
+            frontier = following
+        return found
+
+    async def _recompute(
+        self, tenant: str, affected: Mapping[str, str], progress: _Progress | None = None
+    ) -> int:
+        """Writes the derived state (PROPAGATED tags, unhealthy upstream) of the affected
+        assets (id -> the causing event) that is not what their upstream supplies; returns
+        how many changed."""
+        ids = list(affected)
         parents: dict[str, list[str]] = {}
-        seen, frontier = set(affected), affected
+        seen, frontier = set(ids), ids
         for _ in range(self._max_depth):
             if not frontier:
                 break
@@ -155,40 +288,56 @@ class PropagationWorker:
                     seen.add(e.upstream_id)
                     following.append(e.upstream_id)
             frontier = following
-        assets = await self._store.get_many(tenant, sorted(seen))
+        closure = sorted(seen)
+        assets, issues = await asyncio.gather(
+            self._store.get_many(tenant, closure), self._store.open_issue_counts(tenant, closure)
+        )
         own = {
-            i: own_propagating(a.tags, self._propagating)
+            i: own_propagating(a.tags, self._propagating, i in issues)
             for i, a in assets.items()
             if not a.is_deleted
         }
-        found = origins(affected, parents, own, self._max_depth)
-        ctx = WriteContext(
-            tenant_id=tenant,
-            actor=ACTOR,
-            action="Propagation",
-            now=datetime.now(UTC),
-            cause_event_id=cause,
-        )
-        wanted = {i: propagated(found[i], own) for i in affected if i in assets}
+        found = origins(ids, parents, own, self._max_depth)
+        wanted = {
+            i: (propagated(found[i], own), unhealthy_upstream(found[i]))
+            for i in ids
+            if i in own  # (an asset not arrived yet, or deleted, holds nothing)
+        }
         due = [  # (read again, under its locks, by each transaction)
-            i for i, tags in wanted.items() if any(rules.propagated_delta(assets[i].tags, tags))
+            i
+            for i, (tags, sick) in wanted.items()
+            if any(rules.propagated_delta(assets[i].tags, tags))
+            or assets[i].unhealthy_upstream != sick
         ]
-        gate = asyncio.Semaphore(PARALLEL)
+        if progress is not None:
+            await progress.set(assets_total=len(ids), assets_done=len(ids) - len(due))
+        now = datetime.now(UTC)
+        contexts = {
+            cause: WriteContext(
+                tenant_id=tenant, actor=ACTOR, action="Propagation", now=now, cause_event_id=cause
+            )
+            for cause in set(affected.values())
+        }
+        gate = asyncio.Semaphore(self._parallel)
 
         async def write(chunk: list[str]) -> int:
             def plan(snapshot: Snapshot) -> Plan:
                 p = Plan()
                 for i in chunk:
                     if (current := snapshot.assets.get(i)) is not None:
-                        rules.set_propagated(current, wanted[i], ctx, p)
+                        tags, sick = wanted[i]
+                        rules.set_derived(current, tags, sick, contexts[affected[i]], p)
                 return p
 
             async with gate:
                 result = await self._store.transact(tenant, TxRequest(chunk), plan)
-            if result.changes:
-                self._on_commit(result.outbox)
+                if result.changes:
+                    self._on_commit(result.outbox)
+                if progress is not None:
+                    await progress.add(len(chunk), len(result.saves))
             return len(result.saves)
 
         # (disjoint chunks: their transactions may run side by side)
-        done = await asyncio.gather(*(write(due[n : n + CHUNK]) for n in range(0, len(due), CHUNK)))
+        step = self._chunk
+        done = await asyncio.gather(*(write(due[n : n + step]) for n in range(0, len(due), step)))
         return sum(done)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from core.domain import rules
@@ -11,8 +12,12 @@ from core.domain.model import (
     AssetType,
     JobCounts,
     Outcome,
+    PropagationJob,
+    PropagationState,
     SearchQuery,
+    Tag,
     TagAssignment,
+    TagSource,
     WriteContext,
 )
 from core.domain.rules import Plan
@@ -366,3 +371,48 @@ async def test_events_of_a_commit_nobody_published_are_relayed_once(asset_store,
     before = len(published)
     await relay.relay_once(older_than=0)
     assert len(published) == before  # deleted once published
+
+
+async def test_derived_state_and_tag_flags_round_trip(asset_store, tenant):
+    drafts = [_draft("pg://derived/t", tags=(TagAssignment("finance", "", (), True),))]
+    await _ingest(asset_store, tenant, drafts)
+    asset_id = rules.asset_id_for(tenant, "pg://derived/t")
+    ctx = _ctx(tenant)
+    pii = Tag("PII", TagSource.PROPAGATED, "email", ("u2", "u1"))
+
+    def plan(snapshot: Snapshot) -> Plan:
+        p = Plan()
+        rules.set_derived(snapshot.assets[asset_id], {"PII": pii}, ("u9", "u3"), ctx, p)
+        return p
+
+    await asset_store.transact(tenant, TxRequest([asset_id]), plan)
+    stored = await asset_store.get(tenant, asset_id)
+    assert stored is not None
+    assert stored.unhealthy_upstream == ("u9", "u3")
+    by_name = {t.name: t for t in stored.tags}
+    assert by_name["finance"].propagate and not by_name["PII"].propagate
+    assert by_name["PII"].upstream_asset_ids == ("u2", "u1")
+    # an asset written without any derived state keeps an empty one
+    await _ingest(asset_store, tenant, [_draft("pg://derived/u")])
+    plain = await asset_store.get(tenant, rules.asset_id_for(tenant, "pg://derived/u"))
+    assert plain is not None and plain.unhealthy_upstream == ()
+
+
+async def test_propagation_jobs_are_written_whole_and_read_by_tenant(asset_store, tenant):
+    job = PropagationJob(tenant, "a" * 32, "b" * 32, PropagationState.PENDING, NOW, NOW)
+    await asset_store.put_propagation_job(job)
+    assert await asset_store.get_propagation_job(tenant, job.job_id) == job
+    done = replace(
+        job,
+        state=PropagationState.SUCCEEDED,
+        assets_total=10_000,
+        assets_done=10_000,
+        assets_changed=9_999,
+        requested_by="alice",
+        updated_at=NOW + timedelta(seconds=3),
+        finished_at=NOW + timedelta(seconds=3),
+    )
+    await asset_store.put_propagation_job(done)
+    assert await asset_store.get_propagation_job(tenant, job.job_id) == done
+    assert await asset_store.get_propagation_job(tenant + "x", job.job_id) is None
+    assert await asset_store.get_propagation_job(tenant, "c" * 32) is None

@@ -223,3 +223,18 @@ async def test_lineage_over_rest(http, stub, md):
     assert gone.json()["results"][0]["outcome"] == "RELATIONSHIP_OUTCOME_DELETED"
     missing = await http.get("/api/v1/lineage/" + "0" * 32)
     assert missing.status_code == 404
+    started = await http.post(f"/api/v1/lineage/{a}:propagate", json={})
+    assert started.status_code == 200, started.text
+    job_id = started.json()["job"]["jobId"]
+    assert started.json()["job"]["state"] == "PROPAGATION_JOB_STATE_PENDING"
+
+    async def finished():
+        got = await http.get(f"/api/v1/lineage/jobs/{job_id}")
+        assert got.status_code == 200, got.text
+        assert got.json()["job"]["state"] == "PROPAGATION_JOB_STATE_SUCCEEDED"
+        return got.json()["job"]
+
+    job = await eventually(finished)
+    assert job["assetId"] == a and job["assetsTotal"] == job["assetsDone"]
+    assert (await http.get("/api/v1/lineage/jobs/" + "0" * 32)).status_code == 404
+    assert (await http.post("/api/v1/lineage/" + "0" * 32 + ":propagate")).status_code == 404

@@ -9,9 +9,11 @@ from core.domain import rules
 from core.domain.model import AssetDraft, AssetType, Tag, TagAssignment, TagSource, WriteContext
 from core.domain.propagation import (
     DEFAULT_PROPAGATING,
+    UNHEALTHY,
     origins,
     own_propagating,
     propagated,
+    unhealthy_upstream,
 )
 from core.domain.rules import Plan
 
@@ -71,7 +73,7 @@ def test_writing_propagated_tags_is_exact_idempotent_and_spares_other_sources():
     asset = rules.ingest(None, draft, CTX, plan).asset
     pii = Tag("PII", TagSource.PROPAGATED, "", ("u1", "u2"))
     gdpr = Tag("GDPR", TagSource.PROPAGATED, "", ("u3",))
-    tagged = rules.set_propagated(asset, {"PII": pii, "GDPR": gdpr}, CTX, plan)
+    tagged = rules.set_derived(asset, {"PII": pii, "GDPR": gdpr}, (), CTX, plan)
     assert tagged.version == asset.version + 1
     assert {(t.name, t.source) for t in tagged.tags} == {
         ("PII", TagSource.SOURCE),
@@ -80,14 +82,36 @@ def test_writing_propagated_tags_is_exact_idempotent_and_spares_other_sources():
     }
     assert plan.changes[-1].tags_added == ("GDPR", "PII")
 
-    again = rules.set_propagated(tagged, {"PII": pii, "GDPR": gdpr}, CTX, plan)
+    again = rules.set_derived(tagged, {"PII": pii, "GDPR": gdpr}, (), CTX, plan)
     assert again is tagged  # nothing changes twice: no version churn, no event
 
     fewer = Tag("PII", TagSource.PROPAGATED, "", ("u2",))
-    after = rules.set_propagated(tagged, {"PII": fewer}, CTX, plan)
+    after = rules.set_derived(tagged, {"PII": fewer}, (), CTX, plan)
     assert [t.upstream_asset_ids for t in after.tags if t.source == TagSource.PROPAGATED] == [
         ("u2",)
     ]
     assert plan.changes[-1].tags_removed == ("GDPR",)
-    cleared = rules.set_propagated(after, {}, CTX, plan)
+    cleared = rules.set_derived(after, {}, (), CTX, plan)
     assert [(t.name, t.source) for t in cleared.tags] == [("PII", TagSource.SOURCE)]
+
+
+def test_a_tag_marked_propagate_propagates_and_an_open_issue_marks_everything_below():
+    tags = [Tag("finance", TagSource.USER, "", propagate=True), Tag("gold", TagSource.USER)]
+    assert own_propagating(tags, DEFAULT_PROPAGATING) == {"finance": ""}
+    assert own_propagating((), DEFAULT_PROPAGATING, unhealthy=True) == {UNHEALTHY: ""}
+    edges = [("a", "b"), ("b", "c"), ("x", "c")]
+    own = {"a": own_propagating(tags, DEFAULT_PROPAGATING, unhealthy=True), "x": {UNHEALTHY: ""}}
+    found = origins(["b", "c"], parents_of(edges), own, 10)
+    assert unhealthy_upstream(found["c"]) == ("a", "x")
+    assert unhealthy_upstream(found["b"]) == ("a",)
+    assert set(propagated(found["c"], own)) == {"finance"}  # (health is not a tag)
+
+
+def test_upstream_health_is_written_with_an_event_only_when_it_changes():
+    plan = Plan()
+    asset = rules.ingest(None, AssetDraft("pg://db/s/v", AssetType.VIEW, NOW), CTX, plan).asset
+    sick = rules.set_derived(asset, {}, ("u1",), CTX, plan)
+    assert sick.unhealthy_upstream == ("u1",) and sick.version == asset.version + 1
+    assert plan.changes[-1].changed_fields == ("unhealthy_upstream_asset_ids",)
+    assert rules.set_derived(sick, {}, ("u1",), CTX, plan) is sick
+    assert rules.set_derived(sick, {}, (), CTX, plan).unhealthy_upstream == ()

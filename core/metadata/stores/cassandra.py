@@ -59,6 +59,8 @@ from core.domain.model import (
     IssueSeverity,
     IssueStatus,
     JobCounts,
+    PropagationJob,
+    PropagationState,
     SearchQuery,
 )
 from core.domain.rules import Plan, asset_id_for
@@ -198,6 +200,20 @@ _AUDIT_COLUMNS = (
     "origin",
     "event_id",
 )
+_PROPAGATION_JOB_COLUMNS = (
+    "tenant_id",
+    "job_id",
+    "asset_id",
+    "state",
+    "assets_total",
+    "assets_done",
+    "assets_changed",
+    "requested_by",
+    "error",
+    "created_at",
+    "updated_at",
+    "finished_at",
+)
 _COUNT_FIELDS = ("accepted", "written", "unchanged", "stale", "rejected", "write_failed")
 
 
@@ -229,6 +245,7 @@ def _asset_row(a: Asset) -> list[Any]:
         _us(a.created_at),
         _us(a.updated_at),
         _us(a.source_event_time),
+        list(a.unhealthy_upstream),
     ]
 
 
@@ -253,6 +270,7 @@ def _asset(r: Any) -> Asset:
         attributes=dict(r.attributes or {}),
         external_id=r.external_id or "",
         is_deleted=bool(r.is_deleted),
+        unhealthy_upstream=tuple(r.unhealthy_upstream or ()),
     )
 
 
@@ -367,6 +385,9 @@ class CassandraAssetStore:
             "bulk_jobs", ("tenant_id", "job_id", "description", "created_at", "updated_at")
         ),
         "read_job": "SELECT * FROM bulk_jobs WHERE tenant_id = ? AND job_id = ?",
+        "write_propagation_job": _insert("propagation_jobs", _PROPAGATION_JOB_COLUMNS),
+        "read_propagation_job": f"SELECT {', '.join(_PROPAGATION_JOB_COLUMNS)}"
+        " FROM propagation_jobs WHERE tenant_id = ? AND job_id = ?",
         "close_job": "UPDATE bulk_jobs SET closed = true, updated_at = ?"
         " WHERE tenant_id = ? AND job_id = ?",
         "touch_job": "UPDATE bulk_jobs SET updated_at = ? WHERE tenant_id = ? AND job_id = ?",
@@ -594,7 +615,9 @@ class CassandraAssetStore:
         statements: list[tuple[str, Sequence[Any]]] = []
         markers = set()
         for row, write_ts, is_new in writes["assets"]:
-            statements.append(("write_asset", (*row, write_ts)))
+            # (an intent written before migration 0003 has no unhealthy_upstream)
+            pad: list[Any] = [[]] * (len(_ASSET_COLUMNS) - len(row))
+            statements.append(("write_asset", (*row, *pad, write_ts)))
             qn = row[2]
             statements.append(
                 ("write_leaf", (tenant_id, parent_dir(qn), qn, row[1], row[3], row[16], write_ts))
@@ -904,6 +927,47 @@ class CassandraAssetStore:
                     _us(job.updated_at),
                 ),
             )
+
+    async def put_propagation_job(self, job: PropagationJob) -> None:
+        with self._errors("put_propagation_job"):
+            await self._q(
+                "write_propagation_job",
+                (
+                    job.tenant_id,
+                    job.job_id,
+                    job.asset_id,
+                    int(job.state),
+                    job.assets_total,
+                    job.assets_done,
+                    job.assets_changed,
+                    job.requested_by,
+                    job.error,
+                    _us(job.created_at),
+                    _us(job.updated_at),
+                    _us(job.finished_at) if job.finished_at else None,
+                ),
+            )
+
+    async def get_propagation_job(self, tenant_id: str, job_id: str) -> PropagationJob | None:
+        with self._errors("get_propagation_job"):
+            rows = await self._q("read_propagation_job", (tenant_id, job_id))
+        if not rows:
+            return None
+        r = rows[0]
+        return PropagationJob(
+            tenant_id=r.tenant_id,
+            job_id=r.job_id,
+            asset_id=r.asset_id,
+            state=PropagationState(r.state),
+            created_at=_dt(r.created_at),
+            updated_at=_dt(r.updated_at),
+            assets_total=r.assets_total or 0,
+            assets_done=r.assets_done or 0,
+            assets_changed=r.assets_changed or 0,
+            requested_by=r.requested_by or "",
+            error=r.error or "",
+            finished_at=_opt_dt(r.finished_at),
+        )
 
     async def get_job(self, tenant_id: str, job_id: str) -> BulkJob | None:
         with self._errors("get_job"):

@@ -28,6 +28,8 @@ from core.domain.model import (
     IssueSeverity,
     IssueStatus,
     JobCounts,
+    PropagationJob,
+    PropagationState,
     SearchQuery,
 )
 from core.domain.rules import Plan
@@ -51,7 +53,7 @@ _MAX_ATTEMPTS = 5
 _ASSET_COLUMNS = (
     "asset_id, qualified_name, asset_type, name, description, owners, data_source,"
     " parent_qualified_name, parent_id, tags, business_terms, attributes, external_id, version,"
-    " is_deleted, created_at, updated_at, source_event_time"
+    " is_deleted, created_at, updated_at, source_event_time, unhealthy_upstream"
 )
 
 # The assets a transaction saves are first copied (binary COPY, the cheapest way in for a
@@ -65,7 +67,7 @@ SELECT asset_id, qualified_name, asset_type, name, description, owners::text[] A
     data_source, parent_qualified_name, parent_id, tags::jsonb AS tags,
     tag_names::text[] AS tag_names, business_terms::text[] AS business_terms,
     attributes::jsonb AS attributes, external_id, version, is_deleted, created_at, updated_at,
-    source_event_time
+    source_event_time, unhealthy_upstream::text[] AS unhealthy_upstream
 FROM assets_stage
 """
 # New assets, in id order (so concurrent inserters queue rather than deadlock). An id that
@@ -83,6 +85,11 @@ UPDATE assets a SET {
 FROM ({_STAGED} WHERE NOT is_new) s
 WHERE a.tenant_id = $1 AND a.asset_id = s.asset_id
 """
+
+_PROPAGATION_JOB_COLUMNS = (
+    "tenant_id, job_id, asset_id, state, assets_total, assets_done, assets_changed,"
+    " requested_by, error, created_at, updated_at, finished_at"
+)
 
 _AUDIT_COLUMNS = [
     "tenant_id",
@@ -150,6 +157,7 @@ def _asset_from_row(tenant_id: str, r: asyncpg.Record) -> Asset:
         attributes=dict(r["attributes"]),
         external_id=r["external_id"],
         is_deleted=r["is_deleted"],
+        unhealthy_upstream=tuple(r["unhealthy_upstream"]),
     )
 
 
@@ -214,6 +222,7 @@ def _stage_rows(assets: Iterable[Asset], existing: Collection[str]) -> list[tupl
             a.created_at,
             a.updated_at,
             a.source_event_time,
+            _pg_array(a.unhealthy_upstream),
         )
         for a in assets
     ]
@@ -514,6 +523,42 @@ class PostgresAssetStore:
             job.created_at,
             job.updated_at,
         )
+
+    async def put_propagation_job(self, job: PropagationJob) -> None:
+        await self._fetch(
+            f"INSERT INTO propagation_jobs ({_PROPAGATION_JOB_COLUMNS}) VALUES"
+            " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            " ON CONFLICT (tenant_id, job_id) DO UPDATE SET"
+            " asset_id = EXCLUDED.asset_id, state = EXCLUDED.state,"
+            " assets_total = EXCLUDED.assets_total, assets_done = EXCLUDED.assets_done,"
+            " assets_changed = EXCLUDED.assets_changed, requested_by = EXCLUDED.requested_by,"
+            " error = EXCLUDED.error, created_at = EXCLUDED.created_at,"
+            " updated_at = EXCLUDED.updated_at, finished_at = EXCLUDED.finished_at",
+            job.tenant_id,
+            job.job_id,
+            job.asset_id,
+            int(job.state),
+            job.assets_total,
+            job.assets_done,
+            job.assets_changed,
+            job.requested_by,
+            job.error,
+            job.created_at,
+            job.updated_at,
+            job.finished_at,
+        )
+
+    async def get_propagation_job(self, tenant_id: str, job_id: str) -> PropagationJob | None:
+        rows = await self._fetch(
+            f"SELECT {_PROPAGATION_JOB_COLUMNS} FROM propagation_jobs"
+            " WHERE tenant_id = $1 AND job_id = $2",
+            tenant_id,
+            job_id,
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return PropagationJob(**{**dict(r), "state": PropagationState(r["state"])})
 
     async def get_job(self, tenant_id: str, job_id: str) -> BulkJob | None:
         rows = await self._fetch(

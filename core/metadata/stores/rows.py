@@ -29,11 +29,12 @@ ASSET_COLUMNS = (
     "created_at",
     "updated_at",
     "source_event_time",
+    "unhealthy_upstream",
 )
 
 
 def tag_json(tag: Tag) -> dict[str, Any]:
-    return {
+    d = {
         "n": tag.name,
         "s": int(tag.source),
         "v": tag.value,
@@ -41,6 +42,9 @@ def tag_json(tag: Tag) -> dict[str, Any]:
         "by": tag.applied_by,
         "at": tag.applied_at.isoformat() if tag.applied_at else None,
     }
+    if tag.propagate:
+        d["p"] = True
+    return d
 
 
 def tag_from_json(d: Mapping[str, Any]) -> Tag:
@@ -51,4 +55,5 @@ def tag_from_json(d: Mapping[str, Any]) -> Tag:
         tuple(d.get("u", ())),
         d.get("by", ""),
         datetime.fromisoformat(d["at"]) if d.get("at") else None,
+        bool(d.get("p", False)),
     )

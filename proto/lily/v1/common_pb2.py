@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14lily/v1/common.proto\x12\x07lily.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa6\x01\n\x03Tag\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\"\n\x06source\x18\x03 \x01(\x0e\x32\x12.lily.v1.TagSource\x12\x1a\n\x12upstream_asset_ids\x18\x04 \x03(\t\x12\x12\n\napplied_by\x18\x05 \x01(\t\x12.\n\napplied_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"q\n\x0c\x45\x66\x66\x65\x63tiveTag\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\"\n\x06source\x18\x03 \x01(\x0e\x32\x12.lily.v1.TagSource\x12 \n\noverridden\x18\x04 \x03(\x0b\x32\x0c.lily.v1.Tag\"H\n\rTagAssignment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x1a\n\x12upstream_asset_ids\x18\x03 \x03(\t\"\xb1\x05\n\x05\x41sset\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08\x61sset_id\x18\x02 \x01(\t\x12\x16\n\x0equalified_name\x18\x03 \x01(\t\x12&\n\nasset_type\x18\x04 \x01(\x0e\x32\x12.lily.v1.AssetType\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\x0e\n\x06owners\x18\x07 \x03(\t\x12\x13\n\x0b\x64\x61ta_source\x18\x08 \x01(\t\x12\x1d\n\x15parent_qualified_name\x18\t \x01(\t\x12\x11\n\tparent_id\x18\n \x01(\t\x12\x1a\n\x04tags\x18\x0b \x03(\x0b\x32\x0c.lily.v1.Tag\x12-\n\x0e\x65\x66\x66\x65\x63tive_tags\x18\x0c \x03(\x0b\x32\x15.lily.v1.EffectiveTag\x12\x16\n\x0e\x62usiness_terms\x18\r \x03(\t\x12\x32\n\nattributes\x18\x0e \x03(\x0b\x32\x1e.lily.v1.Asset.AttributesEntry\x12\x0f\n\x07version\x18\x0f \x01(\x03\x12\x12\n\nis_deleted\x18\x10 \x01(\x08\x12\x13\n\x0b\x65xternal_id\x18\x11 \x01(\t\x12.\n\ncreated_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11source_event_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0b\x63onsistency\x18\x15 \x01(\x0e\x32\x19.lily.v1.ConsistencyClass\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa9\x03\n\nAssetInput\x12\x16\n\x0equalified_name\x18\x01 \x01(\t\x12&\n\nasset_type\x18\x02 \x01(\x0e\x32\x12.lily.v1.AssetType\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0e\n\x06owners\x18\x05 \x03(\t\x12\x13\n\x0b\x64\x61ta_source\x18\x06 \x01(\t\x12\x1d\n\x15parent_qualified_name\x18\x07 \x01(\t\x12$\n\x04tags\x18\x08 \x03(\x0b\x32\x16.lily.v1.TagAssignment\x12\x16\n\x0e\x62usiness_terms\x18\t \x03(\t\x12\x37\n\nattributes\x18\n \x03(\x0b\x32#.lily.v1.AssetInput.AttributesEntry\x12\x13\n\x0b\x65xternal_id\x18\x0b \x01(\t\x12\x35\n\x11source_event_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xfa\x02\n\x10\x44\x61taQualityIssue\x12\x10\n\x08issue_id\x18\x01 \x01(\t\x12\x10\n\x08\x61sset_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0c\n\x04type\x18\x05 \x01(\t\x12(\n\x08severity\x18\x06 \x01(\x0e\x32\x16.lily.v1.IssueSeverity\x12$\n\x06status\x18\x07 \x01(\x0e\x32\x14.lily.v1.IssueStatus\x12\r\n\x05title\x18\x08 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\t \x01(\t\x12\x0b\n\x03url\x18\n \x01(\t\x12-\n\topened_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bresolved_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9f\x01\n\x0cRelationship\x12\x19\n\x11upstream_asset_id\x18\x01 \x01(\t\x12\x1b\n\x13\x64ownstream_asset_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x35\n\x11source_event_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nis_deleted\x18\x05 \x01(\x08*\xe5\x01\n\tAssetType\x12\x1a\n\x16\x41SSET_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41SSET_TYPE_DATABASE\x10\x01\x12\x15\n\x11\x41SSET_TYPE_SCHEMA\x10\x02\x12\x14\n\x10\x41SSET_TYPE_TABLE\x10\x03\x12\x13\n\x0f\x41SSET_TYPE_VIEW\x10\x04\x12\x15\n\x11\x41SSET_TYPE_COLUMN\x10\x05\x12\x18\n\x14\x41SSET_TYPE_DASHBOARD\x10\x06\x12\x17\n\x13\x41SSET_TYPE_BI_FIELD\x10\x07\x12\x17\n\x13\x41SSET_TYPE_PIPELINE\x10\x08*\x83\x01\n\tTagSource\x12\x1a\n\x16TAG_SOURCE_UNSPECIFIED\x10\x00\x12\x15\n\x11TAG_SOURCE_SOURCE\x10\x01\x12\x13\n\x0fTAG_SOURCE_USER\x10\x02\x12\x19\n\x15TAG_SOURCE_PROPAGATED\x10\x03\x12\x13\n\x0fTAG_SOURCE_RULE\x10\x04*s\n\x10\x43onsistencyClass\x12!\n\x1d\x43ONSISTENCY_CLASS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43ONSISTENCY_CLASS_STRONG\x10\x01\x12\x1e\n\x1a\x43ONSISTENCY_CLASS_EVENTUAL\x10\x02*\x98\x01\n\rIssueSeverity\x12\x1e\n\x1aISSUE_SEVERITY_UNSPECIFIED\x10\x00\x12\x16\n\x12ISSUE_SEVERITY_LOW\x10\x01\x12\x19\n\x15ISSUE_SEVERITY_MEDIUM\x10\x02\x12\x17\n\x13ISSUE_SEVERITY_HIGH\x10\x03\x12\x1b\n\x17ISSUE_SEVERITY_CRITICAL\x10\x04*|\n\x0bIssueStatus\x12\x1c\n\x18ISSUE_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11ISSUE_STATUS_OPEN\x10\x01\x12\x1d\n\x19ISSUE_STATUS_ACKNOWLEDGED\x10\x02\x12\x19\n\x15ISSUE_STATUS_RESOLVED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14lily/v1/common.proto\x12\x07lily.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x01\n\x03Tag\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\"\n\x06source\x18\x03 \x01(\x0e\x32\x12.lily.v1.TagSource\x12\x1a\n\x12upstream_asset_ids\x18\x04 \x03(\t\x12\x12\n\napplied_by\x18\x05 \x01(\t\x12.\n\napplied_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpropagate\x18\x07 \x01(\x08\"q\n\x0c\x45\x66\x66\x65\x63tiveTag\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\"\n\x06source\x18\x03 \x01(\x0e\x32\x12.lily.v1.TagSource\x12 \n\noverridden\x18\x04 \x03(\x0b\x32\x0c.lily.v1.Tag\"[\n\rTagAssignment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x1a\n\x12upstream_asset_ids\x18\x03 \x03(\t\x12\x11\n\tpropagate\x18\x04 \x01(\x08\"\xd7\x05\n\x05\x41sset\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08\x61sset_id\x18\x02 \x01(\t\x12\x16\n\x0equalified_name\x18\x03 \x01(\t\x12&\n\nasset_type\x18\x04 \x01(\x0e\x32\x12.lily.v1.AssetType\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\x0e\n\x06owners\x18\x07 \x03(\t\x12\x13\n\x0b\x64\x61ta_source\x18\x08 \x01(\t\x12\x1d\n\x15parent_qualified_name\x18\t \x01(\t\x12\x11\n\tparent_id\x18\n \x01(\t\x12\x1a\n\x04tags\x18\x0b \x03(\x0b\x32\x0c.lily.v1.Tag\x12-\n\x0e\x65\x66\x66\x65\x63tive_tags\x18\x0c \x03(\x0b\x32\x15.lily.v1.EffectiveTag\x12\x16\n\x0e\x62usiness_terms\x18\r \x03(\t\x12\x32\n\nattributes\x18\x0e \x03(\x0b\x32\x1e.lily.v1.Asset.AttributesEntry\x12\x0f\n\x07version\x18\x0f \x01(\x03\x12\x12\n\nis_deleted\x18\x10 \x01(\x08\x12\x13\n\x0b\x65xternal_id\x18\x11 \x01(\t\x12.\n\ncreated_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11source_event_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0b\x63onsistency\x18\x15 \x01(\x0e\x32\x19.lily.v1.ConsistencyClass\x12$\n\x1cunhealthy_upstream_asset_ids\x18\x16 \x03(\t\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa9\x03\n\nAssetInput\x12\x16\n\x0equalified_name\x18\x01 \x01(\t\x12&\n\nasset_type\x18\x02 \x01(\x0e\x32\x12.lily.v1.AssetType\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0e\n\x06owners\x18\x05 \x03(\t\x12\x13\n\x0b\x64\x61ta_source\x18\x06 \x01(\t\x12\x1d\n\x15parent_qualified_name\x18\x07 \x01(\t\x12$\n\x04tags\x18\x08 \x03(\x0b\x32\x16.lily.v1.TagAssignment\x12\x16\n\x0e\x62usiness_terms\x18\t \x03(\t\x12\x37\n\nattributes\x18\n \x03(\x0b\x32#.lily.v1.AssetInput.AttributesEntry\x12\x13\n\x0b\x65xternal_id\x18\x0b \x01(\t\x12\x35\n\x11source_event_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xfa\x02\n\x10\x44\x61taQualityIssue\x12\x10\n\x08issue_id\x18\x01 \x01(\t\x12\x10\n\x08\x61sset_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0c\n\x04type\x18\x05 \x01(\t\x12(\n\x08severity\x18\x06 \x01(\x0e\x32\x16.lily.v1.IssueSeverity\x12$\n\x06status\x18\x07 \x01(\x0e\x32\x14.lily.v1.IssueStatus\x12\r\n\x05title\x18\x08 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\t \x01(\t\x12\x0b\n\x03url\x18\n \x01(\t\x12-\n\topened_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bresolved_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9f\x01\n\x0cRelationship\x12\x19\n\x11upstream_asset_id\x18\x01 \x01(\t\x12\x1b\n\x13\x64ownstream_asset_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x35\n\x11source_event_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nis_deleted\x18\x05 \x01(\x08*\xe5\x01\n\tAssetType\x12\x1a\n\x16\x41SSET_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41SSET_TYPE_DATABASE\x10\x01\x12\x15\n\x11\x41SSET_TYPE_SCHEMA\x10\x02\x12\x14\n\x10\x41SSET_TYPE_TABLE\x10\x03\x12\x13\n\x0f\x41SSET_TYPE_VIEW\x10\x04\x12\x15\n\x11\x41SSET_TYPE_COLUMN\x10\x05\x12\x18\n\x14\x41SSET_TYPE_DASHBOARD\x10\x06\x12\x17\n\x13\x41SSET_TYPE_BI_FIELD\x10\x07\x12\x17\n\x13\x41SSET_TYPE_PIPELINE\x10\x08*\x83\x01\n\tTagSource\x12\x1a\n\x16TAG_SOURCE_UNSPECIFIED\x10\x00\x12\x15\n\x11TAG_SOURCE_SOURCE\x10\x01\x12\x13\n\x0fTAG_SOURCE_USER\x10\x02\x12\x19\n\x15TAG_SOURCE_PROPAGATED\x10\x03\x12\x13\n\x0fTAG_SOURCE_RULE\x10\x04*s\n\x10\x43onsistencyClass\x12!\n\x1d\x43ONSISTENCY_CLASS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43ONSISTENCY_CLASS_STRONG\x10\x01\x12\x1e\n\x1a\x43ONSISTENCY_CLASS_EVENTUAL\x10\x02*\x98\x01\n\rIssueSeverity\x12\x1e\n\x1aISSUE_SEVERITY_UNSPECIFIED\x10\x00\x12\x16\n\x12ISSUE_SEVERITY_LOW\x10\x01\x12\x19\n\x15ISSUE_SEVERITY_MEDIUM\x10\x02\x12\x17\n\x13ISSUE_SEVERITY_HIGH\x10\x03\x12\x1b\n\x17ISSUE_SEVERITY_CRITICAL\x10\x04*|\n\x0bIssueStatus\x12\x1c\n\x18ISSUE_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11ISSUE_STATUS_OPEN\x10\x01\x12\x1d\n\x19ISSUE_STATUS_ACKNOWLEDGED\x10\x02\x12\x19\n\x15ISSUE_STATUS_RESOLVED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,32 +36,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ASSET_ATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_ASSETINPUT_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_ASSETINPUT_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_ASSETTYPE']._serialized_start=2088
-  _globals['_ASSETTYPE']._serialized_end=2317
-  _globals['_TAGSOURCE']._serialized_start=2320
-  _globals['_TAGSOURCE']._serialized_end=2451
-  _globals['_CONSISTENCYCLASS']._serialized_start=2453
-  _globals['_CONSISTENCYCLASS']._serialized_end=2568
-  _globals['_ISSUESEVERITY']._serialized_start=2571
-  _globals['_ISSUESEVERITY']._serialized_end=2723
-  _globals['_ISSUESTATUS']._serialized_start=2725
-  _globals['_ISSUESTATUS']._serialized_end=2849
+  _globals['_ASSETTYPE']._serialized_start=2164
+  _globals['_ASSETTYPE']._serialized_end=2393
+  _globals['_TAGSOURCE']._serialized_start=2396
+  _globals['_TAGSOURCE']._serialized_end=2527
+  _globals['_CONSISTENCYCLASS']._serialized_start=2529
+  _globals['_CONSISTENCYCLASS']._serialized_end=2644
+  _globals['_ISSUESEVERITY']._serialized_start=2647
+  _globals['_ISSUESEVERITY']._serialized_end=2799
+  _globals['_ISSUESTATUS']._serialized_start=2801
+  _globals['_ISSUESTATUS']._serialized_end=2925
   _globals['_TAG']._serialized_start=67
-  _globals['_TAG']._serialized_end=233
-  _globals['_EFFECTIVETAG']._serialized_start=235
-  _globals['_EFFECTIVETAG']._serialized_end=348
-  _globals['_TAGASSIGNMENT']._serialized_start=350
-  _globals['_TAGASSIGNMENT']._serialized_end=422
-  _globals['_ASSET']._serialized_start=425
-  _globals['_ASSET']._serialized_end=1114
-  _globals['_ASSET_ATTRIBUTESENTRY']._serialized_start=1065
-  _globals['_ASSET_ATTRIBUTESENTRY']._serialized_end=1114
-  _globals['_ASSETINPUT']._serialized_start=1117
-  _globals['_ASSETINPUT']._serialized_end=1542
-  _globals['_ASSETINPUT_ATTRIBUTESENTRY']._serialized_start=1065
-  _globals['_ASSETINPUT_ATTRIBUTESENTRY']._serialized_end=1114
-  _globals['_DATAQUALITYISSUE']._serialized_start=1545
-  _globals['_DATAQUALITYISSUE']._serialized_end=1923
-  _globals['_RELATIONSHIP']._serialized_start=1926
-  _globals['_RELATIONSHIP']._serialized_end=2085
+  _globals['_TAG']._serialized_end=252
+  _globals['_EFFECTIVETAG']._serialized_start=254
+  _globals['_EFFECTIVETAG']._serialized_end=367
+  _globals['_TAGASSIGNMENT']._serialized_start=369
+  _globals['_TAGASSIGNMENT']._serialized_end=460
+  _globals['_ASSET']._serialized_start=463
+  _globals['_ASSET']._serialized_end=1190
+  _globals['_ASSET_ATTRIBUTESENTRY']._serialized_start=1141
+  _globals['_ASSET_ATTRIBUTESENTRY']._serialized_end=1190
+  _globals['_ASSETINPUT']._serialized_start=1193
+  _globals['_ASSETINPUT']._serialized_end=1618
+  _globals['_ASSETINPUT_ATTRIBUTESENTRY']._serialized_start=1141
+  _globals['_ASSETINPUT_ATTRIBUTESENTRY']._serialized_end=1190
+  _globals['_DATAQUALITYISSUE']._serialized_start=1621
+  _globals['_DATAQUALITYISSUE']._serialized_end=1999
+  _globals['_RELATIONSHIP']._serialized_start=2002
+  _globals['_RELATIONSHIP']._serialized_end=2161
 # @@protoc_insertion_point(module_scope)

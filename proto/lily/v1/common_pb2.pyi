@@ -78,20 +78,22 @@ ISSUE_STATUS_ACKNOWLEDGED: IssueStatus
 ISSUE_STATUS_RESOLVED: IssueStatus
 
 class Tag(_message.Message):
-    __slots__ = ("name", "value", "source", "upstream_asset_ids", "applied_by", "applied_at")
+    __slots__ = ("name", "value", "source", "upstream_asset_ids", "applied_by", "applied_at", "propagate")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_ASSET_IDS_FIELD_NUMBER: _ClassVar[int]
     APPLIED_BY_FIELD_NUMBER: _ClassVar[int]
     APPLIED_AT_FIELD_NUMBER: _ClassVar[int]
+    PROPAGATE_FIELD_NUMBER: _ClassVar[int]
     name: str
     value: str
     source: TagSource
     upstream_asset_ids: _containers.RepeatedScalarFieldContainer[str]
     applied_by: str
     applied_at: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ..., source: _Optional[_Union[TagSource, str]] = ..., upstream_asset_ids: _Optional[_Iterable[str]] = ..., applied_by: _Optional[str] = ..., applied_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    propagate: bool
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ..., source: _Optional[_Union[TagSource, str]] = ..., upstream_asset_ids: _Optional[_Iterable[str]] = ..., applied_by: _Optional[str] = ..., applied_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., propagate: _Optional[bool] = ...) -> None: ...
 
 class EffectiveTag(_message.Message):
     __slots__ = ("name", "value", "source", "overridden")
@@ -106,17 +108,19 @@ class EffectiveTag(_message.Message):
     def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ..., source: _Optional[_Union[TagSource, str]] = ..., overridden: _Optional[_Iterable[_Union[Tag, _Mapping]]] = ...) -> None: ...
 
 class TagAssignment(_message.Message):
-    __slots__ = ("name", "value", "upstream_asset_ids")
+    __slots__ = ("name", "value", "upstream_asset_ids", "propagate")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_ASSET_IDS_FIELD_NUMBER: _ClassVar[int]
+    PROPAGATE_FIELD_NUMBER: _ClassVar[int]
     name: str
     value: str
     upstream_asset_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ..., upstream_asset_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    propagate: bool
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ..., upstream_asset_ids: _Optional[_Iterable[str]] = ..., propagate: _Optional[bool] = ...) -> None: ...
 
 class Asset(_message.Message):
-    __slots__ = ("tenant_id", "asset_id", "qualified_name", "asset_type", "name", "description", "owners", "data_source", "parent_qualified_name", "parent_id", "tags", "effective_tags", "business_terms", "attributes", "version", "is_deleted", "external_id", "created_at", "updated_at", "source_event_time", "consistency")
+    __slots__ = ("tenant_id", "asset_id", "qualified_name", "asset_type", "name", "description", "owners", "data_source", "parent_qualified_name", "parent_id", "tags", "effective_tags", "business_terms", "attributes", "version", "is_deleted", "external_id", "created_at", "updated_at", "source_event_time", "consistency", "unhealthy_upstream_asset_ids")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +149,7 @@ class Asset(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     SOURCE_EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    UNHEALTHY_UPSTREAM_ASSET_IDS_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     asset_id: str
     qualified_name: str
@@ -166,7 +171,8 @@ class Asset(_message.Message):
     updated_at: _timestamp_pb2.Timestamp
     source_event_time: _timestamp_pb2.Timestamp
     consistency: ConsistencyClass
-    def __init__(self, tenant_id: _Optional[str] = ..., asset_id: _Optional[str] = ..., qualified_name: _Optional[str] = ..., asset_type: _Optional[_Union[AssetType, str]] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., owners: _Optional[_Iterable[str]] = ..., data_source: _Optional[str] = ..., parent_qualified_name: _Optional[str] = ..., parent_id: _Optional[str] = ..., tags: _Optional[_Iterable[_Union[Tag, _Mapping]]] = ..., effective_tags: _Optional[_Iterable[_Union[EffectiveTag, _Mapping]]] = ..., business_terms: _Optional[_Iterable[str]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., version: _Optional[int] = ..., is_deleted: _Optional[bool] = ..., external_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source_event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyClass, str]] = ...) -> None: ...
+    unhealthy_upstream_asset_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tenant_id: _Optional[str] = ..., asset_id: _Optional[str] = ..., qualified_name: _Optional[str] = ..., asset_type: _Optional[_Union[AssetType, str]] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., owners: _Optional[_Iterable[str]] = ..., data_source: _Optional[str] = ..., parent_qualified_name: _Optional[str] = ..., parent_id: _Optional[str] = ..., tags: _Optional[_Iterable[_Union[Tag, _Mapping]]] = ..., effective_tags: _Optional[_Iterable[_Union[EffectiveTag, _Mapping]]] = ..., business_terms: _Optional[_Iterable[str]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., version: _Optional[int] = ..., is_deleted: _Optional[bool] = ..., external_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source_event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyClass, str]] = ..., unhealthy_upstream_asset_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AssetInput(_message.Message):
     __slots__ = ("qualified_name", "asset_type", "name", "description", "owners", "data_source", "parent_qualified_name", "tags", "business_terms", "attributes", "external_id", "source_event_time")

@@ -17,6 +17,7 @@ class EntityKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ENTITY_KIND_ASSET: _ClassVar[EntityKind]
     ENTITY_KIND_ISSUE: _ClassVar[EntityKind]
     ENTITY_KIND_RELATIONSHIP: _ClassVar[EntityKind]
+    ENTITY_KIND_PROPAGATION: _ClassVar[EntityKind]
 
 class ChangeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -31,6 +32,7 @@ ENTITY_KIND_UNSPECIFIED: EntityKind
 ENTITY_KIND_ASSET: EntityKind
 ENTITY_KIND_ISSUE: EntityKind
 ENTITY_KIND_RELATIONSHIP: EntityKind
+ENTITY_KIND_PROPAGATION: EntityKind
 CHANGE_KIND_UNSPECIFIED: ChangeKind
 CHANGE_KIND_CREATED: ChangeKind
 CHANGE_KIND_UPDATED: ChangeKind

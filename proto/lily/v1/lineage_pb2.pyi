@@ -29,6 +29,14 @@ class RelationshipOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RELATIONSHIP_OUTCOME_STALE: _ClassVar[RelationshipOutcome]
     RELATIONSHIP_OUTCOME_DELETED: _ClassVar[RelationshipOutcome]
     RELATIONSHIP_OUTCOME_REJECTED: _ClassVar[RelationshipOutcome]
+
+class PropagationJobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROPAGATION_JOB_STATE_UNSPECIFIED: _ClassVar[PropagationJobState]
+    PROPAGATION_JOB_STATE_PENDING: _ClassVar[PropagationJobState]
+    PROPAGATION_JOB_STATE_RUNNING: _ClassVar[PropagationJobState]
+    PROPAGATION_JOB_STATE_SUCCEEDED: _ClassVar[PropagationJobState]
+    PROPAGATION_JOB_STATE_FAILED: _ClassVar[PropagationJobState]
 LINEAGE_DIRECTION_UNSPECIFIED: LineageDirection
 LINEAGE_DIRECTION_UPSTREAM: LineageDirection
 LINEAGE_DIRECTION_DOWNSTREAM: LineageDirection
@@ -39,6 +47,11 @@ RELATIONSHIP_OUTCOME_UNCHANGED: RelationshipOutcome
 RELATIONSHIP_OUTCOME_STALE: RelationshipOutcome
 RELATIONSHIP_OUTCOME_DELETED: RelationshipOutcome
 RELATIONSHIP_OUTCOME_REJECTED: RelationshipOutcome
+PROPAGATION_JOB_STATE_UNSPECIFIED: PropagationJobState
+PROPAGATION_JOB_STATE_PENDING: PropagationJobState
+PROPAGATION_JOB_STATE_RUNNING: PropagationJobState
+PROPAGATION_JOB_STATE_SUCCEEDED: PropagationJobState
+PROPAGATION_JOB_STATE_FAILED: PropagationJobState
 
 class AssetRef(_message.Message):
     __slots__ = ("asset_id", "qualified_name")
@@ -109,7 +122,7 @@ class GetLineageRequest(_message.Message):
     def __init__(self, asset_id: _Optional[str] = ..., direction: _Optional[_Union[LineageDirection, str]] = ..., depth: _Optional[int] = ..., include_deleted: _Optional[bool] = ...) -> None: ...
 
 class LineageNode(_message.Message):
-    __slots__ = ("asset_id", "qualified_name", "asset_type", "effective_tags", "open_issue_count", "depth", "exists", "is_deleted")
+    __slots__ = ("asset_id", "qualified_name", "asset_type", "effective_tags", "open_issue_count", "depth", "exists", "is_deleted", "unhealthy_upstream_asset_ids")
     ASSET_ID_FIELD_NUMBER: _ClassVar[int]
     QUALIFIED_NAME_FIELD_NUMBER: _ClassVar[int]
     ASSET_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +131,7 @@ class LineageNode(_message.Message):
     DEPTH_FIELD_NUMBER: _ClassVar[int]
     EXISTS_FIELD_NUMBER: _ClassVar[int]
     IS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    UNHEALTHY_UPSTREAM_ASSET_IDS_FIELD_NUMBER: _ClassVar[int]
     asset_id: str
     qualified_name: str
     asset_type: _common_pb2.AssetType
@@ -126,7 +140,8 @@ class LineageNode(_message.Message):
     depth: int
     exists: bool
     is_deleted: bool
-    def __init__(self, asset_id: _Optional[str] = ..., qualified_name: _Optional[str] = ..., asset_type: _Optional[_Union[_common_pb2.AssetType, str]] = ..., effective_tags: _Optional[_Iterable[_Union[_common_pb2.EffectiveTag, _Mapping]]] = ..., open_issue_count: _Optional[int] = ..., depth: _Optional[int] = ..., exists: _Optional[bool] = ..., is_deleted: _Optional[bool] = ...) -> None: ...
+    unhealthy_upstream_asset_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, asset_id: _Optional[str] = ..., qualified_name: _Optional[str] = ..., asset_type: _Optional[_Union[_common_pb2.AssetType, str]] = ..., effective_tags: _Optional[_Iterable[_Union[_common_pb2.EffectiveTag, _Mapping]]] = ..., open_issue_count: _Optional[int] = ..., depth: _Optional[int] = ..., exists: _Optional[bool] = ..., is_deleted: _Optional[bool] = ..., unhealthy_upstream_asset_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetLineageResponse(_message.Message):
     __slots__ = ("nodes", "relationships", "truncated")
@@ -137,3 +152,53 @@ class GetLineageResponse(_message.Message):
     relationships: _containers.RepeatedCompositeFieldContainer[_common_pb2.Relationship]
     truncated: bool
     def __init__(self, nodes: _Optional[_Iterable[_Union[LineageNode, _Mapping]]] = ..., relationships: _Optional[_Iterable[_Union[_common_pb2.Relationship, _Mapping]]] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class PropagateDownstreamRequest(_message.Message):
+    __slots__ = ("asset_id",)
+    ASSET_ID_FIELD_NUMBER: _ClassVar[int]
+    asset_id: str
+    def __init__(self, asset_id: _Optional[str] = ...) -> None: ...
+
+class PropagateDownstreamResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: PropagationJob
+    def __init__(self, job: _Optional[_Union[PropagationJob, _Mapping]] = ...) -> None: ...
+
+class GetPropagationJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class GetPropagationJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: PropagationJob
+    def __init__(self, job: _Optional[_Union[PropagationJob, _Mapping]] = ...) -> None: ...
+
+class PropagationJob(_message.Message):
+    __slots__ = ("job_id", "asset_id", "state", "assets_total", "assets_done", "assets_changed", "requested_by", "error", "created_at", "updated_at", "finished_at")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ASSET_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ASSETS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ASSETS_DONE_FIELD_NUMBER: _ClassVar[int]
+    ASSETS_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    asset_id: str
+    state: PropagationJobState
+    assets_total: int
+    assets_done: int
+    assets_changed: int
+    requested_by: str
+    error: str
+    created_at: _timestamp_pb2.Timestamp
+    updated_at: _timestamp_pb2.Timestamp
+    finished_at: _timestamp_pb2.Timestamp
+    def __init__(self, job_id: _Optional[str] = ..., asset_id: _Optional[str] = ..., state: _Optional[_Union[PropagationJobState, str]] = ..., assets_total: _Optional[int] = ..., assets_done: _Optional[int] = ..., assets_changed: _Optional[int] = ..., requested_by: _Optional[str] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -53,6 +53,16 @@ class LineageServiceStub:
                 request_serializer=lily_dot_v1_dot_lineage__pb2.GetLineageRequest.SerializeToString,
                 response_deserializer=lily_dot_v1_dot_lineage__pb2.GetLineageResponse.FromString,
                 _registered_method=True)
+        self.PropagateDownstream = channel.unary_unary(
+                '/lily.v1.LineageService/PropagateDownstream',
+                request_serializer=lily_dot_v1_dot_lineage__pb2.PropagateDownstreamRequest.SerializeToString,
+                response_deserializer=lily_dot_v1_dot_lineage__pb2.PropagateDownstreamResponse.FromString,
+                _registered_method=True)
+        self.GetPropagationJob = channel.unary_unary(
+                '/lily.v1.LineageService/GetPropagationJob',
+                request_serializer=lily_dot_v1_dot_lineage__pb2.GetPropagationJobRequest.SerializeToString,
+                response_deserializer=lily_dot_v1_dot_lineage__pb2.GetPropagationJobResponse.FromString,
+                _registered_method=True)
 
 
 class LineageServiceServicer:
@@ -86,6 +96,25 @@ class LineageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PropagateDownstream(self, request, context):
+        """Runs propagation again from an asset (e.g. after the propagating tags were reconfigured):
+        everything downstream is recomputed from the graph and the assets' own tags and open
+        issues. Returns the job (PENDING); the propagation worker runs it and reports progress.
+        The request is audited on the asset and published as lily.<tenant>.propagation.created.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPropagationJob(self, request, context):
+        """A propagation job's progress. Every propagation of a tag change on an asset, or of an
+        issue opened or resolved on it, is a job too: its id is the id of the ChangeEvent that
+        caused it (the cause_event_id of every event it publishes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LineageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -103,6 +132,16 @@ def add_LineageServiceServicer_to_server(servicer, server):
                     servicer.GetLineage,
                     request_deserializer=lily_dot_v1_dot_lineage__pb2.GetLineageRequest.FromString,
                     response_serializer=lily_dot_v1_dot_lineage__pb2.GetLineageResponse.SerializeToString,
+            ),
+            'PropagateDownstream': grpc.unary_unary_rpc_method_handler(
+                    servicer.PropagateDownstream,
+                    request_deserializer=lily_dot_v1_dot_lineage__pb2.PropagateDownstreamRequest.FromString,
+                    response_serializer=lily_dot_v1_dot_lineage__pb2.PropagateDownstreamResponse.SerializeToString,
+            ),
+            'GetPropagationJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPropagationJob,
+                    request_deserializer=lily_dot_v1_dot_lineage__pb2.GetPropagationJobRequest.FromString,
+                    response_serializer=lily_dot_v1_dot_lineage__pb2.GetPropagationJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -190,6 +229,60 @@ class LineageService:
             '/lily.v1.LineageService/GetLineage',
             lily_dot_v1_dot_lineage__pb2.GetLineageRequest.SerializeToString,
             lily_dot_v1_dot_lineage__pb2.GetLineageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PropagateDownstream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lily.v1.LineageService/PropagateDownstream',
+            lily_dot_v1_dot_lineage__pb2.PropagateDownstreamRequest.SerializeToString,
+            lily_dot_v1_dot_lineage__pb2.PropagateDownstreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPropagationJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lily.v1.LineageService/GetPropagationJob',
+            lily_dot_v1_dot_lineage__pb2.GetPropagationJobRequest.SerializeToString,
+            lily_dot_v1_dot_lineage__pb2.GetPropagationJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
