@@ -223,7 +223,7 @@ async def main() -> int:
                             seen = now
                             state = lineage_pb.PropagationJobState.Name(job.state)
                             print(
-                                f"    {time.perf_counter() - start:6.2f} s  job {job_id[:8]}… "
+                                f"    {time.perf_counter() - start:6.2f} s  job …{job_id[-8:]} "
                                 f"{state.removeprefix('PROPAGATION_JOB_STATE_')}: "
                                 f"{job.assets_done:,}/{job.assets_total:,} done, "
                                 f"{job.assets_changed:,} changed"

@@ -236,6 +236,8 @@ class Change:
     tags_removed: tuple[str, ...] = ()
     issue: Issue | None = None
     relationship: LineageEdge | None = None
+    own_tags_moved: tuple[str, ...] = ()  # (see lily.v1.ChangeEvent)
+    propagate_tags_moved: tuple[str, ...] = ()
     request_id: str = ""
     origin: str = ""
     cause_event_id: str = ""

@@ -166,6 +166,28 @@ def _change(
     )
 
 
+def with_tags_moved(change: Change, before: Iterable[Tag], after: Iterable[Tag]) -> Change:
+    """The change with the names of the asset's own tags (every source but PROPAGATED) whose
+    presence, value or propagate flag differ, and of those the ones marked propagate on
+    either side."""
+
+    def own(tags: Iterable[Tag]) -> dict[tuple[str, TagSource], Tag]:
+        return {t.key: t for t in tags if t.source != TagSource.PROPAGATED}
+
+    b, a = own(before), own(after)
+    keys = [
+        k
+        for k in b.keys() | a.keys()
+        if k not in b or k not in a or (b[k].value, b[k].propagate) != (a[k].value, a[k].propagate)
+    ]
+    flagged = {k[0] for k in keys if (k in b and b[k].propagate) or (k in a and a[k].propagate)}
+    return replace(
+        change,
+        own_tags_moved=tuple(sorted({k[0] for k in keys})),
+        propagate_tags_moved=tuple(sorted(flagged)),
+    )
+
+
 def _source_tags(draft: AssetDraft, ctx: WriteContext) -> tuple[Tag, ...]:
     if not draft.tags:
         return ()
@@ -234,11 +256,12 @@ def ingest(existing: Asset | None, draft: AssetDraft, ctx: WriteContext, plan: P
     )
     before, after = set(effective_tag_names(existing.tags)), set(effective_tag_names(asset.tags))
     plan.saves.append(asset)
-    plan.changes.append(
-        _change(
-            ctx, asset, ChangeKind.UPDATED, changed, sorted(after - before), sorted(before - after)
-        )
+    change = _change(
+        ctx, asset, ChangeKind.UPDATED, changed, sorted(after - before), sorted(before - after)
     )
+    if "tags" in changed:
+        change = with_tags_moved(change, existing.tags, asset.tags)
+    plan.changes.append(change)
     return Decision(Outcome.UPDATED, asset, tuple(changed))
 
 
@@ -347,9 +370,11 @@ def update_tags(
     )
     plan.saves.append(asset)
     if added:
-        plan.changes.append(_change(ctx, asset, ChangeKind.TAGGED, ("tags",), added=added))
+        change = _change(ctx, asset, ChangeKind.TAGGED, ("tags",), added=added)
+        plan.changes.append(with_tags_moved(change, current.tags, asset.tags))
     if removed:
-        plan.changes.append(_change(ctx, asset, ChangeKind.UNTAGGED, ("tags",), removed=removed))
+        change = _change(ctx, asset, ChangeKind.UNTAGGED, ("tags",), removed=removed)
+        plan.changes.append(with_tags_moved(change, current.tags, asset.tags))
     return asset, added, removed
 
 

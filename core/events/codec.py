@@ -45,6 +45,9 @@ def encode_change(change: Change) -> bytes:
         event.tags_added.extend(change.tags_added)
     if change.tags_removed:
         event.tags_removed.extend(change.tags_removed)
+    if change.own_tags_moved:
+        event.own_tags_moved.extend(change.own_tags_moved)
+        event.propagate_tags_moved.extend(change.propagate_tags_moved)
     if change.issue is not None:
         event.issue.CopyFrom(mapping.issue_to_pb(change.issue))
     if change.relationship is not None:

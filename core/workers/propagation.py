@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -28,7 +29,7 @@ from nats.aio.msg import Msg
 
 from core.domain import rules
 from core.domain.errors import Unavailable
-from core.domain.model import PropagationJob, PropagationState, WriteContext
+from core.domain.model import Direction, PropagationJob, PropagationState, WriteContext
 from core.domain.propagation import origins, own_propagating, propagated, unhealthy_upstream
 from core.domain.rules import Plan
 from core.events.nats import (
@@ -142,13 +143,10 @@ class PropagationWorker:
             return None
         if event.change == events_pb.CHANGE_KIND_CREATED:
             return _ARRIVAL
-        if event.change in (
-            events_pb.CHANGE_KIND_DELETED,
-            events_pb.CHANGE_KIND_TAGGED,
-            events_pb.CHANGE_KIND_UNTAGGED,
-        ):
-            return _JOB
-        return _JOB if "tags" in event.changed_fields else None
+        if event.change == events_pb.CHANGE_KIND_DELETED or "is_deleted" in event.changed_fields:
+            return _JOB  # (deleted, or back again)
+        moved = self._propagating.intersection(event.own_tags_moved)
+        return _JOB if moved or event.propagate_tags_moved else None
 
     async def _ack_after(self, msgs: Sequence[Msg], work: Awaitable[object]) -> None:
         """Acks the messages once `work` is done; naks them (to come again) if it failed."""
@@ -191,26 +189,43 @@ class PropagationWorker:
     async def _job(self, tenant: str, event: events_pb.ChangeEvent, delivery: int) -> None:
         """One propagation from an asset, as a job with progress. A job that is resumed (its
         event redelivered) starts over from the truth: what is already right is done."""
+        started = time.perf_counter()
         now = datetime.now(UTC)
-        prior = await self._store.get_propagation_job(tenant, event.event_id)
-        progress = _Progress(
-            self._store,
-            PropagationJob(
-                tenant_id=tenant,
-                job_id=event.event_id,
-                asset_id=event.asset_id,
-                state=PropagationState.RUNNING,
-                created_at=prior.created_at if prior else now,
-                updated_at=now,
-                assets_changed=prior.assets_changed if prior else 0,
-                requested_by=prior.requested_by if prior else event.actor,
-            ),
+        job = PropagationJob(
+            tenant_id=tenant,
+            job_id=event.event_id,
+            asset_id=event.asset_id,
+            state=PropagationState.RUNNING,
+            created_at=now,
+            updated_at=now,
+            requested_by=event.actor,
         )
-        await progress.set()
+        progress = _Progress(self._store, job)
+
+        async def begin() -> None:
+            """Shows the job running at once (keeping what a resumed one had)."""
+            if prior := await self._store.get_propagation_job(tenant, event.event_id):
+                progress.job = replace(
+                    job,
+                    created_at=prior.created_at,
+                    requested_by=prior.requested_by,
+                    assets_changed=prior.assets_changed,
+                )
+            await progress.set()
+
         requested = event.entity == events_pb.ENTITY_KIND_PROPAGATION
+        affected: dict[str, str] = {}
+        failed: Exception | None = None
+        try:  # (the walk, meanwhile)
+            _, affected = await asyncio.gather(
+                begin(), self._walk(tenant, {event.asset_id: event.event_id}, requested)
+            )
+        except Exception as exc:
+            failed = exc
         try:
-            affected = await self._walk(tenant, {event.asset_id: event.event_id}, requested)
-            await self._recompute(tenant, affected, progress)
+            if failed is not None:
+                raise failed
+            changed = await self._recompute(tenant, affected, progress)
         except Exception as exc:
             if delivery >= PROPAGATION_MAX_DELIVER:
                 await progress.set(
@@ -220,6 +235,13 @@ class PropagationWorker:
                 )
             raise
         await progress.set(state=PropagationState.SUCCEEDED, finished_at=datetime.now(UTC))
+        log.info(
+            "propagation job %s done: %d downstream, %d changed in %.0f ms",
+            event.event_id,
+            len(affected),
+            changed,
+            (time.perf_counter() - started) * 1000,
+        )
 
     # -- edges and new assets ---------------------------------------------------------------
 
@@ -255,16 +277,22 @@ class PropagationWorker:
     ) -> dict[str, str]:
         """Everything downstream of the starts within the depth bound (with the starts
         themselves if asked), each with the cause of the first start that reached it."""
-        cause = dict(starts)
         found = dict(starts) if with_starts else {}
+        if len(starts) == 1:  # one walk, in one query (a job)
+            [(start, cause)] = starts.items()
+            sub = await self._graph.traverse(tenant, start, Direction.DOWNSTREAM, self._max_depth)
+            if not sub.truncated:
+                found.update((i, cause) for i in sub.nodes if i != start)
+                return found
+        reached = dict(starts)
         frontier = list(starts)
         for _ in range(self._max_depth):
             if not frontier:
                 break
             following = []
             for e in await self._graph.edges_at(tenant, frontier, forward=True):
-                if e.downstream_id not in cause:
-                    cause[e.downstream_id] = found[e.downstream_id] = cause[e.upstream_id]
+                if e.downstream_id not in reached:
+                    reached[e.downstream_id] = found[e.downstream_id] = reached[e.upstream_id]
                     following.append(e.downstream_id)
             frontier = following
         return found

@@ -42,7 +42,7 @@ CHANGE_KIND_DELETED: ChangeKind
 CHANGE_KIND_ATTACHED: ChangeKind
 
 class ChangeEvent(_message.Message):
-    __slots__ = ("event_id", "tenant_id", "entity", "change", "asset_id", "qualified_name", "asset_type", "asset_version", "changed_fields", "actor", "cause_event_id", "occurred_at", "tags", "tags_added", "tags_removed", "issue", "request_id", "relationship")
+    __slots__ = ("event_id", "tenant_id", "entity", "change", "asset_id", "qualified_name", "asset_type", "asset_version", "changed_fields", "actor", "cause_event_id", "occurred_at", "tags", "tags_added", "tags_removed", "issue", "request_id", "relationship", "own_tags_moved", "propagate_tags_moved")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     ENTITY_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,8 @@ class ChangeEvent(_message.Message):
     ISSUE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     RELATIONSHIP_FIELD_NUMBER: _ClassVar[int]
+    OWN_TAGS_MOVED_FIELD_NUMBER: _ClassVar[int]
+    PROPAGATE_TAGS_MOVED_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     tenant_id: str
     entity: EntityKind
@@ -79,7 +81,9 @@ class ChangeEvent(_message.Message):
     issue: _common_pb2.DataQualityIssue
     request_id: str
     relationship: _common_pb2.Relationship
-    def __init__(self, event_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., entity: _Optional[_Union[EntityKind, str]] = ..., change: _Optional[_Union[ChangeKind, str]] = ..., asset_id: _Optional[str] = ..., qualified_name: _Optional[str] = ..., asset_type: _Optional[_Union[_common_pb2.AssetType, str]] = ..., asset_version: _Optional[int] = ..., changed_fields: _Optional[_Iterable[str]] = ..., actor: _Optional[str] = ..., cause_event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., tags_added: _Optional[_Iterable[str]] = ..., tags_removed: _Optional[_Iterable[str]] = ..., issue: _Optional[_Union[_common_pb2.DataQualityIssue, _Mapping]] = ..., request_id: _Optional[str] = ..., relationship: _Optional[_Union[_common_pb2.Relationship, _Mapping]] = ...) -> None: ...
+    own_tags_moved: _containers.RepeatedScalarFieldContainer[str]
+    propagate_tags_moved: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, event_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., entity: _Optional[_Union[EntityKind, str]] = ..., change: _Optional[_Union[ChangeKind, str]] = ..., asset_id: _Optional[str] = ..., qualified_name: _Optional[str] = ..., asset_type: _Optional[_Union[_common_pb2.AssetType, str]] = ..., asset_version: _Optional[int] = ..., changed_fields: _Optional[_Iterable[str]] = ..., actor: _Optional[str] = ..., cause_event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., tags_added: _Optional[_Iterable[str]] = ..., tags_removed: _Optional[_Iterable[str]] = ..., issue: _Optional[_Union[_common_pb2.DataQualityIssue, _Mapping]] = ..., request_id: _Optional[str] = ..., relationship: _Optional[_Union[_common_pb2.Relationship, _Mapping]] = ..., own_tags_moved: _Optional[_Iterable[str]] = ..., propagate_tags_moved: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class IngestWorkBatch(_message.Message):
     __slots__ = ("tenant_id", "bulk_job_id", "assets", "actor", "request_id", "accepted_at")
