@@ -41,7 +41,7 @@ from lily.v1 import metadata_pb2_grpc as metadata_grpc
 from core.domain.rules import asset_id_for
 from core.postgres import create_pool, migrate
 from core.stack import EmbeddedStack, free_port
-from scripts.benchkit import lily_up, pct, progress
+from scripts.benchkit import lily_up, pct, progress, propagation_idle
 
 RAW_UPSERT = """
 INSERT INTO assets (tenant_id, asset_id, qualified_name, asset_type, name, description, owners,
@@ -60,8 +60,11 @@ ON CONFLICT (tenant_id, asset_id) DO UPDATE SET
 """
 
 
-async def settle() -> None:
-    """Lets the previous phase's background work (event publishing, vacuum) finish first."""
+async def settle(nats_url: str | None = None) -> None:
+    """Lets the previous phase's background work (event publishing, propagation of its new
+    assets when given the NATS URL, vacuum) finish first."""
+    if nats_url:
+        await propagation_idle(nats_url)
     await asyncio.sleep(1.0)
 
 
@@ -146,8 +149,10 @@ def latency(label: str, ms: list[float], note: str = "") -> None:
     print(f"  {label:<18} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  {note}".rstrip())
 
 
-async def raw_ingest(pool: asyncpg.Pool, assets: list[common_pb.AssetInput], tenant: str) -> float:
-    await settle()
+async def raw_ingest(
+    pool: asyncpg.Pool, assets: list[common_pb.AssetInput], tenant: str, nats_url: str
+) -> float:
+    await settle(nats_url)
     now = datetime.now(UTC)
     rows = [
         (
@@ -179,9 +184,12 @@ async def raw_ingest(pool: asyncpg.Pool, assets: list[common_pb.AssetInput], ten
 
 
 async def lily_ingest(
-    stub: metadata_grpc.MetadataServiceStub, md: tuple, assets: list[common_pb.AssetInput]
+    stub: metadata_grpc.MetadataServiceStub,
+    md: tuple,
+    assets: list[common_pb.AssetInput],
+    nats_url: str | None = None,
 ) -> tuple[float, float, metadata_pb.BulkJob]:
-    await settle()
+    await settle(nats_url)
 
     async def batches():
         for i in range(0, len(assets), 1000):
@@ -291,20 +299,21 @@ async def main() -> int:
                 md = (("x-lily-tenant", f"bench{r}"),)
                 c0 = meter.read()
                 if r % 2:
-                    lily_s, accepted_s, job = await lily_ingest(stub, md, assets)
+                    lily_s, accepted_s, job = await lily_ingest(stub, md, assets, url)
                     c1 = meter.read()
-                    raw_s = await raw_ingest(pool, assets, f"benchraw{r}")
+                    raw_s = await raw_ingest(pool, assets, f"benchraw{r}", url)
                     raw_cpu, lily_cpu = cpu_delta(c1, meter.read()), cpu_delta(c0, c1)
                 else:
-                    raw_s = await raw_ingest(pool, assets, f"benchraw{r}")
+                    raw_s = await raw_ingest(pool, assets, f"benchraw{r}", url)
                     c1 = meter.read()
-                    lily_s, accepted_s, job = await lily_ingest(stub, md, assets)
+                    lily_s, accepted_s, job = await lily_ingest(stub, md, assets, url)
                     raw_cpu, lily_cpu = cpu_delta(c0, c1), cpu_delta(c1, meter.read())
                 if job.state != metadata_pb.BULK_JOB_STATE_SUCCEEDED or job.written != len(assets):
                     raise SystemExit(f"bulk job did not write every asset: {job}")
                 rounds.append((raw_s, lily_s, accepted_s, raw_cpu, lily_cpu))
             md = (("x-lily-tenant", "bench0"),)
             ids = [asset_id_for("bench0", a.qualified_name) for a in assets]
+            await settle(url)
             get_ms, get_raw_ms = await get_latency(stub, md, pool, ids, args.gets)
             watch_ms, watch_raw_ms = await watch_latency(stub, md, url, args.watches)
         print(file=sys.stderr)

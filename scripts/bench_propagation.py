@@ -43,9 +43,8 @@ from lily.v1 import lineage_pb2_grpc as lineage_grpc
 from lily.v1 import metadata_pb2 as metadata_pb
 from lily.v1 import metadata_pb2_grpc as metadata_grpc
 
-from core.events.nats import CHANGES_STREAM, PROPAGATION_CONSUMER
 from core.stack import EmbeddedStack, free_port
-from scripts.benchkit import lily_up, pct, progress
+from scripts.benchkit import lily_up, pct, progress, propagation_idle
 
 LEVELS = [1, 3, 6, 12, 24, 48, 96, 160, 200, 200, 250]  # 1,000 nodes, 10 steps deep
 
@@ -90,19 +89,6 @@ class Events:
             while not done():
                 self.changed.clear()
                 await self.changed.wait()
-
-
-async def idle(nc) -> float:  # type: ignore[no-untyped-def]
-    """Waits until the propagation worker has nothing pending (so a run's figure is its own
-    work, not the backlog of the tree's creation); returns how long that took."""
-    js = nc.jetstream()
-    start = time.perf_counter()
-    while True:
-        info = await js.consumer_info(CHANGES_STREAM, PROPAGATION_CONSUMER)
-        if not info.num_pending and not info.num_ack_pending:
-            return time.perf_counter() - start
-        progress(f"propagation worker: {info.num_pending + info.num_ack_pending} events to go")
-        await asyncio.sleep(0.2)
 
 
 async def main() -> int:
@@ -170,7 +156,7 @@ async def main() -> int:
                     timeout=60,
                 )
             root, downstream = ids[names[0]], [ids[n] for n in names[1:]]
-            drained = await idle(nc)
+            drained = await propagation_idle(url)
             print(
                 f"  the worker took {drained:.1f} s more for the "
                 f"{len(names) + len(edges):,} creation events"

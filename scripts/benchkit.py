@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from pathlib import Path
 
 
@@ -49,3 +50,26 @@ async def lily_up(
             if not line:
                 raise SystemExit(f"lily up exited early; see {data / 'server.log'}")
     return server
+
+
+async def propagation_idle(nats_url: str) -> float:
+    """Waits until Lily's propagation worker has nothing pending (the events of what was just
+    written: a phase that follows must not pay for them, nor a figure include a backlog);
+    returns how long that took."""
+    import nats
+
+    from core.events.nats import CHANGES_STREAM, PROPAGATION_CONSUMER
+
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        start = time.perf_counter()
+        while True:
+            info = await js.consumer_info(CHANGES_STREAM, PROPAGATION_CONSUMER)
+            left = info.num_pending + info.num_ack_pending
+            if not left:
+                return time.perf_counter() - start
+            progress(f"propagation worker: {left:,} events to go")
+            await asyncio.sleep(0.2)
+    finally:
+        await nc.close()

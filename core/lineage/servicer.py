@@ -10,7 +10,7 @@ from lily.v1 import lineage_pb2 as lineage_pb
 from lily.v1 import lineage_pb2_grpc as lineage_grpc
 
 from core.domain.errors import FieldViolation, InvalidArgument
-from core.domain.model import Direction, LineageEdge, PropagationJob, WriteContext
+from core.domain.model import Direction, LineageEdge, WriteContext
 from core.domain.rules import asset_id_for
 from core.errors import rejection_status
 from core.lineage.service import DEFAULT_DEPTH, MAX_DEPTH, LineageNode, LineageService
@@ -103,22 +103,6 @@ def _node_pb(node: LineageNode) -> lineage_pb.LineageNode:
     )
 
 
-def _job_pb(job: PropagationJob) -> lineage_pb.PropagationJob:
-    return lineage_pb.PropagationJob(
-        job_id=job.job_id,
-        asset_id=job.asset_id,
-        state=int(job.state),
-        assets_total=job.assets_total,
-        assets_done=job.assets_done,
-        assets_changed=job.assets_changed,
-        requested_by=job.requested_by,
-        error=job.error,
-        created_at=mapping.ts_pb(job.created_at),
-        updated_at=mapping.ts_pb(job.updated_at),
-        finished_at=mapping.ts_pb(job.finished_at),
-    )
-
-
 class LineageServicer(lineage_grpc.LineageServiceServicer):
     def __init__(self, service: LineageService) -> None:
         self._svc = service
@@ -197,7 +181,7 @@ class LineageServicer(lineage_grpc.LineageServiceServicer):
         if problems:
             raise InvalidArgument(problems)
         job = await self._svc.propagate(ctx, request.asset_id)
-        return lineage_pb.PropagateDownstreamResponse(job=_job_pb(job))
+        return lineage_pb.PropagateDownstreamResponse(job=mapping.propagation_job_to_pb(job))
 
     async def GetPropagationJob(
         self, request: lineage_pb.GetPropagationJobRequest, context: grpc.aio.ServicerContext
@@ -208,4 +192,4 @@ class LineageServicer(lineage_grpc.LineageServiceServicer):
         if problems:
             raise InvalidArgument(problems)
         job = await self._svc.propagation_job(tenant, request.job_id)
-        return lineage_pb.GetPropagationJobResponse(job=_job_pb(job))
+        return lineage_pb.GetPropagationJobResponse(job=mapping.propagation_job_to_pb(job))

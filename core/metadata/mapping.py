@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from lily.v1 import common_pb2 as common_pb
+from lily.v1 import lineage_pb2 as lineage_pb
 from lily.v1 import metadata_pb2 as metadata_pb
 
 from core.domain.errors import FieldViolation
@@ -25,6 +26,7 @@ from core.domain.model import (
     IssueSeverity,
     IssueStatus,
     LineageEdge,
+    PropagationJob,
     Tag,
     TagAssignment,
     TagSource,
@@ -392,6 +394,22 @@ def job_to_pb(job: BulkJob) -> metadata_pb.BulkJob:
         unchanged=job.unchanged,
         stale=job.stale,
         failed=job.failed,
+        created_at=ts_pb(job.created_at),
+        updated_at=ts_pb(job.updated_at),
+        finished_at=ts_pb(job.finished_at),
+    )
+
+
+def propagation_job_to_pb(job: PropagationJob) -> lineage_pb.PropagationJob:
+    return lineage_pb.PropagationJob(
+        job_id=job.job_id,
+        asset_id=job.asset_id,
+        state=int(job.state),
+        assets_total=job.assets_total,
+        assets_done=job.assets_done,
+        assets_changed=job.assets_changed,
+        requested_by=job.requested_by,
+        error=job.error,
         created_at=ts_pb(job.created_at),
         updated_at=ts_pb(job.updated_at),
         finished_at=ts_pb(job.finished_at),
