@@ -392,6 +392,23 @@ def propagated_delta(tags: Iterable[Tag], wanted: Mapping[str, Tag]) -> tuple[li
     return added, removed
 
 
+def derived_differs(asset: Asset, wanted: Mapping[str, Tag], unhealthy: tuple[str, ...]) -> bool:
+    """Whether the asset's derived state (PROPAGATED tags, unhealthy upstream) is not yet
+    `wanted` and `unhealthy` (set_derived would write it)."""
+    return any(propagated_delta(asset.tags, wanted)) or asset.unhealthy_upstream != unhealthy
+
+
+def request_propagation(
+    asset_id: str, existing: Asset | None, event_id: str, ctx: WriteContext, plan: Plan
+) -> None:
+    """A PropagateDownstream request: an audited change on the asset whose event (id
+    `event_id`, the job's id) the propagation worker runs."""
+    if existing is None or existing.is_deleted:
+        raise AssetNotFound(asset_id)
+    change = _change(ctx, existing, ChangeKind.CREATED, (), names=())
+    plan.changes.append(replace(change, event_id=event_id, entity=EntityKind.PROPAGATION))
+
+
 def set_derived(
     existing: Asset,
     wanted: Mapping[str, Tag],
@@ -403,10 +420,10 @@ def set_derived(
     (by name: value and origins; see core.domain.propagation), leaving every other source's
     tags alone, and its unhealthy upstream `unhealthy`. Nothing changes, and the version
     stays, when they already are; ctx.cause_event_id says what caused it."""
+    if existing.is_deleted or not derived_differs(existing, wanted, unhealthy):
+        return existing
     added, removed = propagated_delta(existing.tags, wanted)
     health = existing.unhealthy_upstream != unhealthy
-    if (not added and not removed and not health) or existing.is_deleted:
-        return existing
     gone = {*removed, *added}  # (an added name whose origins changed is replaced)
     tags = [t for t in existing.tags if t.source != TagSource.PROPAGATED or t.name not in gone]
     tags += [replace(wanted[n], applied_by=ctx.actor, applied_at=ctx.now) for n in added]

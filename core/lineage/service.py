@@ -12,17 +12,14 @@ from core.domain.errors import AssetNotFound, NotFound
 from core.domain.lineage import edge_change, newest_per_edge, outcome
 from core.domain.model import (
     Asset,
-    Change,
-    ChangeKind,
     Direction,
     EdgeOutcome,
-    EntityKind,
     LineageEdge,
     PropagationJob,
     PropagationState,
     WriteContext,
 )
-from core.domain.rules import Plan, new_event_id
+from core.domain.rules import Plan, new_event_id, request_propagation
 from core.ports import AssetStore, LineageGraph, OutboxRecord, Snapshot, TxRequest
 
 DEFAULT_DEPTH = 3
@@ -166,30 +163,9 @@ class LineageService:
         await self._store.put_propagation_job(job)
 
         def plan(snapshot: Snapshot) -> Plan:
-            asset = snapshot.assets.get(asset_id)
-            if asset is None or asset.is_deleted:
-                raise AssetNotFound(asset_id)
-            return Plan(
-                changes=[
-                    Change(
-                        event_id=event_id,
-                        tenant_id=tenant,
-                        entity=EntityKind.PROPAGATION,
-                        change=ChangeKind.CREATED,
-                        asset_id=asset_id,
-                        qualified_name=asset.qualified_name,
-                        asset_type=asset.asset_type,
-                        asset_version=asset.version,
-                        changed_fields=(),
-                        actor=ctx.actor,
-                        action=ctx.action,
-                        occurred_at=ctx.now,
-                        request_id=ctx.request_id,
-                        origin=ctx.origin,
-                        trace_headers=ctx.trace_headers,
-                    )
-                ]
-            )
+            p = Plan()
+            request_propagation(asset_id, snapshot.assets.get(asset_id), event_id, ctx, p)
+            return p
 
         try:
             committed = await self._store.transact(tenant, TxRequest([asset_id]), plan)

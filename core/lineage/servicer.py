@@ -15,7 +15,7 @@ from core.domain.rules import asset_id_for
 from core.errors import rejection_status
 from core.lineage.service import DEFAULT_DEPTH, MAX_DEPTH, LineageNode, LineageService
 from core.metadata import mapping
-from core.metadata.servicer import MAX_BATCH, tenant_of, write_context
+from core.metadata.servicer import MAX_BATCH, require_id, tenant_of, write_context
 
 DEFAULT_TYPE = "DERIVED_FROM"
 _TYPE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
@@ -176,10 +176,7 @@ class LineageServicer(lineage_grpc.LineageServiceServicer):
         self, request: lineage_pb.PropagateDownstreamRequest, context: grpc.aio.ServicerContext
     ) -> lineage_pb.PropagateDownstreamResponse:
         ctx = write_context(context, "PropagateDownstream")
-        problems: list[FieldViolation] = []
-        mapping.check_asset_id("asset_id", request.asset_id, problems)
-        if problems:
-            raise InvalidArgument(problems)
+        require_id("asset_id", request.asset_id)
         job = await self._svc.propagate(ctx, request.asset_id)
         return lineage_pb.PropagateDownstreamResponse(job=mapping.propagation_job_to_pb(job))
 
@@ -187,9 +184,6 @@ class LineageServicer(lineage_grpc.LineageServiceServicer):
         self, request: lineage_pb.GetPropagationJobRequest, context: grpc.aio.ServicerContext
     ) -> lineage_pb.GetPropagationJobResponse:
         tenant = tenant_of(context)
-        problems: list[FieldViolation] = []
-        mapping.check_asset_id("job_id", request.job_id, problems)  # (ids look alike)
-        if problems:
-            raise InvalidArgument(problems)
+        require_id("job_id", request.job_id)  # (a job id is an event id: the same form)
         job = await self._svc.propagation_job(tenant, request.job_id)
         return lineage_pb.GetPropagationJobResponse(job=mapping.propagation_job_to_pb(job))

@@ -131,7 +131,7 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
         if request.close_bulk_job and not request.bulk_job_id:
             raise InvalidArgument([FieldViolation("close_bulk_job", "needs bulk_job_id")])
         if request.bulk_job_id:
-            _require_id("bulk_job_id", request.bulk_job_id)
+            require_id("bulk_job_id", request.bulk_job_id)
             await self._svc.check_job(ctx.tenant_id, request.bulk_job_id)
         drafts, rejected = _batch(list(request.assets), ctx.now)
         results = await self._svc.ingest(
@@ -154,7 +154,7 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
         incoming = aiter(requests)
         first = await anext(incoming, None)
         if first is not None and first.bulk_job_id:
-            _require_id("bulk_job_id", first.bulk_job_id)
+            require_id("bulk_job_id", first.bulk_job_id)
             job_id = (await self._svc.check_job(ctx.tenant_id, first.bulk_job_id)).job_id
         else:
             job_id = (await self._svc.create_job(ctx, "IngestMetadataStream")).job_id
@@ -183,7 +183,7 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
         self, request: metadata_pb.GetMetadataRequest, context: grpc.aio.ServicerContext
     ) -> metadata_pb.GetMetadataResponse:
         tenant = tenant_of(context)
-        _require_id("asset_id", request.asset_id)
+        require_id("asset_id", request.asset_id)
         asset = await self._svc.get(tenant, request.asset_id, request.include_deleted)
         return metadata_pb.GetMetadataResponse(asset=self._asset_pb(asset))
 
@@ -208,7 +208,7 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
         self, request: metadata_pb.UpdateMetadataRequest, context: grpc.aio.ServicerContext
     ) -> metadata_pb.UpdateMetadataResponse:
         ctx = write_context(context, "UpdateMetadata")
-        _require_id("asset_id", request.asset_id)
+        require_id("asset_id", request.asset_id)
         problems: list[FieldViolation] = []
         paths = list(request.update_mask.paths)
         if not paths:
@@ -257,7 +257,7 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
         self, request: metadata_pb.DeleteMetadataRequest, context: grpc.aio.ServicerContext
     ) -> metadata_pb.DeleteMetadataResponse:
         ctx = write_context(context, "DeleteMetadata")
-        _require_id("asset_id", request.asset_id)
+        require_id("asset_id", request.asset_id)
         asset, already = await self._svc.delete(ctx, request.asset_id, _expected(request))
         return metadata_pb.DeleteMetadataResponse(
             asset=self._asset_pb(asset), already_deleted=already
@@ -300,7 +300,7 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
         self, request: metadata_pb.UpdateTagsRequest, context: grpc.aio.ServicerContext
     ) -> metadata_pb.UpdateTagsResponse:
         ctx = write_context(context, "UpdateTags")
-        _require_id("asset_id", request.asset_id)
+        require_id("asset_id", request.asset_id)
         problems: list[FieldViolation] = []
         try:
             source = TagSource(request.source) if request.source else TagSource.USER
@@ -334,7 +334,7 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
         self, request: metadata_pb.AttachIssueRequest, context: grpc.aio.ServicerContext
     ) -> metadata_pb.AttachIssueResponse:
         ctx = write_context(context, "AttachIssue")
-        _require_id("asset_id", request.asset_id)
+        require_id("asset_id", request.asset_id)
         problems: list[FieldViolation] = []
         if not request.HasField("issue"):
             raise InvalidArgument([FieldViolation("issue", "is required")])
@@ -350,7 +350,7 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
         self, request: metadata_pb.ListIssuesRequest, context: grpc.aio.ServicerContext
     ) -> metadata_pb.ListIssuesResponse:
         tenant = tenant_of(context)
-        _require_id("asset_id", request.asset_id)
+        require_id("asset_id", request.asset_id)
         try:
             status = IssueStatus(request.status) if request.status else None
         except ValueError as exc:
@@ -366,7 +366,7 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
         self, request: metadata_pb.GetAuditTrailRequest, context: grpc.aio.ServicerContext
     ) -> metadata_pb.GetAuditTrailResponse:
         tenant = tenant_of(context)
-        _require_id("asset_id", request.asset_id)
+        require_id("asset_id", request.asset_id)
         entries, token = await self._svc.audit_trail(
             tenant, request.asset_id, request.page_size, request.page_token
         )
@@ -389,7 +389,7 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
         self, request: metadata_pb.GetBulkJobRequest, context: grpc.aio.ServicerContext
     ) -> metadata_pb.GetBulkJobResponse:
         tenant = tenant_of(context)
-        _require_id("job_id", request.job_id)
+        require_id("job_id", request.job_id)
         job = await self._svc.get_job(tenant, request.job_id)
         return metadata_pb.GetBulkJobResponse(job=mapping.job_to_pb(job))
 
@@ -418,7 +418,8 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
             yield metadata_pb.WatchChangesResponse(event=event)
 
 
-def _require_id(field: str, value: str) -> None:
+def require_id(field: str, value: str) -> None:
+    """Refuses (INVALID_ARGUMENT) a value that is not a Lily id."""
     problems: list[FieldViolation] = []
     mapping.check_asset_id(field, value, problems)
     if problems:

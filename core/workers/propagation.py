@@ -174,14 +174,14 @@ class PropagationWorker:
             return
         try:
             ids = [e.asset_id for _, e in jobs]
-            fed = {x.upstream_id for x in await self._graph.edges_at(tenant, ids, forward=True)}
+            feeding = {x.upstream_id for x in await self._graph.edges_at(tenant, ids, forward=True)}
         except Exception as exc:  # (each job's own failures are handled in _job)
             log.warning("propagation: cannot look at %d job(s): %s", len(jobs), exc)
             for msg, _ in jobs:
                 await msg.nak(delay=2.0)
             return
         for msg, event in jobs:
-            if event.entity == events_pb.ENTITY_KIND_PROPAGATION or event.asset_id in fed:
+            if event.entity == events_pb.ENTITY_KIND_PROPAGATION or event.asset_id in feeding:
                 await self._ack_after([msg], self._job(tenant, event, msg.metadata.num_delivered))
             else:
                 await msg.ack()
@@ -214,17 +214,10 @@ class PropagationWorker:
             await progress.set()
 
         requested = event.entity == events_pb.ENTITY_KIND_PROPAGATION
-        affected: dict[str, str] = {}
-        failed: Exception | None = None
-        try:  # (the walk, meanwhile)
-            _, affected = await asyncio.gather(
+        try:
+            _, affected = await asyncio.gather(  # (the walk, meanwhile)
                 begin(), self._walk(tenant, {event.asset_id: event.event_id}, requested)
             )
-        except Exception as exc:
-            failed = exc
-        try:
-            if failed is not None:
-                raise failed
             changed = await self._recompute(tenant, affected, progress)
         except Exception as exc:
             if delivery >= PROPAGATION_MAX_DELIVER:
@@ -332,10 +325,7 @@ class PropagationWorker:
             if i in own  # (an asset not arrived yet, or deleted, holds nothing)
         }
         due = [  # (read again, under its locks, by each transaction)
-            i
-            for i, (tags, sick) in wanted.items()
-            if any(rules.propagated_delta(assets[i].tags, tags))
-            or assets[i].unhealthy_upstream != sick
+            i for i, (tags, sick) in wanted.items() if rules.derived_differs(assets[i], tags, sick)
         ]
         if progress is not None:
             await progress.set(assets_total=len(ids), assets_done=len(ids) - len(due))
