@@ -60,12 +60,11 @@ _WELL_KNOWN: dict[str, dict[str, Any]] = {
     "google.protobuf.DoubleValue": {"type": "number"},
     "google.protobuf.FloatValue": {"type": "number"},
 }
-TENANT_HEADER = {
-    "name": "x-lily-tenant",
-    "in": "header",
-    "required": True,
-    "description": "The tenant of the request (until authentication names it).",
-    "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"},
+BEARER = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "A token from Lily's issuer (POST /api/v1/auth/token) or a trusted OIDC "
+    "issuer, or an API key (lily_...). The tenant of every call is the credential's.",
 }
 
 
@@ -86,11 +85,20 @@ def document(
             "google.api.http annotations. Errors are google.rpc.Status objects.",
         },
         "paths": paths,
+        "security": [{"bearer": []}],
         "components": {
             "schemas": dict(sorted(schemas.items())),
-            "parameters": {"tenant": TENANT_HEADER},
+            "securitySchemes": {"bearer": BEARER},
         },
     }
+
+
+def _is_open(full_name: str) -> bool:
+    from policy.permissions import PERMISSIONS
+    from policy.service import OPEN
+
+    service, _, name = full_name.rpartition(".")
+    return PERMISSIONS.get(f"/{service}/{name}") is OPEN
 
 
 def _status_descriptor() -> Descriptor:
@@ -103,7 +111,7 @@ def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
     method = route.method
     request = method.input_type
     bound = {field for _, field in route.variables}
-    parameters: list[dict[str, Any]] = [{"$ref": "#/components/parameters/tenant"}]
+    parameters: list[dict[str, Any]] = []
     for _, field_path in route.variables:
         parameters.append(
             {
@@ -128,6 +136,8 @@ def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
             },
         },
     }
+    if _is_open(method.full_name):
+        operation["security"] = []
     if route.body:
         schema = (
             _message(request, schemas)

@@ -1,5 +1,8 @@
-"""The `lily` command: run Lily (`lily up`) and use it (ingest, get, search, watch, job).
+"""The `lily` command: run Lily (`lily up`) and use it (ingest, get, search, watch, job; and
+policy, tenant and credential commands from policy/cli.py).
 
+Client commands authenticate with --token (LILY_TOKEN): an API key or a bearer token; by
+default the credential `lily up` saved under its data directory (`.lily/credentials`).
 Output is for people; the server's logs are JSON lines on stderr."""
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
 
 DEFAULT_ADDR = "127.0.0.1:50051"
 RPC_TIMEOUT = 30.0
+CREDENTIALS_FILE = "credentials"
 
 
 def say(*parts: object) -> None:
@@ -95,6 +99,7 @@ async def _up(args: argparse.Namespace) -> int:
                 await lily.stop()
             if stack is not None:
                 await stack.stop()
+    _announce_credential(settings, lily.bootstrap_key)
     say(f"lily: gRPC listening on {lily.address} (health, reflection on)")
     say(
         f"lily: REST gateway on http://{settings.http_host}:{gateway.port}/api/v1 "
@@ -120,6 +125,23 @@ async def _up(args: argparse.Namespace) -> int:
             await stack.stop()
     say("lily: stopped.")
     return 0
+
+
+def _announce_credential(settings: Settings, key: str | None) -> None:
+    """Saves (for the lily CLI) and shows, once, the admin key a first start created."""
+    path = settings.data_dir / CREDENTIALS_FILE
+    tenant = settings.auth.system_tenant
+    if key is None:
+        if path.exists():
+            say(f"lily: tenant {tenant!r}: the CLI uses the admin credential in {path}")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    say(f"lily: created tenant {tenant!r} and its admin API key (shown this once; saved to {path}")
+    say("lily: for the lily CLI, which reads it from there):")
+    say(f"lily:   {key}")
 
 
 async def _start_gateway(settings: Settings, core: str) -> Gateway:
@@ -210,7 +232,18 @@ async def _worker(args: argparse.Namespace) -> int:
 
 
 def _metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
-    return (("x-lily-tenant", args.tenant),)
+    """The call's credential: --token (LILY_TOKEN), else the one `lily up` saved."""
+    token = args.token
+    if not token:
+        path = Settings().data_dir / CREDENTIALS_FILE
+        try:
+            token = path.read_text().strip()
+        except OSError:
+            raise SystemExit(
+                f"lily: no credential: pass --token (or LILY_TOKEN), or run `lily up` here "
+                f"first (it saves the admin's key to {path})"
+            ) from None
+    return (("authorization", f"Bearer {token}"),)
 
 
 def _channel(args: argparse.Namespace) -> grpc.aio.Channel:
@@ -436,9 +469,10 @@ def parser() -> argparse.ArgumentParser:
             help=f"Lily's gRPC address (LILY_ADDR, default {DEFAULT_ADDR})",
         )
         c.add_argument(
-            "--tenant",
-            default=os.environ.get("LILY_TENANT", "default"),
-            help="tenant (LILY_TENANT, default 'default')",
+            "--token",
+            default=os.environ.get("LILY_TOKEN", ""),
+            help="API key or bearer token (LILY_TOKEN; default: the admin key `lily up` saved "
+            "in $LILY_DATA_DIR/credentials). The tenant is the credential's.",
         )
         return c
 
@@ -473,6 +507,10 @@ def parser() -> argparse.ArgumentParser:
     j.add_argument("job_id")
     j.add_argument("--wait", action="store_true", help="follow it until it finishes")
     j.set_defaults(run=_job)
+
+    from policy.cli import add_commands
+
+    add_commands(sub, client)
     return p
 
 

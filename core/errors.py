@@ -52,7 +52,7 @@ def to_status(err: LilyError) -> status_pb2.Status:
     return status_pb2.Status(code=getattr(code_pb2, err.code), message=err.message, details=details)
 
 
-def rejection_status(err: InvalidArgument) -> status_pb2.Status:
+def rejection_status(err: LilyError) -> status_pb2.Status:
     """The status of one rejected item of a batch (IngestResult.error)."""
     return to_status(err)
 
@@ -71,9 +71,17 @@ async def _abort(context: grpc.aio.ServicerContext, status: status_pb2.Status) -
     )
 
 
+Guard = Callable[[str, grpc.aio.ServicerContext], Awaitable[None]]
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Maps errors raised by any handler (unary or streaming) to a google.rpc.Status, and
-    returns every call's request id in its trailers (x-request-id)."""
+    returns every call's request id in its trailers (x-request-id). `guard(method, context)`
+    runs before every handler (policy/ authenticates and authorizes there); what it raises is
+    the call's answer."""
+
+    def __init__(self, guard: Guard) -> None:
+        self._guard = guard
 
     async def intercept_service(
         self,
@@ -88,18 +96,21 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             inner = getattr(handler, kind)
             if inner:
                 return make(
-                    wrap(inner, method, request_id),
+                    wrap(inner, method, request_id, self._guard),
                     handler.request_deserializer,
                     handler.response_serializer,
                 )
         return handler
 
 
-def _returning(inner: Callable[..., Any], method: str, request_id: str) -> Callable[..., Any]:
+def _returning(
+    inner: Callable[..., Any], method: str, request_id: str, guard: Guard
+) -> Callable[..., Any]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         request_id_var.set(request_id)
         context.set_trailing_metadata((("x-request-id", request_id),))
         try:
+            await guard(method, context)
             result = inner(request, context)
             return await result if inspect.isawaitable(result) else result
         except Exception as exc:
@@ -108,11 +119,14 @@ def _returning(inner: Callable[..., Any], method: str, request_id: str) -> Calla
     return call
 
 
-def _streaming(inner: Callable[..., Any], method: str, request_id: str) -> Callable[..., Any]:
+def _streaming(
+    inner: Callable[..., Any], method: str, request_id: str, guard: Guard
+) -> Callable[..., Any]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         request_id_var.set(request_id)
         context.set_trailing_metadata((("x-request-id", request_id),))
         try:
+            await guard(method, context)
             async for item in inner(request, context):
                 yield item
         except Exception as exc:

@@ -14,11 +14,12 @@ from collections.abc import (
 )
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Protocol
+from typing import Literal, Protocol
 
 from core.domain.lineage import MAX_LINEAGE_NODES
 from core.domain.model import (
     Asset,
+    AssetType,
     AuditEntry,
     BulkJob,
     Direction,
@@ -233,3 +234,21 @@ class LineageGraph(Protocol):
         depth: int,
         max_nodes: int = MAX_LINEAGE_NODES,
     ) -> Subgraph: ...
+
+
+ReadView = Literal["full", "redacted", "refused"]
+
+
+class Access(Protocol):
+    """Per-object authorization for the principal of the current call (policy/ implements
+    it; the call's own permission was checked before its handler ran). A refusal is recorded
+    in the audit trail of denials by the implementation."""
+
+    def may_write(self, asset_type: AssetType, qualified_name: str, method: str) -> bool:
+        """Whether the caller may write this asset (`write` on `asset:<TYPE>:<name>`)."""
+        ...
+
+    def read_view(self, tag_names: Collection[str], method: str) -> ReadView:
+        """How the caller may see an asset carrying these tags: whole, with restricted fields
+        blanked, or not at all."""
+        ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import uuid
+from dataclasses import dataclass
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 tenant_var: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default="")
@@ -16,3 +17,21 @@ def current_request_id() -> str:
 
 def new_request_id() -> str:
     return uuid.uuid4().hex[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a call is from, as its credential proved (policy/ authenticates every call)."""
+
+    subject: str
+    tenant_id: str
+    issuer: str  # Lily's issuer URL, an OIDC issuer's, or "api-key"
+    roles: tuple[str, ...] = ()  # roles the credential itself asserts (an OIDC token's groups)
+    credential_id: str = ""  # Lily's own: the API key or OAuth2 client behind it
+    token_id: str = ""  # a JWT's jti
+    expires_at: float | None = None  # epoch seconds; None for API keys
+
+
+principal_ctx: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "principal_obj", default=None
+)

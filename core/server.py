@@ -20,6 +20,8 @@ from lily.v1 import lineage_pb2 as lineage_pb
 from lily.v1 import lineage_pb2_grpc as lineage_grpc
 from lily.v1 import metadata_pb2 as metadata_pb
 from lily.v1 import metadata_pb2_grpc as metadata_grpc
+from lily.v1 import policy_pb2 as policy_pb
+from lily.v1 import policy_pb2_grpc as policy_grpc
 
 from core import cassandra, tracing
 from core.errors import ErrorInterceptor
@@ -39,12 +41,18 @@ from core.postgres import create_pool, migrate, shared_secret
 from core.settings import Settings
 from core.workers.ingest import IngestWorker, encode_work
 from core.workers.propagation import PropagationWorker
+from policy.access import OpenAccess, PolicyAccess
+from policy.permissions import CallGuard, OpenGuard
+from policy.service import PolicyService
+from policy.servicer import PolicyServicer
+from policy.store import PostgresPolicyStore
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
     metadata_pb.DESCRIPTOR.services_by_name["MetadataService"].full_name,
     lineage_pb.DESCRIPTOR.services_by_name["LineageService"].full_name,
+    policy_pb.DESCRIPTOR.services_by_name["PolicyService"].full_name,
     health.SERVICE_NAME,
     reflection.SERVICE_NAME,
 )
@@ -107,6 +115,9 @@ class Lily:
     relay: OutboxRelay
     worker: IngestWorker | None
     health: health.aio.HealthServicer
+    policy: PolicyService
+    # The system tenant's first admin API key, if this start created it (shown once).
+    bootstrap_key: str | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -116,6 +127,7 @@ class Lily:
     async def stop(self, grace: float | None = None) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
+        await self.policy.stop()
         await _shut_down(self.tasks, self.backends)
 
 
@@ -252,6 +264,23 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
         await _shut_down([], backends)
         raise
 
+    policy = PolicyService(PostgresPolicyStore(backends.pool, postgres_dsn), settings.auth)
+    try:
+        await policy.start()
+        bootstrap_key = await policy.bootstrap()
+    except BaseException:
+        await policy.stop()
+        await _shut_down([], backends)
+        raise
+    if settings.auth.enabled:
+        guard: CallGuard | OpenGuard = CallGuard(policy)
+        access: PolicyAccess | OpenAccess = PolicyAccess(policy)
+    else:
+        log.warning(
+            "authentication is OFF: every call is an admin of %r", settings.auth.system_tenant
+        )
+        guard, access = OpenGuard(settings.auth.system_tenant), OpenAccess()
+
     store, bus = backends.store, backends.bus
     relay = OutboxRelay(backends.outbox, bus)
     on_commit = _on_commit(relay)
@@ -273,9 +302,10 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
         ("grpc.so_reuseport", 0),
     ]
     server = grpc.aio.server(
-        interceptors=[tracing.server_interceptor(), ErrorInterceptor()], options=options
+        interceptors=[tracing.server_interceptor(), ErrorInterceptor(guard)], options=options
     )
-    metadata_grpc.add_MetadataServiceServicer_to_server(MetadataServicer(service), server)
+    metadata_grpc.add_MetadataServiceServicer_to_server(MetadataServicer(service, access), server)
+    policy_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(policy, service.get), server)
     if backends.lineage is None:  # (servers connect one; only workers go without)
         raise RuntimeError("a server needs its lineage graph")
     lineage = LineageService(backends.lineage, store, on_commit=on_commit)
@@ -289,10 +319,13 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
     except RuntimeError:  # grpc's way of saying the address cannot be bound
         port = 0
     if port == 0:
+        await policy.stop()
         await _shut_down([], backends)
         raise StartupError(f"cannot listen on {address} (in use, or not an address of this host)")
     await server.start()
-    lily = Lily(settings, backends, server, port, relay, worker, health_servicer)
+    lily = Lily(
+        settings, backends, server, port, relay, worker, health_servicer, policy, bootstrap_key
+    )
     if settings.workers:
         lily.tasks.append(asyncio.create_task(relay.run(), name="outbox-relay"))
         propagation = PropagationWorker(
@@ -308,7 +341,7 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
         lily.tasks.append(asyncio.create_task(propagation.run(), name="propagation"))
     if worker is not None:
         lily.tasks.append(asyncio.create_task(worker.run(), name="ingest-worker"))
-    for name in ("", *SERVICE_NAMES[:2]):
+    for name in ("", *SERVICE_NAMES[:3]):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("gRPC serving on %s:%d", settings.grpc_host, port)
     return lily

@@ -20,6 +20,59 @@ class CassandraStoreSettings(BaseModel):
     timeout: float = Field(10.0, gt=0, le=120, description="Seconds per Cassandra request.")
 
 
+class OidcIssuerSettings(BaseModel):
+    """An OIDC provider whose ID or access tokens Lily accepts (e.g. an Okta org's
+    authorization server, issuer `https://<org>.okta.com/oauth2/default`)."""
+
+    issuer: str = Field(description="The tokens' `iss`, exactly.")
+    audience: str = Field(description="The `aud` tokens must carry (e.g. api://lily).")
+    jwks_url: str = Field(
+        "", description="Where its keys are; empty reads jwks_uri from its discovery document."
+    )
+    tenant: str = Field("", description="The tenant of every principal it vouches for, or ...")
+    tenant_claim: str = Field("lily_tenant", description="... the claim naming the tenant.")
+    roles_claim: str = Field(
+        "groups", description="A claim listing roles (Okta groups named after Lily roles)."
+    )
+    subject_claim: str = Field("sub", description="The claim that names the principal.")
+
+
+class AuthSettings(BaseModel):
+    """Authentication and authorization (policy/)."""
+
+    enabled: bool = Field(
+        True,
+        description="False serves every call as an admin of `system_tenant` with no credential "
+        "at all: only for measuring what authentication costs. Never in production.",
+    )
+    system_tenant: str = Field(
+        "default",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        description="The tenant `lily up` creates first; its admins are platform admins "
+        "(create and list tenants).",
+    )
+    issuer: str = Field("urn:lily", description="Lily's own token issuer (`iss`).")
+    audience: str = Field("lily", description="The audience of Lily's own tokens (`aud`).")
+    token_ttl: int = Field(900, ge=60, le=86400, description="Seconds a token Lily issues lasts.")
+    leeway: float = Field(30.0, ge=0, le=300, description="Clock skew allowed on exp and nbf.")
+    oidc: list[OidcIssuerSettings] = Field(
+        default_factory=list, description="OIDC issuers to trust (JSON in LILY_AUTH__OIDC)."
+    )
+    jwks_refresh: float = Field(
+        30.0, ge=1, description="Least seconds between fetches of an issuer's keys."
+    )
+    restricted_tags: list[str] = Field(
+        default_factory=lambda: ["PII", "GDPR"],
+        description="Tags whose assets need `read` on `tag:<TAG>` (pii_reader) to be read.",
+    )
+    restricted_read: Literal["redact", "refuse"] = Field(
+        "redact",
+        description="What a reader without that permission gets: the asset with its "
+        "description, attributes, business terms and external id blanked (redact), or "
+        "PERMISSION_DENIED (refuse; left out of searches and lineage).",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LILY_", env_nested_delimiter="__", extra="ignore")
 
@@ -89,6 +142,9 @@ class Settings(BaseSettings):
     )
     propagation_parallel: int = Field(
         4, ge=1, le=32, description="Transactions of one propagation run side by side."
+    )
+    auth: AuthSettings = Field(
+        default_factory=AuthSettings, description="Authentication and authorization."
     )
     log_level: str = Field("INFO", description="Root log level.")
     shutdown_grace: float = Field(5.0, description="Seconds in-flight RPCs get on shutdown.")

@@ -50,7 +50,7 @@ from core.metadata.stores.cassandra import parent_dir
 from core.stack import EmbeddedStack, free_port
 from scripts import devstack
 from scripts.bench_ingest import generate, lily_ingest, settle
-from scripts.benchkit import lily_up, progress
+from scripts.benchkit import lily_up, new_tenant, progress
 
 KEYSPACE = "lily_bench"
 RAW_ASSET = (
@@ -295,7 +295,7 @@ async def main() -> int:
             stub = metadata_grpc.MetadataServiceStub(ch)
 
             async def lily() -> Figures:
-                md = (("x-lily-tenant", f"bench{uuid.uuid4().hex[:8]}"),)
+                md = await new_tenant(ch, data, f"bench{uuid.uuid4().hex[:8]}")
 
                 async def work() -> None:
                     _, _, job = await lily_ingest(stub, md, assets)

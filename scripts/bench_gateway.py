@@ -32,7 +32,7 @@ from lily.v1 import metadata_pb2 as metadata_pb
 from lily.v1 import metadata_pb2_grpc as metadata_grpc
 
 from core.stack import EmbeddedStack, free_port
-from scripts.benchkit import lily_up, pct, progress
+from scripts.benchkit import lily_up, new_tenant, pct, progress
 
 TENANT = "bench"
 
@@ -40,8 +40,8 @@ TENANT = "bench"
 class HttpConnection:
     """One keep-alive HTTP/1.1 connection: GET and read a Content-Length body."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+    def __init__(self, host: str, port: int, authorization: str) -> None:
+        self.host, self.port, self.authorization = host, port, authorization
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -50,7 +50,8 @@ class HttpConnection:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
         self.writer.write(
-            f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nx-lily-tenant: {TENANT}\r\n\r\n".encode()
+            f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+            f"Authorization: {self.authorization}\r\n\r\n".encode()
         )
         head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 10)
         lines = head.decode("latin-1").split("\r\n")
@@ -117,7 +118,7 @@ async def main() -> int:
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
             stub = metadata_grpc.MetadataServiceStub(channel)
-            md = (("x-lily-tenant", TENANT),)
+            md = await new_tenant(channel, data, TENANT)
             assets = [
                 common_pb.AssetInput(
                     qualified_name=f"pg://bench/db/s/t{i}",
@@ -146,7 +147,7 @@ async def main() -> int:
                 return call
 
             def http_call(k: int) -> Callable[[], Awaitable[None]]:
-                conn = HttpConnection("127.0.0.1", http_port)
+                conn = HttpConnection("127.0.0.1", http_port, dict(md)["authorization"])
                 connections.append(conn)
                 counter = iter(range(10**9))
 

@@ -44,7 +44,7 @@ from lily.v1 import metadata_pb2 as metadata_pb
 from lily.v1 import metadata_pb2_grpc as metadata_grpc
 
 from core.stack import EmbeddedStack, free_port
-from scripts.benchkit import lily_up, pct, progress, propagation_idle
+from scripts.benchkit import lily_up, new_tenant, pct, progress, propagation_idle
 
 LEVELS = [1, 3, 6, 12, 24, 48, 96, 160, 200, 200, 250]  # 1,000 nodes, 10 steps deep
 
@@ -115,12 +115,12 @@ async def main() -> int:
     port = free_port()
     server = await lily_up(data, dsn, url, port, 0, **env)
     tenant = "prop" + uuid.uuid4().hex[:8]
-    md = (("x-lily-tenant", tenant),)
     nc = await nats.connect(url)
     events = Events()
     await nc.subscribe(f"lily.{tenant}.asset.*", cb=events.on_msg)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            md = await new_tenant(ch, data, tenant)
             stub = metadata_grpc.MetadataServiceStub(ch)
             lineage = lineage_grpc.LineageServiceStub(ch)
             names, edges = star(args.fanout) if args.fanout else tree()

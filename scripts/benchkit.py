@@ -73,3 +73,18 @@ async def propagation_idle(nats_url: str) -> float:
             await asyncio.sleep(0.2)
     finally:
         await nc.close()
+
+
+async def new_tenant(channel: object, data: Path, tenant_id: str) -> tuple[tuple[str, str], ...]:
+    """Creates a tenant as the platform admin whose key `lily up` saved under `data`: the
+    call metadata of the tenant's admin."""
+    from lily.v1 import policy_pb2 as policy_pb
+    from lily.v1 import policy_pb2_grpc as policy_grpc
+
+    admin = (data / "credentials").read_text().strip()
+    made = await policy_grpc.PolicyServiceStub(channel).CreateTenant(
+        policy_pb.CreateTenantRequest(tenant=policy_pb.Tenant(tenant_id=tenant_id)),
+        metadata=(("authorization", f"Bearer {admin}"),),
+        timeout=30,
+    )
+    return (("authorization", f"Bearer {made.admin_api_key}"),)

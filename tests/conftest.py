@@ -18,6 +18,7 @@ from lily.v1 import metadata_pb2_grpc as metadata_grpc
 from core.server import Lily, start
 from core.settings import Settings
 from core.stack import EmbeddedStack
+from tests.helpers import Metadata, bearer, new_tenant
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -53,9 +54,23 @@ def tenant() -> str:
     return "t" + uuid.uuid4().hex[:12]
 
 
-@pytest.fixture
-def md(tenant: str) -> tuple[tuple[str, str], ...]:
-    return (("x-lily-tenant", tenant),)
+@pytest.fixture(scope="session")
+def admin_md(lily: Lily) -> Metadata:
+    """The platform admin's credential: the bootstrap key the session's server created."""
+    assert lily.bootstrap_key
+    return bearer(lily.bootstrap_key)
+
+
+@pytest_asyncio.fixture
+async def md(channel: grpc.aio.Channel, admin_md: Metadata, tenant: str) -> Metadata:
+    """The credential of the test's own tenant's first admin (a fresh tenant per test)."""
+    return await new_tenant(channel, admin_md, tenant)
+
+
+@pytest_asyncio.fixture
+async def other_md(channel: grpc.aio.Channel, admin_md: Metadata, tenant: str) -> Metadata:
+    """The credential of another fresh tenant's admin (for isolation tests)."""
+    return await new_tenant(channel, admin_md, tenant + "-o")
 
 
 @pytest.fixture
@@ -108,10 +123,8 @@ async def gateway(lily: Lily) -> AsyncIterator[str]:
 
 
 @pytest_asyncio.fixture
-async def http(gateway: str, tenant: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=gateway, headers={"x-lily-tenant": tenant}, timeout=10
-    ) as client:
+async def http(gateway: str, md: Metadata) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=gateway, headers=dict(md), timeout=10) as client:
         yield client
 
 

@@ -11,8 +11,11 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2, status_pb2
 from lily.v1 import common_pb2 as common_pb
+from lily.v1 import policy_pb2 as policy_pb
+from lily.v1 import policy_pb2_grpc as policy_grpc
 
 T = TypeVar("T")
+Metadata = tuple[tuple[str, str], ...]
 
 TABLE = common_pb.ASSET_TYPE_TABLE
 COLUMN = common_pb.ASSET_TYPE_COLUMN
@@ -82,3 +85,24 @@ def violations(status: status_pb2.Status) -> dict[str, str]:
     bad = details(status).get("BadRequest")
     assert bad is not None, f"no BadRequest in {status}"
     return {v.field: v.description for v in bad.field_violations}
+
+
+def bearer(credential: str) -> Metadata:
+    """Call metadata carrying a credential (an API key or a token)."""
+    return (("authorization", f"Bearer {credential}"),)
+
+
+async def new_tenant(
+    channel: grpc.aio.Channel,
+    admin: Metadata,
+    tenant_id: str,
+    isolation: int = policy_pb.TENANT_ISOLATION_SHARED,
+) -> Metadata:
+    """Creates a tenant (as a platform admin): its first admin's credential."""
+    created = await policy_grpc.PolicyServiceStub(channel).CreateTenant(
+        policy_pb.CreateTenantRequest(
+            tenant=policy_pb.Tenant(tenant_id=tenant_id, isolation=isolation)
+        ),
+        metadata=admin,
+    )
+    return bearer(created.admin_api_key)

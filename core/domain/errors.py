@@ -33,8 +33,27 @@ class InvalidArgument(LilyError):
 
 
 class Unauthenticated(LilyError):
+    """No credential, or one that proves nothing."""
+
     code = "UNAUTHENTICATED"
-    reason = "TENANT_MISSING"
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(LilyError):
+    """The caller is known, and may not do this."""
+
+    code = "PERMISSION_DENIED"
+    reason = "PERMISSION_DENIED"
+
+
+class AlreadyExists(LilyError):
+    code = "ALREADY_EXISTS"
+    reason = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(LilyError):
+    code = "FAILED_PRECONDITION"
+    reason = "FAILED_PRECONDITION"
 
 
 class NotFound(LilyError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -12,7 +11,7 @@ from lily.v1 import metadata_pb2 as metadata_pb
 from lily.v1 import metadata_pb2_grpc as metadata_grpc
 from opentelemetry import propagate
 
-from core.domain.errors import FieldViolation, InvalidArgument, Unauthenticated
+from core.domain.errors import FieldViolation, InvalidArgument, PermissionDenied, Unauthenticated
 from core.domain.model import (
     Asset,
     AssetDraft,
@@ -25,43 +24,35 @@ from core.domain.rules import MUTABLE_FIELDS
 from core.errors import rejection_status
 from core.metadata import mapping
 from core.metadata.service import ItemResult, MetadataService, WatchFilter
-from core.requestctx import current_request_id, tenant_var
+from core.ports import Access
+from core.requestctx import Principal, current_request_id, principal_ctx
 
 MAX_BATCH = 1000
 MAX_STREAM_REJECTIONS = 100
-TENANT_KEY = "x-lily-tenant"
-_TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+REDACTED_FIELDS = ("description", "attributes", "business_terms", "external_id")
+
+
+def principal_of(context: grpc.aio.ServicerContext) -> Principal:
+    """The caller, as the interceptor authenticated them before the handler ran."""
+    principal = principal_ctx.get()
+    if principal is None:
+        raise Unauthenticated("no principal")
+    return principal
 
 
 def tenant_of(context: grpc.aio.ServicerContext) -> str:
-    """The caller's tenant. For now from the x-lily-tenant metadata key; authentication will
-    replace it with the principal's tenant."""
-    md = dict(context.invocation_metadata() or ())
-    tenant = md.get(TENANT_KEY, "")
-    if not tenant:
-        raise Unauthenticated(f"missing {TENANT_KEY} metadata")
-    if not isinstance(tenant, str) or not _TENANT.match(tenant):
-        raise InvalidArgument(
-            [
-                FieldViolation(
-                    TENANT_KEY,
-                    "must be 1-63 characters of a-z, 0-9, _ and -, starting with a letter or digit",
-                )
-            ]
-        )
-    tenant_var.set(tenant)
-    return tenant
+    """The caller's tenant: always the principal's, never the payload's."""
+    return principal_of(context).tenant_id
 
 
 def write_context(context: grpc.aio.ServicerContext, action: str) -> WriteContext:
-    tenant = tenant_of(context)
-    md = dict(context.invocation_metadata() or ())
+    principal = principal_of(context)
     rid = current_request_id()
     headers: dict[str, str] = {}
     propagate.inject(headers)
     return WriteContext(
-        tenant_id=tenant,
-        actor=str(md.get("x-lily-principal") or "anonymous")[:256],
+        tenant_id=principal.tenant_id,
+        actor=principal.subject[:256],
         action=action,
         now=datetime.now(UTC),
         request_id=rid,
@@ -73,23 +64,35 @@ def write_context(context: grpc.aio.ServicerContext, action: str) -> WriteContex
 def _batch(
     assets: list,
     now: datetime,
+    access: Access,
+    method: str,
     offset: int = 0,
 ) -> tuple[list[tuple[int, AssetDraft]], list[metadata_pb.IngestResult]]:
+    """The valid drafts the caller may write, and a REJECTED result for each other asset."""
     drafts, rejected = [], []
     for i, pb in enumerate(assets, start=offset):
         problems: list[FieldViolation] = []
         draft = mapping.draft_from_pb(pb, f"assets[{i - offset}]", now, problems)
+        error: InvalidArgument | PermissionDenied | None = None
         if draft is None:
+            error = InvalidArgument(problems)
+        elif not access.may_write(draft.asset_type, draft.qualified_name, method):
+            error = PermissionDenied(
+                f"may not write {draft.asset_type.name} {draft.qualified_name!r}",
+                metadata={"qualified_name": draft.qualified_name[:256]},
+            )
+        if error is None:
+            assert draft is not None
+            drafts.append((i, draft))
+        else:
             rejected.append(
                 metadata_pb.IngestResult(
                     index=i,
                     qualified_name=pb.qualified_name[:2048],
                     outcome=metadata_pb.INGEST_OUTCOME_REJECTED,
-                    error=rejection_status(InvalidArgument(problems)),
+                    error=rejection_status(error),
                 )
             )
-        else:
-            drafts.append((i, draft))
     return drafts, rejected
 
 
@@ -116,11 +119,38 @@ def _expected(request: object) -> int | None:
 
 
 class MetadataServicer(metadata_grpc.MetadataServiceServicer):
-    def __init__(self, service: MetadataService) -> None:
+    def __init__(self, service: MetadataService, access: Access) -> None:
         self._svc = service
+        self._access = access
 
-    def _asset_pb(self, asset: Asset) -> common_pb.Asset:
-        return mapping.asset_to_pb(asset, self._svc.consistency_of(asset.asset_type))
+    def _asset_pb(self, asset: Asset, method: str) -> common_pb.Asset:
+        """The asset as the caller may see it (PermissionDenied if not at all)."""
+        found = self._visible(asset, method)
+        if found is None:
+            raise PermissionDenied(
+                f"asset {asset.asset_id!r} carries a tag you may not read",
+                metadata={"asset_id": asset.asset_id},
+            )
+        return found
+
+    def _visible(self, asset: Asset, method: str) -> common_pb.Asset | None:
+        view = self._access.read_view({t.name for t in asset.tags}, method)
+        if view == "refused":
+            return None
+        pb = mapping.asset_to_pb(asset, self._svc.consistency_of(asset.asset_type))
+        if view == "redacted":
+            for name in REDACTED_FIELDS:
+                pb.ClearField(name)
+            pb.redacted_fields.extend(REDACTED_FIELDS)
+        return pb
+
+    async def _may_write(self, ctx: WriteContext, asset_id: str) -> None:
+        asset = await self._svc.get(ctx.tenant_id, asset_id, include_deleted=True)
+        if not self._access.may_write(asset.asset_type, asset.qualified_name, ctx.action):
+            raise PermissionDenied(
+                f"may not write {asset.asset_type.name} {asset.qualified_name!r}",
+                metadata={"asset_id": asset_id},
+            )
 
     async def IngestMetadata(
         self, request: metadata_pb.IngestMetadataRequest, context: grpc.aio.ServicerContext
@@ -133,7 +163,7 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
         if request.bulk_job_id:
             require_id("bulk_job_id", request.bulk_job_id)
             await self._svc.check_job(ctx.tenant_id, request.bulk_job_id)
-        drafts, rejected = _batch(list(request.assets), ctx.now)
+        drafts, rejected = _batch(list(request.assets), ctx.now, self._access, ctx.action)
         results = await self._svc.ingest(
             ctx,
             drafts,
@@ -165,7 +195,13 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
             while request is not None:
                 if len(request.assets) > MAX_BATCH:
                     raise _too_many(len(request.assets))
-                drafts, rejected = _batch(list(request.assets), datetime.now(UTC), summary.received)
+                drafts, rejected = _batch(
+                    list(request.assets),
+                    datetime.now(UTC),
+                    self._access,
+                    ctx.action,
+                    summary.received,
+                )
                 summary.received += len(request.assets)
                 summary.rejected += len(rejected)
                 room = MAX_STREAM_REJECTIONS - len(summary.rejections)
@@ -185,7 +221,7 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
         tenant = tenant_of(context)
         require_id("asset_id", request.asset_id)
         asset = await self._svc.get(tenant, request.asset_id, request.include_deleted)
-        return metadata_pb.GetMetadataResponse(asset=self._asset_pb(asset))
+        return metadata_pb.GetMetadataResponse(asset=self._asset_pb(asset, "GetMetadata"))
 
     async def LookupMetadata(
         self, request: metadata_pb.LookupMetadataRequest, context: grpc.aio.ServicerContext
@@ -202,7 +238,7 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
         if problems:
             raise InvalidArgument(problems)
         asset = await self._svc.lookup(tenant, request.qualified_name, request.include_deleted)
-        return metadata_pb.LookupMetadataResponse(asset=self._asset_pb(asset))
+        return metadata_pb.LookupMetadataResponse(asset=self._asset_pb(asset, "LookupMetadata"))
 
     async def UpdateMetadata(
         self, request: metadata_pb.UpdateMetadataRequest, context: grpc.aio.ServicerContext
@@ -243,12 +279,13 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
                 if path == "attributes"
                 else (tuple(value) if path in ("owners", "business_terms") else value)
             )
+        await self._may_write(ctx, request.asset_id)
         decision = await self._svc.update(
             ctx, request.asset_id, values, _expected(request), event_time
         )
         assert decision.asset is not None
         return metadata_pb.UpdateMetadataResponse(
-            asset=self._asset_pb(decision.asset),
+            asset=self._asset_pb(decision.asset, ctx.action),
             outcome=int(decision.outcome),
             changed_fields=decision.changed_fields,
         )
@@ -258,9 +295,10 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
     ) -> metadata_pb.DeleteMetadataResponse:
         ctx = write_context(context, "DeleteMetadata")
         require_id("asset_id", request.asset_id)
+        await self._may_write(ctx, request.asset_id)
         asset, already = await self._svc.delete(ctx, request.asset_id, _expected(request))
         return metadata_pb.DeleteMetadataResponse(
-            asset=self._asset_pb(asset), already_deleted=already
+            asset=self._asset_pb(asset, ctx.action), already_deleted=already
         )
 
     async def SearchMetadata(
@@ -291,8 +329,9 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
             request.include_deleted,
         )
         assets, token = await self._svc.search(tenant, query, request.page_size, request.page_token)
+        visible = (self._visible(a, "SearchMetadata") for a in assets)
         return metadata_pb.SearchMetadataResponse(
-            assets=[self._asset_pb(a) for a in assets],
+            assets=[pb for pb in visible if pb is not None],
             next_page_token=token,
         )
 
@@ -323,11 +362,12 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
             problems.append(FieldViolation("add", "add or remove at least one tag"))
         if problems:
             raise InvalidArgument(problems)
+        await self._may_write(ctx, request.asset_id)
         asset, added, removed = await self._svc.update_tags(
             ctx, request.asset_id, add, list(request.remove), source, _expected(request)
         )
         return metadata_pb.UpdateTagsResponse(
-            asset=self._asset_pb(asset), tags_added=added, tags_removed=removed
+            asset=self._asset_pb(asset, ctx.action), tags_added=added, tags_removed=removed
         )
 
     async def AttachIssue(
@@ -343,6 +383,7 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
         )
         if problems:
             raise InvalidArgument(problems)
+        await self._may_write(ctx, request.asset_id)
         stored, created = await self._svc.attach_issue(ctx, request.asset_id, issue)
         return metadata_pb.AttachIssueResponse(issue=mapping.issue_to_pb(stored), created=created)
 

@@ -6,19 +6,21 @@ import asyncio
 import json
 import sys
 
+import pytest
+
 from core.server import Lily
 
 LILY = [sys.executable, "-m", "core.cli"]
 
 
-async def _lily(lily: Lily, tenant: str, *args: str, stdin: bytes | None = None) -> tuple[int, str]:
+async def _lily(lily: Lily, token: str, *args: str, stdin: bytes | None = None) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         *LILY,
         args[0],
         "--addr",
         lily.address,
-        "--tenant",
-        tenant,
+        "--token",
+        token,
         *args[1:],
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
@@ -28,7 +30,13 @@ async def _lily(lily: Lily, tenant: str, *args: str, stdin: bytes | None = None)
     return proc.returncode, out.decode()
 
 
-async def test_ingest_a_jsonl_file_then_get_search_and_watch(lily, tenant, tmp_path):
+@pytest.fixture
+def token(md) -> str:
+    """The test tenant's admin API key, as a person would paste it."""
+    return dict(md)["authorization"].removeprefix("Bearer ")
+
+
+async def test_ingest_a_jsonl_file_then_get_search_and_watch(lily, token, tmp_path):
     lines = [
         {
             "qualifiedName": "pg://cli/db/s/orders",
@@ -44,16 +52,16 @@ async def test_ingest_a_jsonl_file_then_get_search_and_watch(lily, tenant, tmp_p
     ]
     path = tmp_path / "assets.jsonl"
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
-    rc, out = await _lily(lily, tenant, "ingest", str(path), "--wait")
+    rc, out = await _lily(lily, token, "ingest", str(path), "--wait")
     assert rc == 0, out
     assert "received 2, created 1" in out and "queued 1" in out and "succeeded" in out
 
-    rc, out = await _lily(lily, tenant, "get", "pg://cli/db/s/orders/email")
+    rc, out = await _lily(lily, token, "get", "pg://cli/db/s/orders/email")
     assert rc == 0, out
     got = json.loads(out)
     assert got["qualifiedName"] == "pg://cli/db/s/orders/email" and got["version"] == "1"
 
-    rc, out = await _lily(lily, tenant, "search", "--tag", "PII")
+    rc, out = await _lily(lily, token, "search", "--tag", "PII")
     assert rc == 0, out
     assert "pg://cli/db/s/orders  [PII]" in out and "(1 shown)" in out
 
@@ -62,8 +70,8 @@ async def test_ingest_a_jsonl_file_then_get_search_and_watch(lily, tenant, tmp_p
         "watch",
         "--addr",
         lily.address,
-        "--tenant",
-        tenant,
+        "--token",
+        token,
         "--tag",
         "PII",
         stdout=asyncio.subprocess.PIPE,
@@ -75,7 +83,7 @@ async def test_ingest_a_jsonl_file_then_get_search_and_watch(lily, tenant, tmp_p
         await asyncio.sleep(0.3)  # the subscription is made right after that line
         rc, out = await _lily(
             lily,
-            tenant,
+            token,
             "ingest",
             "-",
             stdin=json.dumps(
@@ -94,10 +102,50 @@ async def test_ingest_a_jsonl_file_then_get_search_and_watch(lily, tenant, tmp_p
         await watcher.wait()
 
 
-async def test_bad_lines_and_server_errors_are_reported_plainly(lily, tenant, tmp_path):
+async def test_bad_lines_and_server_errors_are_reported_plainly(lily, token, tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"qualifiedName": "pg://x", "assetType": "ASSET_TYPE_NOPE"}\n')
-    rc, out = await _lily(lily, tenant, "ingest", str(path))
+    rc, out = await _lily(lily, token, "ingest", str(path))
     assert rc != 0 and "bad.jsonl:1" in out
-    rc, out = await _lily(lily, tenant, "get", "0" * 32)
+    rc, out = await _lily(lily, token, "get", "0" * 32)
     assert rc == 2 and "NOT_FOUND" in out and "Traceback" not in out
+    rc, out = await _lily(lily, "lily_0123456789abcdef_nope", "get", "0" * 32)
+    assert rc == 2 and "UNAUTHENTICATED" in out and "Traceback" not in out
+
+
+async def test_policies_and_credentials_from_the_command_line(lily, token, tenant, tmp_path):
+    path = tmp_path / "policies.csv"
+    path.write_text(
+        f"# scrapers of the warehouse\n"
+        f"p, wh-scraper, {tenant}, asset:TABLE:snowflake://wh/*, write\n"
+        f"g, admin@{tenant}, admin, {tenant}\n"
+        f"g, bob, viewer, {tenant}\n"
+    )
+    rc, out = await _lily(lily, token, "policy", "apply", str(path))
+    assert rc == 0 and "applied 1 policies and 2 role assignments" in out, out
+    rc, out = await _lily(lily, token, "policy", "export")
+    assert rc == 0 and f"g, bob, viewer, {tenant}" in out and "wh-scraper" in out, out
+    rc, out = await _lily(lily, token, "policy", "check", "metadata", "write", "--subject", "bob")
+    assert rc == 1 and out.startswith("denied"), out
+    rc, out = await _lily(lily, token, "policy", "check", "metadata", "read", "--subject", "bob")
+    assert rc == 0 and "p, viewer, *, metadata, read, allow" in out, out
+
+    rc, out = await _lily(
+        lily, token, "credential", "create", "--role", "scraper", "--subject", "wh-scraper"
+    )
+    assert rc == 0, out
+    key = out.strip().splitlines()[-1]
+    assert key.startswith("lily_")
+    table = json.dumps({"qualifiedName": "snowflake://wh/db/s/t", "assetType": "ASSET_TYPE_TABLE"})
+    rc, out = await _lily(lily, key, "ingest", "-", stdin=table.encode())
+    assert rc == 0 and "created 1" in out, out
+    elsewhere = json.dumps({"qualifiedName": "pg://other/t", "assetType": "ASSET_TYPE_TABLE"})
+    rc, out = await _lily(lily, key, "ingest", "-", stdin=elsewhere.encode())
+    assert "rejected 1" in out and "may not write TABLE" in out, out
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("p, x, *, metadata, read\nq, nonsense\n")
+    rc, out = await _lily(lily, token, "policy", "apply", str(bad))
+    assert rc == 2 and "INVALID_ARGUMENT" in out and "policy_text:2" in out, out
+    rc, out = await _lily(lily, token, "policy", "export")
+    assert "wh-scraper" in out  # nothing was replaced

@@ -17,8 +17,8 @@ from lily.v1 import metadata_pb2_grpc as metadata_grpc
 
 from core import cassandra
 from core.stack import free_port
-from tests.e2e.test_lily_up import LILY, _lily_up, _stop
-from tests.helpers import asset, eventually
+from tests.e2e.test_lily_up import LILY, _admin, _lily_up, _stop
+from tests.helpers import asset, bearer, eventually, new_tenant
 
 COLUMN = 5
 
@@ -36,10 +36,10 @@ async def test_lily_up_distributed_keeps_assets_in_cassandra(tmp_path, dist_stac
         LILY_JANUSGRAPH_URL=dist_stack["janusgraph"],
     )
     tenant = "dist" + keyspace[-6:]  # (the dev stack's graph outlives a keyspace)
-    md = (("x-lily-tenant", tenant),)
     session = await cassandra.connect(dist_stack["cassandra"])
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            md = await new_tenant(ch, _admin(tmp_path / "lily"), tenant)
             stub = metadata_grpc.MetadataServiceStub(ch)
             table = asset("sf://acct/db/s/orders")
             columns = [asset(f"sf://acct/db/s/orders/c{i}", COLUMN) for i in range(50)]
@@ -186,10 +186,11 @@ async def test_cassandra_outage_fails_fast_and_loses_no_queued_ingest(tmp_path, 
         janusgraph_url=dist_stack["janusgraph"],
     )
     lily = await start(settings, postgres_dsn=dsn, nats_url=url)
-    md = (("x-lily-tenant", "outage"),)
     sent: set[str] = set()
     try:
         async with grpc.aio.insecure_channel(lily.address) as ch:
+            assert lily.bootstrap_key
+            md = await new_tenant(ch, bearer(lily.bootstrap_key), "outage")
             stub = metadata_grpc.MetadataServiceStub(ch)
             table = await stub.IngestMetadata(
                 O.IngestMetadataRequest(assets=[asset("pg://out/t")]), metadata=md, timeout=30

@@ -20,7 +20,7 @@ from lily.v1 import metadata_pb2 as O
 from lily.v1 import metadata_pb2_grpc as metadata_grpc
 
 from core.stack import EmbeddedStack, free_port
-from tests.helpers import asset, eventually
+from tests.helpers import asset, bearer, eventually
 
 LILY = [sys.executable, "-m", "core.cli"]
 
@@ -59,6 +59,11 @@ async def _lily_up(
 _readers: set[asyncio.Task[bytes]] = set()
 
 
+def _admin(data_dir: Path) -> tuple[tuple[str, str], ...]:
+    """The admin credential the first `lily up` saved for the CLI."""
+    return bearer((data_dir / "credentials").read_text().strip())
+
+
 def _gateway_url(lines: list[str]) -> str:
     found = [re.search(r"REST gateway on (http://\S+?)/api/v1", line) for line in lines]
     return next(m.group(1) for m in found if m)
@@ -77,16 +82,16 @@ async def test_no_event_is_lost_when_the_server_dies_between_write_and_publish(t
     dsn, url = await stack.start()
     env = {"LILY_POSTGRES_DSN": dsn, "LILY_NATS_URL": url}
     port = free_port()
-    md = (("x-lily-tenant", "crash"),)
     nc = await nats.connect(url)
     seen: list = []
 
     async def on_msg(msg):
         seen.append(msg)
 
-    await nc.subscribe("lily.crash.>", cb=on_msg)
+    await nc.subscribe("lily.default.>", cb=on_msg)
     try:
         doomed = await _lily_up(tmp_path, port, **env, LILY_TEST_EXIT_AFTER_COMMIT="1")
+        md = _admin(tmp_path)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
             stub = metadata_grpc.MetadataServiceStub(ch)
             with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -100,9 +105,11 @@ async def test_no_event_is_lost_when_the_server_dies_between_write_and_publish(t
             assert await doomed.wait() == 70
         conn = await asyncpg.connect(dsn)
         try:
-            assert await conn.fetchval("SELECT count(*) FROM assets WHERE tenant_id = 'crash'") == 1
             assert (
-                await conn.fetchval("SELECT count(*) FROM outbox_batch WHERE tenant_id = 'crash'")
+                await conn.fetchval("SELECT count(*) FROM assets WHERE tenant_id = 'default'") == 1
+            )
+            assert (
+                await conn.fetchval("SELECT count(*) FROM outbox_batch WHERE tenant_id = 'default'")
                 == 1
             )
             await asyncio.sleep(0.5)
@@ -113,7 +120,7 @@ async def test_no_event_is_lost_when_the_server_dies_between_write_and_publish(t
                 await eventually(lambda: _true(len(seen) == 1), timeout=10)
                 event = events_pb.ChangeEvent.FromString(seen[0].data)
                 assert (seen[0].subject, event.qualified_name) == (
-                    "lily.crash.asset.created",
+                    "lily.default.asset.created",
                     "pg://crash/t",
                 )
                 assert await eventually(lambda: _zero(conn))
@@ -140,7 +147,7 @@ async def _true(value):
 
 
 async def _zero(conn):
-    return await conn.fetchval("SELECT count(*) FROM outbox_batch WHERE tenant_id = 'crash'") == 0
+    return await conn.fetchval("SELECT count(*) FROM outbox_batch WHERE tenant_id = 'default'") == 0
 
 
 @pytest.mark.slow
@@ -150,8 +157,13 @@ async def test_lily_up_embedded_starts_serves_and_stops_on_sigterm(tmp_path):
     proc = await _lily_up(tmp_path / "data", port, lines)
     try:
         # the README's curl example, over the gateway lily up serves
+        key = (tmp_path / "data" / "credentials").read_text().strip()
+        assert [line for line in lines if key in line]  # shown once at first start
+        assert (tmp_path / "data" / "credentials").stat().st_mode & 0o077 == 0
         async with httpx.AsyncClient(base_url=_gateway_url(lines), timeout=10) as http:
-            tenant = {"x-lily-tenant": "default"}
+            nobody = await http.post("/api/v1/metadata", json={"assets": []})
+            assert nobody.status_code == 401
+            tenant = {"Authorization": f"Bearer {key}"}
             posted = await http.post(
                 "/api/v1/metadata",
                 headers=tenant,
@@ -173,7 +185,7 @@ async def test_lily_up_embedded_starts_serves_and_stops_on_sigterm(tmp_path):
             stub = metadata_grpc.MetadataServiceStub(ch)
             r = await stub.IngestMetadata(
                 O.IngestMetadataRequest(assets=[asset("pg://up/t")]),
-                metadata=(("x-lily-tenant", "default"),),
+                metadata=_admin(tmp_path / "data"),
                 timeout=10,
             )
             assert r.results[0].outcome == O.INGEST_OUTCOME_CREATED
@@ -193,14 +205,17 @@ async def test_restart_after_lily_was_killed_stops_the_leftover_nats_server(tmp_
     pid_file = tmp_path / "data" / "nats" / "nats-server.pid"
     leftover = psutil.Process(int(pid_file.read_text()))
     assert "nats-server" in leftover.name()
-    second = await _lily_up(tmp_path / "data", port)
+    lines: list[str] = []
+    second = await _lily_up(tmp_path / "data", port, lines)
     try:
         assert _stopped(leftover.pid)
+        key = (tmp_path / "data" / "credentials").read_text().strip()
+        assert not [line for line in lines if key in line]  # never shown again
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
             stub = metadata_grpc.MetadataServiceStub(ch)
             r = await stub.IngestMetadata(
                 O.IngestMetadataRequest(assets=[asset("pg://again/t")]),
-                metadata=(("x-lily-tenant", "default"),),
+                metadata=_admin(tmp_path / "data"),
                 timeout=10,
             )
             assert r.results[0].outcome == O.INGEST_OUTCOME_CREATED

@@ -20,11 +20,10 @@ from lily.v1 import metadata_pb2_grpc as metadata_grpc
 
 from core.events.nats import CHANGES_STREAM, PROPAGATION_CONSUMER
 from core.stack import EmbeddedStack, free_port
-from tests.e2e.test_lily_up import _lily_up, _stop
-from tests.helpers import asset, eventually
+from tests.e2e.test_lily_up import _admin, _lily_up, _stop
+from tests.helpers import asset, eventually, new_tenant
 
 TENANT = "killed"
-MD = (("x-lily-tenant", TENANT),)
 CHILDREN = 2_000
 CHUNK = 10  # small transactions, one at a time: a wide window to kill it in
 
@@ -65,11 +64,12 @@ async def test_a_propagation_killed_half_way_is_finished_exactly_once_after_rest
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
             stub = metadata_grpc.MetadataServiceStub(ch)
             lineage = lineage_grpc.LineageServiceStub(ch)
+            md = await new_tenant(ch, _admin(tmp_path), TENANT)
             names = [f"pg://kill/c{i:04}" for i in range(CHILDREN)]
             root = (
                 (
                     await stub.IngestMetadata(
-                        O.IngestMetadataRequest(assets=[asset("pg://kill/root")]), metadata=MD
+                        O.IngestMetadataRequest(assets=[asset("pg://kill/root")]), metadata=md
                     )
                 )
                 .results[0]
@@ -77,7 +77,7 @@ async def test_a_propagation_killed_half_way_is_finished_exactly_once_after_rest
             )
             for n in range(0, CHILDREN, 1000):
                 batch = [asset(q) for q in names[n : n + 1000]]
-                await stub.IngestMetadata(O.IngestMetadataRequest(assets=batch), metadata=MD)
+                await stub.IngestMetadata(O.IngestMetadataRequest(assets=batch), metadata=md)
                 edges = [
                     L.RelationshipInput(
                         upstream=L.AssetRef(asset_id=root),
@@ -86,7 +86,7 @@ async def test_a_propagation_killed_half_way_is_finished_exactly_once_after_rest
                     for q in names[n : n + 1000]
                 ]
                 await lineage.IngestRelationships(
-                    L.IngestRelationshipsRequest(relationships=edges), metadata=MD
+                    L.IngestRelationshipsRequest(relationships=edges), metadata=md
                 )
             await eventually(lambda: _drained(js), timeout=60)  # the tag's job does the work
 
@@ -104,7 +104,7 @@ async def test_a_propagation_killed_half_way_is_finished_exactly_once_after_rest
                     source=common_pb.TAG_SOURCE_USER,
                     add=[common_pb.TagAssignment(name="PII")],
                 ),
-                metadata=MD,
+                metadata=md,
             )
             job_id = await asyncio.wait_for(first, 20)  # the tag's event id names its job
             await watch.unsubscribe()
@@ -112,7 +112,7 @@ async def test_a_propagation_killed_half_way_is_finished_exactly_once_after_rest
             async def half_way():
                 try:
                     got = await lineage.GetPropagationJob(
-                        L.GetPropagationJobRequest(job_id=job_id), metadata=MD
+                        L.GetPropagationJobRequest(job_id=job_id), metadata=md
                     )
                 except grpc.aio.AioRpcError as exc:  # not started yet
                     raise AssertionError(exc.code()) from exc
@@ -137,7 +137,7 @@ async def test_a_propagation_killed_half_way_is_finished_exactly_once_after_rest
 
             async def finished():
                 got = await lineage.GetPropagationJob(
-                    L.GetPropagationJobRequest(job_id=job_id), metadata=MD
+                    L.GetPropagationJobRequest(job_id=job_id), metadata=md
                 )
                 assert got.job.state == L.PROPAGATION_JOB_STATE_SUCCEEDED, got.job
                 return got.job

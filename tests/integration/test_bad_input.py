@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from lily.v1 import common_pb2 as common_pb
 from lily.v1 import metadata_pb2 as O
 
-from tests.helpers import COLUMN, TABLE, ago, asset, eventually, status_of, violations
+from tests.helpers import COLUMN, TABLE, ago, asset, eventually, new_tenant, status_of, violations
 
 
 async def _refused(call, code=grpc.StatusCode.INVALID_ARGUMENT):
@@ -183,10 +183,10 @@ _inputs = st.builds(
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(batch=st.lists(_inputs, max_size=8))
-async def test_generated_batches_never_crash_or_half_write(stub, batch):
+async def test_generated_batches_never_crash_or_half_write(stub, channel, admin_md, batch):
     import uuid
 
-    md = (("x-lily-tenant", "hyp" + uuid.uuid4().hex[:10]),)
+    md = await new_tenant(channel, admin_md, "hyp" + uuid.uuid4().hex[:10])
     res = (await stub.IngestMetadata(O.IngestMetadataRequest(assets=batch), metadata=md)).results
     assert [r.index for r in res] == list(range(len(batch)))
     written = {
@@ -238,9 +238,9 @@ async def test_generated_batches_never_crash_or_half_write(stub, batch):
         page_token=st.one_of(st.just(""), _text),
     )
 )
-async def test_generated_searches_answer_or_refuse_cleanly(stub, req):
+async def test_generated_searches_answer_or_refuse_cleanly(stub, md, req):
     try:
-        await stub.SearchMetadata(req, metadata=(("x-lily-tenant", "hypsearch"),))
+        await stub.SearchMetadata(req, metadata=md)
     except grpc.aio.AioRpcError as err:
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
         assert violations(status_of(err))

@@ -185,7 +185,7 @@ async def test_every_change_is_audited_and_evented_with_trace_context(stub, md, 
     traced = (
         *md,
         ("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01"),
-        ("x-lily-principal", "ann@acme"),
+        ("x-lily-principal", "ann@acme"),  # a claim, not a credential: ignored
     )
     (aid,) = await _ingest(stub, traced, asset("pg://h/db/s/audited"))
     await stub.UpdateMetadata(
@@ -221,7 +221,7 @@ async def test_every_change_is_audited_and_evented_with_trace_context(stub, md, 
         ("AttachIssue", events_pb.CHANGE_KIND_ATTACHED),
         ("DeleteMetadata", events_pb.CHANGE_KIND_DELETED),
     ]
-    assert {e.principal for e in trail} == {"ann@acme"}
+    assert {e.principal for e in trail} == {f"admin@{tenant}"}  # who the credential proves
     assert list(trail[1].changed_fields) == ["description"]
 
     expected = [
@@ -236,7 +236,8 @@ async def test_every_change_is_audited_and_evented_with_trace_context(stub, md, 
     assert [s for s, _, _ in got] == expected
     assert [e.event_id for _, e, _ in got] == [e.event_id for e in trail]
     for _, event, headers in got:
-        assert event.tenant_id == tenant and event.asset_id == aid and event.actor == "ann@acme"
+        assert (event.tenant_id, event.asset_id) == (tenant, aid)
+        assert event.actor == f"admin@{tenant}"
         assert headers["traceparent"].split("-")[1] == trace_id
         assert headers["Nats-Msg-Id"] == event.event_id
     assert [e.asset_version for _, e, _ in got] == [1, 2, 3, 4, 4, 5]

@@ -132,7 +132,7 @@ async def test_the_rest_surface_round_trips_an_asset(http: httpx.AsyncClient, te
     assert got_job["state"] == "BULK_JOB_STATE_OPEN" and got_job["accepted"] == "0"
 
 
-async def test_headers_carry_through_both_ways(http: httpx.AsyncClient, event_log):
+async def test_headers_carry_through_both_ways(http: httpx.AsyncClient, event_log, tenant):
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     response = await http.post(
         "/api/v1/metadata",
@@ -140,7 +140,7 @@ async def test_headers_carry_through_both_ways(http: httpx.AsyncClient, event_lo
         headers={
             "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01",
             "x-request-id": "req-from-the-client",
-            "x-lily-principal": "alice@example.com",
+            "x-lily-tenant": tenant,
         },
     )
     assert response.status_code == 200
@@ -150,7 +150,9 @@ async def test_headers_carry_through_both_ways(http: httpx.AsyncClient, event_lo
     events = await eventually(lambda: _events(event_log))
     _, event, headers = events[0]
     assert trace_id in headers["traceparent"]  # the trace went on through the core
-    assert event.actor == "alice@example.com"  # x-lily-* became gRPC metadata
+    assert event.actor == f"admin@{tenant}"  # Authorization became gRPC metadata
+    other = await http.get("/api/v1/metadata:search", headers={"x-lily-tenant": tenant + "x"})
+    assert other.status_code == 403  # so did x-lily-*: naming another tenant is refused
     # a client timeout becomes the call's deadline (seen on a stream that would never end)
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -242,8 +244,8 @@ async def test_bad_requests_get_the_right_4xx_and_a_status(
         assert response.headers["allow"] == "POST"
 
 
-async def test_a_body_over_the_limit_is_refused_with_413(gateway: str, tenant: str):
-    async with httpx.AsyncClient(base_url=gateway, headers={"x-lily-tenant": tenant}) as client:
+async def test_a_body_over_the_limit_is_refused_with_413(gateway: str, md):
+    async with httpx.AsyncClient(base_url=gateway, headers=dict(md)) as client:
         big = b'{"assets": [{"description": "' + b"x" * (5 * 1024 * 1024) + b'"}]}'
         response = await client.post("/api/v1/metadata", content=big)
         assert response.status_code == 413
@@ -256,7 +258,9 @@ async def test_a_core_that_is_down_gets_a_prompt_503():
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        response = await client.get(f"/api/v1/metadata/{NO_ASSET}", headers={"x-lily-tenant": "t"})
+        response = await client.get(
+            f"/api/v1/metadata/{NO_ASSET}", headers={"authorization": "Bearer x"}
+        )
         assert response.status_code == 503 and response.json()["code"] == 14
         assert loop.time() - started < 5
 

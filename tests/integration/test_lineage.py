@@ -186,12 +186,12 @@ async def test_bad_relationships_are_refused_one_by_one_and_nothing_else_is_lost
         assert status_of(refused.value).message
 
 
-async def test_tenants_never_see_each_others_lineage(stub, lineage, md):
+async def test_tenants_never_see_each_others_lineage(stub, lineage, md, other_md):
     (a,) = await _ids(stub, md, "pg://t/a")
     await lineage.IngestRelationships(
         L.IngestRelationshipsRequest(relationships=[rel("pg://t/a", "pg://t/b")]), metadata=md
     )
-    other = (("x-lily-tenant", "someone-else"),)
+    other = other_md
     with pytest.raises(grpc.aio.AioRpcError) as hidden:
         await lineage.GetLineage(L.GetLineageRequest(asset_id=a), metadata=other)
     assert hidden.value.code() == grpc.StatusCode.NOT_FOUND

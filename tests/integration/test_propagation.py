@@ -5,37 +5,55 @@ from __future__ import annotations
 
 import grpc
 import pytest
+import pytest_asyncio
 from lily.v1 import common_pb2 as common_pb
 from lily.v1 import lineage_pb2 as L
 from lily.v1 import lineage_pb2_grpc as lineage_grpc
 from lily.v1 import metadata_pb2 as O
 from lily.v1 import metadata_pb2_grpc as metadata_grpc
 
-from tests.helpers import ago, asset, eventually
+from tests.helpers import Metadata, ago, asset, bearer, eventually, new_tenant
 
 PROPAGATED = common_pb.TAG_SOURCE_PROPAGATED
 
 
 @pytest.fixture(params=["local", "distributed"])
-def served(request: pytest.FixtureRequest) -> tuple[grpc.aio.Channel, str]:
-    """Each test on both profiles: the server's channel and its NATS URL."""
+def served(request: pytest.FixtureRequest) -> tuple[grpc.aio.Channel, str, Metadata]:
+    """Each test on both profiles: the server's channel, its NATS URL and its platform
+    admin's credential."""
     if request.param == "local":
-        return request.getfixturevalue("channel"), request.getfixturevalue("stack")[1]
-    return request.getfixturevalue("dist_channel"), request.getfixturevalue("dist_lily")[1]
+        return (
+            request.getfixturevalue("channel"),
+            request.getfixturevalue("stack")[1],
+            request.getfixturevalue("admin_md"),
+        )
+    server, url = request.getfixturevalue("dist_lily")
+    assert server.bootstrap_key
+    return request.getfixturevalue("dist_channel"), url, bearer(server.bootstrap_key)
+
+
+@pytest_asyncio.fixture
+async def md(served: tuple[grpc.aio.Channel, str, Metadata], tenant: str) -> Metadata:
+    return await new_tenant(served[0], served[2], tenant)
+
+
+@pytest_asyncio.fixture
+async def other_md(served: tuple[grpc.aio.Channel, str, Metadata], tenant: str) -> Metadata:
+    return await new_tenant(served[0], served[2], tenant + "-o")
 
 
 @pytest.fixture
-def nats_url(served: tuple[grpc.aio.Channel, str]) -> str:
+def nats_url(served: tuple[grpc.aio.Channel, str, Metadata]) -> str:
     return served[1]
 
 
 @pytest.fixture
-def stub(served: tuple[grpc.aio.Channel, str]) -> metadata_grpc.MetadataServiceStub:
+def stub(served: tuple[grpc.aio.Channel, str, Metadata]) -> metadata_grpc.MetadataServiceStub:
     return metadata_grpc.MetadataServiceStub(served[0])
 
 
 @pytest.fixture
-def lineage(served: tuple[grpc.aio.Channel, str]) -> lineage_grpc.LineageServiceStub:
+def lineage(served: tuple[grpc.aio.Channel, str, Metadata]) -> lineage_grpc.LineageServiceStub:
     return lineage_grpc.LineageServiceStub(served[0])
 
 
@@ -287,7 +305,9 @@ async def test_an_open_issue_marks_everything_downstream_until_it_is_resolved(
     assert attached.created
 
 
-async def test_propagate_downstream_runs_a_job_with_progress(stub, lineage, md, event_log):
+async def test_propagate_downstream_runs_a_job_with_progress(
+    stub, lineage, md, other_md, event_log
+):
     names = [f"pg://j/n{i}" for i in range(30)]
     ids = await _ids(stub, md, "pg://j/root", *names)
     root = ids["pg://j/root"]
@@ -324,7 +344,7 @@ async def test_propagate_downstream_runs_a_job_with_progress(stub, lineage, md, 
     assert audit.entries[-1].action == "PropagateDownstream"
 
     # refusals: unknown asset and job, malformed ids, another tenant's job
-    elsewhere = (("x-lily-tenant", "someone-else"),)
+    elsewhere = other_md
     job_id = started.job.job_id
     for call, request, who, code in (
         (lineage.PropagateDownstream, L.PropagateDownstreamRequest(asset_id="0" * 32), md, 5),

@@ -7,7 +7,7 @@ import pytest
 from lily.v1 import common_pb2 as common_pb
 from lily.v1 import metadata_pb2 as O
 
-from tests.helpers import COLUMN, TABLE, asset, eventually, status_of, violations
+from tests.helpers import COLUMN, TABLE, asset, details, eventually, status_of, violations
 
 
 async def _search_all(stub, md, **query):
@@ -86,7 +86,7 @@ async def test_pages_are_stable_across_concurrent_inserts(stub, md):
     assert seen == sorted(seen)
 
 
-async def test_page_tokens_are_bound_to_query_and_tenant(stub, md):
+async def test_page_tokens_are_bound_to_query_and_tenant(stub, md, other_md):
     await stub.IngestMetadata(
         O.IngestMetadataRequest(assets=[asset(f"pg://h/p{i}") for i in range(3)]), metadata=md
     )
@@ -94,7 +94,7 @@ async def test_page_tokens_are_bound_to_query_and_tenant(stub, md):
         await stub.SearchMetadata(O.SearchMetadataRequest(page_size=1), metadata=md)
     ).next_page_token
     assert token
-    other_tenant = (("x-lily-tenant", "someone-else"),)
+    other_tenant = other_md
     for req, meta in (
         (O.SearchMetadataRequest(page_size=1, page_token=token, tag="x"), md),  # another query
         (O.SearchMetadataRequest(page_size=1, page_token=token), other_tenant),  # another tenant
@@ -107,7 +107,7 @@ async def test_page_tokens_are_bound_to_query_and_tenant(stub, md):
         assert "page_token" in violations(status_of(err.value))
 
 
-async def test_tenants_never_see_each_other(stub, md, tenant):
+async def test_tenants_never_see_each_other(stub, md, other_md):
     aid = (
         (
             await stub.IngestMetadata(
@@ -118,7 +118,7 @@ async def test_tenants_never_see_each_other(stub, md, tenant):
         .results[0]
         .asset_id
     )
-    other = (("x-lily-tenant", tenant + "-b"),)
+    other = other_md
     for call in (
         stub.GetMetadata(O.GetMetadataRequest(asset_id=aid, include_deleted=True), metadata=other),
         stub.LookupMetadata(
@@ -149,21 +149,23 @@ async def test_tenants_never_see_each_other(stub, md, tenant):
     ).asset.version == 1
 
 
-async def test_missing_or_malformed_tenant_is_refused(stub):
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.SearchMetadata(O.SearchMetadataRequest())
-    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    for bad in ("", "UPPER", "a.b", "x" * 64, "a>b"):
+async def test_missing_credentials_or_another_tenant_named_are_refused(stub, md, tenant):
+    for meta in ((), (("x-lily-tenant", tenant),), (("authorization", "Bearer lily_nope"),)):
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await stub.SearchMetadata(O.SearchMetadataRequest(), metadata=(("x-lily-tenant", bad),))
-        assert err.value.code() in (
-            grpc.StatusCode.INVALID_ARGUMENT,
-            grpc.StatusCode.UNAUTHENTICATED,
+            await stub.SearchMetadata(O.SearchMetadataRequest(), metadata=meta)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert details(status_of(err.value))["ErrorInfo"].reason == "UNAUTHENTICATED"
+    # naming your own tenant is fine; naming another is refused
+    await stub.SearchMetadata(O.SearchMetadataRequest(), metadata=(*md, ("x-lily-tenant", tenant)))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.SearchMetadata(
+            O.SearchMetadataRequest(), metadata=(*md, ("x-lily-tenant", tenant + "x"))
         )
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
-async def test_watch_delivers_matching_changes_of_own_tenant_only(stub, md, tenant):
-    other = (("x-lily-tenant", tenant + "-o"),)
+async def test_watch_delivers_matching_changes_of_own_tenant_only(stub, md, other_md, tenant):
+    other = other_md
     call = stub.WatchChanges(O.WatchChangesRequest(tags=["PII"]), metadata=md)
     await call.initial_metadata()  # subscribed
     await stub.IngestMetadata(O.IngestMetadataRequest(assets=[asset("pg://w/plain")]), metadata=md)

@@ -120,7 +120,7 @@ class TagAssignment(_message.Message):
     def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ..., upstream_asset_ids: _Optional[_Iterable[str]] = ..., propagate: _Optional[bool] = ...) -> None: ...
 
 class Asset(_message.Message):
-    __slots__ = ("tenant_id", "asset_id", "qualified_name", "asset_type", "name", "description", "owners", "data_source", "parent_qualified_name", "parent_id", "tags", "effective_tags", "business_terms", "attributes", "version", "is_deleted", "external_id", "created_at", "updated_at", "source_event_time", "consistency", "unhealthy_upstream_asset_ids")
+    __slots__ = ("tenant_id", "asset_id", "qualified_name", "asset_type", "name", "description", "owners", "data_source", "parent_qualified_name", "parent_id", "tags", "effective_tags", "business_terms", "attributes", "version", "is_deleted", "external_id", "created_at", "updated_at", "source_event_time", "consistency", "unhealthy_upstream_asset_ids", "redacted_fields")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +150,7 @@ class Asset(_message.Message):
     SOURCE_EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     UNHEALTHY_UPSTREAM_ASSET_IDS_FIELD_NUMBER: _ClassVar[int]
+    REDACTED_FIELDS_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     asset_id: str
     qualified_name: str
@@ -172,7 +173,8 @@ class Asset(_message.Message):
     source_event_time: _timestamp_pb2.Timestamp
     consistency: ConsistencyClass
     unhealthy_upstream_asset_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, tenant_id: _Optional[str] = ..., asset_id: _Optional[str] = ..., qualified_name: _Optional[str] = ..., asset_type: _Optional[_Union[AssetType, str]] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., owners: _Optional[_Iterable[str]] = ..., data_source: _Optional[str] = ..., parent_qualified_name: _Optional[str] = ..., parent_id: _Optional[str] = ..., tags: _Optional[_Iterable[_Union[Tag, _Mapping]]] = ..., effective_tags: _Optional[_Iterable[_Union[EffectiveTag, _Mapping]]] = ..., business_terms: _Optional[_Iterable[str]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., version: _Optional[int] = ..., is_deleted: _Optional[bool] = ..., external_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source_event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyClass, str]] = ..., unhealthy_upstream_asset_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    redacted_fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tenant_id: _Optional[str] = ..., asset_id: _Optional[str] = ..., qualified_name: _Optional[str] = ..., asset_type: _Optional[_Union[AssetType, str]] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., owners: _Optional[_Iterable[str]] = ..., data_source: _Optional[str] = ..., parent_qualified_name: _Optional[str] = ..., parent_id: _Optional[str] = ..., tags: _Optional[_Iterable[_Union[Tag, _Mapping]]] = ..., effective_tags: _Optional[_Iterable[_Union[EffectiveTag, _Mapping]]] = ..., business_terms: _Optional[_Iterable[str]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., version: _Optional[int] = ..., is_deleted: _Optional[bool] = ..., external_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source_event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencyClass, str]] = ..., unhealthy_upstream_asset_ids: _Optional[_Iterable[str]] = ..., redacted_fields: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AssetInput(_message.Message):
     __slots__ = ("qualified_name", "asset_type", "name", "description", "owners", "data_source", "parent_qualified_name", "tags", "business_terms", "attributes", "external_id", "source_event_time")

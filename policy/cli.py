@@ -1,0 +1,180 @@
+"""`lily policy`, `lily tenant` and `lily credential`: the PolicyService from the command line.
+
+lily policy apply policies.csv      # replace the tenant's policies and roles (validated first)
+lily policy export > policies.csv   # the tenant's own policies and roles, as a Casbin file
+lily policy check metadata write [--subject S]
+lily tenant create acme [--dedicated] [--name "Acme Corp"]   # prints its admin key, once
+lily tenant list
+lily credential create --role scraper [--subject S] [--client]   # prints the secret, once
+lily credential revoke <credential id>
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+from lily.v1 import policy_pb2 as policy_pb
+from lily.v1 import policy_pb2_grpc as policy_grpc
+
+from core.cli import RPC_TIMEOUT, _channel, _metadata, _show, say
+
+Client = Callable[[str, str], argparse.ArgumentParser]
+
+
+async def _apply(args: argparse.Namespace) -> int:
+    text = await asyncio.to_thread(Path(args.file).read_text, encoding="utf-8")
+    async with _channel(args) as channel:
+        done = await policy_grpc.PolicyServiceStub(channel).ImportPolicies(
+            policy_pb.ImportPoliciesRequest(policy_text=text),
+            metadata=_metadata(args),
+            timeout=RPC_TIMEOUT,
+        )
+    say(f"lily: applied {done.policies} policies and {done.roles} role assignments")
+    return 0
+
+
+async def _export(args: argparse.Namespace) -> int:
+    async with _channel(args) as channel:
+        found = await policy_grpc.PolicyServiceStub(channel).ExportPolicies(
+            policy_pb.ExportPoliciesRequest(), metadata=_metadata(args), timeout=RPC_TIMEOUT
+        )
+    print(found.model_text if args.model else found.policy_text, end="")
+    return 0
+
+
+async def _check(args: argparse.Namespace) -> int:
+    async with _channel(args) as channel:
+        d = await policy_grpc.PolicyServiceStub(channel).CheckAccess(
+            policy_pb.CheckAccessRequest(
+                subject=args.subject or "", object=args.object, action=args.action
+            ),
+            metadata=_metadata(args),
+            timeout=RPC_TIMEOUT,
+        )
+    say(f"{'allowed' if d.allowed else 'denied'}: {d.reason}")
+    return 0 if d.allowed else 1
+
+
+async def _tenant_create(args: argparse.Namespace) -> int:
+    isolation = policy_pb.TENANT_ISOLATION_SHARED
+    if args.dedicated:
+        isolation = policy_pb.TENANT_ISOLATION_DEDICATED
+    async with _channel(args) as channel:
+        made = await policy_grpc.PolicyServiceStub(channel).CreateTenant(
+            policy_pb.CreateTenantRequest(
+                tenant=policy_pb.Tenant(
+                    tenant_id=args.tenant_id, display_name=args.name or "", isolation=isolation
+                )
+            ),
+            metadata=_metadata(args),
+            timeout=RPC_TIMEOUT,
+        )
+    say(f"lily: created tenant {made.tenant.tenant_id!r}; its admin API key (shown this once):")
+    say(made.admin_api_key)
+    return 0
+
+
+async def _tenant_list(args: argparse.Namespace) -> int:
+    async with _channel(args) as channel:
+        found = await policy_grpc.PolicyServiceStub(channel).ListTenants(
+            policy_pb.ListTenantsRequest(), metadata=_metadata(args), timeout=RPC_TIMEOUT
+        )
+    for t in found.tenants:
+        say(
+            f"{t.tenant_id}\t{policy_pb.TenantIsolation.Name(t.isolation)[17:]}"
+            f"\t{policy_pb.TenantState.Name(t.state)[13:]}"
+        )
+    return 0
+
+
+async def _credential_create(args: argparse.Namespace) -> int:
+    kind = policy_pb.CREDENTIAL_KIND_CLIENT if args.client else policy_pb.CREDENTIAL_KIND_API_KEY
+    async with _channel(args) as channel:
+        made = await policy_grpc.PolicyServiceStub(channel).CreateCredential(
+            policy_pb.CreateCredentialRequest(
+                credential=policy_pb.Credential(
+                    kind=kind,
+                    subject=args.subject or "",
+                    roles=args.role or [],
+                    description=args.description or "",
+                )
+            ),
+            metadata=_metadata(args),
+            timeout=RPC_TIMEOUT,
+        )
+    _show(made.credential)
+    what = "client secret" if args.client else "API key"
+    say(f"lily: its {what} (shown this once):")
+    say(made.secret)
+    return 0
+
+
+async def _credential_revoke(args: argparse.Namespace) -> int:
+    async with _channel(args) as channel:
+        await policy_grpc.PolicyServiceStub(channel).RevokeToken(
+            policy_pb.RevokeTokenRequest(credential_id=args.credential_id),
+            metadata=_metadata(args),
+            timeout=RPC_TIMEOUT,
+        )
+    say(f"lily: revoked {args.credential_id}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction, client: Client) -> None:
+    pol = client("policy", "manage the tenant's Casbin policies")
+    psub = pol.add_subparsers(dest="policy_command", required=True)
+    for name, help_text, run in (
+        ("apply", "replace the tenant's policies and roles with a Casbin policy file", _apply),
+        ("export", "print the tenant's policies and roles as a Casbin policy file", _export),
+        ("check", "would you (or --subject) be allowed ACTION on OBJECT?", _check),
+    ):
+        c = psub.add_parser(name, help=help_text)
+        c.set_defaults(run=run)
+        if name == "apply":
+            c.add_argument("file")
+        elif name == "export":
+            c.add_argument("--model", action="store_true", help="print the Casbin model instead")
+        else:
+            c.add_argument("object")
+            c.add_argument("action")
+            c.add_argument("--subject")
+    _inherit(pol, psub)
+
+    ten = client("tenant", "create and list tenants (platform admins)")
+    tsub = ten.add_subparsers(dest="tenant_command", required=True)
+    create = tsub.add_parser("create", help="create a tenant; prints its admin API key once")
+    create.add_argument("tenant_id")
+    create.add_argument("--name")
+    create.add_argument("--dedicated", action="store_true", help="DEDICATED isolation")
+    create.set_defaults(run=_tenant_create)
+    tsub.add_parser("list", help="list tenants").set_defaults(run=_tenant_list)
+    _inherit(ten, tsub)
+
+    cred = client("credential", "create and revoke API keys and OAuth2 clients")
+    csub = cred.add_subparsers(dest="credential_command", required=True)
+    make = csub.add_parser("create", help="create an API key (or --client); prints it once")
+    make.add_argument("--client", action="store_true", help="an OAuth2 client, not an API key")
+    make.add_argument("--subject", help="the principal it authenticates as")
+    make.add_argument("--role", action="append", help="a role in the tenant (repeatable)")
+    make.add_argument("--description")
+    make.set_defaults(run=_credential_create)
+    rev = csub.add_parser("revoke", help="revoke a credential by id")
+    rev.add_argument("credential_id")
+    rev.set_defaults(run=_credential_revoke)
+    _inherit(cred, csub)
+
+
+def _inherit(parent: argparse.ArgumentParser, sub: argparse._SubParsersAction) -> None:
+    """Lets --addr and --token also follow the subcommand (`lily policy apply f --addr X`)."""
+    for action in parent._actions:
+        if action.option_strings and action.dest in ("addr", "token"):
+            for child in sub.choices.values():
+                child.add_argument(
+                    *action.option_strings,
+                    dest=action.dest,
+                    default=argparse.SUPPRESS,
+                    help=argparse.SUPPRESS,
+                )
