@@ -276,6 +276,20 @@ class PolicyService:
             raise InvalidArgument(problems)
         return out
 
+    def _keep_control(
+        self, principal: Principal, rules: Sequence[Rule], links: Sequence[RoleLink]
+    ) -> None:
+        """Refuses a change after which the caller could no longer change policies (no admin
+        locks a tenant out of its own policies by mistake)."""
+        after = Decider(rules, links)
+        if not after.decide(
+            principal.subject, principal.tenant_id, "policy", "write", principal.roles
+        ).allowed:
+            raise FailedPrecondition(
+                "this change would take policy write away from you; give it to you another way "
+                "first (e.g. keep 'g, <you>, admin, <tenant>')",
+            )
+
     async def change(
         self,
         principal: Principal,
@@ -285,12 +299,25 @@ class PolicyService:
         add_links: Sequence[RoleLink] = (),
         remove_links: Sequence[RoleLink] = (),
     ) -> tuple[int, int]:
+        add, remove = (
+            self._rules(principal, add, "policies"),
+            self._rules(principal, remove, "policies"),
+        )
+        add_links = self._links(principal, add_links, "roles")
+        remove_links = self._links(principal, remove_links, "roles")
+        if remove or remove_links:
+            gone, gone_links = set(remove), set(remove_links)
+            self._keep_control(
+                principal,
+                [r for r in (*self.decider.rules, *add) if r not in gone],
+                [g for g in (*self.decider.links, *add_links) if g not in gone_links],
+            )
         added, removed = await self._store.change_rules(
             principal.tenant_id,
-            add=self._rules(principal, add, "policies"),
-            remove=self._rules(principal, remove, "policies"),
-            add_links=self._links(principal, add_links, "roles"),
-            remove_links=self._links(principal, remove_links, "roles"),
+            add=add,
+            remove=remove,
+            add_links=add_links,
+            remove_links=remove_links,
         )
         await self.reload_rules()  # this instance at once; the others through the feed
         return added, removed
@@ -299,6 +326,12 @@ class PolicyService:
         rules, links = parse(text, source="policy_text")
         rules = self._rules(principal, rules, "policy_text")
         links = self._links(principal, links, "policy_text")
+        tenant = principal.tenant_id
+        self._keep_control(
+            principal,
+            [*(r for r in self.decider.rules if r.domain != tenant), *rules],
+            [*(g for g in self.decider.links if g.domain != tenant), *links],
+        )
         await self._store.change_rules(
             principal.tenant_id, add=rules, add_links=links, replace=True
         )

@@ -167,6 +167,7 @@ class PolicyServicer(policy_grpc.PolicyServiceServicer):
     async def ImportPolicies(
         self, request: policy_pb.ImportPoliciesRequest, context: grpc.aio.ServicerContext
     ) -> policy_pb.ImportPoliciesResponse:
+        _required(request, "policy_text")
         if len(request.policy_text) > 4 * 1024 * 1024:
             raise InvalidArgument([FieldViolation("policy_text", "larger than 4 MiB")])
         rules, links = await self._policy.import_policies(
