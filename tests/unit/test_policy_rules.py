@@ -15,7 +15,14 @@ from policy.rules import MODEL_TEXT, Decider, RoleLink, Rule, builtin_rules, par
 
 SUBJECTS = ["ann", "bob", "svc", "viewer", "editor", "admin", "r1", "r2"]
 DOMAINS = ["acme", "globex", "*"]
-OBJECTS = ["metadata", "lineage", "asset:*", "asset:TABLE:sf://a/*", "asset:TABLE:sf://a/b", "tag:PII"]
+OBJECTS = [
+    "metadata",
+    "lineage",
+    "asset:*",
+    "asset:TABLE:sf://a/*",
+    "asset:TABLE:sf://a/b",
+    "tag:PII",
+]
 ACTIONS = ["read", "write", "*"]
 
 rules_st = st.lists(
@@ -74,7 +81,9 @@ def test_the_decider_agrees_with_casbins_enforcer(rules, links, requests):
 
 
 def test_the_builtin_roles_do_what_their_names_say():
-    d = Decider(builtin_rules(), [RoleLink("v", "viewer", "acme"), RoleLink("s", "scraper", "acme")])
+    d = Decider(
+        builtin_rules(), [RoleLink("v", "viewer", "acme"), RoleLink("s", "scraper", "acme")]
+    )
     assert d.decide("v", "acme", "metadata", "read").allowed
     assert not d.decide("v", "acme", "metadata", "write").allowed
     assert not d.decide("v", "globex", "metadata", "read").allowed  # roles are per tenant
