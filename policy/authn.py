@@ -98,6 +98,8 @@ class Authenticator:
     # -- authentication
 
     async def credential(self, credential_id: str) -> CredentialRecord | None:
+        if not tokens.CREDENTIAL_ID.match(credential_id):
+            return None  # (not one Lily made: no need to ask)
         if credential_id in self._credentials:
             return self._credentials[credential_id]
         generation = self._generation

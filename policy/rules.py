@@ -27,7 +27,7 @@ BUILTIN_ROLES = ("viewer", "editor", "steward", "pii_reader", "scraper", "admin"
 Effect = Literal["allow", "deny"]
 
 MODEL_TEXT = resources.files("policy").joinpath("model.conf").read_text()
-_NAME = re.compile(r"^[^\s,#\"]([^,\n\r\"]{0,510}[^\s,\"])?$")
+_NAME = re.compile(r"^[^\x00-\x20\x7f,#\"]([^\x00-\x1f\x7f,\"]{0,510}[^\x00-\x20\x7f,\"])?$")
 _MAX_LINES = 20_000
 
 
@@ -85,7 +85,8 @@ def _check_name(what: str, value: str, path: str, problems: list[FieldViolation]
         problems.append(
             FieldViolation(
                 f"{path}.{what}",
-                "must be 1-512 characters, no commas, quotes, line breaks or surrounding spaces",
+                "must be 1-512 characters: no commas, quotes, control characters or surrounding "
+                "spaces",
             )
         )
 

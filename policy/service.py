@@ -25,6 +25,7 @@ from core.domain.errors import (
     PermissionDenied,
 )
 from core.domain.model import Asset
+from core.metadata.mapping import check_text
 from core.requestctx import Principal, current_request_id
 from core.settings import AuthSettings
 from policy import tokens
@@ -432,8 +433,7 @@ class PolicyService:
         links = [RoleLink(subject, role, principal.tenant_id) for role in roles]
         for i, g in enumerate(links):
             check_link(g, f"credential.roles[{i}]", problems)
-        if len(description) > 1000:
-            problems.append(FieldViolation("credential.description", "at most 1,000 characters"))
+        check_text("credential.description", description, 4000, problems)
         if problems:
             raise InvalidArgument(problems)
         cred = CredentialRecord(

@@ -12,7 +12,7 @@ from lily.v1 import policy_pb2_grpc as policy_grpc
 
 from core.domain.errors import FieldViolation, InvalidArgument
 from core.domain.model import Asset
-from core.metadata.mapping import ts_pb
+from core.metadata.mapping import check_text, ts_pb
 from core.metadata.servicer import principal_of, require_id
 from policy.rules import RoleLink, Rule
 from policy.service import PolicyService, asset_access, roles_of
@@ -226,8 +226,7 @@ class PolicyServicer(policy_grpc.PolicyServiceServicer):
                     "must be 1-63 characters of a-z, 0-9, _ and -, starting with a letter or digit",
                 )
             )
-        if len(t.display_name) > 200:
-            problems.append(FieldViolation("tenant.display_name", "at most 200 characters"))
+        check_text("tenant.display_name", t.display_name, 800, problems)
         if t.isolation not in (0, *_ISOLATION):
             problems.append(FieldViolation("tenant.isolation", "is not a TenantIsolation"))
         if problems:

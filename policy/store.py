@@ -315,14 +315,14 @@ class PostgresPolicyStore:
                 (
                     d.tenant_id,
                     d.at,
-                    d.subject[:256],
-                    d.method[:256],
-                    d.object[:1024],
-                    d.action[:32],
+                    _text(d.subject, 256),
+                    _text(d.method, 256),
+                    _text(d.object, 1024),
+                    _text(d.action, 32),
                     d.code,
-                    d.reason[:1024],
-                    d.request_id[:64],
-                    d.origin[:256],
+                    _text(d.reason, 1024),
+                    _text(d.request_id, 64),
+                    _text(d.origin, 256),
                 )
                 for d in denials
             ],
@@ -382,6 +382,11 @@ class PostgresPolicyStore:
                         await asyncio.wait_for(conn.close(), 5)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def _text(value: str, limit: int) -> str:
+    """What a caller sent, fit for a text column (no NUL; bounded)."""
+    return value.replace("\x00", "\ufffd")[:limit]
 
 
 async def _insert_credential(conn: asyncpg.Connection, c: CredentialRecord) -> None:

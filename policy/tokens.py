@@ -15,6 +15,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import time
 import uuid
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 ALGORITHMS = {"RS256": rsa.RSAPublicKey, "ES256": ec.EllipticCurvePublicKey}
 API_KEY_PREFIX = "lily_"
+CREDENTIAL_ID = re.compile(r"^c?[0-9a-f]{16}$")  # an API key's id, or "c" + hex for a client
 
 
 class CredentialError(Exception):
@@ -69,7 +71,7 @@ def split_api_key(key: str) -> tuple[str, str]:
     if not key.startswith(API_KEY_PREFIX) or len(key) > 200:
         raise CredentialError("not an API key")
     key_id, _, secret = key[len(API_KEY_PREFIX) :].partition("_")
-    if len(key_id) != 16 or not secret:
+    if not CREDENTIAL_ID.match(key_id) or not secret:
         raise CredentialError("malformed API key")
     return key_id, secret
 
