@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import casbin
 import grpc
@@ -108,6 +112,7 @@ async def through_grpc(channel: grpc.aio.Channel, md, n: int, subjects: list[str
         nonlocal done
         while done < n:
             done += 1
+            mine = done
             await stub.CheckAccess(
                 policy_pb.CheckAccessRequest(
                     subject=rnd.choice(subjects),
@@ -117,8 +122,8 @@ async def through_grpc(channel: grpc.aio.Channel, md, n: int, subjects: list[str
                 metadata=md,
                 timeout=10,
             )
-            if done % 500 == 0:
-                progress(f"CheckAccess over gRPC: {done}/{n}")
+            if mine % 500 == 0:
+                progress(f"CheckAccess over gRPC: {mine}/{n}")
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(16)))
