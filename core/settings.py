@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.domain.model import AssetType, Consistency
+from core.domain.model import TENANT_ID_PATTERN, AssetType, Consistency
 
 
 class CassandraStoreSettings(BaseModel):
@@ -47,7 +47,7 @@ class AuthSettings(BaseModel):
     )
     system_tenant: str = Field(
         "default",
-        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        pattern=TENANT_ID_PATTERN,
         description="The tenant `lily up` creates first; its admins are platform admins "
         "(create and list tenants).",
     )

@@ -8,11 +8,8 @@ from collections.abc import Collection
 from core.domain.model import AssetType
 from core.ports import ReadView
 from core.requestctx import Principal, principal_ctx
+from policy.rules import asset_object
 from policy.service import PolicyService
-
-
-def asset_object(asset_type: AssetType, qualified_name: str) -> str:
-    return f"asset:{asset_type.name}:{qualified_name}"
 
 
 def _principal() -> Principal:

@@ -62,7 +62,7 @@ class Authenticator:
         self.tenants: dict[str, TenantRecord] = {}
 
     async def start(self) -> None:
-        await self._own_keys()
+        # the own key set's fetch loads (or, on a new database, creates) the signing keys
         await self._key_sets[self._settings.issuer].refresh()
         self._revoked = await self._store.revoked_tokens()
         self.tenants = {t.tenant_id: t for t in await self._store.tenants()}

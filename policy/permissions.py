@@ -12,7 +12,7 @@ import grpc
 from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection
 
-from core.domain.errors import LilyError, PermissionDenied, Unauthenticated
+from core.domain.errors import LilyError, PermissionDenied
 from core.requestctx import Principal, principal_ctx, principal_var, tenant_var
 from policy.service import AUTHENTICATED, OPEN, Permission, PolicyService
 
@@ -167,4 +167,4 @@ class OpenGuard:
         _enter(self._principal)
 
 
-__all__ = ["PERMISSIONS", "CallGuard", "OpenGuard", "Unauthenticated"]
+__all__ = ["PERMISSIONS", "CallGuard", "OpenGuard"]

@@ -20,10 +20,10 @@ from importlib import resources
 from typing import Literal
 
 from core.domain.errors import FieldViolation, InvalidArgument
+from core.domain.model import AssetType
 
 ALL = "*"  # the domain of the built-in policies; also "any action"
 ACTIONS = frozenset({"read", "write", "admin", ALL})
-BUILTIN_ROLES = ("viewer", "editor", "steward", "pii_reader", "scraper", "admin")
 Effect = Literal["allow", "deny"]
 
 MODEL_TEXT = resources.files("policy").joinpath("model.conf").read_text()
@@ -69,6 +69,11 @@ class Decision:
             return "no policy allows it"
         how = "" if not self.via else f" (as {self.via})"
         return f"{'allowed' if self.allowed else 'denied'} by '{self.rule.line()}'{how}"
+
+
+def asset_object(asset_type: AssetType, qualified_name: str) -> str:
+    """The object a write of an asset is checked against."""
+    return f"asset:{asset_type.name}:{qualified_name}"
 
 
 def key_match(key: str, pattern: str) -> bool:

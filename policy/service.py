@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from core.domain.errors import (
     AlreadyExists,
@@ -29,15 +30,15 @@ from core.metadata.mapping import check_text
 from core.requestctx import Principal, current_request_id
 from core.settings import AuthSettings
 from policy import tokens
-from policy.authn import API_KEY_ISSUER, Authenticator
+from policy.authn import Authenticator
 from policy.rules import (
     ALL,
-    BUILTIN_ROLES,
     MODEL_TEXT,
     Decider,
     Decision,
     RoleLink,
     Rule,
+    asset_object,
     builtin_rules,
     check_link,
     check_rule,
@@ -48,8 +49,8 @@ from policy.store import CredentialRecord, DenialRecord, PostgresPolicyStore, Te
 
 log = logging.getLogger(__name__)
 
-TENANT_ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _MAX_PENDING_DENIALS = 10_000
+Scoped = TypeVar("Scoped", Rule, RoleLink)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,7 @@ class PolicyService:
         self.authn = Authenticator(store, settings)
         self.decider = Decider(builtin_rules(), ())
         self._tasks: list[asyncio.Task[None]] = []
+        self._reloads: set[asyncio.Task[None]] = set()  # one-off reloads the feed asked for
         self._rules_changed = asyncio.Event()
         self._denials: list[DenialRecord] = []
         self._denials_pending = asyncio.Event()
@@ -90,9 +92,10 @@ class PolicyService:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._reloads]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, 5)
         await self._flush_denials()
@@ -106,13 +109,18 @@ class PolicyService:
         if kind == "rules":
             self._rules_changed.set()
         elif kind == "tenant":
-            self._tasks.append(asyncio.create_task(self.authn.reload_tenant(key)))
+            self._reload(self.authn.reload_tenant(key))
         else:
             self.authn.changed(kind, key)
 
     def _on_reconnect(self) -> None:
         self._rules_changed.set()
-        self._tasks.append(asyncio.create_task(self.authn.reload()))
+        self._reload(self.authn.reload())
+
+    def _reload(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
     async def _reload_loop(self) -> None:
         while True:
@@ -247,32 +255,20 @@ class PolicyService:
             if g.domain == principal.tenant_id and (not subject or g.subject == subject)
         ]
 
-    def _rules(self, principal: Principal, rules: Sequence[Rule], path: str) -> list[Rule]:
+    def _own(
+        self,
+        principal: Principal,
+        items: Sequence[Scoped],
+        path: str,
+        check: Callable[[Scoped, str, list[FieldViolation]], None],
+    ) -> list[Scoped]:
+        """Policy or role lines in the caller's tenant (an empty domain is theirs), checked."""
         problems: list[FieldViolation] = []
         out = []
-        for i, r in enumerate(rules):
-            r = Rule(
-                r.subject,
-                self._domain(principal, r.domain, f"{path}[{i}].domain"),
-                r.object,
-                r.action,
-                r.effect,
-            )
-            check_rule(r, f"{path}[{i}]", problems)
-            out.append(r)
-        if problems:
-            raise InvalidArgument(problems)
-        return out
-
-    def _links(self, principal: Principal, links: Sequence[RoleLink], path: str) -> list[RoleLink]:
-        problems: list[FieldViolation] = []
-        out = []
-        for i, g in enumerate(links):
-            g = RoleLink(
-                g.subject, g.role, self._domain(principal, g.domain, f"{path}[{i}].domain")
-            )
-            check_link(g, f"{path}[{i}]", problems)
-            out.append(g)
+        for i, item in enumerate(items):
+            item = replace(item, domain=self._domain(principal, item.domain, f"{path}[{i}].domain"))
+            check(item, f"{path}[{i}]", problems)
+            out.append(item)
         if problems:
             raise InvalidArgument(problems)
         return out
@@ -300,12 +296,10 @@ class PolicyService:
         add_links: Sequence[RoleLink] = (),
         remove_links: Sequence[RoleLink] = (),
     ) -> tuple[int, int]:
-        add, remove = (
-            self._rules(principal, add, "policies"),
-            self._rules(principal, remove, "policies"),
-        )
-        add_links = self._links(principal, add_links, "roles")
-        remove_links = self._links(principal, remove_links, "roles")
+        add = self._own(principal, add, "policies", check_rule)
+        remove = self._own(principal, remove, "policies", check_rule)
+        add_links = self._own(principal, add_links, "roles", check_link)
+        remove_links = self._own(principal, remove_links, "roles", check_link)
         if remove or remove_links:
             gone, gone_links = set(remove), set(remove_links)
             self._keep_control(
@@ -325,8 +319,8 @@ class PolicyService:
 
     async def import_policies(self, principal: Principal, text: str) -> tuple[int, int]:
         rules, links = parse(text, source="policy_text")
-        rules = self._rules(principal, rules, "policy_text")
-        links = self._links(principal, links, "policy_text")
+        rules = self._own(principal, rules, "policy_text", check_rule)
+        links = self._own(principal, links, "policy_text", check_link)
         tenant = principal.tenant_id
         self._keep_control(
             principal,
@@ -461,22 +455,22 @@ class PolicyService:
     async def revoke(self, principal: Principal, token: str, credential_id: str) -> None:
         """Revokes a token or API key (RFC 7009: an unknown one is no error), or a credential
         by id. Another's needs credentials write."""
+        if token and not token.startswith(tokens.API_KEY_PREFIX):
+            try:
+                target = await self.authn.authenticate({"authorization": f"Bearer {token}"})
+            except PermissionDenied:  # its tenant is gone or not ready: nothing to revoke
+                return
+            if target.tenant_id != principal.tenant_id:
+                return
+            if target.subject != principal.subject:
+                self.require(principal, "credentials", "write", "RevokeToken")
+            if target.token_id and target.issuer == self.settings.issuer:
+                await self.authn.revoke_jwt(target)
+            return
         if token:
             try:
-                if token.startswith(tokens.API_KEY_PREFIX):
-                    credential_id = tokens.split_api_key(token)[0]
-                else:
-                    target = await self.authn.authenticate({"authorization": f"Bearer {token}"})
-                    if target.tenant_id != principal.tenant_id:
-                        return
-                    if target.subject != principal.subject:
-                        self.require(principal, "credentials", "write", "RevokeToken")
-                    if target.token_id and target.issuer == self.settings.issuer:
-                        await self.authn.revoke_jwt(target)
-                    return
-            except (tokens.CredentialError, PermissionDenied) as exc:
-                if isinstance(exc, PermissionDenied) and "may not" in exc.message:
-                    raise
+                credential_id = tokens.split_api_key(token)[0]
+            except tokens.CredentialError:
                 return
         if not credential_id:
             raise InvalidArgument([FieldViolation("token", "give a token or a credential_id")])
@@ -536,7 +530,7 @@ def asset_access(service: PolicyService, tenant_id: str, asset: Asset) -> AssetA
     """Who may read and write an asset, and why (every subject with a role in the tenant)."""
     d = service.decider
     restricted = sorted(set(service.settings.restricted_tags) & {t.name for t in asset.tags})
-    obj = f"asset:{asset.asset_type.name}:{asset.qualified_name}"
+    obj = asset_object(asset.asset_type, asset.qualified_name)
     out = []
     for subject in d.subjects(tenant_id):
         read = d.decide(subject, tenant_id, "metadata", "read")
@@ -564,13 +558,3 @@ def roles_of(service: PolicyService, principal: Principal) -> list[str]:
     return sorted(
         {*service.decider.roles(principal.subject, principal.tenant_id), *principal.roles}
     )
-
-
-__all__ = [
-    "API_KEY_ISSUER",
-    "AUTHENTICATED",
-    "BUILTIN_ROLES",
-    "OPEN",
-    "Permission",
-    "PolicyService",
-]

@@ -11,14 +11,14 @@ from lily.v1 import policy_pb2 as policy_pb
 from lily.v1 import policy_pb2_grpc as policy_grpc
 
 from core.domain.errors import FieldViolation, InvalidArgument
-from core.domain.model import Asset
+from core.domain.model import TENANT_ID_PATTERN, Asset
 from core.metadata.mapping import check_text, ts_pb
 from core.metadata.servicer import principal_of, require_id
 from policy.rules import RoleLink, Rule
 from policy.service import PolicyService, asset_access, roles_of
 from policy.store import CredentialRecord, DenialRecord, TenantRecord
 
-_TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_TENANT_ID = re.compile(TENANT_ID_PATTERN)
 _EFFECTS = {
     0: "allow",
     policy_pb.POLICY_EFFECT_ALLOW: "allow",

@@ -11,6 +11,10 @@ from typing import TypeVar, dataclass_transform
 
 _T = TypeVar("_T")
 
+# What a tenant id is: 1-63 characters of a-z, 0-9, _ and -, starting with a letter or digit
+# (it leads keys and NATS subjects, and names schemas and keyspaces).
+TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
 
 @dataclass_transform(frozen_default=True, field_specifiers=(field,))
 def value(cls: type[_T]) -> type[_T]:
