@@ -85,6 +85,16 @@ async def close(session: Session, *, timeout: float = 10.0) -> None:
     await in_daemon_thread(session.cluster.shutdown, timeout, "cassandra-shutdown")
 
 
+async def another_session(session: Session, *, timeout: float = 10.0) -> Session:
+    """A second session on `session`'s cluster (for another keyspace; see close_session)."""
+    return await asyncio.wait_for(asyncio.to_thread(session.cluster.connect), timeout + 5)
+
+
+async def close_session(session: Session, *, timeout: float = 10.0) -> None:
+    """Closes one session's connections, leaving its cluster (and other sessions) up."""
+    await in_daemon_thread(session.shutdown, timeout, "cassandra-session-shutdown")
+
+
 async def execute(
     session: Session,
     statement: Any,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from importlib import resources
 
@@ -40,11 +41,22 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.execute(_SESSION_SQL)
 
 
+# A migration whose first line is this holds the control plane (policy, tenants): it runs in
+# the public schema only, never in a DEDICATED tenant's schema.
+CONTROL_MARK = "-- control plane"
+
+
 async def create_pool(
-    dsn: str, *, min_size: int = 2, max_size: int = 10, timeout: float = 10.0
+    dsn: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 10,
+    timeout: float = 10.0,
+    schema: str = "",
 ) -> asyncpg.Pool:
     """A pool whose connections encode and decode jsonb as Python objects. Every query made
-    through it is bounded by command_timeout."""
+    through it is bounded by command_timeout. With `schema`, its connections see that schema's
+    tables only (a DEDICATED tenant's; see create_schema)."""
     return await asyncpg.create_pool(
         dsn,
         min_size=min_size,
@@ -52,7 +64,15 @@ async def create_pool(
         timeout=timeout,
         command_timeout=60,
         init=_init_connection,
+        server_settings={"search_path": schema} if schema else None,
     )
+
+
+async def create_schema(pool: asyncpg.Pool, schema: str) -> None:
+    """Creates `schema` (a name of a-z, 0-9 and _) if it does not exist."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
+        raise ValueError(f"not a schema name Lily makes: {schema!r}")
+    await pool.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
 
 
 def _migrations() -> list[tuple[int, str, str]]:
@@ -64,9 +84,10 @@ def _migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-async def migrate(pool: asyncpg.Pool) -> list[str]:
+async def migrate(pool: asyncpg.Pool, *, data_only: bool = False) -> list[str]:
     """Applies pending migrations in order, each in its own transaction; safe to run from
-    several processes at once (an advisory lock serializes them). Returns what it applied."""
+    several processes at once (an advisory lock serializes them). Returns what it applied.
+    With `data_only` (a DEDICATED tenant's schema), control-plane migrations are left out."""
     applied: list[str] = []
     async with pool.acquire() as conn:
         await conn.execute("SELECT pg_advisory_lock(7301001)")
@@ -78,7 +99,7 @@ async def migrate(pool: asyncpg.Pool) -> list[str]:
             )
             done = {r["version"] for r in await conn.fetch("SELECT version FROM lily_migrations")}
             for version, name, sql in _migrations():
-                if version in done:
+                if version in done or (data_only and sql.startswith(CONTROL_MARK)):
                     continue
                 async with conn.transaction():
                     await conn.execute(sql)

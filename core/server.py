@@ -7,9 +7,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import asyncpg
 import grpc
@@ -24,23 +23,22 @@ from lily.v1 import policy_pb2 as policy_pb
 from lily.v1 import policy_pb2_grpc as policy_grpc
 
 from core import cassandra, tracing
-from core.errors import ErrorInterceptor
+from core.cells import SHARED, Cell, Cells, Closer, close_all, on_commit, stop_tasks
+from core.errors import ErrorInterceptor, Guard
 from core.events.nats import NatsChangeBus
 from core.events.outbox import OutboxRelay, PostgresOutbox
-from core.lineage.service import LineageService
 from core.lineage.servicer import LineageServicer
 from core.lineage.stores.janusgraph import JanusGraphLineageGraph
 from core.lineage.stores.postgres import PostgresLineageGraph
 from core.metadata.pagination import PageTokens
-from core.metadata.service import MetadataService
 from core.metadata.servicer import MetadataServicer
 from core.metadata.stores.cassandra import CassandraAssetStore
 from core.metadata.stores.postgres import PostgresAssetStore
-from core.ports import AssetStore, LineageGraph, Outbox, OutboxRecord
+from core.ports import AssetStore, LineageGraph, Outbox
 from core.postgres import create_pool, migrate, shared_secret
+from core.requestctx import principal_ctx
 from core.settings import Settings
-from core.workers.ingest import IngestWorker, encode_work
-from core.workers.propagation import PropagationWorker
+from core.workers.ingest import IngestWorker
 from policy.access import OpenAccess, PolicyAccess
 from policy.permissions import CallGuard, OpenGuard
 from policy.service import PolicyService
@@ -79,9 +77,7 @@ class Backends:
     async def close(self, timeout: float = 10.0) -> None:
         """Closes each connection, each in at most `timeout` seconds: a backend that has gone
         away is logged and left behind, and never holds up shutdown."""
-        loop = asyncio.get_running_loop()
-        # (name, close, what to do instead if close takes too long)
-        steps: list[tuple[str, Callable[[], Awaitable[None]], Callable[[], None]]] = [
+        steps: list[Closer] = [
             ("NATS", self.bus.close, lambda: None),
             ("Postgres", self.pool.close, self.pool.terminate),
         ]
@@ -93,15 +89,7 @@ class Backends:
             steps.append(
                 ("Cassandra", functools.partial(cassandra.close, self.cassandra), lambda: None)
             )
-        for name, close, abandon in steps:
-            started = loop.time()
-            try:
-                await asyncio.wait_for(close(), timeout)
-            except TimeoutError:
-                log.warning("shutdown: %s did not close within %.0f s; left behind", name, timeout)
-                abandon()
-                continue
-            log.info("shutdown: %s closed in %.2f s", name, loop.time() - started)
+        await close_all(steps, timeout)
 
 
 @dataclass
@@ -112,13 +100,11 @@ class Lily:
     backends: Backends
     server: grpc.aio.Server
     port: int
-    relay: OutboxRelay
-    worker: IngestWorker | None
+    cells: Cells
     health: health.aio.HealthServicer
     policy: PolicyService
     # The system tenant's first admin API key, if this start created it (shown once).
     bootstrap_key: str | None = None
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
     def address(self) -> str:
@@ -128,19 +114,8 @@ class Lily:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
         await self.policy.stop()
-        await _shut_down(self.tasks, self.backends)
-
-
-def _exit_after_commit(records: Sequence[OutboxRecord]) -> None:
-    # Testing hook (LILY_TEST_EXIT_AFTER_COMMIT=1): die between a commit and its publish.
-    log.warning("exiting right after a commit, before publishing (LILY_TEST_EXIT_AFTER_COMMIT)")
-    os._exit(70)
-
-
-def _on_commit(relay: OutboxRelay) -> Callable[[Sequence[OutboxRecord]], None]:
-    if os.environ.get("LILY_TEST_EXIT_AFTER_COMMIT") == "1":
-        return _exit_after_commit
-    return relay.submit
+        await self.cells.close()
+        await self.backends.close()
 
 
 async def _connect(
@@ -204,25 +179,8 @@ async def _connect(
 
 
 async def _shut_down(tasks: list[asyncio.Task[None]], backends: Backends) -> None:
-    """Cancels background tasks and waits for them (a while), then closes the backends.
-
-    A cancel can be lost: Python 3.11's asyncio.wait_for drops one that lands as its inner
-    future completes, and nats-py's fetch waits in wait_for; a worker loop that lost its
-    cancel goes round again for ever. Waiting on it is the suspected cause of `lily up`
-    hanging on SIGTERM (seen once for over 10 minutes after a benchmark, idle loop, no worker
-    processes left). So the cancel is sent again, and a task that still runs is left."""
-    pending = set(tasks)
-    for _ in range(3):
-        for task in pending:
-            task.cancel()
-        if not pending:
-            break
-        _, pending = await asyncio.wait(pending, timeout=5.0)
-    for task in pending:
-        log.warning("shutdown: task %s did not stop; left behind", task.get_name())
-    for task in tasks:
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            log.warning("shutdown: task %s had failed: %r", task.get_name(), task.exception())
+    """Stops background tasks (see core.cells.stop_tasks), then closes the backends."""
+    await stop_tasks(tasks)
     await backends.close()
 
 
@@ -244,7 +202,7 @@ async def start_workers(settings: Settings, *, postgres_dsn: str, nats_url: str)
     )
     relay = OutboxRelay(backends.outbox, backends.bus)
     worker = IngestWorker(
-        backends.bus, backends.store, batch=settings.ingest_batch, on_commit=_on_commit(relay)
+        backends.bus, backends.store, batch=settings.ingest_batch, on_commit=on_commit(relay)
     )
     return Workers(
         backends,
@@ -281,20 +239,29 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
         )
         guard, access = OpenGuard(settings.auth.system_tenant), OpenAccess()
 
-    store, bus = backends.store, backends.bus
-    relay = OutboxRelay(backends.outbox, bus)
-    on_commit = _on_commit(relay)
-    service = MetadataService(
-        store,
-        bus,
-        PageTokens(secret),
-        consistency=settings.consistency,
-        encode_work=encode_work,
-        on_commit=on_commit,
+    if backends.lineage is None:  # (servers connect one; only workers go without)
+        raise RuntimeError("a server needs its lineage graph")
+    pages = PageTokens(secret)
+    shared = Cell.assemble(
+        SHARED,
+        None,
+        settings,
+        pages,
+        backends.store,
+        backends.outbox,
+        backends.lineage,
+        backends.bus,
     )
-    worker = None
-    if settings.workers and settings.worker_processes == 0:
-        worker = IngestWorker(bus, store, batch=settings.ingest_batch, on_commit=on_commit)
+    cells = Cells(
+        settings,
+        shared,
+        pages,
+        isolation_of=policy.isolation_of,
+        postgres_dsn=postgres_dsn,
+        cassandra_session=backends.cassandra,
+        janusgraph=backends.janusgraph,
+    )
+    policy.cells = cells
 
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -302,14 +269,12 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
         ("grpc.so_reuseport", 0),
     ]
     server = grpc.aio.server(
-        interceptors=[tracing.server_interceptor(), ErrorInterceptor(guard)], options=options
+        interceptors=[tracing.server_interceptor(), ErrorInterceptor(_routed(guard, cells))],
+        options=options,
     )
-    metadata_grpc.add_MetadataServiceServicer_to_server(MetadataServicer(service, access), server)
-    policy_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(policy, service.get), server)
-    if backends.lineage is None:  # (servers connect one; only workers go without)
-        raise RuntimeError("a server needs its lineage graph")
-    lineage = LineageService(backends.lineage, store, on_commit=on_commit)
-    lineage_grpc.add_LineageServiceServicer_to_server(LineageServicer(lineage), server)
+    metadata_grpc.add_MetadataServiceServicer_to_server(MetadataServicer(access), server)
+    policy_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(policy), server)
+    lineage_grpc.add_LineageServiceServicer_to_server(LineageServicer(), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)
@@ -322,26 +287,32 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
         await policy.stop()
         await _shut_down([], backends)
         raise StartupError(f"cannot listen on {address} (in use, or not an address of this host)")
-    await server.start()
-    lily = Lily(
-        settings, backends, server, port, relay, worker, health_servicer, policy, bootstrap_key
-    )
+    lily = Lily(settings, backends, server, port, cells, health_servicer, policy, bootstrap_key)
+    try:
+        for tenant in policy.tenants():
+            if tenant.isolation == "DEDICATED" and tenant.state == "READY":
+                await cells.open(tenant.tenant_id)
+    except BaseException:
+        await policy.stop()
+        await cells.close()
+        await _shut_down([], backends)
+        raise
     if settings.workers:
-        lily.tasks.append(asyncio.create_task(relay.run(), name="outbox-relay"))
-        propagation = PropagationWorker(
-            bus,
-            store,
-            backends.lineage,
-            propagating=settings.propagate_tags,
-            max_depth=settings.propagation_depth,
-            chunk=settings.propagation_chunk,
-            parallel=settings.propagation_parallel,
-            on_commit=on_commit,
-        )
-        lily.tasks.append(asyncio.create_task(propagation.run(), name="propagation"))
-    if worker is not None:
-        lily.tasks.append(asyncio.create_task(worker.run(), name="ingest-worker"))
+        cells.start_workers()
+    await server.start()
     for name in ("", *SERVICE_NAMES[:3]):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("gRPC serving on %s:%d", settings.grpc_host, port)
     return lily
+
+
+def _routed(guard: Guard, cells: Cells) -> Guard:
+    """The guard, then routing: an authenticated call runs in its tenant's cell."""
+
+    async def call(method: str, context: grpc.aio.ServicerContext) -> None:
+        await guard(method, context)
+        principal = principal_ctx.get()
+        if principal is not None:
+            await cells.enter(principal.tenant_id)
+
+    return call

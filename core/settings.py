@@ -143,6 +143,13 @@ class Settings(BaseSettings):
     propagation_parallel: int = Field(
         4, ge=1, le=32, description="Transactions of one propagation run side by side."
     )
+    dedicated_pool_size: int = Field(
+        4,
+        ge=1,
+        le=50,
+        description="Postgres connections per DEDICATED tenant (its schema's pool), in each "
+        "server process.",
+    )
     auth: AuthSettings = Field(
         default_factory=AuthSettings, description="Authentication and authorization."
     )

@@ -15,15 +15,17 @@ import logging
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from core.domain.errors import (
     AlreadyExists,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
+    LilyError,
     NotFound,
     PermissionDenied,
+    Unavailable,
 )
 from core.domain.model import Asset
 from core.metadata.mapping import check_text
@@ -65,10 +67,17 @@ OPEN = Permission("", "open")  # no credentials needed
 AUTHENTICATED = Permission("", "authenticated")  # any principal; the service checks the rest
 
 
+class TenantCells(Protocol):
+    """Where DEDICATED tenants' stores are made and opened (core.cells.Cells)."""
+
+    async def open(self, tenant_id: str) -> object: ...
+
+
 class PolicyService:
     def __init__(self, store: PostgresPolicyStore, settings: AuthSettings) -> None:
         self._store = store
         self.settings = settings
+        self.cells: TenantCells | None = None  # set by the server; none: no DEDICATED tenants
         self.authn = Authenticator(store, settings)
         self.decider = Decider(builtin_rules(), ())
         self._tasks: list[asyncio.Task[None]] = []
@@ -109,7 +118,7 @@ class PolicyService:
         if kind == "rules":
             self._rules_changed.set()
         elif kind == "tenant":
-            self._reload(self.authn.reload_tenant(key))
+            self._reload(self._tenant_changed(key))
         else:
             self.authn.changed(kind, key)
 
@@ -121,6 +130,17 @@ class PolicyService:
         task = asyncio.create_task(work)
         self._reloads.add(task)
         task.add_done_callback(self._reloads.discard)
+
+    async def _tenant_changed(self, tenant_id: str) -> None:
+        """Reloads a tenant; one made DEDICATED and READY elsewhere gets its cell opened here
+        too (so this instance runs its workers and serves it at once)."""
+        await self.authn.reload_tenant(tenant_id)
+        tenant = self.authn.tenants.get(tenant_id)
+        if self.cells and tenant and tenant.isolation == "DEDICATED" and tenant.state == "READY":
+            try:
+                await self.cells.open(tenant_id)
+            except Exception:  # the feed's boundary: its first call here will try again
+                log.exception("could not open the cell of tenant %s", tenant_id)
 
     async def _reload_loop(self) -> None:
         while True:
@@ -360,17 +380,26 @@ class PolicyService:
     def tenants(self) -> list[TenantRecord]:
         return sorted(self.authn.tenants.values(), key=lambda t: t.tenant_id)
 
+    def isolation_of(self, tenant_id: str) -> str | None:
+        """SHARED or DEDICATED, as the tenant registry says (None: no such tenant)."""
+        found = self.authn.tenants.get(tenant_id)
+        return None if found is None else found.isolation
+
     async def create_tenant(
         self, creator: str, tenant_id: str, display_name: str, isolation: str
     ) -> tuple[TenantRecord, CredentialRecord, str]:
-        """A tenant and its first admin API key (the secret, shown once)."""
-        if isolation == "DEDICATED":
+        """A tenant and its first admin API key (the secret, shown once). A DEDICATED
+        tenant's cell is made first (core.cells); if that fails, nothing of the tenant is kept
+        and the call is UNAVAILABLE (a retry reuses whatever was made)."""
+        dedicated = isolation == "DEDICATED"
+        if dedicated and self.cells is None:
             raise FailedPrecondition(
-                "DEDICATED tenants are not provisioned yet; create it SHARED",
+                "this process cannot provision DEDICATED tenants",
                 metadata={"isolation": isolation},
             )
         now = datetime.now(UTC)
-        tenant = TenantRecord(tenant_id, display_name, isolation, "READY", "", now)
+        state = "PROVISIONING" if dedicated else "READY"
+        tenant = TenantRecord(tenant_id, display_name, isolation, state, "", now)
         key = tokens.new_api_key()
         cred = CredentialRecord(
             key.credential_id,
@@ -392,9 +421,28 @@ class PolicyService:
         )
         if not await self._store.create_tenant(tenant, cred, links, rules):
             raise AlreadyExists(f"tenant {tenant_id!r} exists", metadata={"tenant_id": tenant_id})
+        if dedicated:
+            # Shielded: a caller who gives up does not leave the tenant half made.
+            await asyncio.shield(asyncio.create_task(self._provision(tenant_id)))
+            tenant = replace(tenant, state="READY")
         self.authn.tenants[tenant_id] = tenant
         await self.reload_rules()
         return tenant, cred, key.secret
+
+    async def _provision(self, tenant_id: str) -> None:
+        assert self.cells is not None  # (checked by create_tenant)
+        try:
+            await self.cells.open(tenant_id)
+        except Exception as exc:
+            log.exception("provisioning tenant %s failed", tenant_id)
+            await self._store.forget_tenant(tenant_id)
+            why = str(exc) if isinstance(exc, LilyError) else type(exc).__name__
+            raise Unavailable(
+                f"tenant {tenant_id!r} could not be provisioned ({why}); it was not created, "
+                "and may be created again",
+                retry_after_s=5.0,
+            ) from exc
+        await self._store.tenant_ready(tenant_id)
 
     async def bootstrap(self) -> str | None:
         """Creates the system tenant and its admin API key if there is none yet: the key

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import grpc
 from lily.v1 import policy_pb2 as policy_pb
 from lily.v1 import policy_pb2_grpc as policy_grpc
 
+from core.cells import current_cell
 from core.domain.errors import FieldViolation, InvalidArgument
-from core.domain.model import TENANT_ID_PATTERN, Asset
+from core.domain.model import TENANT_ID_PATTERN
 from core.metadata.mapping import check_text, ts_pb
 from core.metadata.servicer import principal_of, require_id
 from policy.rules import RoleLink, Rule
@@ -29,9 +29,6 @@ _ISOLATION = {
     policy_pb.TENANT_ISOLATION_DEDICATED: "DEDICATED",
 }
 _KINDS = {policy_pb.CREDENTIAL_KIND_API_KEY: "API_KEY", policy_pb.CREDENTIAL_KIND_CLIENT: "CLIENT"}
-
-GetAsset = Callable[[str, str], Awaitable[Asset]]
-
 
 def _rule(pb: policy_pb.Policy) -> Rule:
     return Rule(pb.subject, pb.domain, pb.object, pb.action, _EFFECTS.get(pb.effect, "?"))  # type: ignore[arg-type]
@@ -98,9 +95,8 @@ def _required(request: object, *fields: str) -> None:
 
 
 class PolicyServicer(policy_grpc.PolicyServiceServicer):
-    def __init__(self, policy: PolicyService, get_asset: GetAsset) -> None:
+    def __init__(self, policy: PolicyService) -> None:
         self._policy = policy
-        self._get_asset = get_asset
 
     async def CheckAccess(
         self, request: policy_pb.CheckAccessRequest, context: grpc.aio.ServicerContext
@@ -186,7 +182,7 @@ class PolicyServicer(policy_grpc.PolicyServiceServicer):
     ) -> policy_pb.GetAssetAccessResponse:
         principal = principal_of(context)
         require_id("asset_id", request.asset_id)
-        asset = await self._get_asset(principal.tenant_id, request.asset_id)
+        asset = await current_cell().metadata.get(principal.tenant_id, request.asset_id)
         access = asset_access(self._policy, principal.tenant_id, asset)
         return policy_pb.GetAssetAccessResponse(
             asset_id=asset.asset_id,

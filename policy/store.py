@@ -226,6 +226,42 @@ class PostgresPolicyStore:
 
         return await self._run("tenants", work)
 
+    async def tenant_ready(self, tenant_id: str) -> None:
+        """A PROVISIONING tenant is READY (its cell is made): its credentials work now."""
+
+        async def work(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                await conn.execute(
+                    "UPDATE tenants SET state = 'READY', error = '' WHERE tenant_id = $1",
+                    tenant_id,
+                )
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"tenant:{tenant_id}")
+
+        await self._run("tenants", work)
+
+    async def forget_tenant(self, tenant_id: str) -> None:
+        """Removes a tenant that never became READY, with its credentials and policy lines
+        (provisioning failed: nothing of it is kept, and it can be created again)."""
+
+        async def work(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                state = await conn.fetchval(
+                    "SELECT state FROM tenants WHERE tenant_id = $1 FOR UPDATE", tenant_id
+                )
+                if state is None or state == "READY":
+                    return
+                await conn.execute("DELETE FROM credentials WHERE tenant_id = $1", tenant_id)
+                await conn.execute(
+                    "DELETE FROM casbin_rule WHERE (ptype = 'p' AND v1 = $1)"
+                    " OR (ptype = 'g' AND v2 = $1)",
+                    tenant_id,
+                )
+                await conn.execute("DELETE FROM tenants WHERE tenant_id = $1", tenant_id)
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"tenant:{tenant_id}")
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"rules:{tenant_id}")
+
+        await self._run("tenants", work)
+
     # -- credentials
 
     async def add_credential(self, cred: CredentialRecord, links: Sequence[RoleLink]) -> None:

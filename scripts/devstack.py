@@ -338,6 +338,7 @@ channelizer: org.apache.tinkerpop.gremlin.server.channel.WebSocketChannelizer
 graphManager: org.janusgraph.graphdb.management.JanusGraphManager
 graphs:
   graph: {home}/conf/graph.properties
+  ConfigurationManagementGraph: {home}/conf/configuration.properties
 scriptEngines:
   gremlin-groovy:
     plugins:
@@ -379,6 +380,36 @@ graph.set-vertex-id=true
 graph.allow-custom-vid-types=true
 """
 
+# Where ConfiguredGraphFactory keeps graph configurations (DEDICATED tenants' graphs).
+_CONFIGURATION_PROPERTIES = """\
+gremlin.graph=org.janusgraph.core.ConfiguredGraphFactory
+graph.graphname=ConfigurationManagementGraph
+storage.backend=cql
+storage.hostname=127.0.0.1
+storage.port={cassandra_port}
+storage.cql.keyspace={keyspace}_configuration
+storage.cql.local-datacenter=datacenter1
+storage.cql.replication-factor=1
+"""
+
+# What a DEDICATED tenant's graph is made from (its keyspace is named after the graph).
+_TEMPLATE = """
+if (ConfiguredGraphFactory.getTemplateConfiguration() == null) {
+    map = new HashMap()
+    map.put('storage.backend', 'cql')
+    map.put('storage.hostname', '127.0.0.1')
+    map.put('storage.port', port)
+    map.put('storage.cql.local-datacenter', 'datacenter1')
+    map.put('storage.cql.replication-factor', 1)
+    map.put('cache.db-cache', false)
+    map.put('query.batch', true)
+    map.put('graph.set-vertex-id', true)
+    map.put('graph.allow-custom-vid-types', true)
+    ConfiguredGraphFactory.createTemplateConfiguration(new MapConfiguration(map))
+}
+'ok'
+"""
+
 # Clients need the traversal source bound as `g`.
 _BINDINGS = """\
 def globals = [:]
@@ -416,11 +447,14 @@ class JanusGraph(JavaServer):
         (conf / "graph.properties").write_text(
             _GRAPH_PROPERTIES.format(cassandra_port=cassandra_port, keyspace=keyspace)
         )
+        (conf / "configuration.properties").write_text(
+            _CONFIGURATION_PROPERTIES.format(cassandra_port=cassandra_port, keyspace=keyspace)
+        )
         (conf / "bindings.groovy").write_text(_BINDINGS)
         (conf / "log4j2.xml").write_text(_LOG4J2.format(home=home))
         heap = os.environ.get("LILY_JANUSGRAPH_HEAP", "768m")
         _say(f"starting JanusGraph 1.1 on 127.0.0.1:{port} (heap {heap}) ...")
-        return self.run(
+        port = self.run(
             [
                 java(),
                 f"-Xms{heap}",
@@ -439,18 +473,23 @@ class JanusGraph(JavaServer):
             ],
             port,
         )
+        self._gremlin(port, _TEMPLATE, {"port": cassandra_port})
+        return port
 
-    def probe(self, port: int) -> bool:
+    def _gremlin(self, port: int, script: str, bindings: dict[str, object]) -> list[object]:
         from gremlin_python.driver.client import Client
 
-        if not _accepts(port):  # (gremlinpython leaks a session per refused connect)
-            return False
         client = Client(f"ws://127.0.0.1:{port}/gremlin", "g")
         try:
-            return bool(client.submit("g.inject(1)").all().result(timeout=10) == [1])
+            return list(client.submit(script, bindings).all().result(timeout=60))
         finally:
             with contextlib.suppress(Exception):
                 client.close()
+
+    def probe(self, port: int) -> bool:
+        if not _accepts(port):  # (gremlinpython leaks a session per refused connect)
+            return False
+        return self._gremlin(port, "g.inject(1)", {}) == [1]
 
 
 def up(data_dir: Path, only: str = "") -> dict[str, str]:

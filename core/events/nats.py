@@ -5,6 +5,11 @@ Streams (created or updated at start):
   Nats-Msg-Id (= event id) within a two-minute window.
 - LILY_INGEST   lilyq.<tenant>.ingest             eventual-class assets; work-queue retention.
 - LILY_DEAD     lilydead.<tenant>.<queue>         work items that can never succeed.
+
+A DEDICATED tenant's cell (core.cells) has streams of its own: the same three, named
+<STREAM>_<cell>, on the same subjects behind the prefix `<cell>.` (e.g.
+`t_acme_1f2e3d4c.lily.acme.asset.tagged`), so they never overlap the shared ones. Its bus
+(`for_cell`) adds and strips the prefix: callers see the same subjects either way.
 """
 
 from __future__ import annotations
@@ -87,14 +92,33 @@ async def kept(msgs: Sequence[Msg], every: float) -> AsyncIterator[None]:
             await beating
 
 
+def work_tenant(subject: str) -> str:
+    """The tenant of a work-queue message (`[<cell>.]lilyq.<tenant>.ingest`)."""
+    return subject.split(".")[-2]
+
+
 class NatsChangeBus:
     """See core.ports.ChangeBus. Publishes are pipelined: all messages are sent, then all
     acknowledgements awaited together, within `timeout` seconds."""
 
-    def __init__(self, nc: Client, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, nc: Client, *, timeout: float = 10.0, cell: str = "", owns_connection: bool = True
+    ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream(timeout=timeout, publish_async_max_pending=20000)
         self._timeout = timeout
+        self._owns_connection = owns_connection
+        self.prefix = f"{cell}." if cell else ""
+        suffix = f"_{cell}" if cell else ""
+        self.changes_stream = CHANGES_STREAM + suffix
+        self.ingest_stream = INGEST_STREAM + suffix
+        self.dead_stream = DEAD_STREAM + suffix
+
+    async def for_cell(self, cell: str) -> NatsChangeBus:
+        """A bus on this one's connection for a DEDICATED tenant's cell, its streams made."""
+        bus = NatsChangeBus(self.nc, timeout=self._timeout, cell=cell, owns_connection=False)
+        await bus.ensure_streams()
+        return bus
 
     @classmethod
     async def connect(cls, url: str, *, timeout: float = 10.0, name: str = "lily") -> NatsChangeBus:
@@ -114,23 +138,24 @@ class NatsChangeBus:
         return bus
 
     async def ensure_streams(self) -> None:
+        p = self.prefix
         configs = [
             StreamConfig(
-                name=CHANGES_STREAM,
-                subjects=["lily.*.*.*"],
+                name=self.changes_stream,
+                subjects=[f"{p}lily.*.*.*"],
                 storage=StorageType.FILE,
                 duplicate_window=120.0,
                 max_age=7 * 24 * 3600.0,
             ),
             StreamConfig(
-                name=INGEST_STREAM,
-                subjects=["lilyq.*.ingest"],
+                name=self.ingest_stream,
+                subjects=[f"{p}lilyq.*.ingest"],
                 storage=StorageType.FILE,
                 retention=RetentionPolicy.WORK_QUEUE,
             ),
             StreamConfig(
-                name=DEAD_STREAM,
-                subjects=["lilydead.>"],
+                name=self.dead_stream,
+                subjects=[f"{p}lilydead.>"],
                 storage=StorageType.FILE,
                 max_age=30 * 24 * 3600.0,
             ),
@@ -143,18 +168,18 @@ class NatsChangeBus:
             except NotFoundError:
                 await self.js.add_stream(config)
         await self.js.add_consumer(
-            INGEST_STREAM,
+            self.ingest_stream,
             ConsumerConfig(
                 durable_name=INGEST_CONSUMER,
                 ack_policy=AckPolicy.EXPLICIT,
                 ack_wait=INGEST_ACK_WAIT,
                 max_deliver=8,
                 max_ack_pending=50000,
-                filter_subject="lilyq.*.ingest",
+                filter_subject=f"{p}lilyq.*.ingest",
             ),
         )
         await self.js.add_consumer(
-            CHANGES_STREAM,
+            self.changes_stream,
             ConsumerConfig(
                 durable_name=PROPAGATION_CONSUMER,
                 ack_policy=AckPolicy.EXPLICIT,
@@ -162,10 +187,10 @@ class NatsChangeBus:
                 max_deliver=PROPAGATION_MAX_DELIVER,
                 max_ack_pending=10000,
                 filter_subjects=[
-                    "lily.*.asset.*",
-                    "lily.*.issue.*",
-                    "lily.*.relationship.*",
-                    "lily.*.propagation.*",
+                    f"{p}lily.*.asset.*",
+                    f"{p}lily.*.issue.*",
+                    f"{p}lily.*.relationship.*",
+                    f"{p}lily.*.propagation.*",
                 ],
             ),
         )
@@ -207,25 +232,28 @@ class NatsChangeBus:
 
     async def publish(self, records: Sequence[OutboxRecord]) -> None:
         await self._publish_all(
-            [(r.subject, r.payload, {**r.headers, "Nats-Msg-Id": r.event_id}) for r in records]
+            [
+                (self.prefix + r.subject, r.payload, {**r.headers, "Nats-Msg-Id": r.event_id})
+                for r in records
+            ]
         )
 
     async def enqueue_ingest(
         self, tenant_id: str, items: Sequence[bytes], headers: Mapping[str, str]
     ) -> None:
-        subject = ingest_subject(tenant_id)
+        subject = self.prefix + ingest_subject(tenant_id)
         await self._publish_all([(subject, item, dict(headers) or None) for item in items])
 
     async def dead_letter(self, tenant_id: str, queue: str, payload: bytes, reason: str) -> None:
         await self._publish_all(
-            [(dead_subject(tenant_id, queue), payload, {"Lily-Reason": reason})]
+            [(self.prefix + dead_subject(tenant_id, queue), payload, {"Lily-Reason": reason})]
         )
 
     async def subscribe(self, subject: str) -> AsyncIterator[tuple[str, bytes, Mapping[str, str]]]:
         """Live changes from now on (an ordered, ephemeral consumer: no gaps, no duplicates)."""
         sub = await self.js.subscribe(
-            subject,
-            stream=CHANGES_STREAM,
+            self.prefix + subject,
+            stream=self.changes_stream,
             ordered_consumer=True,
             deliver_policy=DeliverPolicy.NEW,
             idle_heartbeat=5.0,
@@ -234,11 +262,13 @@ class NatsChangeBus:
         )
         try:
             async for msg in sub.messages:
-                yield msg.subject, msg.data, dict(msg.headers or {})
+                yield msg.subject.removeprefix(self.prefix), msg.data, dict(msg.headers or {})
         finally:
             await sub.unsubscribe()
 
     async def close(self) -> None:
+        if not self._owns_connection:  # a cell's bus: the connection is the shared bus's
+            return
         # Everything that publishes has stopped by now; close without draining subscriptions
         # (a drain would wait on the cancelled workers' pending fetches).
         with contextlib.suppress(TimeoutError, nats.errors.Error):

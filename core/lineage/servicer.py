@@ -9,6 +9,7 @@ from lily.v1 import common_pb2 as common_pb
 from lily.v1 import lineage_pb2 as lineage_pb
 from lily.v1 import lineage_pb2_grpc as lineage_grpc
 
+from core.cells import current_cell
 from core.domain.errors import FieldViolation, InvalidArgument
 from core.domain.model import Direction, LineageEdge, WriteContext
 from core.domain.rules import asset_id_for
@@ -104,8 +105,10 @@ def _node_pb(node: LineageNode) -> lineage_pb.LineageNode:
 
 
 class LineageServicer(lineage_grpc.LineageServiceServicer):
-    def __init__(self, service: LineageService) -> None:
-        self._svc = service
+    @property
+    def _svc(self) -> LineageService:
+        """The service of the cell this call was routed to (core.cells)."""
+        return current_cell().lineage
 
     async def _write(
         self,

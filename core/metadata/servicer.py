@@ -11,6 +11,7 @@ from lily.v1 import metadata_pb2 as metadata_pb
 from lily.v1 import metadata_pb2_grpc as metadata_grpc
 from opentelemetry import propagate
 
+from core.cells import current_cell
 from core.domain.errors import FieldViolation, InvalidArgument, PermissionDenied, Unauthenticated
 from core.domain.model import (
     Asset,
@@ -119,9 +120,13 @@ def _expected(request: object) -> int | None:
 
 
 class MetadataServicer(metadata_grpc.MetadataServiceServicer):
-    def __init__(self, service: MetadataService, access: Access) -> None:
-        self._svc = service
+    def __init__(self, access: Access) -> None:
         self._access = access
+
+    @property
+    def _svc(self) -> MetadataService:
+        """The service of the cell this call was routed to (core.cells)."""
+        return current_cell().metadata
 
     def _asset_pb(self, asset: Asset, method: str) -> common_pb.Asset:
         """The asset as the caller may see it (PermissionDenied if not at all)."""

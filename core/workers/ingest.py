@@ -31,10 +31,10 @@ from core.domain.rules import Plan
 from core.events.nats import (
     INGEST_ACK_WAIT,
     INGEST_CONSUMER,
-    INGEST_STREAM,
     NatsChangeBus,
     fetch,
     kept,
+    work_tenant,
 )
 from core.metadata import mapping
 from core.metadata.service import counts_of, ingest_plan
@@ -167,7 +167,7 @@ class IngestWorker:
             await asyncio.sleep(PRUNE_EVERY_S)
 
     async def _loop(self) -> None:
-        sub = await self._bus.js.pull_subscribe_bind(INGEST_CONSUMER, INGEST_STREAM)
+        sub = await self._bus.js.pull_subscribe_bind(INGEST_CONSUMER, self._bus.ingest_stream)
         while True:
             # Wait for work, then take what else is ready at once: a fetch of n that starts
             # on an empty queue would linger its whole timeout to fill the batch.
@@ -182,7 +182,7 @@ class IngestWorker:
     async def process(self, msgs: list[Msg]) -> None:
         by_tenant: dict[str, list[Msg]] = defaultdict(list)
         for msg in msgs:
-            by_tenant[msg.subject.split(".")[1]].append(msg)
+            by_tenant[work_tenant(msg.subject)].append(msg)
         now = datetime.now(UTC)
         for tenant_id, group in by_tenant.items():
             live, units = [], []

@@ -33,7 +33,6 @@ from core.domain.model import Direction, PropagationJob, PropagationState, Write
 from core.domain.propagation import origins, own_propagating, propagated, unhealthy_upstream
 from core.domain.rules import Plan
 from core.events.nats import (
-    CHANGES_STREAM,
     PROPAGATION_ACK_WAIT,
     PROPAGATION_CONSUMER,
     PROPAGATION_MAX_DELIVER,
@@ -104,7 +103,7 @@ class PropagationWorker:
         self._on_commit = on_commit
 
     async def run(self) -> None:
-        sub = await self._bus.js.pull_subscribe_bind(PROPAGATION_CONSUMER, CHANGES_STREAM)
+        sub = await self._bus.js.pull_subscribe_bind(PROPAGATION_CONSUMER, self._bus.changes_stream)
         while True:
             if msgs := await fetch(sub, FETCH, "propagation"):
                 async with kept(msgs, PROPAGATION_ACK_WAIT / 3):

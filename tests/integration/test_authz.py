@@ -17,7 +17,7 @@ from lily.v1 import metadata_pb2_grpc as metadata_grpc
 from lily.v1 import policy_pb2 as P
 from lily.v1 import policy_pb2_grpc as policy_grpc
 
-from tests.helpers import COLUMN, TABLE, Metadata, asset, bearer, eventually
+from tests.helpers import COLUMN, TABLE, Metadata, asset, bearer, eventually, new_tenant
 
 ROLES = ("viewer", "editor", "steward", "scraper", "admin", "pii_reader")
 READ_M = {"viewer", "editor", "steward", "scraper", "admin"}
@@ -93,9 +93,14 @@ def test_the_matrix_covers_every_rpc():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("isolation", ["SHARED", "DEDICATED"])
 async def test_every_rpc_answers_every_role_and_credential_as_it_should(
-    channel, md, other_md, tenant, lily
+    channel, admin_md, other_md, tenant, lily, isolation
 ):
+    md = await new_tenant(
+        channel, admin_md, tenant + "-m", P.TenantIsolation.Value(f"TENANT_ISOLATION_{isolation}")
+    )
+    tenant += "-m"
     keys = {role: await _key(channel, md, role) for role in ROLES}
     outsider = await _key(channel, other_md, "admin")
     revoked = await _key(channel, md, "admin")

@@ -38,7 +38,7 @@ _ATTEMPTS = 5
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 SCHEMA = """
-mgmt = graph.openManagement()
+mgmt = g.getGraph().openManagement()
 if (mgmt.getVertexLabel('asset') == null) {
     tenant = mgmt.makePropertyKey('tenant').dataType(String.class)
         .cardinality(Cardinality.SINGLE).make()
@@ -60,6 +60,20 @@ if (mgmt.getVertexLabel('asset') == null) {
     mgmt.rollback()
     'present'
 }
+"""
+
+# A DEDICATED tenant's graph: made from the server's template configuration (keyspace = the
+# graph's name) and opened, which binds `<name>_traversal` on this server (on the others within
+# JanusGraph's 20 s rebinding). Needs the ConfigurationManagementGraph (see scripts/devstack.py).
+_CREATE_GRAPH = """
+if (!ConfiguredGraphFactory.getGraphNames().contains(name)) {
+    if (ConfiguredGraphFactory.getTemplateConfiguration() == null) {
+        throw new IllegalStateException('JanusGraph has no template configuration for new graphs')
+    }
+    ConfiguredGraphFactory.create(name)
+}
+ConfiguredGraphFactory.open(name)
+'ready'
 """
 
 # rows: [[upstream_id, downstream_id, kind, source_event_time_us, deleted], ...]
@@ -196,8 +210,11 @@ def _from_micros(us: int) -> datetime:
 class JanusGraphLineageGraph:
     """The LineageGraph port on JanusGraph. See core.ports.LineageGraph for its guarantees."""
 
-    def __init__(self, url: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, *, graph: str = "", timeout: float = 30.0) -> None:
+        """On the server's `graph` (and `g`), or on a graph of ConfiguredGraphFactory's named
+        `graph` (a DEDICATED tenant's; see create_graph)."""
         self._url = url
+        self._source = f"{graph}_traversal" if graph else "g"
         self._timeout = timeout
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gremlin")
         self._client: Client | None = None
@@ -223,11 +240,15 @@ class JanusGraphLineageGraph:
         except (OSError, RuntimeError, concurrent.futures.TimeoutError) as exc:
             raise Unavailable(f"lineage graph unavailable: {type(exc).__name__}") from exc
 
+    async def create_graph(self, name: str) -> None:
+        """Creates (if new) and opens ConfiguredGraphFactory's graph `name`."""
+        await self._run(lambda: self._script(_CREATE_GRAPH, {"name": name}))
+
     # -- on the gremlin thread ------------------------------------------------------------
 
     def _script(self, script: str, bindings: dict[str, Any]) -> list[Any]:
         if self._client is None:
-            self._client = Client(self._url, "g")
+            self._client = Client(self._url, self._source)
         for attempt in range(_ATTEMPTS):
             try:
                 return self._client.submit(script, bindings).all().result(timeout=self._timeout)

@@ -1,3 +1,4 @@
+-- control plane (public schema only; see core.postgres.CONTROL_MARK)
 -- Policy: tenants, Casbin rules, credentials, Lily's signing keys, revoked tokens, denials.
 
 CREATE TABLE tenants (
