@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -202,6 +203,9 @@ class _Gateway:
         )
 
 
+FORM = "application/x-www-form-urlencoded"
+
+
 class _Refusal(Exception):
     def __init__(self, response: Response) -> None:
         self.response = response
@@ -227,11 +231,33 @@ async def _body(request: Request, gateway: _Gateway) -> Any:
     raw = b"".join(chunks)
     if not raw.strip():
         return None
-    # Any content type is read as JSON, as grpc-gateway does (curl -d sends a form type).
+    form = request.headers.get("content-type", "").startswith(FORM)
+    if form and not raw.lstrip().startswith((b"{", b"[")):
+        return _form(raw)
+    # Any other body is read as JSON, as grpc-gateway does (curl -d sends a form type).
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest("", f"the body is not valid JSON: {exc}") from None
+
+
+def _form(raw: bytes) -> dict[str, Any]:
+    """An HTML-form body (what OAuth2 token requests are) as the JSON object of its fields: a
+    field given more than once is a list."""
+    try:
+        pairs = urllib.parse.parse_qsl(
+            raw.decode("utf-8"), keep_blank_values=True, strict_parsing=True
+        )
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest("", f"the body is not a valid form: {exc}") from None
+    fields: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in fields:
+            before = fields[key]
+            fields[key] = [*before, value] if isinstance(before, list) else [before, value]
+        else:
+            fields[key] = value
+    return fields
 
 
 def _too_large(limit: int) -> Response:

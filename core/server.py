@@ -274,7 +274,7 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
     )
     metadata_grpc.add_MetadataServiceServicer_to_server(MetadataServicer(access), server)
     policy_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(policy), server)
-    lineage_grpc.add_LineageServiceServicer_to_server(LineageServicer(), server)
+    lineage_grpc.add_LineageServiceServicer_to_server(LineageServicer(access), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)

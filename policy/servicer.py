@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
+import urllib.parse
 from datetime import UTC, datetime
 
 import grpc
@@ -10,7 +13,7 @@ from lily.v1 import policy_pb2 as policy_pb
 from lily.v1 import policy_pb2_grpc as policy_grpc
 
 from core.cells import current_cell
-from core.domain.errors import FieldViolation, InvalidArgument
+from core.domain.errors import FieldViolation, InvalidArgument, Unauthenticated
 from core.domain.model import TENANT_ID_PATTERN
 from core.metadata.mapping import check_text, ts_pb
 from core.metadata.servicer import principal_of, require_id
@@ -29,6 +32,7 @@ _ISOLATION = {
     policy_pb.TENANT_ISOLATION_DEDICATED: "DEDICATED",
 }
 _KINDS = {policy_pb.CREDENTIAL_KIND_API_KEY: "API_KEY", policy_pb.CREDENTIAL_KIND_CLIENT: "CLIENT"}
+
 
 def _rule(pb: policy_pb.Policy) -> Rule:
     return Rule(pb.subject, pb.domain, pb.object, pb.action, _EFFECTS.get(pb.effect, "?"))  # type: ignore[arg-type]
@@ -92,6 +96,22 @@ def _required(request: object, *fields: str) -> None:
     problems = [FieldViolation(f, "is required") for f in fields if not getattr(request, f)]
     if problems:
         raise InvalidArgument(problems)
+
+
+def _basic_credentials(context: grpc.aio.ServicerContext) -> tuple[str, str] | None:
+    """The client id and secret of an `Authorization: Basic` header, if there is one (each
+    form-urlencoded before base64, as RFC 6749 2.3.1 says)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str) and value[:6].lower() == "basic ":
+            try:
+                decoded = base64.b64decode(value[6:].strip(), validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                raise Unauthenticated("the Basic credentials are not base64 of id:secret") from None
+            client_id, colon, secret = decoded.partition(":")
+            if not colon:
+                raise Unauthenticated("the Basic credentials are not base64 of id:secret")
+            return urllib.parse.unquote_plus(client_id), urllib.parse.unquote_plus(secret)
+    return None
 
 
 class PolicyServicer(policy_grpc.PolicyServiceServicer):
@@ -267,9 +287,15 @@ class PolicyServicer(policy_grpc.PolicyServiceServicer):
     async def IssueToken(
         self, request: policy_pb.IssueTokenRequest, context: grpc.aio.ServicerContext
     ) -> policy_pb.IssueTokenResponse:
-        token, ttl = await self._policy.issue_token(
-            request.grant_type, request.client_id, request.client_secret
-        )
+        client_id, secret = request.client_id, request.client_secret
+        basic = _basic_credentials(context)
+        if basic is not None:  # client_secret_basic (RFC 6749 2.3.1)
+            if secret or (client_id and client_id != basic[0]):
+                raise InvalidArgument(
+                    [FieldViolation("client_secret", "give the client's credentials once")]
+                )
+            client_id, secret = basic
+        token, ttl = await self._policy.issue_token(request.grant_type, client_id, secret)
         return policy_pb.IssueTokenResponse(
             access_token=token, token_type="Bearer", expires_in=ttl, scope=request.scope
         )

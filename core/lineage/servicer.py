@@ -10,13 +10,14 @@ from lily.v1 import lineage_pb2 as lineage_pb
 from lily.v1 import lineage_pb2_grpc as lineage_grpc
 
 from core.cells import current_cell
-from core.domain.errors import FieldViolation, InvalidArgument
+from core.domain.errors import FieldViolation, InvalidArgument, PermissionDenied
 from core.domain.model import Direction, LineageEdge, WriteContext
 from core.domain.rules import asset_id_for
 from core.errors import rejection_status
 from core.lineage.service import DEFAULT_DEPTH, MAX_DEPTH, LineageNode, LineageService
 from core.metadata import mapping
 from core.metadata.servicer import MAX_BATCH, require_id, tenant_of, write_context
+from core.ports import Access
 
 DEFAULT_TYPE = "DERIVED_FROM"
 _TYPE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
@@ -105,6 +106,9 @@ def _node_pb(node: LineageNode) -> lineage_pb.LineageNode:
 
 
 class LineageServicer(lineage_grpc.LineageServiceServicer):
+    def __init__(self, access: Access) -> None:
+        self._access = access
+
     @property
     def _svc(self) -> LineageService:
         """The service of the cell this call was routed to (core.cells)."""
@@ -169,9 +173,26 @@ class LineageServicer(lineage_grpc.LineageServiceServicer):
             request.depth or DEFAULT_DEPTH,
             request.include_deleted,
         )
+        # Nodes carry no field that redaction blanks; an asset the caller may not see at all
+        # (restricted_read=refuse) is left out, with its edges.
+        hidden = {
+            n.asset_id
+            for n in found.nodes
+            if n.asset is not None
+            and self._access.read_view({t.name for t in n.asset.tags}, "GetLineage") == "refused"
+        }
+        if request.asset_id in hidden:
+            raise PermissionDenied(
+                f"asset {request.asset_id!r} carries a tag you may not read",
+                metadata={"asset_id": request.asset_id},
+            )
         return lineage_pb.GetLineageResponse(
-            nodes=[_node_pb(n) for n in found.nodes],
-            relationships=[mapping.relationship_to_pb(e) for e in found.edges],
+            nodes=[_node_pb(n) for n in found.nodes if n.asset_id not in hidden],
+            relationships=[
+                mapping.relationship_to_pb(e)
+                for e in found.edges
+                if e.upstream_id not in hidden and e.downstream_id not in hidden
+            ],
             truncated=found.truncated,
         )
 

@@ -19,6 +19,9 @@ import pytest_asyncio
 import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from lily.v1 import common_pb2 as common_pb
+from lily.v1 import lineage_pb2 as L
+from lily.v1 import lineage_pb2_grpc as lineage_grpc
 from lily.v1 import metadata_pb2 as O
 from lily.v1 import metadata_pb2_grpc as metadata_grpc
 from lily.v1 import policy_pb2 as P
@@ -32,7 +35,16 @@ from core.server import Lily, start
 from core.settings import Settings
 from core.stack import free_port
 from policy.tokens import Issuer
-from tests.helpers import Metadata, asset, bearer, details, eventually, new_tenant, status_of
+from tests.helpers import (
+    Metadata,
+    ago,
+    asset,
+    bearer,
+    details,
+    eventually,
+    new_tenant,
+    status_of,
+)
 
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 
@@ -353,6 +365,79 @@ async def test_changes_on_one_instance_hold_on_the_other_within_a_second(
         return False
 
     await eventually(refused, timeout=1.0, interval=0.01)
+
+
+async def test_refuse_mode_hides_restricted_assets_everywhere_from_who_may_not_read_them(
+    channel, second, md
+):
+    """On the instance configured with restricted_read=refuse: GetMetadata is refused,
+    searches and lineage walks leave the asset (and its edges) out; pii_reader sees it all."""
+    here, there = (
+        metadata_grpc.MetadataServiceStub(channel),
+        metadata_grpc.MetadataServiceStub(second),
+    )
+    made = await here.IngestMetadata(
+        O.IngestMetadataRequest(
+            assets=[
+                asset("r/raw"),
+                asset("r/users", tags=[common_pb.TagAssignment(name="PII")]),
+                asset("r/report"),
+            ]
+        ),
+        metadata=md,
+    )
+    raw, users, report = (r.asset_id for r in made.results)
+    edge = [("r/raw", "r/users"), ("r/users", "r/report"), ("r/raw", "r/report")]
+    await lineage_grpc.LineageServiceStub(channel).IngestRelationships(
+        L.IngestRelationshipsRequest(
+            relationships=[
+                L.RelationshipInput(
+                    upstream=L.AssetRef(qualified_name=u),
+                    downstream=L.AssetRef(qualified_name=d),
+                    source_event_time=ago(5),
+                )
+                for u, d in edge
+            ]
+        ),
+        metadata=md,
+    )
+    viewer, reader = (
+        bearer(
+            (
+                await _policy(channel).CreateCredential(
+                    P.CreateCredentialRequest(
+                        credential=P.Credential(kind=P.CREDENTIAL_KIND_API_KEY, roles=roles)
+                    ),
+                    metadata=md,
+                )
+            ).secret
+        )
+        for roles in (["viewer"], ["viewer", "pii_reader"])
+    )
+    walk = L.GetLineageRequest(asset_id=raw, depth=3)
+    lineage = lineage_grpc.LineageServiceStub(second)
+
+    async def walked(who: Metadata) -> L.GetLineageResponse:
+        return await lineage.GetLineage(walk, metadata=who)
+
+    full = await eventually(lambda: walked(reader), timeout=2)  # (roles reach it in moments)
+    assert {n.asset_id for n in full.nodes} == {raw, users, report}
+    seen = await eventually(lambda: walked(viewer), timeout=2)
+    assert {n.asset_id for n in seen.nodes} == {raw, report}
+    assert [(r.upstream_asset_id, r.downstream_asset_id) for r in seen.relationships] == [
+        (raw, report)
+    ]
+    for call in (
+        there.GetMetadata(O.GetMetadataRequest(asset_id=users), metadata=viewer),
+        lineage.GetLineage(L.GetLineageRequest(asset_id=users), metadata=viewer),
+    ):
+        assert (await _refused(call, grpc.StatusCode.PERMISSION_DENIED)).startswith("asset")
+    found = await there.SearchMetadata(
+        O.SearchMetadataRequest(qualified_name_prefix="r/"), metadata=viewer
+    )
+    assert {a.asset_id for a in found.assets} == {raw, report}
+    got = await there.GetMetadata(O.GetMetadataRequest(asset_id=users), metadata=reader)
+    assert got.asset.qualified_name == "r/users"
 
 
 async def _allowed(stub, check: P.CheckAccessRequest, md: Metadata) -> bool:

@@ -296,3 +296,51 @@ async def test_any_content_type_is_read_as_json(http: httpx.AsyncClient):
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert response.json()["results"][0]["outcome"] == "INGEST_OUTCOME_CREATED"
+
+
+async def test_stock_oauth2_clients_get_tokens_with_a_form_body_or_basic_auth(
+    http: httpx.AsyncClient, gateway: str
+):
+    made = await http.post(
+        "/api/v1/credentials",
+        json={"credential": {"kind": "CREDENTIAL_KIND_CLIENT", "roles": ["viewer"]}},
+    )
+    assert made.status_code == 200, made.text
+    client_id, secret = made.json()["credential"]["credentialId"], made.json()["secret"]
+    async with httpx.AsyncClient(base_url=gateway, timeout=10) as anon:  # no credentials
+        form = await anon.post(  # client_secret_post, form-encoded (RFC 6749 4.4.2)
+            "/api/v1/auth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": client_id,
+                "client_secret": secret,
+            },
+        )
+        assert form.status_code == 200, form.text
+        assert form.json()["token_type"] == "Bearer" and form.json()["expires_in"] > 0
+        basic = await anon.post(  # client_secret_basic (RFC 6749 2.3.1)
+            "/api/v1/auth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(client_id, secret),
+        )
+        assert basic.status_code == 200, basic.text
+        token = basic.json()["access_token"]
+        who = await anon.get("/api/v1/auth/validate", headers={"Authorization": f"Bearer {token}"})
+        assert who.status_code == 200 and who.json()["principal"]["roles"] == ["viewer"]
+        wrong = await anon.post(
+            "/api/v1/auth/token", data={"grant_type": "client_credentials"}, auth=(client_id, "x")
+        )
+        assert wrong.status_code == 401
+        twice = await anon.post(
+            "/api/v1/auth/token",
+            data={"grant_type": "client_credentials", "client_secret": secret},
+            auth=(client_id, secret),
+        )
+        assert twice.status_code == 400
+        bad_form = await anon.post(
+            "/api/v1/auth/token",
+            content=b"grant_type=client_credentials&&=%ff",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert bad_form.status_code == 400
+        assert "form" in bad_form.json()["message"]
