@@ -67,6 +67,10 @@ class Authenticator:
         self._revoked = await self._store.revoked_tokens()
         self.tenants = {t.tenant_id: t for t in await self._store.tenants()}
 
+    async def reload_keys(self) -> None:
+        """Lily's own signing keys, again (another instance rotated them)."""
+        await self._key_sets[self._settings.issuer].refresh()
+
     async def _own_keys(self) -> list[dict[str, str]]:
         self.issuer.keys = await self._store.signing_keys(tokens.new_signing_key())
         return self.issuer.jwks()

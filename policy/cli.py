@@ -3,6 +3,7 @@
 lily policy apply policies.csv      # replace the tenant's policies and roles (validated first)
 lily policy export > policies.csv   # the tenant's own policies and roles, as a Casbin file
 lily policy check metadata write [--subject S]
+lily policy rotate-key              # a new signing key for Lily's token issuer (platform admins)
 lily tenant create acme [--dedicated] [--name "Acme Corp"]   # prints its admin key, once
 lily tenant list
 lily credential create --role scraper [--subject S] [--client]   # prints the secret, once
@@ -20,6 +21,9 @@ from lily.v1 import policy_pb2 as policy_pb
 from lily.v1 import policy_pb2_grpc as policy_grpc
 
 from core.cli import RPC_TIMEOUT, _channel, _metadata, _show, say
+
+# A DEDICATED tenant's stores are made within the call (core.cells.OPEN_TIMEOUT at most).
+PROVISION_TIMEOUT = 200.0
 
 Client = Callable[[str, str], argparse.ArgumentParser]
 
@@ -70,9 +74,13 @@ async def _tenant_create(args: argparse.Namespace) -> int:
                 )
             ),
             metadata=_metadata(args),
-            timeout=RPC_TIMEOUT,
+            timeout=PROVISION_TIMEOUT,
         )
-    say(f"lily: created tenant {made.tenant.tenant_id!r}; its admin API key (shown this once):")
+    kind = policy_pb.TenantIsolation.Name(made.tenant.isolation).removeprefix("TENANT_ISOLATION_")
+    say(
+        f"lily: created tenant {made.tenant.tenant_id!r} ({kind}); "
+        "its admin API key (shown this once):"
+    )
     say(made.admin_api_key)
     return 0
 
@@ -112,6 +120,18 @@ async def _credential_create(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _rotate_key(args: argparse.Namespace) -> int:
+    async with _channel(args) as channel:
+        done = await policy_grpc.PolicyServiceStub(channel).RotateSigningKey(
+            policy_pb.RotateSigningKeyRequest(), metadata=_metadata(args), timeout=RPC_TIMEOUT
+        )
+    say(f"lily: tokens are signed with key {done.kid} from now on")
+    for key in done.keys:
+        if key.HasField("retires_at"):
+            say(f"  {key.kid} verifies until {key.retires_at.ToDatetime():%Y-%m-%d %H:%M:%S} UTC")
+    return 0
+
+
 async def _credential_revoke(args: argparse.Namespace) -> int:
     async with _channel(args) as channel:
         await policy_grpc.PolicyServiceStub(channel).RevokeToken(
@@ -130,6 +150,7 @@ def add_commands(sub: argparse._SubParsersAction, client: Client) -> None:
         ("apply", "replace the tenant's policies and roles with a Casbin policy file", _apply),
         ("export", "print the tenant's policies and roles as a Casbin policy file", _export),
         ("check", "would you (or --subject) be allowed ACTION on OBJECT?", _check),
+        ("rotate-key", "a new signing key for Lily's token issuer (platform admins)", _rotate_key),
     ):
         c = psub.add_parser(name, help=help_text)
         c.set_defaults(run=run)
@@ -137,7 +158,7 @@ def add_commands(sub: argparse._SubParsersAction, client: Client) -> None:
             c.add_argument("file")
         elif name == "export":
             c.add_argument("--model", action="store_true", help="print the Casbin model instead")
-        else:
+        elif name == "check":
             c.add_argument("object")
             c.add_argument("action")
             c.add_argument("--subject")

@@ -64,6 +64,7 @@ PERMISSIONS: Mapping[str, Permission] = {
     },
     _P + "CreateTenant": Permission("tenants", "admin"),
     _P + "ListTenants": Permission("tenants", "admin"),
+    _P + "RotateSigningKey": Permission("tenants", "admin"),
     _P + "GetTenant": Permission("tenant", "read"),
     _P + "CreateCredential": Permission("credentials", "write"),
     _P + "ListCredentials": Permission("credentials", "read"),

@@ -119,6 +119,8 @@ class PolicyService:
             self._rules_changed.set()
         elif kind == "tenant":
             self._reload(self._tenant_changed(key))
+        elif kind == "keys":
+            self._reload(self.authn.reload_keys())
         else:
             self.authn.changed(kind, key)
 
@@ -129,7 +131,13 @@ class PolicyService:
     def _reload(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._reloads.add(task)
-        task.add_done_callback(self._reloads.discard)
+        task.add_done_callback(self._reload_done)
+
+    def _reload_done(self, task: asyncio.Task[None]) -> None:
+        self._reloads.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # (the next change, or the feed's reconnect, reloads again)
+            log.error("policy reload failed: %r", task.exception())
 
     async def _tenant_changed(self, tenant_id: str) -> None:
         """Reloads a tenant; one made DEDICATED and READY elsewhere gets its cell opened here
@@ -422,17 +430,28 @@ class PolicyService:
         if not await self._store.create_tenant(tenant, cred, links, rules):
             raise AlreadyExists(f"tenant {tenant_id!r} exists", metadata={"tenant_id": tenant_id})
         if dedicated:
-            # Shielded: a caller who gives up does not leave the tenant half made.
-            await asyncio.shield(asyncio.create_task(self._provision(tenant_id)))
+            # Shielded: a caller who gives up does not leave the tenant half made; once made,
+            # it is forgotten again (nobody saw its admin key), and may be created anew.
+            gone = False
+            task = asyncio.create_task(self._provision(tenant_id, lambda: gone))
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                gone = True
+                raise
             tenant = replace(tenant, state="READY")
         self.authn.tenants[tenant_id] = tenant
         await self.reload_rules()
         return tenant, cred, key.secret
 
-    async def _provision(self, tenant_id: str) -> None:
+    async def _provision(self, tenant_id: str, abandoned: Callable[[], bool]) -> None:
         assert self.cells is not None  # (checked by create_tenant)
         try:
             await self.cells.open(tenant_id)
+            if abandoned():
+                log.warning("tenant %s was made for a caller who left; forgotten", tenant_id)
+                await self._store.forget_tenant(tenant_id)
+                return
         except Exception as exc:
             log.exception("provisioning tenant %s failed", tenant_id)
             await self._store.forget_tenant(tenant_id)
@@ -548,6 +567,14 @@ class PolicyService:
 
     def jwks(self) -> list[dict[str, str]]:
         return self.authn.issuer.jwks()
+
+    async def rotate_signing_key(self) -> list[tuple[str, datetime, datetime | None]]:
+        """A new key to sign with; see PostgresPolicyStore.rotate_signing_key."""
+        keys = await self._store.rotate_signing_key(
+            tokens.new_signing_key(), self.settings.token_ttl + self.settings.leeway
+        )
+        await self.authn.reload_keys()
+        return keys
 
     async def denials(
         self, principal: Principal, before: datetime | None, limit: int

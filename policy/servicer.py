@@ -329,3 +329,19 @@ class PolicyServicer(policy_grpc.PolicyServiceServicer):
         self, request: policy_pb.GetJwksRequest, context: grpc.aio.ServicerContext
     ) -> policy_pb.GetJwksResponse:
         return policy_pb.GetJwksResponse(keys=[policy_pb.Jwk(**k) for k in self._policy.jwks()])
+
+    async def RotateSigningKey(
+        self, request: policy_pb.RotateSigningKeyRequest, context: grpc.aio.ServicerContext
+    ) -> policy_pb.RotateSigningKeyResponse:
+        keys = await self._policy.rotate_signing_key()
+        return policy_pb.RotateSigningKeyResponse(
+            kid=keys[-1][0],
+            keys=[
+                policy_pb.SigningKey(
+                    kid=kid,
+                    created_at=ts_pb(created),
+                    retires_at=ts_pb(retires) if retires is not None else None,
+                )
+                for kid, created, retires in keys
+            ],
+        )

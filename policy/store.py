@@ -74,6 +74,11 @@ def _link_row(g: RoleLink) -> tuple[str, str, str, str, str, str]:
     return ("g", g.subject, g.role, g.domain, "", "")
 
 
+_LIVE_KEYS = (
+    "SELECT kid, private_pem FROM signing_keys WHERE retired_at IS NULL OR retired_at > now()"
+    " ORDER BY created_at"
+)
+
 _INSERT_RULES = (
     "INSERT INTO casbin_rule (ptype, v0, v1, v2, v3, v4)"
     " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])"
@@ -326,20 +331,44 @@ class PostgresPolicyStore:
         return {r["jti"] for r in await self._pool.fetch("SELECT jti FROM revoked_tokens")}
 
     async def signing_keys(self, new: tuple[str, str]) -> dict[str, str]:
-        """The issuer's keys not retired (oldest first); `new` is stored first if there are
-        none (the first server to start creates the key every instance signs with)."""
+        """The issuer's keys not retired (oldest first: the newest signs); `new` is stored
+        first if there are none (the first server to start creates the key every instance
+        signs with)."""
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(7301002)")
-            rows = await conn.fetch(
-                "SELECT kid, private_pem FROM signing_keys WHERE retired_at IS NULL"
-                " ORDER BY created_at"
-            )
+            rows = await conn.fetch(_LIVE_KEYS)
             if not rows:
                 await conn.execute(
                     "INSERT INTO signing_keys (kid, private_pem) VALUES ($1, $2)", *new
                 )
                 return {new[0]: new[1]}
         return {r["kid"]: r["private_pem"] for r in rows}
+
+    async def rotate_signing_key(
+        self, new: tuple[str, str], grace_s: float
+    ) -> list[tuple[str, datetime, datetime | None]]:
+        """Stores `new` as the key to sign with; the keys before it retire `grace_s` seconds
+        from now (unless they retire sooner). Returns every live key (kid, created, retires),
+        oldest first."""
+
+        async def work(conn: asyncpg.Connection) -> list[tuple[str, datetime, datetime | None]]:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(7301002)")
+                await conn.execute(
+                    "UPDATE signing_keys SET retired_at = now() + make_interval(secs => $1)"
+                    " WHERE retired_at IS NULL",
+                    grace_s,
+                )
+                await conn.execute(
+                    "INSERT INTO signing_keys (kid, private_pem, created_at)"
+                    " VALUES ($1, $2, clock_timestamp())",
+                    *new,
+                )
+                rows = await conn.fetch(_LIVE_KEYS.replace("private_pem", "created_at, retired_at"))
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"keys:{new[0]}")
+            return [(r["kid"], r["created_at"], r["retired_at"]) for r in rows]
+
+        return await self._run("signing keys", work)
 
     # -- denials
 

@@ -149,3 +149,17 @@ async def test_policies_and_credentials_from_the_command_line(lily, token, tenan
     assert rc == 2 and "INVALID_ARGUMENT" in out and "policy_text:2" in out, out
     rc, out = await _lily(lily, token, "policy", "export")
     assert "wh-scraper" in out  # nothing was replaced
+
+
+async def test_platform_admins_make_dedicated_tenants_and_rotate_keys(lily, tenant):
+    root = lily.bootstrap_key
+    assert root
+    rc, out = await _lily(lily, root, "tenant", "create", tenant + "-d", "--dedicated")
+    assert rc == 0 and "DEDICATED" in out, out
+    key = out.strip().splitlines()[-1]  # its admin's key, printed last
+    rc, out = await _lily(lily, key, "policy", "export")
+    assert rc == 0 and f"admin, {tenant}-d" in out, out
+    rc, out = await _lily(lily, root, "policy", "rotate-key")
+    assert rc == 0 and "signed with key" in out and "verifies until" in out, out
+    rc, out = await _lily(lily, key, "policy", "rotate-key")  # a tenant admin may not
+    assert rc != 0 and "PERMISSION_DENIED" in out, out

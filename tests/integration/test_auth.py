@@ -387,7 +387,8 @@ async def test_refuse_mode_hides_restricted_assets_everywhere_from_who_may_not_r
         metadata=md,
     )
     raw, users, report = (r.asset_id for r in made.results)
-    edge = [("r/raw", "r/users"), ("r/users", "r/report"), ("r/raw", "r/report")]
+    # (PII on a leaf: it would propagate to anything downstream of it)
+    edge = [("r/raw", "r/users"), ("r/raw", "r/report")]
     await lineage_grpc.LineageServiceStub(channel).IngestRelationships(
         L.IngestRelationshipsRequest(
             relationships=[
@@ -401,24 +402,25 @@ async def test_refuse_mode_hides_restricted_assets_everywhere_from_who_may_not_r
         ),
         metadata=md,
     )
-    viewer, reader = (
-        bearer(
-            (
-                await _policy(channel).CreateCredential(
-                    P.CreateCredentialRequest(
-                        credential=P.Credential(kind=P.CREDENTIAL_KIND_API_KEY, roles=roles)
-                    ),
-                    metadata=md,
-                )
-            ).secret
+    keys = []
+    for roles in (["viewer"], ["viewer", "pii_reader"]):
+        made = await _policy(channel).CreateCredential(
+            P.CreateCredentialRequest(
+                credential=P.Credential(kind=P.CREDENTIAL_KIND_API_KEY, roles=roles)
+            ),
+            metadata=md,
         )
-        for roles in (["viewer"], ["viewer", "pii_reader"])
-    )
+        keys.append(bearer(made.secret))
+    viewer, reader = keys
     walk = L.GetLineageRequest(asset_id=raw, depth=3)
     lineage = lineage_grpc.LineageServiceStub(second)
 
-    async def walked(who: Metadata) -> L.GetLineageResponse:
-        return await lineage.GetLineage(walk, metadata=who)
+    async def walked(who: Metadata) -> L.GetLineageResponse | None:
+        try:
+            return await lineage.GetLineage(walk, metadata=who)
+        except grpc.aio.AioRpcError as err:  # until the new key's roles reach that instance
+            assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+            return None
 
     full = await eventually(lambda: walked(reader), timeout=2)  # (roles reach it in moments)
     assert {n.asset_id for n in full.nodes} == {raw, users, report}
@@ -438,6 +440,40 @@ async def test_refuse_mode_hides_restricted_assets_everywhere_from_who_may_not_r
     assert {a.asset_id for a in found.assets} == {raw, report}
     got = await there.GetMetadata(O.GetMetadataRequest(asset_id=users), metadata=reader)
     assert got.asset.qualified_name == "r/users"
+
+
+async def test_rotating_the_signing_key_keeps_earlier_tokens_valid_on_every_instance(
+    channel, second, md, admin_md
+):
+    client_id, secret = await _client(channel, md, "viewer")
+    before = await _token(channel, client_id, secret)
+    old_kid = jwt.get_unverified_header(before)["kid"]
+    rotated = await _policy(channel).RotateSigningKey(
+        P.RotateSigningKeyRequest(), metadata=admin_md
+    )
+    assert rotated.kid != old_kid and rotated.keys[-1].kid == rotated.kid
+    assert not rotated.keys[-1].HasField("retires_at")
+    retiring = {k.kid: k.retires_at.ToSeconds() for k in rotated.keys[:-1]}
+    assert old_kid in retiring
+    assert retiring[old_kid] >= time.time() + 900  # the token lifetime (and leeway) to go
+    after = await _token(channel, client_id, secret)
+    assert jwt.get_unverified_header(after)["kid"] == rotated.kid
+    jwks = await _policy(second).GetJwks(P.GetJwksRequest())
+    assert {old_kid, rotated.kid} <= {k.kid for k in jwks.keys}
+
+    async def valid(where, token: str) -> bool:
+        who = await _policy(where).ValidateToken(P.ValidateTokenRequest(), metadata=bearer(token))
+        return who.principal.credential_id == client_id
+
+    for where in (channel, second):
+        for token in (before, after):
+            assert await eventually(lambda w=where, t=token: valid(w, t), timeout=1.0)
+    # the other instance signs with the new key too
+    signed_there = await _token(second, client_id, secret)
+    assert jwt.get_unverified_header(signed_there)["kid"] == rotated.kid
+    with pytest.raises(grpc.aio.AioRpcError) as err:  # a tenant's admin is no platform admin
+        await _policy(channel).RotateSigningKey(P.RotateSigningKeyRequest(), metadata=md)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 async def _allowed(stub, check: P.CheckAccessRequest, md: Metadata) -> bool:

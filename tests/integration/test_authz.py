@@ -37,7 +37,7 @@ for names, roles in (
     ("ListPolicies ListRoles ExportPolicies GetAssetAccess ListDenials", {"steward", "admin"}),
     ("AddPolicies RemovePolicies AddRoles RemoveRoles ImportPolicies", {"admin"}),
     ("CreateCredential ListCredentials", {"admin"}),
-    ("CreateTenant ListTenants", set()),  # platform admins only
+    ("CreateTenant ListTenants RotateSigningKey", set()),  # platform admins only
     ("GetTenant", {"viewer", "editor", "steward", "admin"}),
     ("CheckAccess RevokeToken ValidateToken", EVERYONE),
     ("IssueToken GetJwks", EVERYONE),  # open

@@ -150,6 +150,11 @@ class PolicyServiceStub:
                 request_serializer=lily_dot_v1_dot_policy__pb2.GetJwksRequest.SerializeToString,
                 response_deserializer=lily_dot_v1_dot_policy__pb2.GetJwksResponse.FromString,
                 _registered_method=True)
+        self.RotateSigningKey = channel.unary_unary(
+                '/lily.v1.PolicyService/RotateSigningKey',
+                request_serializer=lily_dot_v1_dot_policy__pb2.RotateSigningKeyRequest.SerializeToString,
+                response_deserializer=lily_dot_v1_dot_policy__pb2.RotateSigningKeyResponse.FromString,
+                _registered_method=True)
 
 
 class PolicyServiceServicer:
@@ -257,8 +262,10 @@ class PolicyServiceServicer:
     def CreateTenant(self, request, context):
         """Creates a tenant and its first admin credential (an API key, shown once). SHARED
         tenants use the shared tables and streams, keyed by tenant; DEDICATED tenants get their
-        own Postgres schema, Cassandra keyspace and JanusGraph graph (distributed profile) and
-        their own JetStream streams. Platform admins only.
+        own Postgres schema (local profile), or Cassandra keyspace and JanusGraph graph
+        (distributed), and their own JetStream streams, all made within the call: give it a
+        deadline of minutes. If making them fails (UNAVAILABLE), or the caller leaves first,
+        nothing of the tenant is kept and it may be created again. Platform admins only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -321,6 +328,15 @@ class PolicyServiceServicer:
     def GetJwks(self, request, context):
         """The public keys of Lily's own token issuer (a JWK Set), for services that verify Lily's
         tokens themselves. Open.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateSigningKey(self, request, context):
+        """Makes a new signing key for Lily's own issuer: every instance signs with it within
+        moments. The keys it replaces keep verifying until every token they signed has expired
+        (the token lifetime and the clock leeway), then retire. Platform admins only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -428,6 +444,11 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.GetJwks,
                     request_deserializer=lily_dot_v1_dot_policy__pb2.GetJwksRequest.FromString,
                     response_serializer=lily_dot_v1_dot_policy__pb2.GetJwksResponse.SerializeToString,
+            ),
+            'RotateSigningKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateSigningKey,
+                    request_deserializer=lily_dot_v1_dot_policy__pb2.RotateSigningKeyRequest.FromString,
+                    response_serializer=lily_dot_v1_dot_policy__pb2.RotateSigningKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -986,6 +1007,33 @@ class PolicyService:
             '/lily.v1.PolicyService/GetJwks',
             lily_dot_v1_dot_policy__pb2.GetJwksRequest.SerializeToString,
             lily_dot_v1_dot_policy__pb2.GetJwksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateSigningKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lily.v1.PolicyService/RotateSigningKey',
+            lily_dot_v1_dot_policy__pb2.RotateSigningKeyRequest.SerializeToString,
+            lily_dot_v1_dot_policy__pb2.RotateSigningKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,
