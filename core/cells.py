@@ -27,6 +27,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+import asyncpg
 from cassandra.cluster import Session as CassandraSession
 
 from core import cassandra
@@ -205,6 +206,7 @@ class Cells:
         pages: PageTokens,
         *,
         isolation_of: Callable[[str], str | None],
+        pool: asyncpg.Pool,
         postgres_dsn: str,
         cassandra_session: CassandraSession | None = None,
         janusgraph: JanusGraphLineageGraph | None = None,
@@ -213,6 +215,7 @@ class Cells:
         self.shared = shared
         self._pages = pages
         self._isolation_of = isolation_of
+        self._pool = pool  # the server's (public schema)
         self._dsn = postgres_dsn
         self._session = cassandra_session
         self._janusgraph = janusgraph
@@ -292,11 +295,7 @@ class Cells:
     async def _postgres(
         self, name: str, closers: list[Closer]
     ) -> tuple[AssetStore, Outbox, LineageGraph]:
-        admin = await create_pool(self._dsn, min_size=1, max_size=1)
-        try:
-            await create_schema(admin, name)
-        finally:
-            await admin.close()
+        await create_schema(self._pool, name)
         pool = await create_pool(
             self._dsn, schema=name, min_size=1, max_size=self.settings.dedicated_pool_size
         )

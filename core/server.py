@@ -257,6 +257,7 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
         shared,
         pages,
         isolation_of=policy.isolation_of,
+        pool=backends.pool,
         postgres_dsn=postgres_dsn,
         cassandra_session=backends.cassandra,
         janusgraph=backends.janusgraph,

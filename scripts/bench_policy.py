@@ -9,6 +9,8 @@
 3. Interceptor cost: GetMetadata latency on a `lily up` with authentication on (an API key)
    against one with it off (LILY_AUTH__ENABLED=false), on the same Postgres and NATS, in
    alternating blocks. Target: on/off < 1.10 (p50).
+4. Routing: GetMetadata for a DEDICATED tenant (its own schema and pool) against the SHARED
+   tenant of (3), on the same server, in alternating blocks (no target; what a cell costs).
 """
 
 from __future__ import annotations
@@ -214,6 +216,22 @@ async def main() -> int:
                 metadata=md_on,
             )
             ids = [r.asset_id for r in made.results]
+            md_ded = await new_tenant(ch_on, data / "on", "dedicated0", dedicated=True)
+            made_ded = await stub_on.IngestMetadata(
+                metadata_pb.IngestMetadataRequest(
+                    assets=[
+                        common_pb.AssetInput(
+                            qualified_name=f"pg://bench/db/s/t{i}",
+                            asset_type=common_pb.ASSET_TYPE_TABLE,
+                            description="a table",
+                        )
+                        for i in range(200)
+                    ]
+                ),
+                metadata=md_ded,
+            )
+            ids_ded = [r.asset_id for r in made_ded.results]
+            await get_ms(stub_on, md_ded, ids_ded, 200)
             await get_ms(stub_on, md_on, ids, 200)  # warm both
             await get_ms(stub_off, (), ids, 200)
             lat_on: list[float] = []
@@ -234,6 +252,22 @@ async def main() -> int:
                 f"   ratio on/off: p50 {p50_on / p50_off:.3f}  p99 {p99_on / p99_off:.3f}"
                 f"   target p50 < 1.10: {'met' if p50_on / p50_off < 1.10 else 'NOT met'}"
             )
+
+            # 4. a DEDICATED tenant's reads against the SHARED tenant's, same server
+            lat_ded: list[float] = []
+            lat_shared: list[float] = []
+            for b in range(0, args.gets, block):
+                runs = [(md_ded, ids_ded, lat_ded), (md_on, ids, lat_shared)]
+                for meta, which, into in runs if (b // block) % 2 else reversed(runs):
+                    into.extend(await get_ms(stub_on, meta, which, block))
+                progress(f"GetMetadata DEDICATED vs SHARED: {len(lat_ded)}/{args.gets} each")
+            print(file=sys.stderr)
+            p50_d, p50_s = statistics.median(lat_ded), statistics.median(lat_shared)
+            p99_d, p99_s = pct(lat_ded, 99), pct(lat_shared, 99)
+            print("4. GetMetadata, a DEDICATED tenant vs a SHARED one, same server")
+            print(f"   DEDICATED: p50 {p50_d:.3f} ms  p99 {p99_d:.3f} ms")
+            print(f"   SHARED   : p50 {p50_s:.3f} ms  p99 {p99_s:.3f} ms")
+            print(f"   ratio: p50 {p50_d / p50_s:.3f}  p99 {p99_d / p99_s:.3f}")
     finally:
         for proc in (on, off):
             proc.terminate()

@@ -75,16 +75,21 @@ async def propagation_idle(nats_url: str) -> float:
         await nc.close()
 
 
-async def new_tenant(channel: object, data: Path, tenant_id: str) -> tuple[tuple[str, str], ...]:
-    """Creates a tenant as the platform admin whose key `lily up` saved under `data`: the
-    call metadata of the tenant's admin."""
+async def new_tenant(
+    channel: object, data: Path, tenant_id: str, *, dedicated: bool = False
+) -> tuple[tuple[str, str], ...]:
+    """Creates a tenant (SHARED, or DEDICATED) as the platform admin whose key `lily up` saved
+    under `data`: the call metadata of the tenant's admin."""
     from lily.v1 import policy_pb2 as policy_pb
     from lily.v1 import policy_pb2_grpc as policy_grpc
 
     admin = (data / "credentials").read_text().strip()
+    isolation = policy_pb.TENANT_ISOLATION_DEDICATED if dedicated else 0
     made = await policy_grpc.PolicyServiceStub(channel).CreateTenant(
-        policy_pb.CreateTenantRequest(tenant=policy_pb.Tenant(tenant_id=tenant_id)),
+        policy_pb.CreateTenantRequest(
+            tenant=policy_pb.Tenant(tenant_id=tenant_id, isolation=isolation)
+        ),
         metadata=(("authorization", f"Bearer {admin}"),),
-        timeout=30,
+        timeout=200,
     )
     return (("authorization", f"Bearer {made.admin_api_key}"),)
