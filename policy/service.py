@@ -25,6 +25,7 @@ from core.domain.errors import (
     LilyError,
     NotFound,
     PermissionDenied,
+    Unauthenticated,
     Unavailable,
 )
 from core.domain.model import Asset
@@ -525,8 +526,8 @@ class PolicyService:
         if token and not token.startswith(tokens.API_KEY_PREFIX):
             try:
                 target = await self.authn.authenticate({"authorization": f"Bearer {token}"})
-            except PermissionDenied:  # its tenant is gone or not ready: nothing to revoke
-                return
+            except (Unauthenticated, PermissionDenied):  # invalid, expired, or its tenant is
+                return  # gone: nothing to revoke (RFC 7009 2.2: that is no error)
             if target.tenant_id != principal.tenant_id:
                 return
             if target.subject != principal.subject:

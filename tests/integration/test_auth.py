@@ -262,6 +262,10 @@ async def test_every_kind_of_bad_jwt_is_refused(channel, stub, md, lily, tenant)
         message = await _refused(stub.SearchMetadata(search, metadata=bearer(token)))
         assert why in message, (name, message)
     # revoking the token stops it; the client's next token works until the client is revoked
+    # RFC 7009: a token that is no valid token of ours is answered OK, and nothing changes
+    for junk in ("not-a-jwt", good[:-4] + "AAAA"):
+        await _policy(channel).RevokeToken(P.RevokeTokenRequest(token=junk), metadata=md)
+    await stub.SearchMetadata(search, metadata=bearer(good))
     await _policy(channel).RevokeToken(P.RevokeTokenRequest(token=good), metadata=bearer(good))
     assert "revoked" in await _refused(stub.SearchMetadata(search, metadata=bearer(good)))
     again = await _token(channel, client_id, secret)
