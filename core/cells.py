@@ -229,10 +229,8 @@ class Cells:
 
     async def enter(self, tenant_id: str) -> Cell:
         """Routes the current call to the tenant's cell."""
-        if self._isolation_of(tenant_id) == "DEDICATED":
-            cell = self._dedicated.get(tenant_id) or await self.open(tenant_id)
-        else:
-            cell = self.shared
+        dedicated = self._isolation_of(tenant_id) == "DEDICATED"
+        cell = await self.open(tenant_id) if dedicated else self.shared
         _cell.set(cell)
         return cell
 

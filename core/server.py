@@ -223,88 +223,84 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
         raise
 
     policy = PolicyService(PostgresPolicyStore(backends.pool, postgres_dsn), settings.auth)
+    cells: Cells | None = None
     try:
         await policy.start()
         bootstrap_key = await policy.bootstrap()
-    except BaseException:
-        await policy.stop()
-        await _shut_down([], backends)
-        raise
-    if settings.auth.enabled:
-        guard: CallGuard | OpenGuard = CallGuard(policy)
-        access: PolicyAccess | OpenAccess = PolicyAccess(policy)
-    else:
-        log.warning(
-            "authentication is OFF: every call is an admin of %r", settings.auth.system_tenant
+        if settings.auth.enabled:
+            guard: CallGuard | OpenGuard = CallGuard(policy)
+            access: PolicyAccess | OpenAccess = PolicyAccess(policy)
+        else:
+            log.warning(
+                "authentication is OFF: every call is an admin of %r", settings.auth.system_tenant
+            )
+            guard, access = OpenGuard(settings.auth.system_tenant), OpenAccess()
+
+        if backends.lineage is None:  # (servers connect one; only workers go without)
+            raise RuntimeError("a server needs its lineage graph")
+        pages = PageTokens(secret)
+        shared = Cell.assemble(
+            SHARED,
+            None,
+            settings,
+            pages,
+            backends.store,
+            backends.outbox,
+            backends.lineage,
+            backends.bus,
         )
-        guard, access = OpenGuard(settings.auth.system_tenant), OpenAccess()
+        cells = Cells(
+            settings,
+            shared,
+            pages,
+            isolation_of=policy.isolation_of,
+            pool=backends.pool,
+            postgres_dsn=postgres_dsn,
+            cassandra_session=backends.cassandra,
+            janusgraph=backends.janusgraph,
+        )
+        policy.cells = cells
 
-    if backends.lineage is None:  # (servers connect one; only workers go without)
-        raise RuntimeError("a server needs its lineage graph")
-    pages = PageTokens(secret)
-    shared = Cell.assemble(
-        SHARED,
-        None,
-        settings,
-        pages,
-        backends.store,
-        backends.outbox,
-        backends.lineage,
-        backends.bus,
-    )
-    cells = Cells(
-        settings,
-        shared,
-        pages,
-        isolation_of=policy.isolation_of,
-        pool=backends.pool,
-        postgres_dsn=postgres_dsn,
-        cassandra_session=backends.cassandra,
-        janusgraph=backends.janusgraph,
-    )
-    policy.cells = cells
-
-    options = [
-        ("grpc.max_receive_message_length", settings.max_message_bytes),
-        ("grpc.max_send_message_length", settings.max_message_bytes),
-        ("grpc.so_reuseport", 0),
-    ]
-    server = grpc.aio.server(
-        interceptors=[tracing.server_interceptor(), ErrorInterceptor(_routed(guard, cells))],
-        options=options,
-    )
-    metadata_grpc.add_MetadataServiceServicer_to_server(MetadataServicer(access), server)
-    policy_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(policy), server)
-    lineage_grpc.add_LineageServiceServicer_to_server(LineageServicer(access), server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(SERVICE_NAMES, server)
-    address = f"{settings.grpc_host}:{settings.grpc_port}"
-    try:
-        port = server.add_insecure_port(address)
-    except RuntimeError:  # grpc's way of saying the address cannot be bound
-        port = 0
-    if port == 0:
-        await policy.stop()
-        await _shut_down([], backends)
-        raise StartupError(f"cannot listen on {address} (in use, or not an address of this host)")
-    lily = Lily(settings, backends, server, port, cells, health_servicer, policy, bootstrap_key)
-    try:
+        options = [
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.aio.server(
+            interceptors=[tracing.server_interceptor(), ErrorInterceptor(_routed(guard, cells))],
+            options=options,
+        )
+        metadata_grpc.add_MetadataServiceServicer_to_server(MetadataServicer(access), server)
+        policy_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(policy), server)
+        lineage_grpc.add_LineageServiceServicer_to_server(LineageServicer(access), server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(SERVICE_NAMES, server)
+        address = f"{settings.grpc_host}:{settings.grpc_port}"
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError:  # grpc's way of saying the address cannot be bound
+            port = 0
+        if port == 0:
+            raise StartupError(
+                f"cannot listen on {address} (in use, or not an address of this host)"
+            )
         for tenant in policy.tenants():
-            if tenant.isolation == "DEDICATED" and tenant.state == "READY":
+            if tenant.has_cell:
                 await cells.open(tenant.tenant_id)
+        if settings.workers:
+            cells.start_workers()
+        await server.start()
     except BaseException:
         await policy.stop()
-        await cells.close()
+        if cells is not None:
+            await cells.close()
         await _shut_down([], backends)
         raise
-    if settings.workers:
-        cells.start_workers()
-    await server.start()
     for name in ("", *SERVICE_NAMES[:3]):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("gRPC serving on %s:%d", settings.grpc_host, port)
-    return lily
+    return Lily(settings, backends, server, port, cells, health_servicer, policy, bootstrap_key)
 
 
 def _routed(guard: Guard, cells: Cells) -> Guard:

@@ -145,7 +145,7 @@ class PolicyService:
         too (so this instance runs its workers and serves it at once)."""
         await self.authn.reload_tenant(tenant_id)
         tenant = self.authn.tenants.get(tenant_id)
-        if self.cells and tenant and tenant.isolation == "DEDICATED" and tenant.state == "READY":
+        if self.cells and tenant and tenant.has_cell:
             try:
                 await self.cells.open(tenant_id)
             except Exception:  # the feed's boundary: its first call here will try again

@@ -37,6 +37,11 @@ class TenantRecord:
     error: str
     created_at: datetime
 
+    @property
+    def has_cell(self) -> bool:
+        """Whether it is served by a cell of its own (core.cells): DEDICATED, and made."""
+        return self.isolation == "DEDICATED" and self.state == "READY"
+
 
 @dataclass(frozen=True, slots=True)
 class CredentialRecord:
@@ -74,9 +79,9 @@ def _link_row(g: RoleLink) -> tuple[str, str, str, str, str, str]:
     return ("g", g.subject, g.role, g.domain, "", "")
 
 
-_LIVE_KEYS = (
-    "SELECT kid, private_pem FROM signing_keys WHERE retired_at IS NULL OR retired_at > now()"
-    " ORDER BY created_at"
+# The signing keys still verifying, oldest first (the newest signs).
+_LIVE_KEYS_FROM = (
+    " FROM signing_keys WHERE retired_at IS NULL OR retired_at > now() ORDER BY created_at"
 )
 
 _INSERT_RULES = (
@@ -336,7 +341,7 @@ class PostgresPolicyStore:
         signs with)."""
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(7301002)")
-            rows = await conn.fetch(_LIVE_KEYS)
+            rows = await conn.fetch("SELECT kid, private_pem" + _LIVE_KEYS_FROM)
             if not rows:
                 await conn.execute(
                     "INSERT INTO signing_keys (kid, private_pem) VALUES ($1, $2)", *new
@@ -364,7 +369,7 @@ class PostgresPolicyStore:
                     " VALUES ($1, $2, clock_timestamp())",
                     *new,
                 )
-                rows = await conn.fetch(_LIVE_KEYS.replace("private_pem", "created_at, retired_at"))
+                rows = await conn.fetch("SELECT kid, created_at, retired_at" + _LIVE_KEYS_FROM)
                 await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"keys:{new[0]}")
             return [(r["kid"], r["created_at"], r["retired_at"]) for r in rows]
 

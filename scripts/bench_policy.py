@@ -132,6 +132,24 @@ async def through_grpc(channel: grpc.aio.Channel, md, n: int, subjects: list[str
     return n / (time.perf_counter() - started)
 
 
+async def tables(stub, md) -> list[str]:
+    """200 tables in the caller's tenant: their ids."""
+    made = await stub.IngestMetadata(
+        metadata_pb.IngestMetadataRequest(
+            assets=[
+                common_pb.AssetInput(
+                    qualified_name=f"pg://bench/db/s/t{i}",
+                    asset_type=common_pb.ASSET_TYPE_TABLE,
+                    description="a table",
+                )
+                for i in range(200)
+            ]
+        ),
+        metadata=md,
+    )
+    return [r.asset_id for r in made.results]
+
+
 async def get_ms(stub, md, ids: list[str], n: int) -> list[float]:
     out = []
     for i in range(n):
@@ -202,35 +220,9 @@ async def main() -> int:
             md_on = (("authorization", f"Bearer {key}"),)
             stub_on = metadata_grpc.MetadataServiceStub(ch_on)
             stub_off = metadata_grpc.MetadataServiceStub(ch_off)
-            made = await stub_on.IngestMetadata(
-                metadata_pb.IngestMetadataRequest(
-                    assets=[
-                        common_pb.AssetInput(
-                            qualified_name=f"pg://bench/db/s/t{i}",
-                            asset_type=common_pb.ASSET_TYPE_TABLE,
-                            description="a table",
-                        )
-                        for i in range(200)
-                    ]
-                ),
-                metadata=md_on,
-            )
-            ids = [r.asset_id for r in made.results]
+            ids = await tables(stub_on, md_on)
             md_ded = await new_tenant(ch_on, data / "on", "dedicated0", dedicated=True)
-            made_ded = await stub_on.IngestMetadata(
-                metadata_pb.IngestMetadataRequest(
-                    assets=[
-                        common_pb.AssetInput(
-                            qualified_name=f"pg://bench/db/s/t{i}",
-                            asset_type=common_pb.ASSET_TYPE_TABLE,
-                            description="a table",
-                        )
-                        for i in range(200)
-                    ]
-                ),
-                metadata=md_ded,
-            )
-            ids_ded = [r.asset_id for r in made_ded.results]
+            ids_ded = await tables(stub_on, md_ded)
             await get_ms(stub_on, md_ded, ids_ded, 200)
             await get_ms(stub_on, md_on, ids, 200)  # warm both
             await get_ms(stub_off, (), ids, 200)

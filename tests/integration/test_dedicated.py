@@ -84,7 +84,9 @@ async def test_a_dedicated_tenant_is_ready_and_says_so(served: Served):
     assert served.tenant in served.lily.cells.dedicated()
 
 
-async def test_its_metadata_lineage_and_events_live_in_its_own_cell(served: Served):
+async def test_its_metadata_lineage_and_events_live_in_its_own_cell(
+    served: Served, stack: tuple[str, str]
+):
     stub = metadata_grpc.MetadataServiceStub(served.channel)
     lineage = lineage_grpc.LineageServiceStub(served.channel)
     md, tenant, cell = served.md, served.tenant, cell_name(served.tenant)
@@ -134,7 +136,7 @@ async def test_its_metadata_lineage_and_events_live_in_its_own_cell(served: Serv
     assert shared.lineage is not None
     assert not await shared.lineage.edges_at(tenant, [up_id], True)
     if served.profile == "local":
-        conn = await asyncpg.connect(served.lily.cells._dsn)
+        conn = await asyncpg.connect(stack[0])  # the local server's Postgres
         try:
             where = "WHERE tenant_id = $1"
             assert await conn.fetchval(f"SELECT count(*) FROM {cell}.assets {where}", tenant) == 3
@@ -218,10 +220,10 @@ async def test_another_instance_serves_a_new_dedicated_tenant_at_once(
 
 
 async def test_a_failed_provisioning_keeps_nothing_and_may_be_tried_again(
-    channel, admin_md, lily, tenant
+    channel, admin_md, lily, stack, tenant
 ):
     # A table in the way makes the tenant's schema migration fail half way.
-    conn = await asyncpg.connect(lily.cells._dsn)
+    conn = await asyncpg.connect(stack[0])
     cell = cell_name(tenant)
     await conn.execute(f"CREATE SCHEMA {cell}; CREATE VIEW {cell}.audit AS SELECT 1 AS x")
     policy = policy_grpc.PolicyServiceStub(channel)
