@@ -9,10 +9,11 @@ Server-Sent Events. /openapi.json describes all of it, from the same descriptors
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ import grpc
 import orjson
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
+from opentelemetry import propagate, trace
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -27,9 +29,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api_gateway import openapi
 from api_gateway.routes import Route, routes
 from api_gateway.transcode import BadRequest, build_request, http_status, render, status_of
-from core import tracing
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer("lily.gateway")
 
 _TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
@@ -124,11 +126,7 @@ class _Gateway:
                 return _error(exc.status())
             except _Refusal as refusal:
                 return refusal.response
-            with tracing.continue_trace(
-                request.headers,
-                f"{request.method} {route.template}",
-                **{"http.route": route.template},
-            ) as trace_headers:
+            with _traced(request, route) as trace_headers:
                 md = [*metadata, *trace_headers.items()]
                 if route.server_streaming:
                     return await self._stream(route, message, md, timeout)
@@ -306,3 +304,17 @@ def _serialize(message: Message) -> bytes:
 
 def _json_name(message: Message, field: str) -> str:
     return message.DESCRIPTOR.fields_by_name[field].json_name
+
+
+@contextlib.contextmanager
+def _traced(request: Request, route: Route) -> Iterator[dict[str, str]]:
+    """A span for the call, continuing the caller's trace (W3C traceparent): the headers
+    that carry it on to the core."""
+    parent = propagate.extract(dict(request.headers))
+    name = f"{request.method} {route.template}"
+    with _tracer.start_as_current_span(
+        name, context=parent, attributes={"http.route": route.template}
+    ):
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        yield carrier

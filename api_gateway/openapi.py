@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.descriptor import (
+    Descriptor,
+    EnumDescriptor,
+    FieldDescriptor,
+    MethodDescriptor,
+)
+from google.rpc import status_pb2
+from lily.v1 import access_pb2 as access_pb
 
 from api_gateway.routes import Route
 from api_gateway.transcode import message_of
@@ -93,17 +100,13 @@ def document(
     }
 
 
-def _is_open(full_name: str) -> bool:
-    from policy.permissions import PERMISSIONS
-    from policy.service import OPEN
-
-    service, _, name = full_name.rpartition(".")
-    return PERMISSIONS.get(f"/{service}/{name}") is OPEN
+def _is_open(method: MethodDescriptor) -> bool:
+    """Whether anyone may call the RPC without credentials (its lily.v1.access option)."""
+    options = method.GetOptions()
+    return options.HasExtension(access_pb.access) and options.Extensions[access_pb.access].open
 
 
 def _status_descriptor() -> Descriptor:
-    from google.rpc import status_pb2
-
     return status_pb2.Status.DESCRIPTOR
 
 
@@ -136,7 +139,7 @@ def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
             },
         },
     }
-    if _is_open(method.full_name):
+    if _is_open(method):
         operation["security"] = []
     if route.body:
         schema = (

@@ -10,39 +10,31 @@ policies, credentials, denials) stays in the public schema whatever the isolatio
 
 The interceptor routes every authenticated call (Cells.enter): the principal's tenant, looked
 up in the tenant registry (PolicyService's cache, refreshed on every change), gives the cell,
-and the servicers take their services from current_cell(). A DEDICATED tenant's cell is opened
-(made if new: schema, keyspace, graph and streams are all created if missing, and migrated) when
-the tenant is created, at start, when another instance says the tenant is ready, or at its first
-call here, whichever comes first."""
+and the servicers take their services from current_cell() (the server hands them that). A
+DEDICATED tenant's cell is opened (made if new: its stores by the backend, core/backends; its
+streams here) when the tenant is created, at start, when another instance says the tenant is
+ready, or at its first call here, whichever comes first."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import hashlib
 import logging
 import os
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import asyncpg
-from cassandra.cluster import Session as CassandraSession
-
-from core import cassandra
+from core.backends import Backend, CellStores
 from core.domain.errors import Unavailable
 from core.events.nats import NatsChangeBus
-from core.events.outbox import OutboxRelay, PostgresOutbox
+from core.events.outbox import OutboxRelay
+from core.lifecycle import Closer, close_all, stop_tasks
 from core.lineage.service import LineageService
-from core.lineage.stores.janusgraph import JanusGraphLineageGraph
-from core.lineage.stores.postgres import PostgresLineageGraph
 from core.metadata.pagination import PageTokens
 from core.metadata.service import MetadataService
-from core.metadata.stores.cassandra import CassandraAssetStore
-from core.metadata.stores.postgres import PostgresAssetStore
-from core.ports import AssetStore, LineageGraph, Outbox, OutboxRecord
-from core.postgres import create_pool, create_schema, migrate
+from core.ports import Access, AssetStore, LineageGraph, OutboxRecord
 from core.settings import Settings
 from core.workers.ingest import IngestWorker, encode_work
 from core.workers.propagation import PropagationWorker
@@ -52,9 +44,6 @@ log = logging.getLogger(__name__)
 SHARED = "shared"
 OPEN_TIMEOUT = 180.0  # seconds to make or open a cell (a new Cassandra keyspace takes a while)
 
-# (name, close, what to do instead if close takes too long)
-Closer = tuple[str, Callable[[], Awaitable[None]], Callable[[], None]]
-
 
 def cell_name(tenant_id: str) -> str:
     """A DEDICATED tenant's cell: a name valid as a Postgres schema, a Cassandra keyspace, a
@@ -62,46 +51,6 @@ def cell_name(tenant_id: str) -> str:
     and distinct for distinct tenants (`a-b` and `a_b` differ in the hash)."""
     digest = hashlib.sha256(tenant_id.encode()).hexdigest()[:8]
     return f"t_{re.sub(r'[^a-z0-9_]', '_', tenant_id)[:36]}_{digest}"
-
-
-async def close_all(steps: Sequence[Closer], timeout: float = 10.0) -> None:
-    """Runs each close in at most `timeout` seconds: one that hangs is logged and left
-    behind, and never holds up the rest."""
-    loop = asyncio.get_running_loop()
-    for name, close, abandon in steps:
-        started = loop.time()
-        try:
-            await asyncio.wait_for(close(), timeout)
-        except TimeoutError:
-            log.warning("shutdown: %s did not close within %.0f s; left behind", name, timeout)
-            abandon()
-            continue
-        except Exception as exc:  # the shutdown boundary: log, and close the rest
-            log.warning("shutdown: closing %s failed: %r", name, exc)
-            continue
-        log.info("shutdown: %s closed in %.2f s", name, loop.time() - started)
-
-
-async def stop_tasks(tasks: Sequence[asyncio.Task[None]]) -> None:
-    """Cancels background tasks and waits for them (a while).
-
-    A cancel can be lost: Python 3.11's asyncio.wait_for drops one that lands as its inner
-    future completes, and nats-py's fetch waits in wait_for; a worker loop that lost its
-    cancel goes round again for ever. Waiting on it is the suspected cause of `lily up`
-    hanging on SIGTERM (seen once for over 10 minutes after a benchmark, idle loop, no worker
-    processes left). So the cancel is sent again, and a task that still runs is left."""
-    pending = set(tasks)
-    for _ in range(3):
-        for task in pending:
-            task.cancel()
-        if not pending:
-            break
-        _, pending = await asyncio.wait(pending, timeout=5.0)
-    for task in pending:
-        log.warning("shutdown: task %s did not stop; left behind", task.get_name())
-    for task in tasks:
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            log.warning("shutdown: task %s had failed: %r", task.get_name(), task.exception())
 
 
 def _exit_after_commit(records: Sequence[OutboxRecord]) -> None:
@@ -138,23 +87,35 @@ class Cell:
         tenant_id: str | None,
         settings: Settings,
         pages: PageTokens,
-        store: AssetStore,
-        outbox: Outbox,
-        graph: LineageGraph,
+        access: Access,
+        stores: CellStores,
         bus: NatsChangeBus,
     ) -> Cell:
-        relay = OutboxRelay(outbox, bus)
+        if stores.graph is None:
+            raise RuntimeError("a cell that serves calls needs its lineage graph")
+        relay = OutboxRelay(stores.outbox, bus)
         commit = on_commit(relay)
         metadata = MetadataService(
-            store,
+            stores.store,
             bus,
             pages,
+            access,
             consistency=settings.consistency,
             encode_work=encode_work,
             on_commit=commit,
         )
-        lineage = LineageService(graph, store, on_commit=commit)
-        return cls(name, tenant_id, store, graph, bus, relay, metadata, lineage)
+        lineage = LineageService(stores.graph, stores.store, access, on_commit=commit)
+        return cls(
+            name,
+            tenant_id,
+            stores.store,
+            stores.graph,
+            bus,
+            relay,
+            metadata,
+            lineage,
+            list(stores.closers),
+        )
 
     def start_workers(self, settings: Settings, *, ingest: bool) -> None:
         """The outbox relay and the propagation worker; the ingest worker too if `ingest`."""
@@ -204,21 +165,17 @@ class Cells:
         settings: Settings,
         shared: Cell,
         pages: PageTokens,
+        access: Access,
+        backend: Backend,
         *,
         isolation_of: Callable[[str], str | None],
-        pool: asyncpg.Pool,
-        postgres_dsn: str,
-        cassandra_session: CassandraSession | None = None,
-        janusgraph: JanusGraphLineageGraph | None = None,
     ) -> None:
         self.settings = settings
         self.shared = shared
         self._pages = pages
+        self._access = access
+        self._backend = backend
         self._isolation_of = isolation_of
-        self._pool = pool  # the server's (public schema)
-        self._dsn = postgres_dsn
-        self._session = cassandra_session
-        self._janusgraph = janusgraph
         self._dedicated: dict[str, Cell] = {}
         self._opening: dict[str, asyncio.Lock] = {}
         self._workers = False
@@ -276,48 +233,6 @@ class Cells:
 
     async def _make(self, tenant_id: str) -> Cell:
         name = cell_name(tenant_id)
-        closers: list[Closer] = []
-        try:
-            bus = await self.shared.bus.for_cell(name)
-            if self.settings.profile == "local":
-                store, outbox, graph = await self._postgres(name, closers)
-            else:
-                store, outbox, graph = await self._distributed(name, closers)
-        except BaseException:
-            await close_all(list(reversed(closers)))
-            raise
-        cell = Cell.assemble(name, tenant_id, self.settings, self._pages, store, outbox, graph, bus)
-        cell.closers = closers
-        return cell
-
-    async def _postgres(
-        self, name: str, closers: list[Closer]
-    ) -> tuple[AssetStore, Outbox, LineageGraph]:
-        await create_schema(self._pool, name)
-        pool = await create_pool(
-            self._dsn, schema=name, min_size=1, max_size=self.settings.dedicated_pool_size
-        )
-        closers.append((f"Postgres pool of {name}", pool.close, pool.terminate))
-        await migrate(pool, data_only=True)
-        return PostgresAssetStore(pool), PostgresOutbox(pool), PostgresLineageGraph(pool)
-
-    async def _distributed(
-        self, name: str, closers: list[Closer]
-    ) -> tuple[AssetStore, Outbox, LineageGraph]:
-        assert self._session is not None and self._janusgraph is not None  # distributed
-        c = self.settings.cassandra
-        session = await cassandra.another_session(self._session, timeout=c.timeout)
-        closers.append(
-            (
-                f"Cassandra session of {name}",
-                functools.partial(cassandra.close_session, session),
-                lambda: None,
-            )
-        )
-        await cassandra.migrate(session, name, replication_factor=c.replication_factor)
-        store = await CassandraAssetStore.open(session, timeout=c.timeout)
-        await self._janusgraph.create_graph(name)
-        graph = JanusGraphLineageGraph(self.settings.janusgraph_url, graph=name)
-        closers.append((f"JanusGraph graph {name}", graph.close, lambda: None))
-        await graph.connect()
-        return store, store, graph
+        bus = await self.shared.bus.for_cell(name)
+        stores = await self._backend.open_cell(name)
+        return Cell.assemble(name, tenant_id, self.settings, self._pages, self._access, stores, bus)

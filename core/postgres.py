@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import secrets
@@ -22,7 +23,6 @@ BACKEND_ERRORS = (
 )
 
 _MIGRATIONS = "core.migrations.postgres"
-_SESSION_SQL = resources.files("core.migrations").joinpath("postgres_session.sql").read_text()
 
 
 def _jsonb_encode(value: object) -> bytes:
@@ -33,12 +33,17 @@ def _jsonb_decode(data: bytes) -> object:
     return orjson.loads(data[1:])  # jsonb's binary format: a version byte, then the JSON text
 
 
+@functools.cache
+def _session_sql() -> str:
+    return resources.files("core.migrations").joinpath("postgres_session.sql").read_text()
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # Binary format, so jsonb columns also work with binary COPY.
     await conn.set_type_codec(
         "jsonb", encoder=_jsonb_encode, decoder=_jsonb_decode, schema="pg_catalog", format="binary"
     )
-    await conn.execute(_SESSION_SQL)
+    await conn.execute(_session_sql())
 
 
 # A migration whose first line is this holds the control plane (policy, tenants): it runs in

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
 import grpc
-from cassandra.cluster import Session as CassandraSession
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from lily.v1 import lineage_pb2 as lineage_pb
@@ -22,22 +20,19 @@ from lily.v1 import metadata_pb2_grpc as metadata_grpc
 from lily.v1 import policy_pb2 as policy_pb
 from lily.v1 import policy_pb2_grpc as policy_grpc
 
-from core import cassandra, tracing
-from core.cells import SHARED, Cell, Cells, Closer, close_all, on_commit, stop_tasks
-from core.errors import ErrorInterceptor, Guard
+from core import tracing
+from core.backends import Backend, open_backend
+from core.cells import SHARED, Cell, Cells, current_cell, on_commit
 from core.events.nats import NatsChangeBus
-from core.events.outbox import OutboxRelay, PostgresOutbox
+from core.events.outbox import OutboxRelay
+from core.lifecycle import StartupError, close_all, stop_tasks
 from core.lineage.servicer import LineageServicer
-from core.lineage.stores.janusgraph import JanusGraphLineageGraph
-from core.lineage.stores.postgres import PostgresLineageGraph
 from core.metadata.pagination import PageTokens
 from core.metadata.servicer import MetadataServicer
-from core.metadata.stores.cassandra import CassandraAssetStore
-from core.metadata.stores.postgres import PostgresAssetStore
-from core.ports import AssetStore, LineageGraph, Outbox
 from core.postgres import create_pool, migrate, shared_secret
 from core.requestctx import principal_ctx
 from core.settings import Settings
+from core.wire.status import ErrorInterceptor, Guard
 from core.workers.ingest import IngestWorker
 from policy.access import OpenAccess, PolicyAccess
 from policy.permissions import CallGuard, OpenGuard
@@ -55,46 +50,34 @@ SERVICE_NAMES = (
     reflection.SERVICE_NAME,
 )
 
-
-class StartupError(RuntimeError):
-    """A backend Lily needs could not be reached at start; the message says which."""
+__all__ = ["Lily", "StartupError", "Workers", "start", "start_workers"]
 
 
 @dataclass
 class Backends:
-    """What one Lily process is connected to, per settings.profile: Postgres and the bus
-    always; the asset store, its outbox and the lineage graph on Postgres (local) or on
-    Cassandra and JanusGraph (distributed)."""
+    """What one Lily process is connected to: Postgres and the bus always; its cells'
+    stores through the backend settings.stores chose (core/backends)."""
 
     pool: asyncpg.Pool
     bus: NatsChangeBus
-    store: AssetStore
-    outbox: Outbox
-    lineage: LineageGraph | None  # None in ingest workers, which never walk lineage
-    cassandra: CassandraSession | None = None
-    janusgraph: JanusGraphLineageGraph | None = None
+    backend: Backend
 
     async def close(self, timeout: float = 10.0) -> None:
         """Closes each connection, each in at most `timeout` seconds: a backend that has gone
         away is logged and left behind, and never holds up shutdown."""
-        steps: list[Closer] = [
-            ("NATS", self.bus.close, lambda: None),
-            ("Postgres", self.pool.close, self.pool.terminate),
-        ]
-        if self.janusgraph is not None:
-            steps.append(
-                ("JanusGraph", functools.partial(self.janusgraph.close, timeout), lambda: None)
-            )
-        if self.cassandra is not None:
-            steps.append(
-                ("Cassandra", functools.partial(cassandra.close, self.cassandra), lambda: None)
-            )
-        await close_all(steps, timeout)
+        await close_all(
+            [
+                ("NATS", self.bus.close, lambda: None),
+                ("Postgres", self.pool.close, self.pool.terminate),
+                *self.backend.closers,
+            ],
+            timeout,
+        )
 
 
 @dataclass
 class Lily:
-    """A running Lily core."""
+    """A running Lily core. Its gRPC health says NOT_SERVING until serving() is called."""
 
     settings: Settings
     backends: Backends
@@ -109,6 +92,14 @@ class Lily:
     @property
     def address(self) -> str:
         return f"{self.settings.grpc_host}:{self.port}"
+
+    async def serving(self) -> None:
+        """Says SERVING on gRPC health, for the server and each of its services: call it once
+        everything the process serves is ready (for `lily up`: the REST gateway listens and
+        the first admin key is saved)."""
+        for name in ("", *SERVICE_NAMES[:3]):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving on %s", self.address)
 
     async def stop(self, grace: float | None = None) -> None:
         await self.health.enter_graceful_shutdown()
@@ -128,8 +119,8 @@ async def _connect(
     with_lineage: bool = True,
 ) -> Backends:
     """Tracing, a Postgres pool (migrated first if asked), the JetStream bus, and the
-    profile's stores; a StartupError names whichever backend cannot be reached, and nothing
-    stays open after a failure."""
+    backend of settings.stores; a StartupError names whichever backend cannot be reached,
+    and nothing stays open after a failure."""
     tracing.configure()
     opened: list[Callable[[], Awaitable[None]]] = []
     try:
@@ -145,32 +136,14 @@ async def _connect(
         except Exception as exc:  # nats raises several unrelated types
             raise StartupError(f"NATS at {nats_url!r} is not reachable: {exc}") from exc
         opened.append(bus.close)
-        if settings.profile == "local":
-            store = PostgresAssetStore(pool)
-            lineage = PostgresLineageGraph(pool) if with_lineage else None
-            return Backends(pool, bus, store, PostgresOutbox(pool), lineage)
-        c = settings.cassandra
-        try:
-            session = await cassandra.connect(c.hosts, timeout=c.timeout)
-        except Exception as exc:  # the driver raises several unrelated types
-            raise StartupError(f"Cassandra at {c.hosts} is not reachable: {exc}") from exc
-        opened.append(functools.partial(cassandra.close, session))
-        if migrate_first:
-            await cassandra.migrate(session, c.keyspace, replication_factor=c.replication_factor)
-        else:
-            await cassandra.use_keyspace(session, c.keyspace)
-        cstore = await CassandraAssetStore.open(session, timeout=c.timeout)
-        if not with_lineage:
-            return Backends(pool, bus, cstore, cstore, None, session)
-        graph = JanusGraphLineageGraph(settings.janusgraph_url)
-        opened.append(graph.close)
-        try:
-            await graph.connect()
-        except Exception as exc:  # gremlinpython raises several unrelated types
-            raise StartupError(
-                f"JanusGraph at {settings.janusgraph_url} is not reachable: {exc}"
-            ) from exc
-        return Backends(pool, bus, cstore, cstore, graph, session, graph)
+        backend = await open_backend(
+            settings.stores,
+            pool,
+            postgres_dsn,
+            migrate_first=migrate_first,
+            with_lineage=with_lineage,
+        )
+        return Backends(pool, bus, backend)
     except BaseException:
         for close in reversed(opened):
             with contextlib.suppress(Exception):
@@ -179,7 +152,7 @@ async def _connect(
 
 
 async def _shut_down(tasks: list[asyncio.Task[None]], backends: Backends) -> None:
-    """Stops background tasks (see core.cells.stop_tasks), then closes the backends."""
+    """Stops background tasks (see core.lifecycle.stop_tasks), then closes the backends."""
     await stop_tasks(tasks)
     await backends.close()
 
@@ -200,9 +173,10 @@ async def start_workers(settings: Settings, *, postgres_dsn: str, nats_url: str)
     backends = await _connect(
         settings, postgres_dsn, nats_url, name="lily-worker", with_lineage=False
     )
-    relay = OutboxRelay(backends.outbox, backends.bus)
+    shared = backends.backend.shared
+    relay = OutboxRelay(shared.outbox, backends.bus)
     worker = IngestWorker(
-        backends.bus, backends.store, batch=settings.ingest_batch, on_commit=on_commit(relay)
+        backends.bus, shared.store, batch=settings.ingest_batch, on_commit=on_commit(relay)
     )
     return Workers(
         backends,
@@ -214,7 +188,8 @@ async def start_workers(settings: Settings, *, postgres_dsn: str, nats_url: str)
 
 
 async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily:
-    """Connects to the profile's backends, migrates, and serves gRPC on settings.grpc_port."""
+    """Connects to the backends settings name, migrates, and serves gRPC on
+    settings.grpc_port (health NOT_SERVING until Lily.serving())."""
     backends = await _connect(settings, postgres_dsn, nats_url, name="lily", migrate_first=True)
     try:
         secret = await shared_secret(backends.pool, "page_token_secret")
@@ -236,29 +211,10 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
             )
             guard, access = OpenGuard(settings.auth.system_tenant), OpenAccess()
 
-        if backends.lineage is None:  # (servers connect one; only workers go without)
-            raise RuntimeError("a server needs its lineage graph")
         pages = PageTokens(secret)
-        shared = Cell.assemble(
-            SHARED,
-            None,
-            settings,
-            pages,
-            backends.store,
-            backends.outbox,
-            backends.lineage,
-            backends.bus,
-        )
-        cells = Cells(
-            settings,
-            shared,
-            pages,
-            isolation_of=policy.isolation_of,
-            pool=backends.pool,
-            postgres_dsn=postgres_dsn,
-            cassandra_session=backends.cassandra,
-            janusgraph=backends.janusgraph,
-        )
+        backend = backends.backend
+        shared = Cell.assemble(SHARED, None, settings, pages, access, backend.shared, backends.bus)
+        cells = Cells(settings, shared, pages, access, backend, isolation_of=policy.isolation_of)
         policy.cells = cells
 
         options = [
@@ -270,12 +226,20 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
             interceptors=[tracing.server_interceptor(), ErrorInterceptor(_routed(guard, cells))],
             options=options,
         )
-        metadata_grpc.add_MetadataServiceServicer_to_server(MetadataServicer(access), server)
-        policy_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(policy), server)
-        lineage_grpc.add_LineageServiceServicer_to_server(LineageServicer(access), server)
+        metadata_grpc.add_MetadataServiceServicer_to_server(
+            MetadataServicer(lambda: current_cell().metadata), server
+        )
+        lineage_grpc.add_LineageServiceServicer_to_server(
+            LineageServicer(lambda: current_cell().lineage), server
+        )
+        policy_grpc.add_PolicyServiceServicer_to_server(
+            PolicyServicer(policy, lambda: current_cell().metadata), server
+        )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(SERVICE_NAMES, server)
+        for name in ("", *SERVICE_NAMES[:3]):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         address = f"{settings.grpc_host}:{settings.grpc_port}"
         try:
             port = server.add_insecure_port(address)
@@ -297,9 +261,7 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
             await cells.close()
         await _shut_down([], backends)
         raise
-    for name in ("", *SERVICE_NAMES[:3]):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("gRPC serving on %s:%d", settings.grpc_host, port)
+    log.info("gRPC listening on %s:%d", settings.grpc_host, port)
     return Lily(settings, backends, server, port, cells, health_servicer, policy, bootstrap_key)
 
 

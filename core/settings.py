@@ -3,21 +3,79 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.domain.model import TENANT_ID_PATTERN, AssetType, Consistency
 
 
-class CassandraStoreSettings(BaseModel):
-    """Assets on Cassandra (the distributed profile's store)."""
+class CassandraSettings(BaseModel):
+    """The Cassandra cluster assets are kept in (DistributedStores)."""
 
-    hosts: str = Field("127.0.0.1:9042", description="Contact points, host:port[,host:port].")
-    keyspace: str = Field("lily", pattern=r"^[a-z][a-z0-9_]{0,47}$")
+    model_config = ConfigDict(extra="forbid")
+
+    hosts: str = Field(
+        "127.0.0.1:9042", description="Contact points, host:port[,host:port] (one port for all)."
+    )
+    keyspace: str = Field(
+        "lily",
+        pattern=r"^[a-z][a-z0-9_]{0,47}$",
+        description="The shared cell's keyspace (created and migrated at start).",
+    )
     replication_factor: int = Field(1, ge=1, le=9, description="For a keyspace Lily creates.")
     timeout: float = Field(10.0, gt=0, le=120, description="Seconds per Cassandra request.")
+
+    @field_validator("hosts")
+    @classmethod
+    def _contact_points(cls, value: str) -> str:
+        ports = set()
+        for part in value.split(","):
+            host, _, port = part.strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{part.strip()!r} is not host:port")
+            ports.add(port)
+        if len(ports) > 1:
+            raise ValueError("all contact points must share one port")
+        return value
+
+
+class LocalStores(BaseModel):
+    """The `local` profile: assets, their outbox and lineage in Postgres (Lily's own: the
+    embedded one, or `postgres_dsn`). The shared cell uses the public schema; each DEDICATED
+    tenant's cell a schema of its own, with a pool of its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["local"] = "local"
+    dedicated_pool_size: int = Field(
+        4,
+        ge=1,
+        le=50,
+        description="Postgres connections per DEDICATED tenant (its schema's pool), in each "
+        "server process.",
+    )
+
+
+class DistributedStores(BaseModel):
+    """The `distributed` profile: assets and their outbox (write intents) in Cassandra,
+    lineage in JanusGraph (on Cassandra). Each DEDICATED tenant's cell gets a keyspace and a
+    graph of its own (made with JanusGraph's ConfiguredGraphFactory)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["distributed"]
+    cassandra: CassandraSettings = Field(default_factory=CassandraSettings)
+    janusgraph_url: str = Field(
+        "ws://127.0.0.1:8182/gremlin",
+        pattern=r"^wss?://[^/\s]+/\S*$",
+        description="JanusGraph's Gremlin Server (WebSocket URL).",
+    )
+
+
+# Where a cell's metadata and lineage live, chosen by `type` (core/backends opens them).
+Stores = Annotated[LocalStores | DistributedStores, Field(discriminator="type")]
 
 
 class OidcIssuerSettings(BaseModel):
@@ -76,11 +134,12 @@ class AuthSettings(BaseModel):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LILY_", env_nested_delimiter="__", extra="ignore")
 
-    profile: Literal["local", "distributed"] = Field(
-        "local",
-        description="Deployment profile: 'local' keeps assets and lineage in Postgres; "
-        "'distributed' keeps assets in Cassandra and lineage in JanusGraph (see `cassandra` "
-        "and `janusgraph_url`). Both use Postgres and NATS for the rest.",
+    stores: Stores = Field(
+        default_factory=LocalStores,
+        description="Where metadata and lineage are kept: `type` local (Postgres) or "
+        "distributed (Cassandra and JanusGraph), with that type's settings "
+        "(LILY_STORES__TYPE, LILY_STORES__CASSANDRA__HOSTS, ...). Both profiles use Postgres "
+        "and NATS for the rest.",
     )
     data_dir: Path = Field(
         Path(".lily"), description="Where the embedded Postgres and NATS keep data."
@@ -98,15 +157,6 @@ class Settings(BaseSettings):
         description="Deadline of a gateway call whose client sent no Grpc-Timeout header.",
     )
     postgres_dsn: str = Field("", description="Postgres to use; empty starts the embedded one.")
-    cassandra: CassandraStoreSettings = Field(
-        default_factory=CassandraStoreSettings,
-        description="The distributed profile's Cassandra (LILY_CASSANDRA__HOSTS, "
-        "LILY_CASSANDRA__KEYSPACE, ...).",
-    )
-    janusgraph_url: str = Field(
-        "ws://127.0.0.1:8182/gremlin",
-        description="The distributed profile's JanusGraph Gremlin Server.",
-    )
     nats_url: str = Field("", description="NATS to use; empty starts the embedded nats-server.")
     max_message_bytes: int = Field(16 * 1024 * 1024, description="Largest gRPC message accepted.")
     consistency: dict[AssetType, Consistency] = Field(
@@ -143,13 +193,6 @@ class Settings(BaseSettings):
     propagation_parallel: int = Field(
         4, ge=1, le=32, description="Transactions of one propagation run side by side."
     )
-    dedicated_pool_size: int = Field(
-        4,
-        ge=1,
-        le=50,
-        description="Postgres connections per DEDICATED tenant (its schema's pool), in each "
-        "server process.",
-    )
     auth: AuthSettings = Field(
         default_factory=AuthSettings, description="Authentication and authorization."
     )
@@ -170,3 +213,31 @@ class Settings(BaseSettings):
             except KeyError as exc:
                 raise ValueError(f"unknown asset type or consistency class {exc}") from exc
         return value
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    """Each problem of a ValidationError of Settings as one line naming the setting and its
+    environment variable: `stores.cassandra.hosts (LILY_STORES__CASSANDRA__HOSTS): ...`."""
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        if loc[:1] == ["stores"] and loc[1:2] and loc[1] in _STORE_TYPES:
+            del loc[1]  # the union's tag, not a field
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "union_tag_not_found":
+            loc.append("type")
+            message = f"is required: one of {', '.join(sorted(_STORE_TYPES))}"
+        elif error["type"] == "union_tag_invalid":
+            loc.append("type")
+            message = (
+                f"is {error['input'].get('type')!r}, not one of {', '.join(sorted(_STORE_TYPES))}"
+            )
+        name = ".".join(loc) or "settings"
+        env = "LILY_" + "__".join(loc).upper()
+        lines.append(f"{name} ({env}): {message}")
+    return lines
+
+
+_STORE_TYPES = tuple(
+    get_args(m.model_fields["type"].annotation)[0] for m in (LocalStores, DistributedStores)
+)

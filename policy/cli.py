@@ -14,26 +14,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 from lily.v1 import policy_pb2 as policy_pb
 from lily.v1 import policy_pb2_grpc as policy_grpc
 
-from core.cli import RPC_TIMEOUT, _channel, _metadata, _show, say
+from core.cli.client import RPC_TIMEOUT, Client, add_options, channel, credentials, say, show
 
 # A DEDICATED tenant's stores are made within the call (core.cells.OPEN_TIMEOUT at most).
 PROVISION_TIMEOUT = 200.0
 
-Client = Callable[[str, str], argparse.ArgumentParser]
-
 
 async def _apply(args: argparse.Namespace) -> int:
     text = await asyncio.to_thread(Path(args.file).read_text, encoding="utf-8")
-    async with _channel(args) as channel:
-        done = await policy_grpc.PolicyServiceStub(channel).ImportPolicies(
+    async with channel(args) as ch:
+        done = await policy_grpc.PolicyServiceStub(ch).ImportPolicies(
             policy_pb.ImportPoliciesRequest(policy_text=text),
-            metadata=_metadata(args),
+            metadata=credentials(args),
             timeout=RPC_TIMEOUT,
         )
     say(f"lily: applied {done.policies} policies and {done.roles} role assignments")
@@ -41,21 +38,21 @@ async def _apply(args: argparse.Namespace) -> int:
 
 
 async def _export(args: argparse.Namespace) -> int:
-    async with _channel(args) as channel:
-        found = await policy_grpc.PolicyServiceStub(channel).ExportPolicies(
-            policy_pb.ExportPoliciesRequest(), metadata=_metadata(args), timeout=RPC_TIMEOUT
+    async with channel(args) as ch:
+        found = await policy_grpc.PolicyServiceStub(ch).ExportPolicies(
+            policy_pb.ExportPoliciesRequest(), metadata=credentials(args), timeout=RPC_TIMEOUT
         )
     print(found.model_text if args.model else found.policy_text, end="")
     return 0
 
 
 async def _check(args: argparse.Namespace) -> int:
-    async with _channel(args) as channel:
-        d = await policy_grpc.PolicyServiceStub(channel).CheckAccess(
+    async with channel(args) as ch:
+        d = await policy_grpc.PolicyServiceStub(ch).CheckAccess(
             policy_pb.CheckAccessRequest(
                 subject=args.subject or "", object=args.object, action=args.action
             ),
-            metadata=_metadata(args),
+            metadata=credentials(args),
             timeout=RPC_TIMEOUT,
         )
     say(f"{'allowed' if d.allowed else 'denied'}: {d.reason}")
@@ -66,14 +63,14 @@ async def _tenant_create(args: argparse.Namespace) -> int:
     isolation = policy_pb.TENANT_ISOLATION_SHARED
     if args.dedicated:
         isolation = policy_pb.TENANT_ISOLATION_DEDICATED
-    async with _channel(args) as channel:
-        made = await policy_grpc.PolicyServiceStub(channel).CreateTenant(
+    async with channel(args) as ch:
+        made = await policy_grpc.PolicyServiceStub(ch).CreateTenant(
             policy_pb.CreateTenantRequest(
                 tenant=policy_pb.Tenant(
                     tenant_id=args.tenant_id, display_name=args.name or "", isolation=isolation
                 )
             ),
-            metadata=_metadata(args),
+            metadata=credentials(args),
             timeout=PROVISION_TIMEOUT,
         )
     kind = policy_pb.TenantIsolation.Name(made.tenant.isolation).removeprefix("TENANT_ISOLATION_")
@@ -86,9 +83,9 @@ async def _tenant_create(args: argparse.Namespace) -> int:
 
 
 async def _tenant_list(args: argparse.Namespace) -> int:
-    async with _channel(args) as channel:
-        found = await policy_grpc.PolicyServiceStub(channel).ListTenants(
-            policy_pb.ListTenantsRequest(), metadata=_metadata(args), timeout=RPC_TIMEOUT
+    async with channel(args) as ch:
+        found = await policy_grpc.PolicyServiceStub(ch).ListTenants(
+            policy_pb.ListTenantsRequest(), metadata=credentials(args), timeout=RPC_TIMEOUT
         )
     for t in found.tenants:
         say(
@@ -100,8 +97,8 @@ async def _tenant_list(args: argparse.Namespace) -> int:
 
 async def _credential_create(args: argparse.Namespace) -> int:
     kind = policy_pb.CREDENTIAL_KIND_CLIENT if args.client else policy_pb.CREDENTIAL_KIND_API_KEY
-    async with _channel(args) as channel:
-        made = await policy_grpc.PolicyServiceStub(channel).CreateCredential(
+    async with channel(args) as ch:
+        made = await policy_grpc.PolicyServiceStub(ch).CreateCredential(
             policy_pb.CreateCredentialRequest(
                 credential=policy_pb.Credential(
                     kind=kind,
@@ -110,10 +107,10 @@ async def _credential_create(args: argparse.Namespace) -> int:
                     description=args.description or "",
                 )
             ),
-            metadata=_metadata(args),
+            metadata=credentials(args),
             timeout=RPC_TIMEOUT,
         )
-    _show(made.credential)
+    show(made.credential)
     what = "client secret" if args.client else "API key"
     say(f"lily: its {what} (shown this once):")
     say(made.secret)
@@ -121,9 +118,9 @@ async def _credential_create(args: argparse.Namespace) -> int:
 
 
 async def _rotate_key(args: argparse.Namespace) -> int:
-    async with _channel(args) as channel:
-        done = await policy_grpc.PolicyServiceStub(channel).RotateSigningKey(
-            policy_pb.RotateSigningKeyRequest(), metadata=_metadata(args), timeout=RPC_TIMEOUT
+    async with channel(args) as ch:
+        done = await policy_grpc.PolicyServiceStub(ch).RotateSigningKey(
+            policy_pb.RotateSigningKeyRequest(), metadata=credentials(args), timeout=RPC_TIMEOUT
         )
     say(f"lily: tokens are signed with key {done.kid} from now on")
     for key in done.keys:
@@ -133,17 +130,17 @@ async def _rotate_key(args: argparse.Namespace) -> int:
 
 
 async def _credential_revoke(args: argparse.Namespace) -> int:
-    async with _channel(args) as channel:
-        await policy_grpc.PolicyServiceStub(channel).RevokeToken(
+    async with channel(args) as ch:
+        await policy_grpc.PolicyServiceStub(ch).RevokeToken(
             policy_pb.RevokeTokenRequest(credential_id=args.credential_id),
-            metadata=_metadata(args),
+            metadata=credentials(args),
             timeout=RPC_TIMEOUT,
         )
     say(f"lily: revoked {args.credential_id}")
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction, client: Client) -> None:
+def add_commands(client: Client) -> None:
     pol = client("policy", "manage the tenant's Casbin policies")
     psub = pol.add_subparsers(dest="policy_command", required=True)
     for name, help_text, run in (
@@ -162,7 +159,7 @@ def add_commands(sub: argparse._SubParsersAction, client: Client) -> None:
             c.add_argument("object")
             c.add_argument("action")
             c.add_argument("--subject")
-    _inherit(pol, psub)
+    _inherit(psub)
 
     ten = client("tenant", "create and list tenants (platform admins)")
     tsub = ten.add_subparsers(dest="tenant_command", required=True)
@@ -172,7 +169,7 @@ def add_commands(sub: argparse._SubParsersAction, client: Client) -> None:
     create.add_argument("--dedicated", action="store_true", help="DEDICATED isolation")
     create.set_defaults(run=_tenant_create)
     tsub.add_parser("list", help="list tenants").set_defaults(run=_tenant_list)
-    _inherit(ten, tsub)
+    _inherit(tsub)
 
     cred = client("credential", "create and revoke API keys and OAuth2 clients")
     csub = cred.add_subparsers(dest="credential_command", required=True)
@@ -185,17 +182,11 @@ def add_commands(sub: argparse._SubParsersAction, client: Client) -> None:
     rev = csub.add_parser("revoke", help="revoke a credential by id")
     rev.add_argument("credential_id")
     rev.set_defaults(run=_credential_revoke)
-    _inherit(cred, csub)
+    _inherit(csub)
 
 
-def _inherit(parent: argparse.ArgumentParser, sub: argparse._SubParsersAction) -> None:
-    """Lets --addr and --token also follow the subcommand (`lily policy apply f --addr X`)."""
-    for action in parent._actions:
-        if action.option_strings and action.dest in ("addr", "token"):
-            for child in sub.choices.values():
-                child.add_argument(
-                    *action.option_strings,
-                    dest=action.dest,
-                    default=argparse.SUPPRESS,
-                    help=argparse.SUPPRESS,
-                )
+def _inherit(sub: argparse._SubParsersAction) -> None:
+    """Lets --addr, --token and --data-dir also follow the subcommand
+    (`lily policy apply f --addr X`)."""
+    for child in sub.choices.values():
+        add_options(child, hidden=True)

@@ -1,92 +1,77 @@
 """What each RPC needs, and the hook the server's interceptor runs before every handler.
 
-A method missing from PERMISSIONS is refused (fail closed): a new RPC is unreachable until
-someone decides who may call it (tests/unit/test_permissions.py walks the descriptors).
+Each RPC of Lily's services says who may call it in the contract: its `(lily.v1.access)`
+option (proto/lily/v1/access.proto), read here from the descriptors. gRPC's own health and
+reflection services are open. A method that says nothing is refused to everyone (fail closed):
+a new RPC is unreachable until someone decides who may call it (the authorization matrix in
+tests/integration/test_authz.py walks every RPC).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from dataclasses import dataclass
 
 import grpc
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection
+from lily.v1 import access_pb2 as access_pb
 
 from core.domain.errors import LilyError, PermissionDenied
 from core.requestctx import Principal, principal_ctx, principal_var, tenant_var
-from policy.service import AUTHENTICATED, OPEN, Permission, PolicyService
+from policy.service import PolicyService
 
-_M, _L, _P = "/lily.v1.MetadataService/", "/lily.v1.LineageService/", "/lily.v1.PolicyService/"
-_READ_M, _WRITE_M = Permission("metadata", "read"), Permission("metadata", "write")
-_READ_L, _WRITE_L = Permission("lineage", "read"), Permission("lineage", "write")
-_READ_P, _WRITE_P = Permission("policy", "read"), Permission("policy", "write")
 
-PERMISSIONS: Mapping[str, Permission] = {
-    f"/{health.SERVICE_NAME}/Check": OPEN,
-    f"/{health.SERVICE_NAME}/Watch": OPEN,
-    f"/{reflection.SERVICE_NAME}/ServerReflectionInfo": OPEN,
-    **{
-        _M + m: _READ_M
-        for m in (
-            "GetMetadata",
-            "LookupMetadata",
-            "SearchMetadata",
-            "ListIssues",
-            "GetAuditTrail",
-            "GetBulkJob",
-            "WatchChanges",
-        )
-    },
-    **{
-        _M + m: _WRITE_M
-        for m in (
-            "IngestMetadata",
-            "IngestMetadataStream",
-            "UpdateMetadata",
-            "DeleteMetadata",
-            "UpdateTags",
-            "AttachIssue",
-            "CreateBulkJob",
-        )
-    },
-    **{_L + m: _READ_L for m in ("GetLineage", "GetPropagationJob")},
-    **{
-        _L + m: _WRITE_L
-        for m in ("IngestRelationships", "DeleteRelationships", "PropagateDownstream")
-    },
-    **{
-        _P + m: _READ_P
-        for m in ("ListPolicies", "ListRoles", "ExportPolicies", "GetAssetAccess", "ListDenials")
-    },
-    **{
-        _P + m: _WRITE_P
-        for m in ("AddPolicies", "RemovePolicies", "AddRoles", "RemoveRoles", "ImportPolicies")
-    },
-    _P + "CreateTenant": Permission("tenants", "admin"),
-    _P + "ListTenants": Permission("tenants", "admin"),
-    _P + "RotateSigningKey": Permission("tenants", "admin"),
-    _P + "GetTenant": Permission("tenant", "read"),
-    _P + "CreateCredential": Permission("credentials", "write"),
-    _P + "ListCredentials": Permission("credentials", "read"),
-    _P + "CheckAccess": AUTHENTICATED,
-    _P + "RevokeToken": AUTHENTICATED,
-    _P + "ValidateToken": AUTHENTICATED,
-    _P + "IssueToken": OPEN,
-    _P + "GetJwks": OPEN,
-}
+@dataclass(frozen=True, slots=True)
+class Permission:
+    """What a call needs: `action` on `object` in the caller's tenant."""
+
+    object: str
+    action: str
+
+
+OPEN = Permission("", "open")  # no credentials needed
+AUTHENTICATED = Permission("", "authenticated")  # any principal; the service checks the rest
+# gRPC's own services: anyone may check health and reflect.
+_OPEN_SERVICES = frozenset({health.SERVICE_NAME, reflection.SERVICE_NAME})
 
 TENANT_HEADER = "x-lily-tenant"
 
 
+@functools.cache
+def permission(method: str) -> Permission | None:
+    """What a call of `method` (`/lily.v1.MetadataService/GetMetadata`) needs, as its RPC's
+    access option says; None: nobody may call it."""
+    service, _, name = method.removeprefix("/").partition("/")
+    if service in _OPEN_SERVICES:
+        return OPEN
+    try:
+        found = descriptor_pool.Default().FindMethodByName(f"{service}.{name}")
+    except KeyError:
+        return None
+    options = found.GetOptions()
+    if not options.HasExtension(access_pb.access):
+        return None
+    access = options.Extensions[access_pb.access]
+    if access.open:
+        return OPEN
+    if access.authenticated:
+        return AUTHENTICATED
+    if access.object and access.action:
+        return Permission(access.object, access.action)
+    return None
+
+
 class CallGuard:
-    """Authenticates and authorizes a call before its handler runs (see core.errors)."""
+    """Authenticates and authorizes a call before its handler runs (see core.wire.status)."""
 
     def __init__(self, policy: PolicyService) -> None:
         self._policy = policy
         self._system = policy.settings.system_tenant
 
     async def __call__(self, method: str, context: grpc.aio.ServicerContext) -> None:
-        need = PERMISSIONS.get(method)
+        need = permission(method)
         if need is OPEN:
             return
         md: dict[str, str] = {}
@@ -168,4 +153,4 @@ class OpenGuard:
         _enter(self._principal)
 
 
-__all__ = ["PERMISSIONS", "CallGuard", "OpenGuard"]
+__all__ = ["AUTHENTICATED", "OPEN", "CallGuard", "OpenGuard", "Permission", "permission"]

@@ -26,7 +26,6 @@ ALL = "*"  # the domain of the built-in policies; also "any action"
 ACTIONS = frozenset({"read", "write", "admin", ALL})
 Effect = Literal["allow", "deny"]
 
-MODEL_TEXT = resources.files("policy").joinpath("model.conf").read_text()
 _NAME = re.compile(r"^[^\x00-\x20\x7f,#\"]([^\x00-\x1f\x7f,\"]{0,510}[^\x00-\x20\x7f,\"])?$")
 _MAX_LINES = 20_000
 
@@ -146,6 +145,12 @@ def parse(text: str, *, source: str = "policy") -> tuple[list[Rule], list[RoleLi
     if problems:
         raise InvalidArgument(problems)
     return rules, links
+
+
+@lru_cache(maxsize=1)
+def model_text() -> str:
+    """The Casbin model (policy/model.conf) every decision follows."""
+    return resources.files("policy").joinpath("model.conf").read_text()
 
 
 def render(rules: Iterable[Rule], links: Iterable[RoleLink]) -> str:

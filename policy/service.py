@@ -1,5 +1,5 @@
 """The policy service: authenticates and authorizes every call (through the interceptor in
-core/errors.py), answers per-object questions for the other services, and manages policies,
+core/wire/status.py), answers per-object questions for the other services, and manages policies,
 roles, tenants and credentials.
 
 Decisions come from an in-memory Decider over the built-in policies and the tenants' own,
@@ -29,14 +29,13 @@ from core.domain.errors import (
     Unavailable,
 )
 from core.domain.model import Asset
-from core.metadata.mapping import check_text
 from core.requestctx import Principal, current_request_id
 from core.settings import AuthSettings
+from core.wire.validation import check_text
 from policy import tokens
 from policy.authn import Authenticator
 from policy.rules import (
     ALL,
-    MODEL_TEXT,
     Decider,
     Decision,
     RoleLink,
@@ -45,6 +44,7 @@ from policy.rules import (
     builtin_rules,
     check_link,
     check_rule,
+    model_text,
     parse,
     render,
 )
@@ -54,18 +54,6 @@ log = logging.getLogger(__name__)
 
 _MAX_PENDING_DENIALS = 10_000
 Scoped = TypeVar("Scoped", Rule, RoleLink)
-
-
-@dataclass(frozen=True, slots=True)
-class Permission:
-    """What a call needs: `action` on `object` in the caller's tenant."""
-
-    object: str
-    action: str
-
-
-OPEN = Permission("", "open")  # no credentials needed
-AUTHENTICATED = Permission("", "authenticated")  # any principal; the service checks the rest
 
 
 class TenantCells(Protocol):
@@ -364,7 +352,7 @@ class PolicyService:
 
     def export_policies(self, principal: Principal) -> tuple[str, str]:
         own = [r for r in self.decider.rules if r.domain == principal.tenant_id]
-        return render(own, self.list_roles(principal, "")), MODEL_TEXT
+        return render(own, self.list_roles(principal, "")), model_text()
 
     # -- tenants
 

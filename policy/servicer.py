@@ -6,17 +6,19 @@ import base64
 import binascii
 import re
 import urllib.parse
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import grpc
 from lily.v1 import policy_pb2 as policy_pb
 from lily.v1 import policy_pb2_grpc as policy_grpc
 
-from core.cells import current_cell
 from core.domain.errors import FieldViolation, InvalidArgument, Unauthenticated
 from core.domain.model import TENANT_ID_PATTERN
-from core.metadata.mapping import check_text, ts_pb
-from core.metadata.servicer import principal_of, require_id
+from core.metadata.service import MetadataService
+from core.wire.common import ts_pb
+from core.wire.context import principal_of
+from core.wire.validation import check_text, require_id
 from policy.rules import RoleLink, Rule
 from policy.service import PolicyService, asset_access, roles_of
 from policy.store import CredentialRecord, DenialRecord, TenantRecord
@@ -115,8 +117,10 @@ def _basic_credentials(context: grpc.aio.ServicerContext) -> tuple[str, str] | N
 
 
 class PolicyServicer(policy_grpc.PolicyServiceServicer):
-    def __init__(self, policy: PolicyService) -> None:
+    def __init__(self, policy: PolicyService, metadata: Callable[[], MetadataService]) -> None:
         self._policy = policy
+        # The metadata service of the cell the call was routed to (core.cells).
+        self._metadata = metadata
 
     async def CheckAccess(
         self, request: policy_pb.CheckAccessRequest, context: grpc.aio.ServicerContext
@@ -202,7 +206,7 @@ class PolicyServicer(policy_grpc.PolicyServiceServicer):
     ) -> policy_pb.GetAssetAccessResponse:
         principal = principal_of(context)
         require_id("asset_id", request.asset_id)
-        asset = await current_cell().metadata.get(principal.tenant_id, request.asset_id)
+        asset = await self._metadata().get(principal.tenant_id, request.asset_id)
         access = asset_access(self._policy, principal.tenant_id, asset)
         return policy_pb.GetAssetAccessResponse(
             asset_id=asset.asset_id,

@@ -281,10 +281,10 @@ async def main() -> int:
         url,
         port,
         0,
-        LILY_PROFILE="distributed",
-        LILY_CASSANDRA__HOSTS=endpoints["cassandra"],
-        LILY_CASSANDRA__KEYSPACE=KEYSPACE,
-        LILY_JANUSGRAPH_URL=endpoints["janusgraph"],
+        LILY_STORES__TYPE="distributed",
+        LILY_STORES__CASSANDRA__HOSTS=endpoints["cassandra"],
+        LILY_STORES__CASSANDRA__KEYSPACE=KEYSPACE,
+        LILY_STORES__JANUSGRAPH_URL=endpoints["janusgraph"],
     )
     jvm = cassandra_pid(data, started_stack)
     try:

@@ -37,7 +37,7 @@ from lily.v1 import policy_pb2 as policy_pb
 from lily.v1 import policy_pb2_grpc as policy_grpc
 
 from core.stack import EmbeddedStack, free_port
-from policy.rules import MODEL_TEXT, Decider, Effect, RoleLink, Rule, builtin_rules, render
+from policy.rules import Decider, Effect, RoleLink, Rule, builtin_rules, model_text, render
 from scripts.benchkit import lily_up, new_tenant, pct, progress
 
 TYPES = ["TABLE", "VIEW", "COLUMN", "SCHEMA", "DASHBOARD"]
@@ -86,7 +86,7 @@ def in_process(n: int) -> tuple[float, float, int]:
     rules, links, requests = policy_set()
     decider = Decider((*builtin_rules(), *rules), links)
     model = casbin.model.Model()
-    model.load_model_from_text(MODEL_TEXT)
+    model.load_model_from_text(model_text())
     enforcer = casbin.Enforcer(model)
     for r in (*builtin_rules(), *rules):
         enforcer.add_policy(r.subject, r.domain, r.object, r.action, r.effect)

@@ -107,10 +107,10 @@ async def main() -> int:
     env = {}
     if args.profile == "distributed":
         env = {
-            "LILY_PROFILE": "distributed",
-            "LILY_CASSANDRA__HOSTS": args.cassandra,
-            "LILY_CASSANDRA__KEYSPACE": "lily_bench_propagation",
-            "LILY_JANUSGRAPH_URL": args.janusgraph,
+            "LILY_STORES__TYPE": "distributed",
+            "LILY_STORES__CASSANDRA__HOSTS": args.cassandra,
+            "LILY_STORES__CASSANDRA__KEYSPACE": "lily_bench_propagation",
+            "LILY_STORES__JANUSGRAPH_URL": args.janusgraph,
         }
     port = free_port()
     server = await lily_up(data, dsn, url, port, 0, **env)

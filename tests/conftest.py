@@ -163,9 +163,14 @@ async def dist_lily(
         grpc_port=0,
         shutdown_grace=1.0,
         worker_processes=0,
-        profile="distributed",
-        cassandra={"hosts": dist_stack["cassandra"], "keyspace": "lily_it" + uuid.uuid4().hex[:8]},
-        janusgraph_url=dist_stack["janusgraph"],
+        stores={
+            "type": "distributed",
+            "cassandra": {
+                "hosts": dist_stack["cassandra"],
+                "keyspace": "lily_it" + uuid.uuid4().hex[:8],
+            },
+            "janusgraph_url": dist_stack["janusgraph"],
+        },
     )
     server = await start(settings, postgres_dsn=dsn, nats_url=url)
     yield server, url

@@ -1,5 +1,5 @@
 """Lily's error hierarchy. Each error names its gRPC status code, a stable reason and its
-google.rpc details; core/errors.py turns them into a google.rpc.Status on the wire."""
+google.rpc details; core/wire/status.py turns them into a google.rpc.Status on the wire."""
 
 from __future__ import annotations
 
@@ -102,3 +102,9 @@ class Unavailable(LilyError):
     def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class JobClosed(FailedPrecondition):
+    """A bulk job that was closed takes no more assets."""
+
+    reason = "BULK_JOB_CLOSED"

@@ -186,6 +186,16 @@ class Asset:
 
 
 @value
+class AssetView:
+    """An asset as a caller may see it: whole, or with the restricted fields blanked (those
+    `redacted` names), with the consistency class its type is written with."""
+
+    asset: Asset
+    consistency: Consistency
+    redacted: tuple[str, ...] = ()
+
+
+@value
 class Issue:
     """A data-quality incident on an asset."""
 

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from core.domain.errors import AssetDeleted, AssetNotFound, VersionMismatch
+from core.domain.errors import (
+    AssetDeleted,
+    AssetNotFound,
+    FieldViolation,
+    InvalidArgument,
+    VersionMismatch,
+)
 from core.domain.model import (
     Asset,
     AssetDraft,
@@ -59,6 +65,8 @@ MUTABLE_FIELDS = (
     "attributes",
     "external_id",
 )
+# Fields blanked when a reader may not see an asset's restricted tags (read_view "redacted").
+REDACTED_FIELDS = ("description", "attributes", "business_terms", "external_id")
 # Fields compared on ingest to decide UNCHANGED.
 _CONTENT_FIELDS = (
     "asset_type",
@@ -297,6 +305,59 @@ def _check_writable(asset_id: str, existing: Asset | None, expected_version: int
     if expected_version is not None and expected_version != existing.version:
         raise VersionMismatch(asset_id, expected_version, existing.version)
     return existing
+
+
+def masked_values(
+    paths: Sequence[str], fields: Mapping[str, object], out: list[FieldViolation]
+) -> dict[str, object]:
+    """What an update sets: each path of its field mask once (in mask order), with its value
+    in `fields`, as an asset keeps it (a sequence as a tuple, a mapping as a dict). A mask
+    that is empty or names a field an update may not change is reported in `out`."""
+    if not paths:
+        out.append(FieldViolation("update_mask", "is required"))
+    values: dict[str, object] = {}
+    for i, path in enumerate(paths):
+        if path not in MUTABLE_FIELDS:
+            out.append(
+                FieldViolation(
+                    f"update_mask.paths[{i}]",
+                    f"{path!r} is not one of {', '.join(MUTABLE_FIELDS)}",
+                )
+            )
+        elif path not in values:
+            values[path] = _kept(fields[path])
+    return values
+
+
+def _kept(value: object) -> object:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, Iterable):
+        return tuple(value)
+    return value
+
+
+def redact(asset: Asset) -> Asset:
+    """The asset with REDACTED_FIELDS blanked (for a reader who may not see its restricted
+    tags)."""
+    return replace(asset, description="", attributes={}, business_terms=(), external_id="")
+
+
+def assignable(source: TagSource) -> None:
+    """Refuses a tag source nobody may assign by hand: PROPAGATED tags come from lineage
+    (the propagation worker owns them and would withdraw a manual one at its next pass)."""
+    if source == TagSource.PROPAGATED:
+        raise InvalidArgument(
+            [
+                FieldViolation(
+                    "source",
+                    "PROPAGATED tags come from lineage (the propagation worker owns them): "
+                    "tag the upstream asset instead",
+                )
+            ]
+        )
 
 
 def update(

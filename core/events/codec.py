@@ -9,7 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from lily.v1 import events_pb2 as events_pb
 
 from core.domain.model import Change
-from core.metadata import mapping
+from core.wire import common
 
 
 @functools.lru_cache(maxsize=64)
@@ -49,9 +49,9 @@ def encode_change(change: Change) -> bytes:
         event.own_tags_moved.extend(change.own_tags_moved)
         event.propagate_tags_moved.extend(change.propagate_tags_moved)
     if change.issue is not None:
-        event.issue.CopyFrom(mapping.issue_to_pb(change.issue))
+        event.issue.CopyFrom(common.issue_to_pb(change.issue))
     if change.relationship is not None:
-        event.relationship.CopyFrom(mapping.relationship_to_pb(change.relationship))
+        event.relationship.CopyFrom(common.relationship_to_pb(change.relationship))
     return event.SerializeToString()
 
 

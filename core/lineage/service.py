@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from core.domain.errors import AssetNotFound, NotFound
+from core.domain.errors import AssetNotFound, NotFound, PermissionDenied
 from core.domain.lineage import edge_change, newest_per_edge, outcome
 from core.domain.model import (
     Asset,
@@ -20,7 +20,7 @@ from core.domain.model import (
     WriteContext,
 )
 from core.domain.rules import Plan, new_event_id, request_propagation
-from core.ports import AssetStore, LineageGraph, OutboxRecord, Snapshot, TxRequest
+from core.ports import Access, AssetStore, LineageGraph, OutboxRecord, Snapshot, TxRequest
 
 DEFAULT_DEPTH = 3
 MAX_DEPTH = 50
@@ -50,15 +50,20 @@ class Lineage:
 
 
 class LineageService:
+    """The lineage use cases of one cell; what the caller may see goes through `access` (see
+    MetadataService)."""
+
     def __init__(
         self,
         graph: LineageGraph,
         store: AssetStore,
+        access: Access,
         *,
         on_commit: Callable[[Sequence[OutboxRecord]], None] = lambda records: None,
     ) -> None:
         self._graph = graph
         self._store = store
+        self._access = access
         self._on_commit = on_commit
 
     async def write(
@@ -118,7 +123,9 @@ class LineageService:
         include_deleted: bool,
     ) -> Lineage:
         """The walk from an asset (which must exist), each node with its asset (if it has
-        arrived) and open issue count. Deleted assets are left out unless asked for."""
+        arrived) and open issue count. Deleted assets are left out unless asked for, and so
+        are, with their edges, assets the caller may not see at all (restricted_read=refuse;
+        a walk from one is PermissionDenied). Nodes carry no field that redaction blanks."""
         start = await self._store.get(tenant_id, asset_id)
         if start is None or (start.is_deleted and not include_deleted):
             raise AssetNotFound(asset_id)
@@ -132,6 +139,18 @@ class LineageService:
         hidden = {
             i for i, a in assets.items() if a.is_deleted and not include_deleted and i != asset_id
         }
+        refused = {
+            i
+            for i, a in assets.items()
+            if i not in hidden
+            and self._access.read_view({t.name for t in a.tags}, "GetLineage") == "refused"
+        }
+        if asset_id in refused:
+            raise PermissionDenied(
+                f"asset {asset_id!r} carries a tag you may not read",
+                metadata={"asset_id": asset_id},
+            )
+        hidden |= refused
         nodes = [
             LineageNode(i, sub.nodes.get(i, 0), assets.get(i), issues.get(i, 0))
             for i in ids

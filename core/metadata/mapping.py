@@ -1,370 +1,209 @@
-"""lily.v1 messages <-> domain types, with input validation.
+"""metadata.proto requests and replies <-> what MetadataService takes and answers.
 
-Validation collects every problem of an input as google.rpc.BadRequest field violations (paths
-as in the request, e.g. "assets[3].qualified_name") instead of stopping at the first."""
+Decoding validates: every problem of a request is collected as a field violation and raised
+as one InvalidArgument (core.wire.validation); the common.proto messages are converted by
+core.wire.common."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from datetime import datetime
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from lily.v1 import common_pb2 as common_pb
-from lily.v1 import lineage_pb2 as lineage_pb
 from lily.v1 import metadata_pb2 as metadata_pb
 
-from core.domain.errors import FieldViolation
+from core.domain import rules
+from core.domain.errors import FieldViolation, InvalidArgument
 from core.domain.model import (
-    Asset,
     AssetDraft,
-    AssetType,
+    AssetView,
     AuditEntry,
     BulkJob,
-    Consistency,
-    Issue,
-    IssueSeverity,
     IssueStatus,
-    LineageEdge,
-    PropagationJob,
-    Tag,
+    SearchQuery,
     TagAssignment,
     TagSource,
 )
-from core.domain.rules import effective_tags
+from core.events.watch import WatchFilter
+from core.metadata.service import ItemResult, Rejection
+from core.wire.common import asset_to_pb, asset_type_of, draft_from_pb, tag_assignments, ts_pb
+from core.wire.status import to_status
+from core.wire.validation import (
+    MAX_DESCRIPTION_BYTES,
+    MAX_QUALIFIED_NAME_BYTES,
+    MAX_TAG_BYTES,
+    MAX_TEXT_BYTES,
+    check_attributes,
+    check_strings,
+    check_text,
+    refuse,
+    timestamp_or,
+)
 
-MAX_QUALIFIED_NAME_BYTES = 2048
-MAX_TEXT_BYTES = 1024
-MAX_DESCRIPTION_BYTES = 64 * 1024
-MAX_LIST = 256
-MAX_ATTRIBUTE_VALUE_BYTES = 4 * 1024
-# One asset, encoded: keeps every queued work message well under NATS's 1 MiB payload limit.
-MAX_ASSET_BYTES = 256 * 1024
-# A write may claim a source event time at most this far ahead of the server's clock: a time far
-# in the future would make every later, genuine write look stale.
-MAX_CLOCK_SKEW = timedelta(minutes=5)
-_TAG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/\-]{0,127}$")
-_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-def _utf8_len(s: str) -> int:
-    return len(s.encode("utf-8", "surrogatepass"))
-
-
-def check_text(
-    path: str, value: str, limit: int, out: list[FieldViolation], *, required: bool = False
-) -> None:
-    if not value:
-        if required:
-            out.append(FieldViolation(path, "is required"))
-        return
-    if required and not value.strip():
-        out.append(FieldViolation(path, "is required"))
-    elif len(value) * 4 > limit and _utf8_len(value) > limit:  # (4 bytes a character at most)
-        out.append(FieldViolation(path, f"is longer than {limit} bytes"))
-    elif "\x00" in value:
-        out.append(FieldViolation(path, "contains a NUL character"))
+# -- requests ---------------------------------------------------------------------------------
 
 
-def check_strings(
-    path: str, values: list[str] | tuple[str, ...], out: list[FieldViolation]
-) -> None:
-    if len(values) > MAX_LIST:
-        out.append(FieldViolation(path, f"has more than {MAX_LIST} entries"))
-        return
-    for i, v in enumerate(values):
-        check_text(f"{path}[{i}]", v, MAX_TEXT_BYTES, out, required=True)
+def drafts_from_pb(
+    assets: Sequence[common_pb.AssetInput], now: datetime, offset: int = 0
+) -> tuple[list[tuple[int, AssetDraft]], list[Rejection]]:
+    """The valid assets of an ingest as drafts (with their index in the call, or stream, from
+    `offset`), and a Rejection for each invalid one."""
+    drafts, rejected = [], []
+    for i, pb in enumerate(assets, start=offset):
+        problems: list[FieldViolation] = []
+        draft = draft_from_pb(pb, f"assets[{i - offset}]", now, problems)
+        if draft is None:
+            rejected.append(Rejection(i, pb.qualified_name[:2048], InvalidArgument(problems)))
+        else:
+            drafts.append((i, draft))
+    return drafts, rejected
 
 
-def check_attributes(path: str, attributes: Mapping[str, str], out: list[FieldViolation]) -> None:
-    if len(attributes) > MAX_LIST:
-        out.append(FieldViolation(path, f"has more than {MAX_LIST} entries"))
-        return
-    for k, v in attributes.items():
-        check_text(f"{path}[{k!r}]", k, MAX_TEXT_BYTES, out, required=True)
-        check_text(f"{path}[{k!r}]", v, MAX_ATTRIBUTE_VALUE_BYTES, out)
+def expected_version(request: object) -> int | None:
+    """An update's `expected_version`, if it sets one."""
+    return request.expected_version if request.HasField("expected_version") else None  # type: ignore[attr-defined]
 
 
-def check_asset_id(path: str, value: str, out: list[FieldViolation]) -> None:
-    if not value:
-        out.append(FieldViolation(path, "is required"))
-    elif not _ID.match(value):
-        out.append(FieldViolation(path, "is not a Lily id (32 lowercase hex digits)"))
-
-
-def timestamp_or(
-    path: str, ts: Timestamp, default: datetime, out: list[FieldViolation]
-) -> datetime:
-    """A Timestamp field as an aware datetime truncated to microseconds (what the stores
-    keep), or `default` when unset."""
-    if ts.seconds == 0 and ts.nanos == 0:
-        return default
-    if not (0 <= ts.nanos < 1_000_000_000) or not (0 < ts.seconds < 253402300800):
-        out.append(FieldViolation(path, "is not a valid timestamp"))
-        return default
-    value = datetime.fromtimestamp(ts.seconds, UTC) + timedelta(microseconds=ts.nanos // 1000)
-    if value > default + MAX_CLOCK_SKEW:
-        out.append(FieldViolation(path, "is more than 5 minutes in the future"))
-    return value
-
-
-def tag_assignments(
-    path: str,
-    tags: Iterable[common_pb.TagAssignment],
-    source: TagSource,
-    out: list[FieldViolation],
-) -> tuple[TagAssignment, ...]:
-    result = []
-    items = list(tags)
-    if len(items) > MAX_LIST:
-        out.append(FieldViolation(path, f"has more than {MAX_LIST} entries"))
-        return ()
-    for i, t in enumerate(items):
-        if not _TAG_NAME.match(t.name):
-            out.append(
-                FieldViolation(
-                    f"{path}[{i}].name",
-                    "must be 1-128 characters of letters, digits and _.:/-, "
-                    "starting with a letter or digit",
-                )
-            )
-        check_text(f"{path}[{i}].value", t.value, MAX_TEXT_BYTES, out)
-        if t.upstream_asset_ids and source != TagSource.PROPAGATED:
-            out.append(
-                FieldViolation(
-                    f"{path}[{i}].upstream_asset_ids", "is only allowed for PROPAGATED tags"
-                )
-            )
-        for j, up in enumerate(t.upstream_asset_ids):
-            check_asset_id(f"{path}[{i}].upstream_asset_ids[{j}]", up, out)
-        result.append(TagAssignment(t.name, t.value, tuple(t.upstream_asset_ids), t.propagate))
-    return tuple(result)
-
-
-_ASSET_TYPES = {t.value: t for t in AssetType}
-
-
-def asset_type_of(
-    path: str, value: int, out: list[FieldViolation], *, required: bool = True
-) -> AssetType | None:
-    if value == 0:
-        if required:
-            out.append(FieldViolation(path, "is required"))
-        return None
-    asset_type = _ASSET_TYPES.get(value)
-    if asset_type is None:
-        out.append(FieldViolation(path, f"is not a known asset type ({value})"))
-    return asset_type
-
-
-def draft_from_pb(
-    pb: common_pb.AssetInput, path: str, now: datetime, out: list[FieldViolation]
-) -> AssetDraft | None:
-    """An AssetInput as a domain draft, or None with the reasons appended to `out`."""
-    start = len(out)
-    if pb.ByteSize() > MAX_ASSET_BYTES:
-        out.append(FieldViolation(path, f"is larger than {MAX_ASSET_BYTES // 1024} KiB encoded"))
-        return None
+def qualified_name_from_pb(request: metadata_pb.LookupMetadataRequest) -> str:
+    problems: list[FieldViolation] = []
     check_text(
-        f"{path}.qualified_name", pb.qualified_name, MAX_QUALIFIED_NAME_BYTES, out, required=True
+        "qualified_name", request.qualified_name, MAX_QUALIFIED_NAME_BYTES, problems, required=True
     )
-    asset_type = asset_type_of(f"{path}.asset_type", pb.asset_type, out)
-    check_text(f"{path}.name", pb.name, MAX_TEXT_BYTES, out)
-    check_text(f"{path}.description", pb.description, MAX_DESCRIPTION_BYTES, out)
-    # (repeated and map fields are costly to read: each once, and only if present)
-    owners = tuple(pb.owners) if pb.owners else ()
-    terms = tuple(pb.business_terms) if pb.business_terms else ()
-    attributes = dict(pb.attributes) if pb.attributes else {}
-    check_strings(f"{path}.owners", owners, out)
-    check_text(f"{path}.data_source", pb.data_source, MAX_TEXT_BYTES, out)
+    refuse(problems)
+    return request.qualified_name
+
+
+def update_from_pb(
+    request: metadata_pb.UpdateMetadataRequest, now: datetime
+) -> tuple[dict[str, object], datetime]:
+    """The fields an UpdateMetadata sets (rules.masked_values), and its source event time."""
+    problems: list[FieldViolation] = []
+    a = request.asset
+    values = rules.masked_values(
+        list(request.update_mask.paths),
+        {name: getattr(a, name) for name in rules.MUTABLE_FIELDS},
+        problems,
+    )
+    for name in ("name", "data_source", "external_id"):
+        check_text(f"asset.{name}", getattr(a, name), MAX_TEXT_BYTES, problems)
+    check_text("asset.description", a.description, MAX_DESCRIPTION_BYTES, problems)
+    check_strings("asset.owners", list(a.owners), problems)
+    check_strings("asset.business_terms", list(a.business_terms), problems)
+    check_attributes("asset.attributes", a.attributes, problems)
+    event_time = timestamp_or("source_event_time", request.source_event_time, now, problems)
+    refuse(problems)
+    return values, event_time
+
+
+def tags_from_pb(
+    request: metadata_pb.UpdateTagsRequest,
+) -> tuple[TagSource, tuple[TagAssignment, ...], list[str]]:
+    """An UpdateTags' source (USER unless given), tags to add and tag names to remove."""
+    problems: list[FieldViolation] = []
+    try:
+        source = TagSource(request.source) if request.source else TagSource.USER
+    except ValueError:
+        problems.append(FieldViolation("source", f"is not a known tag source ({request.source})"))
+        source = TagSource.USER
+    add = tag_assignments("add", request.add, source, problems)
+    remove = list(request.remove)
+    check_strings("remove", remove, problems)
+    if not add and not remove:
+        problems.append(FieldViolation("add", "add or remove at least one tag"))
+    refuse(problems)
+    return source, add, remove
+
+
+def search_from_pb(request: metadata_pb.SearchMetadataRequest) -> SearchQuery:
+    problems: list[FieldViolation] = []
+    asset_type = asset_type_of("asset_type", request.asset_type, problems, required=False)
+    check_text("tag", request.tag, MAX_TAG_BYTES, problems)
     check_text(
-        f"{path}.parent_qualified_name", pb.parent_qualified_name, MAX_QUALIFIED_NAME_BYTES, out
+        "qualified_name_prefix",
+        request.qualified_name_prefix,
+        MAX_QUALIFIED_NAME_BYTES,
+        problems,
     )
-    tags = tag_assignments(f"{path}.tags", pb.tags, TagSource.SOURCE, out) if pb.tags else ()
-    check_strings(f"{path}.business_terms", terms, out)
-    check_attributes(f"{path}.attributes", attributes, out)
-    check_text(f"{path}.external_id", pb.external_id, MAX_TEXT_BYTES, out)
-    event_time = (
-        timestamp_or(f"{path}.source_event_time", pb.source_event_time, now, out)
-        if pb.HasField("source_event_time")
-        else now
-    )
-    if len(out) > start or asset_type is None:
-        return None
-    return AssetDraft(
-        qualified_name=pb.qualified_name,
-        asset_type=asset_type,
-        source_event_time=event_time,
-        name=pb.name,
-        description=pb.description,
-        owners=owners,
-        data_source=pb.data_source,
-        parent_qualified_name=pb.parent_qualified_name,
-        tags=tags,
-        business_terms=terms,
-        attributes=attributes,
-        external_id=pb.external_id,
-        wire=pb.SerializeToString(),
+    for name in ("data_source", "owner"):
+        check_text(name, getattr(request, name), MAX_TEXT_BYTES, problems)
+    refuse(problems)
+    return SearchQuery(
+        asset_type,
+        request.tag,
+        request.qualified_name_prefix,
+        request.data_source,
+        request.owner,
+        request.include_deleted,
     )
 
 
-def draft_from_trusted_pb(pb: common_pb.AssetInput, default_time: datetime) -> AssetDraft:
-    """An AssetInput that Lily validated when it accepted it (from its own work queue).
-    Hot in the ingest worker: empty fields are skipped rather than converted."""
-    event_time = default_time
-    if pb.HasField("source_event_time"):
-        ts = pb.source_event_time
-        event_time = datetime.fromtimestamp(ts.seconds, UTC) + timedelta(
-            microseconds=ts.nanos // 1000
+def issue_status_from_pb(status: int) -> IssueStatus | None:
+    """A ListIssues filter (None: any status)."""
+    try:
+        return IssueStatus(status) if status else None
+    except ValueError as exc:
+        raise InvalidArgument([FieldViolation("status", "is not a known status")]) from exc
+
+
+def description_from_pb(request: metadata_pb.CreateBulkJobRequest) -> str:
+    problems: list[FieldViolation] = []
+    check_text("description", request.description, MAX_TEXT_BYTES, problems)
+    refuse(problems)
+    return request.description
+
+
+def watch_filter_from_pb(request: metadata_pb.WatchChangesRequest) -> WatchFilter:
+    problems: list[FieldViolation] = []
+    for i, t in enumerate(request.asset_types):
+        asset_type_of(f"asset_types[{i}]", t, problems)
+    for i, tag in enumerate(request.tags):
+        check_text(f"tags[{i}]", tag, MAX_TAG_BYTES, problems, required=True)
+    refuse(problems)
+    return WatchFilter(
+        frozenset(request.entities),
+        frozenset(request.changes),
+        frozenset(request.asset_types),
+        frozenset(request.tags),
+    )
+
+
+# -- replies ----------------------------------------------------------------------------------
+
+
+def view_to_pb(view: AssetView) -> common_pb.Asset:
+    """An asset as the caller may see it (redacted_fields names what was blanked)."""
+    pb = asset_to_pb(view.asset, view.consistency)
+    if view.redacted:
+        pb.redacted_fields.extend(view.redacted)
+    return pb
+
+
+def results_to_pb(
+    results: Sequence[ItemResult], rejections: Sequence[Rejection]
+) -> list[metadata_pb.IngestResult]:
+    """One IngestResult per item of the call, in its order."""
+    out = [
+        metadata_pb.IngestResult(
+            index=r.index,
+            asset_id=r.asset_id,
+            qualified_name=r.qualified_name,
+            outcome=int(r.outcome),
+            version=r.version,
+            consistency=int(r.consistency),
+            changed_fields=r.changed_fields,
         )
-    return AssetDraft(
-        qualified_name=pb.qualified_name,
-        asset_type=_ASSET_TYPES[pb.asset_type],
-        source_event_time=event_time,
-        name=pb.name,
-        description=pb.description,
-        owners=tuple(pb.owners) if pb.owners else (),
-        data_source=pb.data_source,
-        parent_qualified_name=pb.parent_qualified_name,
-        tags=tuple(TagAssignment(t.name, t.value, (), t.propagate) for t in pb.tags)
-        if pb.tags
-        else (),
-        business_terms=tuple(pb.business_terms) if pb.business_terms else (),
-        attributes=dict(pb.attributes) if pb.attributes else {},
-        external_id=pb.external_id,
-    )
-
-
-def ts_pb(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
-def tag_to_pb(tag: Tag) -> common_pb.Tag:
-    return common_pb.Tag(
-        name=tag.name,
-        value=tag.value,
-        source=int(tag.source),
-        upstream_asset_ids=tag.upstream_asset_ids,
-        applied_by=tag.applied_by,
-        applied_at=ts_pb(tag.applied_at),
-        propagate=tag.propagate,
-    )
-
-
-def effective_tags_to_pb(tags: Iterable[Tag]) -> list[common_pb.EffectiveTag]:
-    return [
-        common_pb.EffectiveTag(
-            name=e.name,
-            value=e.value,
-            source=int(e.source),
-            overridden=[tag_to_pb(t) for t in e.overridden],
-        )
-        for e in effective_tags(tags)
+        for r in results
     ]
+    out += map(rejection_to_pb, rejections)
+    return sorted(out, key=lambda r: r.index)
 
 
-def asset_to_pb(asset: Asset, consistency: Consistency | None = None) -> common_pb.Asset:
-    return common_pb.Asset(
-        tenant_id=asset.tenant_id,
-        asset_id=asset.asset_id,
-        qualified_name=asset.qualified_name,
-        asset_type=int(asset.asset_type),
-        name=asset.name,
-        description=asset.description,
-        owners=asset.owners,
-        data_source=asset.data_source,
-        parent_qualified_name=asset.parent_qualified_name,
-        parent_id=asset.parent_id,
-        tags=[tag_to_pb(t) for t in sorted(asset.tags, key=lambda t: (t.name, t.source))],
-        effective_tags=effective_tags_to_pb(asset.tags),
-        business_terms=asset.business_terms,
-        attributes=dict(asset.attributes),
-        version=asset.version,
-        is_deleted=asset.is_deleted,
-        external_id=asset.external_id,
-        created_at=ts_pb(asset.created_at),
-        updated_at=ts_pb(asset.updated_at),
-        source_event_time=ts_pb(asset.source_event_time),
-        consistency=int(consistency) if consistency else 0,
-        unhealthy_upstream_asset_ids=asset.unhealthy_upstream,
-    )
-
-
-def relationship_to_pb(edge: LineageEdge) -> common_pb.Relationship:
-    return common_pb.Relationship(
-        upstream_asset_id=edge.upstream_id,
-        downstream_asset_id=edge.downstream_id,
-        type=edge.kind,
-        source_event_time=ts_pb(edge.source_event_time),
-        is_deleted=edge.is_deleted,
-    )
-
-
-def issue_to_pb(issue: Issue) -> common_pb.DataQualityIssue:
-    return common_pb.DataQualityIssue(
-        issue_id=issue.issue_id,
-        asset_id=issue.asset_id,
-        external_id=issue.external_id,
-        source=issue.source,
-        type=issue.type,
-        severity=int(issue.severity),
-        status=int(issue.status),
-        title=issue.title,
-        description=issue.description,
-        url=issue.url,
-        opened_at=ts_pb(issue.opened_at),
-        updated_at=ts_pb(issue.updated_at),
-        resolved_at=ts_pb(issue.resolved_at),
-    )
-
-
-def issue_from_pb(
-    pb: common_pb.DataQualityIssue,
-    tenant_id: str,
-    asset_id: str,
-    now: datetime,
-    out: list[FieldViolation],
-) -> Issue:
-    check_text("issue.source", pb.source, MAX_TEXT_BYTES, out, required=True)
-    check_text("issue.external_id", pb.external_id, MAX_TEXT_BYTES, out, required=True)
-    for name in ("type", "title", "url"):
-        check_text(f"issue.{name}", getattr(pb, name), MAX_TEXT_BYTES, out)
-    check_text("issue.description", pb.description, MAX_DESCRIPTION_BYTES, out)
-    severity, status = IssueSeverity.UNSPECIFIED, IssueStatus.OPEN
-    try:
-        severity = IssueSeverity(pb.severity)
-    except ValueError:
-        out.append(FieldViolation("issue.severity", f"is not a known severity ({pb.severity})"))
-    try:
-        status = IssueStatus(pb.status) if pb.status else IssueStatus.OPEN
-    except ValueError:
-        out.append(FieldViolation("issue.status", f"is not a known status ({pb.status})"))
-    opened = timestamp_or("issue.opened_at", pb.opened_at, now, out)
-    resolved = (
-        timestamp_or("issue.resolved_at", pb.resolved_at, now, out)
-        if pb.HasField("resolved_at")
-        else None
-    )
-    if status == IssueStatus.RESOLVED and resolved is None:
-        resolved = now
-    return Issue(
-        tenant_id=tenant_id,
-        issue_id="",
-        asset_id=asset_id,
-        source=pb.source,
-        external_id=pb.external_id,
-        type=pb.type,
-        severity=severity,
-        status=status,
-        title=pb.title,
-        description=pb.description,
-        url=pb.url,
-        opened_at=opened,
-        resolved_at=resolved,
+def rejection_to_pb(r: Rejection) -> metadata_pb.IngestResult:
+    return metadata_pb.IngestResult(
+        index=r.index,
+        qualified_name=r.qualified_name,
+        outcome=metadata_pb.INGEST_OUTCOME_REJECTED,
+        error=to_status(r.error),
     )
 
 
@@ -397,40 +236,4 @@ def job_to_pb(job: BulkJob) -> metadata_pb.BulkJob:
         created_at=ts_pb(job.created_at),
         updated_at=ts_pb(job.updated_at),
         finished_at=ts_pb(job.finished_at),
-    )
-
-
-def propagation_job_to_pb(job: PropagationJob) -> lineage_pb.PropagationJob:
-    return lineage_pb.PropagationJob(
-        job_id=job.job_id,
-        asset_id=job.asset_id,
-        state=int(job.state),
-        assets_total=job.assets_total,
-        assets_done=job.assets_done,
-        assets_changed=job.assets_changed,
-        requested_by=job.requested_by,
-        error=job.error,
-        created_at=ts_pb(job.created_at),
-        updated_at=ts_pb(job.updated_at),
-        finished_at=ts_pb(job.finished_at),
-    )
-
-
-def draft_to_pb(draft: AssetDraft) -> common_pb.AssetInput:
-    return common_pb.AssetInput(
-        qualified_name=draft.qualified_name,
-        asset_type=int(draft.asset_type),
-        name=draft.name,
-        description=draft.description,
-        owners=draft.owners,
-        data_source=draft.data_source,
-        parent_qualified_name=draft.parent_qualified_name,
-        tags=[
-            common_pb.TagAssignment(name=t.name, value=t.value, propagate=t.propagate)
-            for t in draft.tags
-        ],
-        business_terms=draft.business_terms,
-        attributes=dict(draft.attributes),
-        external_id=draft.external_id,
-        source_event_time=ts_pb(draft.source_event_time),
     )

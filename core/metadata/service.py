@@ -7,18 +7,25 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
-
-from lily.v1 import events_pb2 as events_pb
+from typing import Any, TypeVar
 
 from core.domain import rules
-from core.domain.errors import AssetNotFound, FieldViolation, InvalidArgument, LilyError, NotFound
+from core.domain.errors import (
+    AssetNotFound,
+    FieldViolation,
+    InvalidArgument,
+    JobClosed,
+    LilyError,
+    NotFound,
+    PermissionDenied,
+)
 from core.domain.model import (
     Asset,
     AssetDraft,
     AssetType,
+    AssetView,
     AuditEntry,
     BulkJob,
     Consistency,
@@ -32,10 +39,12 @@ from core.domain.model import (
     WriteContext,
 )
 from core.domain.rules import Plan
+from core.events import watch
 from core.metadata.pagination import PageTokens
-from core.ports import AssetStore, ChangeBus, OutboxRecord, Snapshot, TxRequest
+from core.ports import Access, AssetStore, ChangeBus, OutboxRecord, Snapshot, TxRequest
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -43,6 +52,8 @@ MAX_PAGE_SIZE = 1000
 
 # A batch waiting for an ingest lane (its drafts, and its rejected count), or None: no more.
 _Lane = tuple[list[tuple[int, AssetDraft]], int] | None
+# Drafts with their index in the call (or stream).
+Drafts = Sequence[tuple[int, AssetDraft]]
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:
@@ -67,11 +78,6 @@ def _log_failure(task: asyncio.Future[None]) -> None:
         log.error("ingest: queueing failed after its caller left", exc_info=task.exception())
 
 
-class JobClosed(LilyError):
-    code = "FAILED_PRECONDITION"
-    reason = "BULK_JOB_CLOSED"
-
-
 @dataclass(frozen=True, slots=True)
 class ItemResult:
     index: int
@@ -84,20 +90,27 @@ class ItemResult:
 
 
 @dataclass(frozen=True, slots=True)
-class WatchFilter:
-    entities: frozenset[int] = frozenset()
-    changes: frozenset[int] = frozenset()
-    asset_types: frozenset[int] = frozenset()
-    tags: frozenset[str] = frozenset()
+class Rejection:
+    """An item of an ingest that was refused (invalid, or not the caller's to write)."""
 
-    def matches(self, e: events_pb.ChangeEvent) -> bool:
-        tags = set(e.tags) | set(e.tags_added) | set(e.tags_removed)
-        return (
-            (not self.entities or e.entity in self.entities)
-            and (not self.changes or e.change in self.changes)
-            and (not self.asset_types or e.asset_type in self.asset_types)
-            and (not self.tags or bool(self.tags & tags))
-        )
+    index: int
+    qualified_name: str
+    error: LilyError
+
+
+@dataclass(slots=True)
+class StreamSummary:
+    """What an ingest stream did: outcomes by count, and its refused items (the first
+    `keep` of them listed)."""
+
+    keep: int
+    outcomes: Counter[Outcome] = field(default_factory=Counter)
+    rejected: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def refused(self, rejections: Sequence[Rejection]) -> None:
+        self.rejected += len(rejections)
+        self.rejections.extend(rejections[: max(self.keep - len(self.rejections), 0)])
 
 
 def page_size(requested: int) -> int:
@@ -138,11 +151,16 @@ def counts_of(decisions: Mapping[int, rules.Decision]) -> JobCounts:
 
 
 class MetadataService:
+    """The metadata use cases of one cell. Per-object authorization (which assets the caller
+    may write, how they may see each one) goes through `access`, for the principal of the
+    current call; the call's own permission was checked before it got here."""
+
     def __init__(
         self,
         store: AssetStore,
         bus: ChangeBus,
         tokens: PageTokens,
+        access: Access,
         *,
         consistency: Mapping[AssetType, Consistency],
         encode_work: Callable[[WriteContext, Sequence[AssetDraft], str], list[bytes]],
@@ -151,6 +169,7 @@ class MetadataService:
         self._store = store
         self._bus = bus
         self._tokens = tokens
+        self._access = access
         self._consistency = {**rules.DEFAULT_CONSISTENCY, **consistency}
         self._encode_work = encode_work
         self._on_commit = on_commit
@@ -166,6 +185,50 @@ class MetadataService:
             self._on_commit(result.outbox)
         return result
 
+    # -- authorization of each object -----------------------------------------------------
+
+    def _view(self, asset: Asset, method: str) -> AssetView | None:
+        """The asset as the caller may see it (None: not at all)."""
+        view = self._access.read_view({t.name for t in asset.tags}, method)
+        if view == "refused":
+            return None
+        consistency = self._consistency[asset.asset_type]
+        if view == "redacted":
+            return AssetView(rules.redact(asset), consistency, rules.REDACTED_FIELDS)
+        return AssetView(asset, consistency)
+
+    def _shown(self, asset: Asset, method: str) -> AssetView:
+        """The asset as the caller may see it; PermissionDenied if not at all."""
+        view = self._view(asset, method)
+        if view is None:
+            raise PermissionDenied(
+                f"asset {asset.asset_id!r} carries a tag you may not read",
+                metadata={"asset_id": asset.asset_id},
+            )
+        return view
+
+    def _writable(self, drafts: Drafts, rejections: list[Rejection], method: str) -> Drafts:
+        """The drafts the caller may write; a Rejection for each other one."""
+        allowed = []
+        for i, draft in drafts:
+            if self._access.may_write(draft.asset_type, draft.qualified_name, method):
+                allowed.append((i, draft))
+            else:
+                error = PermissionDenied(
+                    f"may not write {draft.asset_type.name} {draft.qualified_name!r}",
+                    metadata={"qualified_name": draft.qualified_name[:256]},
+                )
+                rejections.append(Rejection(i, draft.qualified_name, error))
+        return allowed
+
+    async def _may_write(self, ctx: WriteContext, asset_id: str) -> None:
+        asset = await self.get(ctx.tenant_id, asset_id, include_deleted=True)
+        if not self._access.may_write(asset.asset_type, asset.qualified_name, ctx.action):
+            raise PermissionDenied(
+                f"may not write {asset.asset_type.name} {asset.qualified_name!r}",
+                metadata={"asset_id": asset_id},
+            )
+
     # -- ingest ---------------------------------------------------------------------------
 
     async def check_job(self, tenant_id: str, job_id: str) -> BulkJob:
@@ -179,15 +242,19 @@ class MetadataService:
     async def ingest(
         self,
         ctx: WriteContext,
-        drafts: Sequence[tuple[int, AssetDraft]],
+        drafts: Drafts,
+        rejections: list[Rejection],
         *,
         job_id: str = "",
-        rejected: int = 0,
         close_job: bool = False,
-    ) -> list[ItemResult]:
-        """Writes strong-class drafts now and queues eventual-class ones (both at once); counts
-        all of it (and `rejected` invalid items) on the bulk job, if any."""
-        strong, eventual = self._split(drafts)
+    ) -> tuple[list[ItemResult], list[Rejection]]:
+        """Writes the strong-class drafts the caller may write now, and queues the eventual-class
+        ones (both at once); counts all of it, and the refused items (`rejections`, the invalid
+        ones, and those the caller may not write), on the bulk job, if any. Returns each
+        item's result, and every refusal."""
+        rejections = list(rejections)
+        strong, eventual = self._split(self._writable(drafts, rejections, ctx.action))
+        rejected = len(rejections)
         try:
             async with asyncio.TaskGroup() as tg:
                 writing = tg.create_task(self._write_strong(ctx, strong, job_id))
@@ -208,18 +275,20 @@ class MetadataService:
             )
             for i, d in eventual
         ]
-        return sorted([*writing.result(), *queued], key=lambda r: r.index)
+        return sorted([*writing.result(), *queued], key=lambda r: r.index), rejections
 
     async def ingest_stream(
         self,
         ctx: WriteContext,
         job_id: str,
-        batches: AsyncIterator[tuple[Sequence[tuple[int, AssetDraft]], int]],
+        batches: AsyncIterator[tuple[Drafts, list[Rejection]]],
         *,
+        keep: int = 100,
         depth: int = 4,
-    ) -> Counter[Outcome]:
-        """Ingests a stream of (drafts, rejected count) batches for one bulk job, and returns
-        how many items had each outcome.
+    ) -> StreamSummary:
+        """Ingests a stream of (drafts, refused items) batches for one bulk job, and returns
+        how many items had each outcome, and the first `keep` refusals (the invalid items, and
+        those the caller may not write).
 
         Two lanes, each in stream order: one writes the strong-class drafts, the other queues
         the eventual-class ones; so one batch's store write overlaps another's queueing and the
@@ -228,7 +297,8 @@ class MetadataService:
         batches before it are applied first, then its error is raised; if a lane fails, the
         stream stops there with that error. Whatever was written or queued stays, counted on
         the job (a client retrying the stream re-ingests idempotently)."""
-        outcomes: Counter[Outcome] = Counter()
+        summary = StreamSummary(keep)
+        outcomes = summary.outcomes
         lanes: tuple[asyncio.Queue[_Lane], asyncio.Queue[_Lane]] = (
             asyncio.Queue(depth),
             asyncio.Queue(depth),
@@ -248,30 +318,34 @@ class MetadataService:
                         ctx.tenant_id, job_id, JobCounts(rejected=rejected)
                     )
 
-        refused: Exception | None = None
+        failed: Exception | None = None
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(strong_lane())
                 tg.create_task(eventual_lane())
                 try:
-                    async for drafts, rejected in batches:
-                        strong, eventual = self._split(drafts)
+                    async for drafts, rejections in batches:
+                        refused = list(rejections)
+                        mine = self._writable(drafts, refused, ctx.action)
+                        summary.refused(refused)
+                        rejected = len(refused)
+                        strong, eventual = self._split(mine)
                         if strong:
                             await lanes[0].put((strong, 0))
                         if eventual or rejected:
                             await lanes[1].put((eventual, rejected))
                 except Exception as exc:  # the stream itself failed (a bad batch, say):
-                    refused = exc  # the batches before it are still applied, then it is raised
+                    failed = exc  # the batches before it are still applied, then it is raised
                 for lane in lanes:
                     await lane.put(None)
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
-        if refused is not None:
-            raise refused
-        return outcomes
+        if failed is not None:
+            raise failed
+        return summary
 
     def _split(
-        self, drafts: Sequence[tuple[int, AssetDraft]]
+        self, drafts: Drafts
     ) -> tuple[list[tuple[int, AssetDraft]], list[tuple[int, AssetDraft]]]:
         strong, eventual = [], []
         for item in drafts:
@@ -363,19 +437,28 @@ class MetadataService:
             raise AssetNotFound(asset_id)
         return asset
 
+    async def read(
+        self, tenant_id: str, asset_id: str, include_deleted: bool, method: str
+    ) -> AssetView:
+        """An asset as the caller may see it (GetMetadata)."""
+        return self._shown(await self.get(tenant_id, asset_id, include_deleted), method)
+
     async def lookup(
-        self, tenant_id: str, qualified_name: str, include_deleted: bool = False
-    ) -> Asset:
+        self, tenant_id: str, qualified_name: str, include_deleted: bool, method: str
+    ) -> AssetView:
+        """The asset of a qualified name, as the caller may see it."""
         asset = await self._store.get_by_qualified_name(tenant_id, qualified_name)
         if asset is None or (asset.is_deleted and not include_deleted):
             raise NotFound(
                 f"no asset named {qualified_name!r}", metadata={"qualified_name": qualified_name}
             )
-        return asset
+        return self._shown(asset, method)
 
     async def search(
-        self, tenant_id: str, query: SearchQuery, size: int, token: str
-    ) -> tuple[list[Asset], str]:
+        self, tenant_id: str, query: SearchQuery, size: int, token: str, method: str
+    ) -> tuple[list[AssetView], str]:
+        """A page of matching assets as the caller may see them (those they may not see at
+        all left out), and the token of the next page ("": no more)."""
         limit = page_size(size)
         fp = PageTokens.fingerprint(
             "search",
@@ -388,7 +471,8 @@ class MetadataService:
         )
         after = self._tokens.decode(token, tenant_id, fp)
         assets, cursor = await self._store.search(tenant_id, query, after, limit)
-        return assets, self._tokens.encode(tenant_id, fp, cursor) if cursor is not None else ""
+        views = [v for v in (self._view(a, method) for a in assets) if v is not None]
+        return views, self._tokens.encode(tenant_id, fp, cursor) if cursor is not None else ""
 
     async def list_issues(
         self, tenant_id: str, asset_id: str, status: IssueStatus | None, size: int, token: str
@@ -427,6 +511,22 @@ class MetadataService:
 
     # -- changes to one asset -------------------------------------------------------------
 
+    async def _change(
+        self, ctx: WriteContext, request: TxRequest, step: Callable[[Snapshot, Plan], T]
+    ) -> T:
+        """Runs a domain rule on one asset in a transaction: what the rule answered (on the
+        store's last try)."""
+        out: list[T] = []
+
+        def plan(snapshot: Snapshot) -> Plan:
+            out.clear()
+            p = Plan()
+            out.append(step(snapshot, p))
+            return p
+
+        await self._transact(ctx.tenant_id, request, plan)
+        return out[0]
+
     async def update(
         self,
         ctx: WriteContext,
@@ -434,21 +534,18 @@ class MetadataService:
         values: Mapping[str, object],
         expected_version: int | None,
         event_time: datetime,
-    ) -> rules.Decision:
-        out: list[rules.Decision] = []
-
-        def plan(s: Snapshot) -> Plan:
-            out.clear()
-            p = Plan()
-            out.append(
-                rules.update(
-                    asset_id, s.assets.get(asset_id), values, expected_version, event_time, ctx, p
-                )
-            )
-            return p
-
-        await self._transact(ctx.tenant_id, TxRequest([asset_id]), plan)
-        return out[0]
+    ) -> tuple[AssetView, rules.Decision]:
+        """Sets fields of an asset the caller may write (see rules.masked_values)."""
+        await self._may_write(ctx, asset_id)
+        decision = await self._change(
+            ctx,
+            TxRequest([asset_id]),
+            lambda s, p: rules.update(
+                asset_id, s.assets.get(asset_id), values, expected_version, event_time, ctx, p
+            ),
+        )
+        assert decision.asset is not None  # (rules.update refuses a missing asset)
+        return self._shown(decision.asset, ctx.action), decision
 
     async def update_tags(
         self,
@@ -458,59 +555,49 @@ class MetadataService:
         remove: Sequence[str],
         source: TagSource,
         expected_version: int | None,
-    ) -> tuple[Asset, list[str], list[str]]:
-        out: list[tuple[Asset, list[str], list[str]]] = []
-
-        def plan(s: Snapshot) -> Plan:
-            out.clear()
-            p = Plan()
-            out.append(
-                rules.update_tags(
-                    asset_id, s.assets.get(asset_id), add, remove, source, expected_version, ctx, p
-                )
-            )
-            return p
-
-        await self._transact(ctx.tenant_id, TxRequest([asset_id]), plan)
-        return out[0]
+    ) -> tuple[AssetView, list[str], list[str]]:
+        """Adds and removes one source's tags (never PROPAGATED: rules.assignable) on an asset
+        the caller may write; returns it and the tag names added and removed."""
+        rules.assignable(source)
+        await self._may_write(ctx, asset_id)
+        asset, added, removed = await self._change(
+            ctx,
+            TxRequest([asset_id]),
+            lambda s, p: rules.update_tags(
+                asset_id, s.assets.get(asset_id), add, remove, source, expected_version, ctx, p
+            ),
+        )
+        return self._shown(asset, ctx.action), added, removed
 
     async def delete(
         self, ctx: WriteContext, asset_id: str, expected_version: int | None
-    ) -> tuple[Asset, bool]:
-        out: list[tuple[Asset, bool]] = []
-
-        def plan(s: Snapshot) -> Plan:
-            out.clear()
-            p = Plan()
-            out.append(rules.delete(asset_id, s.assets.get(asset_id), expected_version, ctx, p))
-            return p
-
-        await self._transact(ctx.tenant_id, TxRequest([asset_id]), plan)
-        return out[0]
+    ) -> tuple[AssetView, bool]:
+        """Soft-deletes an asset the caller may write; says if it was deleted already."""
+        await self._may_write(ctx, asset_id)
+        asset, already = await self._change(
+            ctx,
+            TxRequest([asset_id]),
+            lambda s, p: rules.delete(asset_id, s.assets.get(asset_id), expected_version, ctx, p),
+        )
+        return self._shown(asset, ctx.action), already
 
     async def attach_issue(
         self, ctx: WriteContext, asset_id: str, issue: Issue
     ) -> tuple[Issue, bool]:
+        """Attaches (or updates) a data-quality issue on an asset the caller may write; says
+        if it was new."""
+        await self._may_write(ctx, asset_id)
         issue_id = rules.issue_id_for(asset_id, issue.source, issue.external_id)
-        out: list[tuple[Issue, bool]] = []
-
-        def plan(s: Snapshot) -> Plan:
-            out.clear()
-            p = Plan()
-            out.append(
-                rules.attach_issue(
-                    asset_id, s.assets.get(asset_id), s.issues.get(issue_id), issue, ctx, p
-                )
-            )
-            return p
-
-        await self._transact(ctx.tenant_id, TxRequest([asset_id], [(asset_id, issue_id)]), plan)
-        return out[0]
+        return await self._change(
+            ctx,
+            TxRequest([asset_id], [(asset_id, issue_id)]),
+            lambda s, p: rules.attach_issue(
+                asset_id, s.assets.get(asset_id), s.issues.get(issue_id), issue, ctx, p
+            ),
+        )
 
     # -- live changes ---------------------------------------------------------------------
 
-    async def watch(self, tenant_id: str, flt: WatchFilter) -> AsyncIterator[events_pb.ChangeEvent]:
-        async for _subject, payload, _headers in self._bus.subscribe(f"lily.{tenant_id}.*.*"):
-            event = events_pb.ChangeEvent.FromString(payload)
-            if event.tenant_id == tenant_id and flt.matches(event):
-                yield event
+    def watch(self, tenant_id: str, flt: watch.WatchFilter) -> AsyncIterator[watch.Event]:
+        """The tenant's changes that match `flt`, live from now on."""
+        return watch.changes(self._bus, tenant_id, flt)

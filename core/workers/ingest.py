@@ -36,9 +36,9 @@ from core.events.nats import (
     kept,
     work_tenant,
 )
-from core.metadata import mapping
 from core.metadata.service import counts_of, ingest_plan
 from core.ports import AssetStore, OutboxRecord, Snapshot, TxRequest
+from core.wire import common
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def encode_work(ctx: WriteContext, drafts: Sequence[AssetDraft], job_id: str) ->
     head = header.SerializeToString()
     messages, chunk, size = [], [head], len(head)
     for draft in drafts:
-        wire = draft.wire or mapping.draft_to_pb(draft).SerializeToString()
+        wire = draft.wire or common.draft_to_pb(draft).SerializeToString()
         field = _ASSETS_TAG + _varint(len(wire)) + wire
         full = size + len(field) > MAX_WORK_MESSAGE_BYTES or len(chunk) > MAX_WORK_ITEMS
         if len(chunk) > 1 and full:
@@ -130,7 +130,7 @@ def _decode(
         request_id=batch.request_id,
         trace_headers=trace_headers,
     )
-    return batch, ctx, [mapping.draft_from_trusted_pb(a, accepted_at) for a in batch.assets]
+    return batch, ctx, [common.draft_from_trusted_pb(a, accepted_at) for a in batch.assets]
 
 
 class IngestWorker:
@@ -259,7 +259,7 @@ class IngestWorker:
         )
         poison = events_pb.IngestWorkBatch.FromString(msg.data)
         del poison.assets[:]
-        poison.assets.extend(mapping.draft_to_pb(d) for d, _ in failed)
+        poison.assets.extend(common.draft_to_pb(d) for d, _ in failed)
         await self._bus.dead_letter(
             tenant_id, "ingest", poison.SerializeToString(), str(failed[0][1])[:200]
         )

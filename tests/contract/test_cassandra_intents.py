@@ -64,7 +64,7 @@ async def test_a_writer_dying_after_its_commit_loses_nothing_and_counts_nothing_
     async def dies(*args: object) -> None:
         raise Unavailable("the writer died after committing")
 
-    monkeypatch.setattr(store, "_apply", dies)
+    monkeypatch.setattr(store.intents, "apply", dies)
     with pytest.raises(Unavailable):
         await _consume(store, tenant, job.job_id, key=4096)
     monkeypatch.undo()
@@ -97,7 +97,7 @@ async def test_two_writers_handed_the_same_message_at_once_apply_it_once(
     processes: one applies the message, the other is told to hold it, and once the first has
     committed it finds the message applied."""
     first = cassandra_asset_store
-    second = await CassandraAssetStore.open(first._session)
+    second = await CassandraAssetStore.open(first.session)
     job = BulkJob(tenant_id=tenant, job_id="d" * 32, created_at=NOW, updated_at=NOW)
     await first.create_job(job)
     await first.update_job(tenant, job.job_id, JobCounts(accepted=40))

@@ -30,10 +30,10 @@ async def test_lily_up_distributed_keeps_assets_in_cassandra(tmp_path, dist_stac
     proc = await _lily_up(
         tmp_path / "lily",
         port,
-        LILY_PROFILE="distributed",
-        LILY_CASSANDRA__HOSTS=dist_stack["cassandra"],
-        LILY_CASSANDRA__KEYSPACE=keyspace,
-        LILY_JANUSGRAPH_URL=dist_stack["janusgraph"],
+        LILY_STORES__TYPE="distributed",
+        LILY_STORES__CASSANDRA__HOSTS=dist_stack["cassandra"],
+        LILY_STORES__CASSANDRA__KEYSPACE=keyspace,
+        LILY_STORES__JANUSGRAPH_URL=dist_stack["janusgraph"],
     )
     tenant = "dist" + keyspace[-6:]  # (the dev stack's graph outlives a keyspace)
     session = await cassandra.connect(dist_stack["cassandra"])
@@ -152,7 +152,7 @@ async def test_a_distributed_backend_down_at_start_is_named(tmp_path, dist_stack
         str(free_port()),
         "--http-port",
         "0",
-        env={**os.environ, "LILY_CASSANDRA__KEYSPACE": "lily_down"},
+        env={**os.environ, "LILY_STORES__CASSANDRA__KEYSPACE": "lily_down"},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
@@ -181,9 +181,11 @@ async def test_cassandra_outage_fails_fast_and_loses_no_queued_ingest(tmp_path, 
         grpc_port=0,
         worker_processes=0,
         shutdown_grace=1.0,
-        profile="distributed",
-        cassandra={"hosts": f"127.0.0.1:{port}", "keyspace": "lily_outage", "timeout": 5.0},
-        janusgraph_url=dist_stack["janusgraph"],
+        stores={
+            "type": "distributed",
+            "cassandra": {"hosts": f"127.0.0.1:{port}", "keyspace": "lily_outage", "timeout": 5.0},
+            "janusgraph_url": dist_stack["janusgraph"],
+        },
     )
     lily = await start(settings, postgres_dsn=dsn, nats_url=url)
     sent: set[str] = set()

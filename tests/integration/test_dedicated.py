@@ -127,14 +127,13 @@ async def test_its_metadata_lineage_and_events_live_in_its_own_cell(
     watch.cancel()
 
     # Stored in the cell, not in the shared stores
-    shared = served.lily.backends
+    shared = served.lily.cells.shared
     own = served.lily.cells.dedicated()[tenant]
     assert await own.store.get(tenant, up_id) is not None
     assert await shared.store.get(tenant, up_id) is None
     assert await shared.store.get(tenant, col_id) is None
     assert await own.graph.edges_at(tenant, [up_id], True)
-    assert shared.lineage is not None
-    assert not await shared.lineage.edges_at(tenant, [up_id], True)
+    assert not await shared.graph.edges_at(tenant, [up_id], True)
     if served.profile == "local":
         conn = await asyncpg.connect(stack[0])  # the local server's Postgres
         try:

@@ -26,10 +26,11 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
+from lily.v1 import access_pb2 as lily_dot_v1_dot_access__pb2
 from lily.v1 import common_pb2 as lily_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15lily/v1/lineage.proto\x12\x07lily.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x14lily/v1/common.proto\"?\n\x08\x41ssetRef\x12\x12\n\x08\x61sset_id\x18\x01 \x01(\tH\x00\x12\x18\n\x0equalified_name\x18\x02 \x01(\tH\x00\x42\x05\n\x03ref\"\xb0\x01\n\x11RelationshipInput\x12)\n\x08upstream\x18\x01 \x01(\x0b\x32\x11.lily.v1.AssetRefB\x04\xe2\x41\x01\x02\x12+\n\ndownstream\x18\x02 \x01(\x0b\x32\x11.lily.v1.AssetRefB\x04\xe2\x41\x01\x02\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x35\n\x11source_event_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x1aIngestRelationshipsRequest\x12\x31\n\rrelationships\x18\x01 \x03(\x0b\x32\x1a.lily.v1.RelationshipInput\"\xa2\x01\n\x12RelationshipResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12+\n\x0crelationship\x18\x02 \x01(\x0b\x32\x15.lily.v1.Relationship\x12-\n\x07outcome\x18\x03 \x01(\x0e\x32\x1c.lily.v1.RelationshipOutcome\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.Status\"K\n\x1bIngestRelationshipsResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.lily.v1.RelationshipResult\"O\n\x1a\x44\x65leteRelationshipsRequest\x12\x31\n\rrelationships\x18\x01 \x03(\x0b\x32\x1a.lily.v1.RelationshipInput\"K\n\x1b\x44\x65leteRelationshipsResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.lily.v1.RelationshipResult\"\x81\x01\n\x11GetLineageRequest\x12\x16\n\x08\x61sset_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12,\n\tdirection\x18\x02 \x01(\x0e\x32\x19.lily.v1.LineageDirection\x12\r\n\x05\x64\x65pth\x18\x03 \x01(\x05\x12\x17\n\x0finclude_deleted\x18\x04 \x01(\x08\"\x81\x02\n\x0bLineageNode\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12\x16\n\x0equalified_name\x18\x02 \x01(\t\x12&\n\nasset_type\x18\x03 \x01(\x0e\x32\x12.lily.v1.AssetType\x12-\n\x0e\x65\x66\x66\x65\x63tive_tags\x18\x04 \x03(\x0b\x32\x15.lily.v1.EffectiveTag\x12\x18\n\x10open_issue_count\x18\x05 \x01(\x05\x12\r\n\x05\x64\x65pth\x18\x06 \x01(\x05\x12\x0e\n\x06\x65xists\x18\x07 \x01(\x08\x12\x12\n\nis_deleted\x18\x08 \x01(\x08\x12$\n\x1cunhealthy_upstream_asset_ids\x18\t \x03(\t\"z\n\x12GetLineageResponse\x12#\n\x05nodes\x18\x01 \x03(\x0b\x32\x14.lily.v1.LineageNode\x12,\n\rrelationships\x18\x02 \x03(\x0b\x32\x15.lily.v1.Relationship\x12\x11\n\ttruncated\x18\x03 \x01(\x08\"4\n\x1aPropagateDownstreamRequest\x12\x16\n\x08\x61sset_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"C\n\x1bPropagateDownstreamResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.lily.v1.PropagationJob\"0\n\x18GetPropagationJobRequest\x12\x14\n\x06job_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"A\n\x19GetPropagationJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.lily.v1.PropagationJob\"\xd8\x02\n\x0ePropagationJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x61sset_id\x18\x02 \x01(\t\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.lily.v1.PropagationJobState\x12\x14\n\x0c\x61ssets_total\x18\x04 \x01(\x03\x12\x13\n\x0b\x61ssets_done\x18\x05 \x01(\x03\x12\x16\n\x0e\x61ssets_changed\x18\x06 \x01(\x03\x12\x14\n\x0crequested_by\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x93\x01\n\x10LineageDirection\x12!\n\x1dLINEAGE_DIRECTION_UNSPECIFIED\x10\x00\x12\x1e\n\x1aLINEAGE_DIRECTION_UPSTREAM\x10\x01\x12 \n\x1cLINEAGE_DIRECTION_DOWNSTREAM\x10\x02\x12\x1a\n\x16LINEAGE_DIRECTION_BOTH\x10\x03*\xec\x01\n\x13RelationshipOutcome\x12$\n RELATIONSHIP_OUTCOME_UNSPECIFIED\x10\x00\x12 \n\x1cRELATIONSHIP_OUTCOME_CREATED\x10\x01\x12\"\n\x1eRELATIONSHIP_OUTCOME_UNCHANGED\x10\x03\x12\x1e\n\x1aRELATIONSHIP_OUTCOME_STALE\x10\x04\x12 \n\x1cRELATIONSHIP_OUTCOME_DELETED\x10\x05\x12!\n\x1dRELATIONSHIP_OUTCOME_REJECTED\x10\x06\"\x04\x08\x02\x10\x02*\xc9\x01\n\x13PropagationJobState\x12%\n!PROPAGATION_JOB_STATE_UNSPECIFIED\x10\x00\x12!\n\x1dPROPAGATION_JOB_STATE_PENDING\x10\x01\x12!\n\x1dPROPAGATION_JOB_STATE_RUNNING\x10\x02\x12#\n\x1fPROPAGATION_JOB_STATE_SUCCEEDED\x10\x03\x12 \n\x1cPROPAGATION_JOB_STATE_FAILED\x10\x04\x32\x97\x05\n\x0eLineageService\x12|\n\x13IngestRelationships\x12#.lily.v1.IngestRelationshipsRequest\x1a$.lily.v1.IngestRelationshipsResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/api/v1/lineage:\x01*\x12\x83\x01\n\x13\x44\x65leteRelationships\x12#.lily.v1.DeleteRelationshipsRequest\x1a$.lily.v1.DeleteRelationshipsResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/api/v1/lineage:delete:\x01*\x12i\n\nGetLineage\x12\x1a.lily.v1.GetLineageRequest\x1a\x1b.lily.v1.GetLineageResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/api/v1/lineage/{asset_id}\x12\x91\x01\n\x13PropagateDownstream\x12#.lily.v1.PropagateDownstreamRequest\x1a$.lily.v1.PropagateDownstreamResponse\"/\x82\xd3\xe4\x93\x02)\"$/api/v1/lineage/{asset_id}:propagate:\x01*\x12\x81\x01\n\x11GetPropagationJob\x12!.lily.v1.GetPropagationJobRequest\x1a\".lily.v1.GetPropagationJobResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v1/lineage/jobs/{job_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15lily/v1/lineage.proto\x12\x07lily.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x14lily/v1/access.proto\x1a\x14lily/v1/common.proto\"?\n\x08\x41ssetRef\x12\x12\n\x08\x61sset_id\x18\x01 \x01(\tH\x00\x12\x18\n\x0equalified_name\x18\x02 \x01(\tH\x00\x42\x05\n\x03ref\"\xb0\x01\n\x11RelationshipInput\x12)\n\x08upstream\x18\x01 \x01(\x0b\x32\x11.lily.v1.AssetRefB\x04\xe2\x41\x01\x02\x12+\n\ndownstream\x18\x02 \x01(\x0b\x32\x11.lily.v1.AssetRefB\x04\xe2\x41\x01\x02\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x35\n\x11source_event_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x1aIngestRelationshipsRequest\x12\x31\n\rrelationships\x18\x01 \x03(\x0b\x32\x1a.lily.v1.RelationshipInput\"\xa2\x01\n\x12RelationshipResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12+\n\x0crelationship\x18\x02 \x01(\x0b\x32\x15.lily.v1.Relationship\x12-\n\x07outcome\x18\x03 \x01(\x0e\x32\x1c.lily.v1.RelationshipOutcome\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.Status\"K\n\x1bIngestRelationshipsResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.lily.v1.RelationshipResult\"O\n\x1a\x44\x65leteRelationshipsRequest\x12\x31\n\rrelationships\x18\x01 \x03(\x0b\x32\x1a.lily.v1.RelationshipInput\"K\n\x1b\x44\x65leteRelationshipsResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.lily.v1.RelationshipResult\"\x81\x01\n\x11GetLineageRequest\x12\x16\n\x08\x61sset_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12,\n\tdirection\x18\x02 \x01(\x0e\x32\x19.lily.v1.LineageDirection\x12\r\n\x05\x64\x65pth\x18\x03 \x01(\x05\x12\x17\n\x0finclude_deleted\x18\x04 \x01(\x08\"\x81\x02\n\x0bLineageNode\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12\x16\n\x0equalified_name\x18\x02 \x01(\t\x12&\n\nasset_type\x18\x03 \x01(\x0e\x32\x12.lily.v1.AssetType\x12-\n\x0e\x65\x66\x66\x65\x63tive_tags\x18\x04 \x03(\x0b\x32\x15.lily.v1.EffectiveTag\x12\x18\n\x10open_issue_count\x18\x05 \x01(\x05\x12\r\n\x05\x64\x65pth\x18\x06 \x01(\x05\x12\x0e\n\x06\x65xists\x18\x07 \x01(\x08\x12\x12\n\nis_deleted\x18\x08 \x01(\x08\x12$\n\x1cunhealthy_upstream_asset_ids\x18\t \x03(\t\"z\n\x12GetLineageResponse\x12#\n\x05nodes\x18\x01 \x03(\x0b\x32\x14.lily.v1.LineageNode\x12,\n\rrelationships\x18\x02 \x03(\x0b\x32\x15.lily.v1.Relationship\x12\x11\n\ttruncated\x18\x03 \x01(\x08\"4\n\x1aPropagateDownstreamRequest\x12\x16\n\x08\x61sset_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"C\n\x1bPropagateDownstreamResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.lily.v1.PropagationJob\"0\n\x18GetPropagationJobRequest\x12\x14\n\x06job_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"A\n\x19GetPropagationJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.lily.v1.PropagationJob\"\xd8\x02\n\x0ePropagationJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x61sset_id\x18\x02 \x01(\t\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.lily.v1.PropagationJobState\x12\x14\n\x0c\x61ssets_total\x18\x04 \x01(\x03\x12\x13\n\x0b\x61ssets_done\x18\x05 \x01(\x03\x12\x16\n\x0e\x61ssets_changed\x18\x06 \x01(\x03\x12\x14\n\x0crequested_by\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x93\x01\n\x10LineageDirection\x12!\n\x1dLINEAGE_DIRECTION_UNSPECIFIED\x10\x00\x12\x1e\n\x1aLINEAGE_DIRECTION_UPSTREAM\x10\x01\x12 \n\x1cLINEAGE_DIRECTION_DOWNSTREAM\x10\x02\x12\x1a\n\x16LINEAGE_DIRECTION_BOTH\x10\x03*\xec\x01\n\x13RelationshipOutcome\x12$\n RELATIONSHIP_OUTCOME_UNSPECIFIED\x10\x00\x12 \n\x1cRELATIONSHIP_OUTCOME_CREATED\x10\x01\x12\"\n\x1eRELATIONSHIP_OUTCOME_UNCHANGED\x10\x03\x12\x1e\n\x1aRELATIONSHIP_OUTCOME_STALE\x10\x04\x12 \n\x1cRELATIONSHIP_OUTCOME_DELETED\x10\x05\x12!\n\x1dRELATIONSHIP_OUTCOME_REJECTED\x10\x06\"\x04\x08\x02\x10\x02*\xc9\x01\n\x13PropagationJobState\x12%\n!PROPAGATION_JOB_STATE_UNSPECIFIED\x10\x00\x12!\n\x1dPROPAGATION_JOB_STATE_PENDING\x10\x01\x12!\n\x1dPROPAGATION_JOB_STATE_RUNNING\x10\x02\x12#\n\x1fPROPAGATION_JOB_STATE_SUCCEEDED\x10\x03\x12 \n\x1cPROPAGATION_JOB_STATE_FAILED\x10\x04\x32\xfa\x05\n\x0eLineageService\x12\x90\x01\n\x13IngestRelationships\x12#.lily.v1.IngestRelationshipsRequest\x1a$.lily.v1.IngestRelationshipsResponse\".\xa2\x9f\x19\x10\x1a\x07lineage\"\x05write\x82\xd3\xe4\x93\x02\x14\"\x0f/api/v1/lineage:\x01*\x12\x97\x01\n\x13\x44\x65leteRelationships\x12#.lily.v1.DeleteRelationshipsRequest\x1a$.lily.v1.DeleteRelationshipsResponse\"5\xa2\x9f\x19\x10\x1a\x07lineage\"\x05write\x82\xd3\xe4\x93\x02\x1b\"\x16/api/v1/lineage:delete:\x01*\x12|\n\nGetLineage\x12\x1a.lily.v1.GetLineageRequest\x1a\x1b.lily.v1.GetLineageResponse\"5\xa2\x9f\x19\x0f\x1a\x07lineage\"\x04read\x82\xd3\xe4\x93\x02\x1c\x12\x1a/api/v1/lineage/{asset_id}\x12\xa5\x01\n\x13PropagateDownstream\x12#.lily.v1.PropagateDownstreamRequest\x1a$.lily.v1.PropagateDownstreamResponse\"C\xa2\x9f\x19\x10\x1a\x07lineage\"\x05write\x82\xd3\xe4\x93\x02)\"$/api/v1/lineage/{asset_id}:propagate:\x01*\x12\x94\x01\n\x11GetPropagationJob\x12!.lily.v1.GetPropagationJobRequest\x1a\".lily.v1.GetPropagationJobResponse\"8\xa2\x9f\x19\x0f\x1a\x07lineage\"\x04read\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v1/lineage/jobs/{job_id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,51 +48,51 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPROPAGATIONJOBREQUEST'].fields_by_name['job_id']._loaded_options = None
   _globals['_GETPROPAGATIONJOBREQUEST'].fields_by_name['job_id']._serialized_options = b'\342A\001\002'
   _globals['_LINEAGESERVICE'].methods_by_name['IngestRelationships']._loaded_options = None
-  _globals['_LINEAGESERVICE'].methods_by_name['IngestRelationships']._serialized_options = b'\202\323\344\223\002\024\"\017/api/v1/lineage:\001*'
+  _globals['_LINEAGESERVICE'].methods_by_name['IngestRelationships']._serialized_options = b'\242\237\031\020\032\007lineage\"\005write\202\323\344\223\002\024\"\017/api/v1/lineage:\001*'
   _globals['_LINEAGESERVICE'].methods_by_name['DeleteRelationships']._loaded_options = None
-  _globals['_LINEAGESERVICE'].methods_by_name['DeleteRelationships']._serialized_options = b'\202\323\344\223\002\033\"\026/api/v1/lineage:delete:\001*'
+  _globals['_LINEAGESERVICE'].methods_by_name['DeleteRelationships']._serialized_options = b'\242\237\031\020\032\007lineage\"\005write\202\323\344\223\002\033\"\026/api/v1/lineage:delete:\001*'
   _globals['_LINEAGESERVICE'].methods_by_name['GetLineage']._loaded_options = None
-  _globals['_LINEAGESERVICE'].methods_by_name['GetLineage']._serialized_options = b'\202\323\344\223\002\034\022\032/api/v1/lineage/{asset_id}'
+  _globals['_LINEAGESERVICE'].methods_by_name['GetLineage']._serialized_options = b'\242\237\031\017\032\007lineage\"\004read\202\323\344\223\002\034\022\032/api/v1/lineage/{asset_id}'
   _globals['_LINEAGESERVICE'].methods_by_name['PropagateDownstream']._loaded_options = None
-  _globals['_LINEAGESERVICE'].methods_by_name['PropagateDownstream']._serialized_options = b'\202\323\344\223\002)\"$/api/v1/lineage/{asset_id}:propagate:\001*'
+  _globals['_LINEAGESERVICE'].methods_by_name['PropagateDownstream']._serialized_options = b'\242\237\031\020\032\007lineage\"\005write\202\323\344\223\002)\"$/api/v1/lineage/{asset_id}:propagate:\001*'
   _globals['_LINEAGESERVICE'].methods_by_name['GetPropagationJob']._loaded_options = None
-  _globals['_LINEAGESERVICE'].methods_by_name['GetPropagationJob']._serialized_options = b'\202\323\344\223\002\037\022\035/api/v1/lineage/jobs/{job_id}'
-  _globals['_LINEAGEDIRECTION']._serialized_start=2006
-  _globals['_LINEAGEDIRECTION']._serialized_end=2153
-  _globals['_RELATIONSHIPOUTCOME']._serialized_start=2156
-  _globals['_RELATIONSHIPOUTCOME']._serialized_end=2392
-  _globals['_PROPAGATIONJOBSTATE']._serialized_start=2395
-  _globals['_PROPAGATIONJOBSTATE']._serialized_end=2596
-  _globals['_ASSETREF']._serialized_start=177
-  _globals['_ASSETREF']._serialized_end=240
-  _globals['_RELATIONSHIPINPUT']._serialized_start=243
-  _globals['_RELATIONSHIPINPUT']._serialized_end=419
-  _globals['_INGESTRELATIONSHIPSREQUEST']._serialized_start=421
-  _globals['_INGESTRELATIONSHIPSREQUEST']._serialized_end=500
-  _globals['_RELATIONSHIPRESULT']._serialized_start=503
-  _globals['_RELATIONSHIPRESULT']._serialized_end=665
-  _globals['_INGESTRELATIONSHIPSRESPONSE']._serialized_start=667
-  _globals['_INGESTRELATIONSHIPSRESPONSE']._serialized_end=742
-  _globals['_DELETERELATIONSHIPSREQUEST']._serialized_start=744
-  _globals['_DELETERELATIONSHIPSREQUEST']._serialized_end=823
-  _globals['_DELETERELATIONSHIPSRESPONSE']._serialized_start=825
-  _globals['_DELETERELATIONSHIPSRESPONSE']._serialized_end=900
-  _globals['_GETLINEAGEREQUEST']._serialized_start=903
-  _globals['_GETLINEAGEREQUEST']._serialized_end=1032
-  _globals['_LINEAGENODE']._serialized_start=1035
-  _globals['_LINEAGENODE']._serialized_end=1292
-  _globals['_GETLINEAGERESPONSE']._serialized_start=1294
-  _globals['_GETLINEAGERESPONSE']._serialized_end=1416
-  _globals['_PROPAGATEDOWNSTREAMREQUEST']._serialized_start=1418
-  _globals['_PROPAGATEDOWNSTREAMREQUEST']._serialized_end=1470
-  _globals['_PROPAGATEDOWNSTREAMRESPONSE']._serialized_start=1472
-  _globals['_PROPAGATEDOWNSTREAMRESPONSE']._serialized_end=1539
-  _globals['_GETPROPAGATIONJOBREQUEST']._serialized_start=1541
-  _globals['_GETPROPAGATIONJOBREQUEST']._serialized_end=1589
-  _globals['_GETPROPAGATIONJOBRESPONSE']._serialized_start=1591
-  _globals['_GETPROPAGATIONJOBRESPONSE']._serialized_end=1656
-  _globals['_PROPAGATIONJOB']._serialized_start=1659
-  _globals['_PROPAGATIONJOB']._serialized_end=2003
-  _globals['_LINEAGESERVICE']._serialized_start=2599
-  _globals['_LINEAGESERVICE']._serialized_end=3262
+  _globals['_LINEAGESERVICE'].methods_by_name['GetPropagationJob']._serialized_options = b'\242\237\031\017\032\007lineage\"\004read\202\323\344\223\002\037\022\035/api/v1/lineage/jobs/{job_id}'
+  _globals['_LINEAGEDIRECTION']._serialized_start=2028
+  _globals['_LINEAGEDIRECTION']._serialized_end=2175
+  _globals['_RELATIONSHIPOUTCOME']._serialized_start=2178
+  _globals['_RELATIONSHIPOUTCOME']._serialized_end=2414
+  _globals['_PROPAGATIONJOBSTATE']._serialized_start=2417
+  _globals['_PROPAGATIONJOBSTATE']._serialized_end=2618
+  _globals['_ASSETREF']._serialized_start=199
+  _globals['_ASSETREF']._serialized_end=262
+  _globals['_RELATIONSHIPINPUT']._serialized_start=265
+  _globals['_RELATIONSHIPINPUT']._serialized_end=441
+  _globals['_INGESTRELATIONSHIPSREQUEST']._serialized_start=443
+  _globals['_INGESTRELATIONSHIPSREQUEST']._serialized_end=522
+  _globals['_RELATIONSHIPRESULT']._serialized_start=525
+  _globals['_RELATIONSHIPRESULT']._serialized_end=687
+  _globals['_INGESTRELATIONSHIPSRESPONSE']._serialized_start=689
+  _globals['_INGESTRELATIONSHIPSRESPONSE']._serialized_end=764
+  _globals['_DELETERELATIONSHIPSREQUEST']._serialized_start=766
+  _globals['_DELETERELATIONSHIPSREQUEST']._serialized_end=845
+  _globals['_DELETERELATIONSHIPSRESPONSE']._serialized_start=847
+  _globals['_DELETERELATIONSHIPSRESPONSE']._serialized_end=922
+  _globals['_GETLINEAGEREQUEST']._serialized_start=925
+  _globals['_GETLINEAGEREQUEST']._serialized_end=1054
+  _globals['_LINEAGENODE']._serialized_start=1057
+  _globals['_LINEAGENODE']._serialized_end=1314
+  _globals['_GETLINEAGERESPONSE']._serialized_start=1316
+  _globals['_GETLINEAGERESPONSE']._serialized_end=1438
+  _globals['_PROPAGATEDOWNSTREAMREQUEST']._serialized_start=1440
+  _globals['_PROPAGATEDOWNSTREAMREQUEST']._serialized_end=1492
+  _globals['_PROPAGATEDOWNSTREAMRESPONSE']._serialized_start=1494
+  _globals['_PROPAGATEDOWNSTREAMRESPONSE']._serialized_end=1561
+  _globals['_GETPROPAGATIONJOBREQUEST']._serialized_start=1563
+  _globals['_GETPROPAGATIONJOBREQUEST']._serialized_end=1611
+  _globals['_GETPROPAGATIONJOBRESPONSE']._serialized_start=1613
+  _globals['_GETPROPAGATIONJOBRESPONSE']._serialized_end=1678
+  _globals['_PROPAGATIONJOB']._serialized_start=1681
+  _globals['_PROPAGATIONJOB']._serialized_end=2025
+  _globals['_LINEAGESERVICE']._serialized_start=2621
+  _globals['_LINEAGESERVICE']._serialized_end=3383
 # @@protoc_insertion_point(module_scope)

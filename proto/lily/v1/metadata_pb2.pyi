@@ -5,6 +5,7 @@ from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.rpc import status_pb2 as _status_pb2
+from lily.v1 import access_pb2 as _access_pb2
 from lily.v1 import common_pb2 as _common_pb2
 from lily.v1 import events_pb2 as _events_pb2
 from google.protobuf.internal import containers as _containers

@@ -29,6 +29,7 @@ def _pack(msg: Any) -> any_pb2.Any:
 
 
 def to_status(err: LilyError) -> status_pb2.Status:
+    """The google.rpc.Status of an error (of a call, or of one refused item of a batch)."""
     details = [
         _pack(error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN, metadata=err.metadata))
     ]
@@ -50,11 +51,6 @@ def to_status(err: LilyError) -> status_pb2.Status:
         delay.FromMilliseconds(int(err.retry_after_s * 1000))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     return status_pb2.Status(code=getattr(code_pb2, err.code), message=err.message, details=details)
-
-
-def rejection_status(err: LilyError) -> status_pb2.Status:
-    """The status of one rejected item of a batch (IngestResult.error)."""
-    return to_status(err)
 
 
 def internal_status() -> status_pb2.Status:
