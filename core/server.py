@@ -38,7 +38,7 @@ from policy.access import OpenAccess, PolicyAccess
 from policy.permissions import CallGuard, OpenGuard
 from policy.service import PolicyService
 from policy.servicer import PolicyServicer
-from policy.store import PostgresPolicyStore
+from policy.stores.postgres import PostgresPolicyStore
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
     cells: Cells | None = None
     try:
         await policy.start()
-        bootstrap_key = await policy.bootstrap()
+        bootstrap_key = await policy.tenants.bootstrap()
         if settings.auth.enabled:
             guard: CallGuard | OpenGuard = CallGuard(policy)
             access: PolicyAccess | OpenAccess = PolicyAccess(policy)
@@ -214,8 +214,10 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
         pages = PageTokens(secret)
         backend = backends.backend
         shared = Cell.assemble(SHARED, None, settings, pages, access, backend.shared, backends.bus)
-        cells = Cells(settings, shared, pages, access, backend, isolation_of=policy.isolation_of)
-        policy.cells = cells
+        cells = Cells(
+            settings, shared, pages, access, backend, isolation_of=policy.tenants.isolation_of
+        )
+        policy.tenants.cells = cells
 
         options = [
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -249,7 +251,7 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
             raise StartupError(
                 f"cannot listen on {address} (in use, or not an address of this host)"
             )
-        for tenant in policy.tenants():
+        for tenant in policy.tenants.all():
             if tenant.has_cell:
                 await cells.open(tenant.tenant_id)
         if settings.workers:

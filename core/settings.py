@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.domain.model import TENANT_ID_PATTERN, AssetType, Consistency
@@ -199,6 +200,19 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Root log level.")
     shutdown_grace: float = Field(5.0, description="Seconds in-flight RPCs get on shutdown.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_renamed_variables(cls, values: Any) -> Any:
+        """A variable an older Lily read is refused, not silently ignored (its deployment
+        would otherwise start on other stores than it names)."""
+        for name in sorted(os.environ):
+            for old, new in _RENAMED.items():
+                if name.upper().startswith(old):
+                    raise ValueError(
+                        f"{name} is no longer read: set {new}{name[len(old) :].upper()} instead"
+                    )
+        return values
+
     @field_validator("consistency", mode="before")
     @classmethod
     def _names(cls, value: object) -> object:
@@ -213,6 +227,15 @@ class Settings(BaseSettings):
             except KeyError as exc:
                 raise ValueError(f"unknown asset type or consistency class {exc}") from exc
         return value
+
+
+# Variables of an older Lily: the prefix it read, and the one that says the same now.
+_RENAMED = {
+    "LILY_PROFILE": "LILY_STORES__TYPE",
+    "LILY_CASSANDRA__": "LILY_STORES__CASSANDRA__",
+    "LILY_JANUSGRAPH_URL": "LILY_STORES__JANUSGRAPH_URL",
+    "LILY_DEDICATED_POOL_SIZE": "LILY_STORES__DEDICATED_POOL_SIZE",
+}
 
 
 def describe_errors(exc: ValidationError) -> list[str]:
@@ -232,9 +255,11 @@ def describe_errors(exc: ValidationError) -> list[str]:
             message = (
                 f"is {error['input'].get('type')!r}, not one of {', '.join(sorted(_STORE_TYPES))}"
             )
-        name = ".".join(loc) or "settings"
+        if not loc:  # about the settings as a whole (a renamed variable)
+            lines.append(message)
+            continue
         env = "LILY_" + "__".join(loc).upper()
-        lines.append(f"{name} ({env}): {message}")
+        lines.append(f"{'.'.join(loc)} ({env}): {message}")
     return lines
 
 

@@ -26,7 +26,7 @@ class PolicyAccess:
         self._refuse = policy.settings.restricted_read == "refuse"
 
     def may_write(self, asset_type: AssetType, qualified_name: str, method: str) -> bool:
-        return self._policy.may(
+        return self._policy.decisions.may(
             _principal(), asset_object(asset_type, qualified_name), "write", method
         )
 
@@ -36,9 +36,9 @@ class PolicyAccess:
             return "full"
         principal = _principal()
         for tag in sorted(restricted):
-            if not self._policy.decide(principal, f"tag:{tag}", "read").allowed:
+            if not self._policy.decisions.decide(principal, f"tag:{tag}", "read").allowed:
                 if self._refuse:
-                    self._policy.record_denial(
+                    self._policy.denials.record(
                         principal.tenant_id,
                         principal.subject,
                         method,

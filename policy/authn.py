@@ -17,7 +17,8 @@ from core.domain.errors import PermissionDenied, Unauthenticated
 from core.requestctx import Principal
 from core.settings import AuthSettings
 from policy import tokens
-from policy.store import CredentialRecord, PostgresPolicyStore, TenantRecord
+from policy.model import CredentialRecord, TenantRecord
+from policy.ports import PolicyStore
 from policy.tokens import CredentialError, Issuer, KeySet
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def bearer(metadata: Mapping[str, str]) -> str:
 
 
 class Authenticator:
-    def __init__(self, store: PostgresPolicyStore, settings: AuthSettings) -> None:
+    def __init__(self, store: PolicyStore, settings: AuthSettings) -> None:
         self._store = store
         self._settings = settings
         self.issuer = Issuer(settings.issuer, settings.audience)

@@ -81,7 +81,7 @@ class CallGuard:
         try:
             principal = await self._policy.authn.authenticate(md)
         except LilyError as err:
-            self._policy.record_denial(
+            self._policy.denials.record(
                 "", "", method, "", "", err.code, err.message, context.peer() or ""
             )
             raise
@@ -102,7 +102,7 @@ class CallGuard:
                 principal, method, need.object, need.action, context, "not the system tenant"
             )
             raise PermissionDenied("only platform admins (of the system tenant) may do this")
-        decision = self._policy.decide(principal, need.object, need.action)
+        decision = self._policy.decisions.decide(principal, need.object, need.action)
         if not decision.allowed:
             self._deny(principal, method, need.object, need.action, context, decision.reason)
             raise PermissionDenied(
@@ -120,7 +120,7 @@ class CallGuard:
         context: grpc.aio.ServicerContext,
         reason: str,
     ) -> None:
-        self._policy.record_denial(
+        self._policy.denials.record(
             principal.tenant_id,
             principal.subject,
             method,

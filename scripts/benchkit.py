@@ -8,9 +8,14 @@ import sys
 import time
 from pathlib import Path
 
+from core.cli.progress import Progress
+
+_progress = Progress(sys.stderr)
+
 
 def progress(msg: str) -> None:
-    print(f"\r  {msg:<70}", end="", file=sys.stderr, flush=True)
+    """How far a phase is, on stderr (in place on a terminal, else a line now and then)."""
+    _progress.update(f"  {msg}")
 
 
 def pct(values: list[float], p: float) -> float:
@@ -84,7 +89,9 @@ async def new_tenant(
     from lily.v1 import policy_pb2_grpc as policy_grpc
 
     admin = (data / "credentials").read_text().strip()
-    isolation = policy_pb.TENANT_ISOLATION_DEDICATED if dedicated else 0
+    isolation = policy_pb.TENANT_ISOLATION_UNSPECIFIED
+    if dedicated:
+        isolation = policy_pb.TENANT_ISOLATION_DEDICATED
     made = await policy_grpc.PolicyServiceStub(channel).CreateTenant(
         policy_pb.CreateTenantRequest(
             tenant=policy_pb.Tenant(tenant_id=tenant_id, isolation=isolation)

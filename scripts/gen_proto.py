@@ -47,6 +47,7 @@ def copy_deps() -> None:
 def generate(out: Path) -> None:
     from grpc_tools import protoc
 
+    plugin = Path(sys.executable).with_name("protoc-gen-mypy")  # mypy-protobuf's typed stubs
     wkt = resources.files("grpc_tools") / "_proto"
     protos = sorted(str(p.relative_to(PROTO)) for p in PACKAGE.glob("*.proto"))
     args = [
@@ -54,8 +55,9 @@ def generate(out: Path) -> None:
         f"-I{PROTO}",
         f"-I{_googleapis_root()}",
         f"-I{wkt}",
+        f"--plugin=protoc-gen-mypy={plugin}",
         f"--python_out={out}",
-        f"--pyi_out={out}",
+        f"--mypy_out={out}",
         f"--grpc_python_out={out}",
         *protos,
     ]

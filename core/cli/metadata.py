@@ -179,7 +179,7 @@ async def _get(args: argparse.Namespace) -> int:
 
 async def _search(args: argparse.Namespace) -> int:
     req = metadata_pb.SearchMetadataRequest(
-        asset_type=args.type or 0,
+        asset_type=common_pb.AssetType.ValueType(args.type or 0),
         tag=args.tag or "",
         qualified_name_prefix=args.prefix or "",
         owner=args.owner or "",

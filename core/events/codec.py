@@ -6,6 +6,7 @@ import functools
 from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from lily.v1 import common_pb2 as common_pb
 from lily.v1 import events_pb2 as events_pb
 
 from core.domain.model import Change
@@ -26,11 +27,11 @@ def encode_change(change: Change) -> bytes:
     event = events_pb.ChangeEvent(
         event_id=change.event_id,
         tenant_id=change.tenant_id,
-        entity=change.entity,
-        change=change.change,
+        entity=events_pb.EntityKind.ValueType(change.entity),
+        change=events_pb.ChangeKind.ValueType(change.change),
         asset_id=change.asset_id,
         qualified_name=change.qualified_name,
-        asset_type=change.asset_type or 0,
+        asset_type=common_pb.AssetType.ValueType(change.asset_type or 0),
         asset_version=change.asset_version,
         changed_fields=change.changed_fields,
         actor=change.actor,

@@ -91,7 +91,9 @@ def results_to_pb(
     """One result per relationship of the call, in its order."""
     results = [
         lineage_pb.RelationshipResult(
-            index=r.index, relationship=relationship_to_pb(r.edge), outcome=int(r.outcome)
+            index=r.index,
+            relationship=relationship_to_pb(r.edge),
+            outcome=lineage_pb.RelationshipOutcome.ValueType(r.outcome),
         )
         for r in done
     ]
@@ -118,7 +120,7 @@ def _node_pb(node: LineageNode) -> lineage_pb.LineageNode:
         depth=node.depth,
         exists=a is not None,
         qualified_name=a.qualified_name if a else "",
-        asset_type=int(a.asset_type) if a else 0,
+        asset_type=common_pb.AssetType.ValueType(a.asset_type if a else 0),
         effective_tags=effective_tags_to_pb(a.tags) if a else [],
         is_deleted=a.is_deleted if a else False,
         open_issue_count=node.open_issues,
@@ -138,7 +140,7 @@ def propagation_job_to_pb(job: PropagationJob) -> lineage_pb.PropagationJob:
     return lineage_pb.PropagationJob(
         job_id=job.job_id,
         asset_id=job.asset_id,
-        state=int(job.state),
+        state=lineage_pb.PropagationJobState.ValueType(job.state),
         assets_total=job.assets_total,
         assets_done=job.assets_done,
         assets_changed=job.assets_changed,

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from lily.v1 import common_pb2 as common_pb
+from lily.v1 import events_pb2 as events_pb
 from lily.v1 import metadata_pb2 as metadata_pb
 
 from core.domain import rules
@@ -25,7 +26,7 @@ from core.domain.model import (
     TagSource,
 )
 from core.events.watch import WatchFilter
-from core.metadata.service import ItemResult, Rejection
+from core.metadata.ingest import ItemResult, Rejection
 from core.wire.common import asset_to_pb, asset_type_of, draft_from_pb, tag_assignments, ts_pb
 from core.wire.status import to_status
 from core.wire.validation import (
@@ -187,9 +188,9 @@ def results_to_pb(
             index=r.index,
             asset_id=r.asset_id,
             qualified_name=r.qualified_name,
-            outcome=int(r.outcome),
+            outcome=metadata_pb.IngestOutcome.ValueType(r.outcome),
             version=r.version,
-            consistency=int(r.consistency),
+            consistency=common_pb.ConsistencyClass.ValueType(r.consistency),
             changed_fields=r.changed_fields,
         )
         for r in results
@@ -213,7 +214,7 @@ def audit_to_pb(entry: AuditEntry) -> metadata_pb.AuditEntry:
         asset_id=entry.asset_id,
         principal=entry.principal,
         action=entry.action,
-        change=int(entry.change),
+        change=events_pb.ChangeKind.ValueType(entry.change),
         changed_fields=entry.changed_fields,
         asset_version=entry.asset_version,
         at=ts_pb(entry.at),
@@ -227,7 +228,7 @@ def job_to_pb(job: BulkJob) -> metadata_pb.BulkJob:
     return metadata_pb.BulkJob(
         job_id=job.job_id,
         description=job.description,
-        state=int(job.state),
+        state=metadata_pb.BulkJobState.ValueType(job.state),
         accepted=job.accepted,
         written=job.written,
         unchanged=job.unchanged,

@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from core.domain import rules
 from core.domain.errors import (
@@ -17,7 +15,6 @@ from core.domain.errors import (
     FieldViolation,
     InvalidArgument,
     JobClosed,
-    LilyError,
     NotFound,
     PermissionDenied,
 )
@@ -40,6 +37,17 @@ from core.domain.model import (
 )
 from core.domain.rules import Plan
 from core.events import watch
+from core.metadata.ingest import (
+    Drafts,
+    ItemResult,
+    Lane,
+    Rejection,
+    StreamSummary,
+    counts_of,
+    first_error,
+    ingest_plan,
+    shielded,
+)
 from core.metadata.pagination import PageTokens
 from core.ports import Access, AssetStore, ChangeBus, OutboxRecord, Snapshot, TxRequest
 
@@ -50,104 +58,12 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
 
-# A batch waiting for an ingest lane (its drafts, and its rejected count), or None: no more.
-_Lane = tuple[list[tuple[int, AssetDraft]], int] | None
-# Drafts with their index in the call (or stream).
-Drafts = Sequence[tuple[int, AssetDraft]]
-
-
-def _first_error(group: BaseExceptionGroup) -> BaseException:
-    """The first failure in a task group, unwrapped (nested groups included)."""
-    first = group.exceptions[0]
-    return _first_error(first) if isinstance(first, BaseExceptionGroup) else first
-
-
-async def _shielded(work: Coroutine[Any, Any, None]) -> None:
-    """Runs `work` to its end even if the caller is cancelled meanwhile (a failure after the
-    caller left is logged)."""
-    task = asyncio.ensure_future(work)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        task.add_done_callback(_log_failure)  # nobody else will see how it ends
-        raise
-
-
-def _log_failure(task: asyncio.Future[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("ingest: queueing failed after its caller left", exc_info=task.exception())
-
-
-@dataclass(frozen=True, slots=True)
-class ItemResult:
-    index: int
-    asset_id: str
-    qualified_name: str
-    outcome: Outcome
-    consistency: Consistency
-    version: int = 0
-    changed_fields: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """An item of an ingest that was refused (invalid, or not the caller's to write)."""
-
-    index: int
-    qualified_name: str
-    error: LilyError
-
-
-@dataclass(slots=True)
-class StreamSummary:
-    """What an ingest stream did: outcomes by count, and its refused items (the first
-    `keep` of them listed)."""
-
-    keep: int
-    outcomes: Counter[Outcome] = field(default_factory=Counter)
-    rejected: int = 0
-    rejections: list[Rejection] = field(default_factory=list)
-
-    def refused(self, rejections: Sequence[Rejection]) -> None:
-        self.rejected += len(rejections)
-        self.rejections.extend(rejections[: max(self.keep - len(self.rejections), 0)])
-
-
 def page_size(requested: int) -> int:
     if requested < 0 or requested > MAX_PAGE_SIZE:
         raise InvalidArgument(
             [FieldViolation("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")]
         )
     return requested or DEFAULT_PAGE_SIZE
-
-
-def ingest_plan(
-    drafts: Sequence[tuple[int, AssetDraft, WriteContext]], decisions: dict[int, rules.Decision]
-) -> Callable[[Snapshot], Plan]:
-    """The plan that applies drafts in order (a later draft of the same asset sees the earlier)."""
-
-    def plan(snapshot: Snapshot) -> Plan:
-        decisions.clear()
-        current = dict(snapshot.assets)
-        result = Plan()
-        for index, draft, ctx in drafts:
-            asset_id = rules.asset_id_for(ctx.tenant_id, draft.qualified_name)
-            decision = rules.ingest(current.get(asset_id), draft, ctx, result)
-            if decision.asset is not None:
-                current[asset_id] = decision.asset
-            decisions[index] = decision
-        return result
-
-    return plan
-
-
-def counts_of(decisions: Mapping[int, rules.Decision]) -> JobCounts:
-    outcomes = [d.outcome for d in decisions.values()]
-    return JobCounts(
-        written=sum(o in (Outcome.CREATED, Outcome.UPDATED) for o in outcomes),
-        unchanged=outcomes.count(Outcome.UNCHANGED),
-        stale=outcomes.count(Outcome.STALE),
-    )
 
 
 class MetadataService:
@@ -260,7 +176,7 @@ class MetadataService:
                 writing = tg.create_task(self._write_strong(ctx, strong, job_id))
                 tg.create_task(self._enqueue(ctx, eventual, job_id))
         except BaseExceptionGroup as group:
-            raise _first_error(group) from None
+            raise first_error(group) from None
         if job_id and (rejected or close_job):
             await self._store.update_job(
                 ctx.tenant_id, job_id, JobCounts(rejected=rejected), close=close_job
@@ -299,7 +215,7 @@ class MetadataService:
         the job (a client retrying the stream re-ingests idempotently)."""
         summary = StreamSummary(keep)
         outcomes = summary.outcomes
-        lanes: tuple[asyncio.Queue[_Lane], asyncio.Queue[_Lane]] = (
+        lanes: tuple[asyncio.Queue[Lane], asyncio.Queue[Lane]] = (
             asyncio.Queue(depth),
             asyncio.Queue(depth),
         )
@@ -339,7 +255,7 @@ class MetadataService:
                 for lane in lanes:
                     await lane.put(None)
         except BaseExceptionGroup as group:
-            raise _first_error(group) from None
+            raise first_error(group) from None
         if failed is not None:
             raise failed
         return summary
@@ -407,7 +323,7 @@ class MetadataService:
 
         # Shielded: a caller that goes away (a client cancel, a failed sibling lane) must not
         # leave work queued that its job never counted as accepted.
-        await _shielded(queue_and_count())
+        await shielded(queue_and_count())
 
     async def create_job(self, ctx: WriteContext, description: str) -> BulkJob:
         job = BulkJob(

@@ -12,7 +12,8 @@ from lily.v1 import metadata_pb2_grpc as metadata_grpc
 from core.domain.errors import FieldViolation, InvalidArgument
 from core.domain.model import AssetDraft
 from core.metadata import mapping
-from core.metadata.service import MetadataService, Rejection
+from core.metadata.ingest import Rejection
+from core.metadata.service import MetadataService
 from core.wire.common import issue_from_pb, issue_to_pb
 from core.wire.context import tenant_of, write_context
 from core.wire.validation import check_batch, refuse, require_id
@@ -107,7 +108,7 @@ class MetadataServicer(metadata_grpc.MetadataServiceServicer):
         )
         return metadata_pb.UpdateMetadataResponse(
             asset=mapping.view_to_pb(view),
-            outcome=int(decision.outcome),
+            outcome=metadata_pb.IngestOutcome.ValueType(decision.outcome),
             changed_fields=decision.changed_fields,
         )
 

@@ -181,7 +181,7 @@ def tag_to_pb(tag: Tag) -> common_pb.Tag:
     return common_pb.Tag(
         name=tag.name,
         value=tag.value,
-        source=int(tag.source),
+        source=common_pb.TagSource.ValueType(tag.source),
         upstream_asset_ids=tag.upstream_asset_ids,
         applied_by=tag.applied_by,
         applied_at=ts_pb(tag.applied_at),
@@ -194,7 +194,7 @@ def effective_tags_to_pb(tags: Iterable[Tag]) -> list[common_pb.EffectiveTag]:
         common_pb.EffectiveTag(
             name=e.name,
             value=e.value,
-            source=int(e.source),
+            source=common_pb.TagSource.ValueType(e.source),
             overridden=[tag_to_pb(t) for t in e.overridden],
         )
         for e in effective_tags(tags)
@@ -206,7 +206,7 @@ def asset_to_pb(asset: Asset, consistency: Consistency | None = None) -> common_
         tenant_id=asset.tenant_id,
         asset_id=asset.asset_id,
         qualified_name=asset.qualified_name,
-        asset_type=int(asset.asset_type),
+        asset_type=common_pb.AssetType.ValueType(asset.asset_type),
         name=asset.name,
         description=asset.description,
         owners=asset.owners,
@@ -223,7 +223,7 @@ def asset_to_pb(asset: Asset, consistency: Consistency | None = None) -> common_
         created_at=ts_pb(asset.created_at),
         updated_at=ts_pb(asset.updated_at),
         source_event_time=ts_pb(asset.source_event_time),
-        consistency=int(consistency) if consistency else 0,
+        consistency=common_pb.ConsistencyClass.ValueType(consistency or 0),
         unhealthy_upstream_asset_ids=asset.unhealthy_upstream,
     )
 
@@ -245,8 +245,8 @@ def issue_to_pb(issue: Issue) -> common_pb.DataQualityIssue:
         external_id=issue.external_id,
         source=issue.source,
         type=issue.type,
-        severity=int(issue.severity),
-        status=int(issue.status),
+        severity=common_pb.IssueSeverity.ValueType(issue.severity),
+        status=common_pb.IssueStatus.ValueType(issue.status),
         title=issue.title,
         description=issue.description,
         url=issue.url,
@@ -305,7 +305,7 @@ def issue_from_pb(
 def draft_to_pb(draft: AssetDraft) -> common_pb.AssetInput:
     return common_pb.AssetInput(
         qualified_name=draft.qualified_name,
-        asset_type=int(draft.asset_type),
+        asset_type=common_pb.AssetType.ValueType(draft.asset_type),
         name=draft.name,
         description=draft.description,
         owners=draft.owners,

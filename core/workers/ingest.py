@@ -36,7 +36,7 @@ from core.events.nats import (
     kept,
     work_tenant,
 )
-from core.metadata.service import counts_of, ingest_plan
+from core.metadata.ingest import counts_of, ingest_plan
 from core.ports import AssetStore, OutboxRecord, Snapshot, TxRequest
 from core.wire import common
 

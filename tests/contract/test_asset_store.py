@@ -21,7 +21,7 @@ from core.domain.model import (
     WriteContext,
 )
 from core.domain.rules import Plan
-from core.metadata.service import ingest_plan
+from core.metadata.ingest import ingest_plan
 from core.ports import Snapshot, TxRequest
 
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -14,7 +14,7 @@ from core.domain.errors import Unavailable
 from core.domain.model import AssetDraft, AssetType, BulkJob, JobCounts, WriteContext
 from core.domain.rules import Plan
 from core.events.outbox import OutboxRelay
-from core.metadata.service import counts_of, ingest_plan
+from core.metadata.ingest import counts_of, ingest_plan
 from core.metadata.stores.cassandra import CassandraAssetStore
 from core.ports import Snapshot, TxRequest
 

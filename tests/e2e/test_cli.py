@@ -113,6 +113,37 @@ async def test_bad_lines_and_server_errors_are_reported_plainly(lily, token, tmp
     assert rc == 2 and "UNAUTHENTICATED" in out and "Traceback" not in out
 
 
+async def test_a_malformed_line_refuses_the_whole_file_before_anything_is_written(
+    lily, token, tmp_path
+):
+    path = tmp_path / "half.jsonl"
+    good = {"qualifiedName": "pg://cli/half/first", "assetType": "ASSET_TYPE_TABLE"}
+    path.write_text(json.dumps(good) + "\n" + '{"qualifiedName": "pg://cli/half/second", \n')
+    rc, out = await _lily(lily, token, "ingest", str(path))
+    assert rc == 2 and "half.jsonl:2" in out and "nothing was ingested" in out, out
+    rc, out = await _lily(lily, token, "get", "pg://cli/half/first")
+    assert rc == 2 and "NOT_FOUND" in out, out  # line 1 was not sent either
+
+
+async def test_search_says_when_there_are_more_and_goes_on_from_there(lily, token, tmp_path):
+    path = tmp_path / "three.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"qualifiedName": f"pg://cli/more/t{n}", "assetType": "ASSET_TYPE_TABLE"})
+            + "\n"
+            for n in range(3)
+        )
+    )
+    assert (await _lily(lily, token, "ingest", str(path)))[0] == 0
+    rc, out = await _lily(lily, token, "search", "--prefix", "pg://cli/more/", "--limit", "2")
+    assert rc == 0 and "(2 shown; there may be more" in out, out
+    after = out.split("--after ")[1].split(")")[0]
+    rc, rest = await _lily(lily, token, "search", "--prefix", "pg://cli/more/", "--after", after)
+    assert rc == 0 and "(1 shown)" in rest, rest
+    names = [line.split()[-1] for line in (out + rest).splitlines() if "pg://cli/more/" in line]
+    assert sorted(names) == [f"pg://cli/more/t{n}" for n in range(3)]
+
+
 async def test_policies_and_credentials_from_the_command_line(lily, token, tenant, tmp_path):
     path = tmp_path / "policies.csv"
     path.write_text(

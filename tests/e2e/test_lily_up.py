@@ -150,12 +150,56 @@ async def _zero(conn):
     return await conn.fetchval("SELECT count(*) FROM outbox_batch WHERE tenant_id = 'default'") == 0
 
 
+async def _when_first_serving(port: int, data_dir: Path) -> tuple[bool, int]:
+    """Polls gRPC health from before `lily up` listens; the first time it says SERVING:
+    whether the admin key was saved by then, and how the REST gateway answered."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    retry_fast = [  # not gRPC's backoff of seconds: it could sleep through the moment
+        ("grpc.initial_reconnect_backoff_ms", 20),
+        ("grpc.min_reconnect_backoff_ms", 20),
+        ("grpc.max_reconnect_backoff_ms", 50),
+    ]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=retry_fast) as ch:
+        health = health_pb2_grpc.HealthStub(ch)
+        while True:
+            try:
+                said = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+            except grpc.aio.AioRpcError:
+                said = None
+            if said is not None and said.status == health_pb2.HealthCheckResponse.SERVING:
+                break
+            await asyncio.sleep(0.02)
+    saved = (data_dir / "credentials").exists()
+    if not (data_dir / "gateway").exists():
+        return saved, 0  # it does not even say where its gateway is yet
+    gateway = (data_dir / "gateway").read_text().strip()
+    async with httpx.AsyncClient(timeout=5) as http:
+        return saved, (await http.get(f"{gateway}/openapi.json")).status_code
+
+
 @pytest.mark.slow
 async def test_lily_up_embedded_starts_serves_and_stops_on_sigterm(tmp_path):
     port = free_port()
     lines: list[str] = []
+    first_serving = asyncio.create_task(_when_first_serving(port, tmp_path / "data"))
     proc = await _lily_up(tmp_path / "data", port, lines)
     try:
+        # health says SERVING only once all of it is: the gateway answers, the key is saved
+        saved, gateway_status = await asyncio.wait_for(first_serving, 30)
+        assert saved and gateway_status == 200
+        # the CLI finds this Lily (its port is not the default) and its key by the data dir
+        for how in (("--data-dir", str(tmp_path / "data")), ()):
+            cli = await asyncio.create_subprocess_exec(
+                *LILY,
+                "search",
+                *how,
+                env={**os.environ, "LILY_DATA_DIR": str(tmp_path / "data")},
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            out, _ = await asyncio.wait_for(cli.communicate(), 60)
+            assert cli.returncode == 0 and "(0 shown)" in out.decode(), out.decode()
         # the README's curl example, over the gateway lily up serves
         key = (tmp_path / "data" / "credentials").read_text().strip()
         assert [line for line in lines if key in line]  # shown once at first start

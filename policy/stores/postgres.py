@@ -1,5 +1,6 @@
-"""PostgresPolicyStore: tenants, Casbin rules, credentials, signing keys, revoked tokens and
-denials in Postgres (migration 0006), and the change feed every server instance listens to.
+"""PostgresPolicyStore: the PolicyStore port (policy/ports.py) on Postgres: tenants, Casbin
+rules, credentials, signing keys, revoked tokens and denials (migration 0006), and the change
+feed every server instance listens to.
 
 Every write that changes what another instance must know (rules, a credential, a revoked
 token, a tenant, the signing keys) sends `NOTIFY lily_policy, '<kind>:<key>'` in its own
@@ -12,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -20,55 +20,13 @@ import asyncpg
 
 from core.domain.errors import Unavailable
 from core.postgres import BACKEND_ERRORS
+from policy.model import CredentialRecord, DenialRecord, TenantRecord
 from policy.rules import RoleLink, Rule
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "lily_policy"
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class TenantRecord:
-    tenant_id: str
-    display_name: str
-    isolation: str  # SHARED | DEDICATED
-    state: str  # PROVISIONING | READY | FAILED
-    error: str
-    created_at: datetime
-
-    @property
-    def has_cell(self) -> bool:
-        """Whether it is served by a cell of its own (core.cells): DEDICATED, and made."""
-        return self.isolation == "DEDICATED" and self.state == "READY"
-
-
-@dataclass(frozen=True, slots=True)
-class CredentialRecord:
-    credential_id: str
-    tenant_id: str
-    kind: str  # API_KEY | CLIENT
-    subject: str
-    secret_digest: str
-    roles: tuple[str, ...]
-    description: str
-    created_by: str
-    created_at: datetime
-    revoked_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class DenialRecord:
-    tenant_id: str
-    at: datetime
-    subject: str
-    method: str
-    object: str
-    action: str
-    code: str
-    reason: str
-    request_id: str
-    origin: str
 
 
 def _rule_row(r: Rule) -> tuple[str, str, str, str, str, str]:
@@ -122,6 +80,8 @@ def _tenant(row: asyncpg.Record) -> TenantRecord:
 
 
 class PostgresPolicyStore:
+    """See policy.ports.PolicyStore."""
+
     def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
         self._pool = pool
         self._dsn = dsn

@@ -1,0 +1,274 @@
+"""Who may do what: decisions from an in-memory Decider over the built-in policies and the
+tenants' own, rebuilt whenever the rules change (here at once; on other instances when the
+change feed says so, within moments and without restart), and the management of each
+tenant's policies and roles."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+from core.domain.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    PermissionDenied,
+)
+from core.domain.model import Asset
+from core.requestctx import Principal
+from core.settings import AuthSettings
+from policy.denials import Denials
+from policy.ports import PolicyStore
+from policy.rules import (
+    ALL,
+    Decider,
+    Decision,
+    RoleLink,
+    Rule,
+    asset_object,
+    builtin_rules,
+    check_link,
+    check_rule,
+    model_text,
+    parse,
+    render,
+)
+
+log = logging.getLogger(__name__)
+
+Scoped = TypeVar("Scoped", Rule, RoleLink)
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectAccess:
+    subject: str
+    roles: list[str]
+    can_read: bool
+    can_write: bool
+    read_redacted: bool
+    reasons: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class AssetAccess:
+    restricted: list[str]
+    subjects: list[SubjectAccess]
+
+
+class Decisions:
+    def __init__(self, store: PolicyStore, settings: AuthSettings, denials: Denials) -> None:
+        self._store = store
+        self.settings = settings
+        self._denials = denials
+        self.decider = Decider(builtin_rules(), ())
+        self._changed = asyncio.Event()
+
+    async def reload(self) -> None:
+        """The rules as stored, now."""
+        rules, links = await self._store.load_rules()
+        self.decider = Decider((*builtin_rules(), *rules), links)
+
+    def changed(self) -> None:
+        """The rules changed somewhere: run() reloads them (once for a burst of changes)."""
+        self._changed.set()
+
+    async def run(self) -> None:
+        """Reloads the rules whenever they change, for ever."""
+        while True:
+            await self._changed.wait()
+            await asyncio.sleep(0.02)  # one reload for a burst of changes
+            self._changed.clear()
+            try:
+                await self.reload()
+            except Exception:  # the worker boundary: keep the last good rules, try again
+                log.exception("policy reload failed; retrying")
+                await asyncio.sleep(1)
+                self._changed.set()
+
+    # -- per call
+
+    def decide(self, principal: Principal, obj: str, action: str) -> Decision:
+        return self.decider.decide(
+            principal.subject, principal.tenant_id, obj, action, principal.roles
+        )
+
+    def may(
+        self, principal: Principal, obj: str, action: str, method: str, origin: str = ""
+    ) -> bool:
+        """Whether the principal may; a refusal is recorded."""
+        decision = self.decide(principal, obj, action)
+        if not decision.allowed:
+            self._denials.record(
+                principal.tenant_id,
+                principal.subject,
+                method,
+                obj,
+                action,
+                "PERMISSION_DENIED",
+                decision.reason,
+                origin,
+            )
+        return decision.allowed
+
+    def require(self, principal: Principal, obj: str, action: str, method: str) -> None:
+        if not self.may(principal, obj, action, method):
+            raise PermissionDenied(f"{principal.subject} may not {action} {obj}")
+
+    def is_platform_admin(self, principal: Principal) -> bool:
+        return (
+            principal.tenant_id == self.settings.system_tenant
+            and self.decide(principal, "tenants", "admin").allowed
+        )
+
+    def _domain(self, principal: Principal, domain: str, path: str) -> str:
+        if not domain:
+            return principal.tenant_id
+        if domain == ALL:
+            raise PermissionDenied(f"{path}: the built-in policies (domain '*') are read-only")
+        if domain != principal.tenant_id:
+            raise PermissionDenied(f"{path}: domain {domain!r} is not your tenant")
+        return domain
+
+    # -- policies and roles
+
+    def check_access(self, principal: Principal, subject: str, obj: str, action: str) -> Decision:
+        if subject and subject != principal.subject:
+            self.require(principal, "policy", "read", "CheckAccess")
+            return self.decider.decide(subject, principal.tenant_id, obj, action)
+        return self.decide(principal, obj, action)
+
+    def list_policies(self, principal: Principal, subject: str) -> list[Rule]:
+        return [
+            r
+            for r in self.decider.rules
+            if r.domain in (principal.tenant_id, ALL) and (not subject or r.subject == subject)
+        ]
+
+    def list_roles(self, principal: Principal, subject: str) -> list[RoleLink]:
+        return [
+            g
+            for g in self.decider.links
+            if g.domain == principal.tenant_id and (not subject or g.subject == subject)
+        ]
+
+    def _own(
+        self,
+        principal: Principal,
+        items: Sequence[Scoped],
+        path: str,
+        check: Callable[[Scoped, str, list[FieldViolation]], None],
+    ) -> list[Scoped]:
+        """Policy or role lines in the caller's tenant (an empty domain is theirs), checked."""
+        problems: list[FieldViolation] = []
+        out = []
+        for i, item in enumerate(items):
+            item = replace(item, domain=self._domain(principal, item.domain, f"{path}[{i}].domain"))
+            check(item, f"{path}[{i}]", problems)
+            out.append(item)
+        if problems:
+            raise InvalidArgument(problems)
+        return out
+
+    def _keep_control(
+        self, principal: Principal, rules: Sequence[Rule], links: Sequence[RoleLink]
+    ) -> None:
+        """Refuses a change after which the caller could no longer change policies (no admin
+        locks a tenant out of its own policies by mistake)."""
+        after = Decider(rules, links)
+        if not after.decide(
+            principal.subject, principal.tenant_id, "policy", "write", principal.roles
+        ).allowed:
+            raise FailedPrecondition(
+                "this change would take policy write away from you; give it to you another way "
+                "first (e.g. keep 'g, <you>, admin, <tenant>')",
+            )
+
+    async def change(
+        self,
+        principal: Principal,
+        *,
+        add: Sequence[Rule] = (),
+        remove: Sequence[Rule] = (),
+        add_links: Sequence[RoleLink] = (),
+        remove_links: Sequence[RoleLink] = (),
+    ) -> tuple[int, int]:
+        add = self._own(principal, add, "policies", check_rule)
+        remove = self._own(principal, remove, "policies", check_rule)
+        add_links = self._own(principal, add_links, "roles", check_link)
+        remove_links = self._own(principal, remove_links, "roles", check_link)
+        if remove or remove_links:
+            gone, gone_links = set(remove), set(remove_links)
+            self._keep_control(
+                principal,
+                [r for r in (*self.decider.rules, *add) if r not in gone],
+                [g for g in (*self.decider.links, *add_links) if g not in gone_links],
+            )
+        added, removed = await self._store.change_rules(
+            principal.tenant_id,
+            add=add,
+            remove=remove,
+            add_links=add_links,
+            remove_links=remove_links,
+        )
+        await self.reload()  # this instance at once; the others through the feed
+        return added, removed
+
+    async def import_policies(self, principal: Principal, text: str) -> tuple[int, int]:
+        rules, links = parse(text, source="policy_text")
+        rules = self._own(principal, rules, "policy_text", check_rule)
+        links = self._own(principal, links, "policy_text", check_link)
+        tenant = principal.tenant_id
+        self._keep_control(
+            principal,
+            [*(r for r in self.decider.rules if r.domain != tenant), *rules],
+            [*(g for g in self.decider.links if g.domain != tenant), *links],
+        )
+        await self._store.change_rules(
+            principal.tenant_id, add=rules, add_links=links, replace=True
+        )
+        await self.reload()
+        return len(set(rules)), len(set(links))
+
+    def export_policies(self, principal: Principal) -> tuple[str, str]:
+        own = [r for r in self.decider.rules if r.domain == principal.tenant_id]
+        return render(own, self.list_roles(principal, "")), model_text()
+
+    # -- what a principal or an asset is allowed
+
+    def asset_access(self, tenant_id: str, asset: Asset) -> AssetAccess:
+        """Who may read and write an asset, and why (every subject with a role in the tenant)."""
+        d = self.decider
+        restricted = sorted(set(self.settings.restricted_tags) & {t.name for t in asset.tags})
+        obj = asset_object(asset.asset_type, asset.qualified_name)
+        out = []
+        for subject in d.subjects(tenant_id):
+            read = d.decide(subject, tenant_id, "metadata", "read")
+            write = d.decide(subject, tenant_id, obj, "write")
+            reasons = [f"read: {read.reason}", f"write: {write.reason}"]
+            hidden = [
+                t
+                for t in restricted
+                if not d.decide(subject, tenant_id, f"tag:{t}", "read").allowed
+            ]
+            reasons += [f"tag {t}: needs read on tag:{t}" for t in hidden]
+            refuse = bool(hidden) and self.settings.restricted_read == "refuse"
+            out.append(
+                SubjectAccess(
+                    subject,
+                    list(d.roles(subject, tenant_id)),
+                    read.allowed and not refuse,
+                    write.allowed,
+                    read.allowed and bool(hidden) and not refuse,
+                    reasons,
+                )
+            )
+        return AssetAccess(restricted, out)
+
+    def roles_of(self, principal: Principal) -> list[str]:
+        """Every role the principal holds in its tenant: assigned, or asserted by its token."""
+        return sorted(
+            {*self.decider.roles(principal.subject, principal.tenant_id), *principal.roles}
+        )

@@ -1,0 +1,132 @@
+"""policy.proto messages <-> what the policy service takes and answers."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import urllib.parse
+
+import grpc
+from lily.v1 import policy_pb2 as policy_pb
+
+from core.domain.errors import FieldViolation, InvalidArgument, Unauthenticated
+from core.domain.model import TENANT_ID_PATTERN
+from core.wire.common import ts_pb
+from core.wire.validation import check_text, refuse
+from policy.model import CredentialRecord, DenialRecord, TenantRecord
+from policy.rules import RoleLink, Rule
+
+_TENANT_ID = re.compile(TENANT_ID_PATTERN)
+_EFFECTS = {
+    0: "allow",
+    policy_pb.POLICY_EFFECT_ALLOW: "allow",
+    policy_pb.POLICY_EFFECT_DENY: "deny",
+}
+_ISOLATION = {
+    policy_pb.TENANT_ISOLATION_SHARED: "SHARED",
+    policy_pb.TENANT_ISOLATION_DEDICATED: "DEDICATED",
+}
+_KINDS = {policy_pb.CREDENTIAL_KIND_API_KEY: "API_KEY", policy_pb.CREDENTIAL_KIND_CLIENT: "CLIENT"}
+
+
+def rule_from_pb(pb: policy_pb.Policy) -> Rule:
+    return Rule(pb.subject, pb.domain, pb.object, pb.action, _EFFECTS.get(pb.effect, "?"))  # type: ignore[arg-type]
+
+
+def rule_pb(r: Rule) -> policy_pb.Policy:
+    effect = policy_pb.POLICY_EFFECT_DENY if r.effect == "deny" else policy_pb.POLICY_EFFECT_ALLOW
+    return policy_pb.Policy(
+        subject=r.subject, domain=r.domain, object=r.object, action=r.action, effect=effect
+    )
+
+
+def link_from_pb(pb: policy_pb.RoleAssignment) -> RoleLink:
+    return RoleLink(pb.subject, pb.role, pb.domain)
+
+
+def link_pb(g: RoleLink) -> policy_pb.RoleAssignment:
+    return policy_pb.RoleAssignment(subject=g.subject, role=g.role, domain=g.domain)
+
+
+def tenant_pb(t: TenantRecord) -> policy_pb.Tenant:
+    return policy_pb.Tenant(
+        tenant_id=t.tenant_id,
+        display_name=t.display_name,
+        isolation=policy_pb.TenantIsolation.Value(f"TENANT_ISOLATION_{t.isolation}"),
+        state=policy_pb.TenantState.Value(f"TENANT_STATE_{t.state}"),
+        created_at=ts_pb(t.created_at),
+        error=t.error,
+    )
+
+
+def credential_pb(c: CredentialRecord) -> policy_pb.Credential:
+    return policy_pb.Credential(
+        credential_id=c.credential_id,
+        tenant_id=c.tenant_id,
+        kind=policy_pb.CredentialKind.Value(f"CREDENTIAL_KIND_{c.kind}"),
+        subject=c.subject,
+        roles=c.roles,
+        description=c.description,
+        created_by=c.created_by,
+        created_at=ts_pb(c.created_at),
+        revoked_at=ts_pb(c.revoked_at),
+    )
+
+
+def denial_pb(d: DenialRecord) -> policy_pb.Denial:
+    return policy_pb.Denial(
+        time=ts_pb(d.at),
+        subject=d.subject,
+        method=d.method,
+        object=d.object,
+        action=d.action,
+        code=d.code,
+        reason=d.reason,
+        request_id=d.request_id,
+        origin=d.origin,
+    )
+
+
+def required(request: object, *fields: str) -> None:
+    problems = [FieldViolation(f, "is required") for f in fields if not getattr(request, f)]
+    if problems:
+        raise InvalidArgument(problems)
+
+
+def basic_credentials(context: grpc.aio.ServicerContext) -> tuple[str, str] | None:
+    """The client id and secret of an `Authorization: Basic` header, if there is one (each
+    form-urlencoded before base64, as RFC 6749 2.3.1 says)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str) and value[:6].lower() == "basic ":
+            try:
+                decoded = base64.b64decode(value[6:].strip(), validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                raise Unauthenticated("the Basic credentials are not base64 of id:secret") from None
+            client_id, colon, secret = decoded.partition(":")
+            if not colon:
+                raise Unauthenticated("the Basic credentials are not base64 of id:secret")
+            return urllib.parse.unquote_plus(client_id), urllib.parse.unquote_plus(secret)
+    return None
+
+
+def tenant_from_pb(t: policy_pb.Tenant) -> tuple[str, str, str]:
+    """A CreateTenant's tenant id, display name and isolation (SHARED unless given)."""
+    problems: list[FieldViolation] = []
+    if not _TENANT_ID.match(t.tenant_id):
+        problems.append(
+            FieldViolation(
+                "tenant.tenant_id",
+                "must be 1-63 characters of a-z, 0-9, _ and -, starting with a letter or digit",
+            )
+        )
+    check_text("tenant.display_name", t.display_name, 800, problems)
+    if t.isolation not in (0, *_ISOLATION):
+        problems.append(FieldViolation("tenant.isolation", "is not a TenantIsolation"))
+    refuse(problems)
+    return t.tenant_id, t.display_name, _ISOLATION.get(t.isolation, "SHARED")
+
+
+def kind_from_pb(kind: policy_pb.CredentialKind.ValueType) -> str:
+    """A credential kind's name ("" for none: the policy service refuses it)."""
+    return _KINDS.get(kind, "")

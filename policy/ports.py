@@ -1,0 +1,125 @@
+"""The port the policy service depends on: PolicyStore. One implementation per backend
+(policy/stores/postgres.py), chosen at the composition root (core/server.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from policy.model import CredentialRecord, DenialRecord, TenantRecord
+from policy.rules import RoleLink, Rule
+
+
+class PolicyStore(Protocol):
+    """Tenants, Casbin rules, credentials, signing keys, revoked tokens and denials, shared by
+    every server instance, and the change feed that tells each instance what changed.
+
+    Guarantees every implementation gives:
+    - Each method that writes more than one row writes all or nothing.
+    - A write that other instances must know of announces itself on the change feed
+      (`listen`) as `<kind>:<key>` only once it has committed: `rules:<tenant>`,
+      `tenant:<tenant>`, `cred:<credential id>`, `jti:<token id>`, `keys:<kid>`.
+    - Raises core.domain.errors.Unavailable when the backend cannot be reached (reads made
+      at start and by the feed's reloads may raise the backend's own errors).
+    """
+
+    # -- rules
+
+    async def load_rules(self) -> tuple[list[Rule], list[RoleLink]]:
+        """Every tenant's policies and role assignments (not the built-in ones)."""
+        ...
+
+    async def change_rules(
+        self,
+        tenant_id: str,
+        *,
+        add: Iterable[Rule] = (),
+        add_links: Iterable[RoleLink] = (),
+        remove: Iterable[Rule] = (),
+        remove_links: Iterable[RoleLink] = (),
+        replace: bool = False,
+    ) -> tuple[int, int]:
+        """Adds and removes rules of one tenant at once (with `replace`, all of the tenant's
+        go first); returns (added, removed). Adding one that is there is no change."""
+        ...
+
+    # -- tenants
+
+    async def tenants(self) -> list[TenantRecord]: ...
+
+    async def tenant(self, tenant_id: str) -> TenantRecord | None: ...
+
+    async def create_tenant(
+        self,
+        tenant: TenantRecord,
+        admin: CredentialRecord | None,
+        links: Sequence[RoleLink] = (),
+        rules: Sequence[Rule] = (),
+    ) -> bool:
+        """Registers a tenant with its first credential and rules at once; False if the id is
+        taken."""
+        ...
+
+    async def tenant_ready(self, tenant_id: str) -> None:
+        """A PROVISIONING tenant is READY (its cell is made): its credentials work now."""
+        ...
+
+    async def forget_tenant(self, tenant_id: str) -> None:
+        """Removes a tenant that never became READY, with its credentials and rules."""
+        ...
+
+    # -- credentials and tokens
+
+    async def add_credential(self, cred: CredentialRecord, links: Sequence[RoleLink]) -> None:
+        """Stores a credential with the roles its subject is given."""
+        ...
+
+    async def credential(self, credential_id: str) -> CredentialRecord | None: ...
+
+    async def credentials(
+        self, tenant_id: str, include_revoked: bool
+    ) -> list[CredentialRecord]: ...
+
+    async def revoke_credential(self, credential_id: str, at: datetime) -> bool:
+        """False if it was unknown or revoked already."""
+        ...
+
+    async def revoke_token(self, jti: str, tenant_id: str, expires_at: datetime) -> None:
+        """Refuses a token (by its id) until it would have expired anyway."""
+        ...
+
+    async def revoked_tokens(self) -> set[str]:
+        """The ids of revoked tokens that have not expired yet."""
+        ...
+
+    async def signing_keys(self, new: tuple[str, str]) -> dict[str, str]:
+        """The issuer's live keys by kid (oldest first: the newest signs); `new` (kid, PEM)
+        is stored first if there is none."""
+        ...
+
+    async def rotate_signing_key(
+        self, new: tuple[str, str], grace_s: float
+    ) -> list[tuple[str, datetime, datetime | None]]:
+        """Makes `new` the key to sign with; the others retire `grace_s` seconds from now.
+        Returns every live key (kid, created, retires), oldest first."""
+        ...
+
+    # -- denials
+
+    async def add_denials(self, denials: Sequence[DenialRecord]) -> None: ...
+
+    async def denials(
+        self, tenant_ids: Sequence[str], before: datetime | None, limit: int
+    ) -> list[DenialRecord]:
+        """The newest refusals in these tenants, before `before` if given."""
+        ...
+
+    # -- the change feed
+
+    async def listen(
+        self, on_change: Callable[[str], None], on_reconnect: Callable[[], None]
+    ) -> None:
+        """Calls `on_change(payload)` for every change announced, for ever; after a lost
+        connection, `on_reconnect()` once it is back (changes may have been missed)."""
+        ...
