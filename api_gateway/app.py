@@ -13,7 +13,7 @@ import contextlib
 import logging
 import re
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,15 +47,22 @@ class GatewaySettings:
     max_body_bytes: int = 4 * 1024 * 1024  # the core's gRPC message limit
 
 
-def create_app(settings: GatewaySettings, route_list: Sequence[Route] | None = None) -> ASGIApp:
-    """The gateway as an ASGI app: /openapi.json, and every route of the protos."""
-    return _App(_Gateway(settings, list(route_list if route_list is not None else routes())))
+def create_app(
+    settings: GatewaySettings,
+    route_list: Sequence[Route] | None = None,
+    mounts: Mapping[str, ASGIApp] | None = None,
+) -> ASGIApp:
+    """The gateway as an ASGI app: /openapi.json, every route of the protos, and the apps of
+    `mounts`, each serving the paths under its prefix (the inbound webhooks' receivers)."""
+    gateway = _Gateway(settings, list(route_list if route_list is not None else routes()))
+    return _App(gateway, dict(mounts or {}))
 
 
 class _App:
-    def __init__(self, gateway: _Gateway) -> None:
+    def __init__(self, gateway: _Gateway, mounts: dict[str, ASGIApp]) -> None:
         self.gateway = gateway
         self._openapi = orjson.dumps(openapi.document(gateway.routes))
+        self._mounts = [(prefix.rstrip("/") + "/", app) for prefix, app in mounts.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -69,6 +76,10 @@ class _App:
                     return
         if scope["type"] != "http":
             return
+        for prefix, app in self._mounts:
+            if scope["path"].startswith(prefix):
+                await app(scope, receive, send)
+                return
         request = Request(scope, receive)
         if request.url.path == "/openapi.json" and request.method == "GET":
             response = Response(self._openapi, media_type="application/json")

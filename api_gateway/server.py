@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from api_gateway.app import GatewaySettings, create_app
 
@@ -41,8 +42,11 @@ class Gateway:
                 await self._task
 
 
-async def serve(settings: GatewaySettings, host: str, port: int) -> Gateway:
-    """Binds host:port (0: any free port; OSError if it is taken) and serves until stop()."""
+async def serve(
+    settings: GatewaySettings, host: str, port: int, mounts: Mapping[str, ASGIApp] | None = None
+) -> Gateway:
+    """Binds host:port (0: any free port; OSError if it is taken) and serves until stop()
+    (the apps of `mounts` under their prefixes: see create_app)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP named explicitly: asyncio turns Nagle off (TCP_NODELAY) only on sockets that
     # say so, and with Nagle on, every keep-alive reply waits ~40 ms for a delayed ACK.
@@ -56,7 +60,7 @@ async def serve(settings: GatewaySettings, host: str, port: int) -> Gateway:
         raise
     sock.set_inheritable(True)
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, mounts=mounts),
         lifespan="on",
         log_config=None,
         access_log=False,

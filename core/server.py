@@ -13,6 +13,8 @@ import asyncpg
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from lily.v1 import integration_pb2 as integration_pb
+from lily.v1 import integration_pb2_grpc as integration_grpc
 from lily.v1 import lineage_pb2 as lineage_pb
 from lily.v1 import lineage_pb2_grpc as lineage_grpc
 from lily.v1 import metadata_pb2 as metadata_pb
@@ -37,18 +39,20 @@ from core.workers.ingest import IngestWorker
 from policy.access import OpenAccess, PolicyAccess
 from policy.permissions import CallGuard, OpenGuard
 from policy.service import PolicyService
-from policy.servicer import PolicyServicer
+from policy.servicer import IntegrationServicer, PolicyServicer
+from policy.stores.integrations import PostgresIntegrationStore
 from policy.stores.postgres import PostgresPolicyStore
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = (
+# Lily's own services (each with its health status), then gRPC's.
+LILY_SERVICES = (
     metadata_pb.DESCRIPTOR.services_by_name["MetadataService"].full_name,
     lineage_pb.DESCRIPTOR.services_by_name["LineageService"].full_name,
     policy_pb.DESCRIPTOR.services_by_name["PolicyService"].full_name,
-    health.SERVICE_NAME,
-    reflection.SERVICE_NAME,
+    integration_pb.DESCRIPTOR.services_by_name["IntegrationService"].full_name,
 )
+SERVICE_NAMES = (*LILY_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME)
 
 __all__ = ["Lily", "StartupError", "Workers", "start", "start_workers"]
 
@@ -97,7 +101,7 @@ class Lily:
         """Says SERVING on gRPC health, for the server and each of its services: call it once
         everything the process serves is ready (for `lily up`: the REST gateway listens and
         the first admin key is saved)."""
-        for name in ("", *SERVICE_NAMES[:3]):
+        for name in ("", *LILY_SERVICES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving on %s", self.address)
 
@@ -197,7 +201,12 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
         await _shut_down([], backends)
         raise
 
-    policy = PolicyService(PostgresPolicyStore(backends.pool, postgres_dsn), settings.auth)
+    policy = PolicyService(
+        PostgresPolicyStore(backends.pool, postgres_dsn),
+        settings.auth,
+        PostgresIntegrationStore(backends.pool),
+        secret_key=settings.secret_key.get_secret_value(),
+    )
     cells: Cells | None = None
     try:
         await policy.start()
@@ -237,10 +246,13 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
         policy_grpc.add_PolicyServiceServicer_to_server(
             PolicyServicer(policy, lambda: current_cell().metadata), server
         )
+        integration_grpc.add_IntegrationServiceServicer_to_server(
+            IntegrationServicer(policy.integrations), server
+        )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(SERVICE_NAMES, server)
-        for name in ("", *SERVICE_NAMES[:3]):
+        for name in ("", *LILY_SERVICES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         address = f"{settings.grpc_host}:{settings.grpc_port}"
         try:

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.domain.model import TENANT_ID_PATTERN, AssetType, Consistency
@@ -145,6 +155,12 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         Path(".lily"), description="Where the embedded Postgres and NATS keep data."
     )
+    secret_key: SecretStr = Field(
+        SecretStr(""),
+        description="32 random bytes, base64: encrypts integrations' secrets at rest. Keep it "
+        "apart from the database (a secret manager). `lily up` makes one in its data directory "
+        "(secret.key) when none is given; without one, integrations cannot be created.",
+    )
     grpc_host: str = Field("127.0.0.1", description="Address the gRPC server listens on.")
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 picks a free one).")
     http_host: str = Field("127.0.0.1", description="Address the REST gateway listens on.")
@@ -212,6 +228,19 @@ class Settings(BaseSettings):
                         f"{name} is no longer read: set {new}{name[len(old) :].upper()} instead"
                     )
         return values
+
+    @field_validator("secret_key")
+    @classmethod
+    def _a_key(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value().strip()
+        if raw:
+            try:
+                size = len(base64.urlsafe_b64decode(raw.encode() + b"=="))
+            except (binascii.Error, ValueError):
+                raise ValueError("is not base64") from None
+            if size != 32:
+                raise ValueError(f"must be 32 bytes, base64 (it is {size} bytes)")
+        return value
 
     @field_validator("consistency", mode="before")
     @classmethod

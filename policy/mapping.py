@@ -1,4 +1,4 @@
-"""policy.proto messages <-> what the policy service takes and answers."""
+"""policy.proto and integration.proto messages <-> what the policy service takes and answers."""
 
 from __future__ import annotations
 
@@ -8,13 +8,17 @@ import re
 import urllib.parse
 
 import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from lily.v1 import integration_pb2
 from lily.v1 import policy_pb2 as policy_pb
 
 from core.domain.errors import FieldViolation, InvalidArgument, Unauthenticated
 from core.domain.model import TENANT_ID_PATTERN
 from core.wire.common import ts_pb
 from core.wire.validation import check_text, refuse
-from policy.model import CredentialRecord, DenialRecord, TenantRecord
+from policy.integrations import Draft
+from policy.model import CredentialRecord, DenialRecord, IntegrationRecord, TenantRecord
 from policy.rules import RoleLink, Rule
 
 _TENANT_ID = re.compile(TENANT_ID_PATTERN)
@@ -88,10 +92,16 @@ def denial_pb(d: DenialRecord) -> policy_pb.Denial:
     )
 
 
-def required(request: object, *fields: str) -> None:
-    problems = [FieldViolation(f, "is required") for f in fields if not getattr(request, f)]
+def required(request: Message, *fields: str) -> None:
+    """InvalidArgument naming each of `fields` left empty (a message field: left out)."""
+    problems = [FieldViolation(f, "is required") for f in fields if not _given(request, f)]
     if problems:
         raise InvalidArgument(problems)
+
+
+def _given(request: Message, name: str) -> bool:
+    value = getattr(request, name)
+    return request.HasField(name) if isinstance(value, Message) else bool(value)
 
 
 def basic_credentials(context: grpc.aio.ServicerContext) -> tuple[str, str] | None:
@@ -130,3 +140,37 @@ def tenant_from_pb(t: policy_pb.Tenant) -> tuple[str, str, str]:
 def kind_from_pb(kind: policy_pb.CredentialKind.ValueType) -> str:
     """A credential kind's name ("" for none: the policy service refuses it)."""
     return _KINDS.get(kind, "")
+
+
+# -- integrations
+
+
+def integration_pb(i: IntegrationRecord, webhook_path: str) -> integration_pb2.Integration:
+    """An integration as callers see it: the names of its secrets, never their values."""
+    pb = integration_pb2.Integration(
+        integration_id=i.integration_id,
+        tenant_id=i.tenant_id,
+        type=i.type,
+        display_name=i.display_name,
+        secret_names=list(i.secret_names),
+        disabled=not i.enabled,
+        webhook_path=webhook_path,
+        credential_id=i.credential_id,
+        created_by=i.created_by,
+        created_at=ts_pb(i.created_at),
+        updated_at=ts_pb(i.updated_at),
+    )
+    pb.settings.update(i.settings)
+    if (rotated := ts_pb(i.secret_rotated_at)) is not None:
+        pb.secret_rotated_at.CopyFrom(rotated)
+    return pb
+
+
+def integration_draft(pb: integration_pb2.Integration) -> Draft:
+    return Draft(
+        type=pb.type,
+        display_name=pb.display_name,
+        settings=json_format.MessageToDict(pb.settings) if pb.HasField("settings") else None,
+        secrets=dict(pb.secrets),
+        enabled=not pb.disabled,
+    )

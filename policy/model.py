@@ -1,10 +1,11 @@
-"""The policy side's records: tenants, credentials and refusals (plain values; the rules
-themselves are in policy/rules.py)."""
+"""The policy side's records: tenants, credentials, refusals and integrations (plain values;
+the rules themselves are in policy/rules.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,3 +49,23 @@ class DenialRecord:
     reason: str
     request_id: str
     origin: str
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrationRecord:
+    """An integration as stored: its secrets sealed (policy/secretbox.py), never in the clear."""
+
+    integration_id: str
+    tenant_id: str
+    type: str
+    display_name: str
+    settings: dict[str, Any]
+    sealed: bytes
+    secret_names: tuple[str, ...]
+    enabled: bool
+    credential_id: str
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    secret_rotated_at: datetime | None = None
+    previous_secret_until: datetime | None = None

@@ -1,13 +1,14 @@
-"""The port the policy service depends on: PolicyStore. One implementation per backend
-(policy/stores/postgres.py), chosen at the composition root (core/server.py)."""
+"""The ports the policy service depends on: PolicyStore and IntegrationStore (one
+implementation per backend: policy/stores/), chosen at the composition root (core/server.py);
+and IntegrationType, what each adapter says of its integrations."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from policy.model import CredentialRecord, DenialRecord, TenantRecord
+from policy.model import CredentialRecord, DenialRecord, IntegrationRecord, TenantRecord
 from policy.rules import RoleLink, Rule
 
 
@@ -122,4 +123,58 @@ class PolicyStore(Protocol):
     ) -> None:
         """Calls `on_change(payload)` for every change announced, for ever; after a lost
         connection, `on_reconnect()` once it is back (changes may have been missed)."""
+        ...
+
+
+class IntegrationStore(Protocol):
+    """Integrations, each with its own credential. Guarantees: a create stores the
+    integration, its credential and the credential's roles all at once; a delete removes the
+    integration and revokes its credential at once (announcing `cred:<credential id>` on the
+    policy change feed); an update happens only if nobody changed it since it was read."""
+
+    async def create_integration(
+        self,
+        integration: IntegrationRecord,
+        credential: CredentialRecord,
+        links: Sequence[RoleLink],
+    ) -> None: ...
+
+    async def integration(self, integration_id: str) -> IntegrationRecord | None: ...
+
+    async def integrations(self, tenant_id: str, type: str) -> list[IntegrationRecord]:
+        """A tenant's integrations (of `type`, unless empty), oldest first."""
+        ...
+
+    async def update_integration(self, new: IntegrationRecord, read_at: datetime) -> bool:
+        """Replaces the integration with `new` if its updated_at is still `read_at`; False
+        if it was changed (or deleted) meanwhile."""
+        ...
+
+    async def delete_integration(self, integration_id: str, at: datetime) -> bool:
+        """Deletes it and revokes its credential; False if it was unknown."""
+        ...
+
+
+class IntegrationType(Protocol):
+    """What an adapter says of the integrations it serves (found through the `lily.adapters`
+    entry points, so the registry knows each type without importing adapters/)."""
+
+    @property
+    def name(self) -> str:
+        """The type, as integrations name it: "monte_carlo"."""
+        ...
+
+    @property
+    def role(self) -> str:
+        """The built-in role its integrations' credentials get (policy/builtin.csv)."""
+        ...
+
+    @property
+    def webhook(self) -> str:
+        """The path segment of its webhook route (/webhook/<webhook>/<integration id>);
+        empty: it takes no webhooks."""
+        ...
+
+    def check_settings(self, settings: dict[str, Any]) -> list[tuple[str, str]]:
+        """Its settings' problems, each as (field path, what is wrong); none: valid."""
         ...

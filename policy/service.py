@@ -7,7 +7,8 @@ It is composed of one part per concern, each over the PolicyStore port (policy/p
 - decisions (policy/decisions.py): who may do what, and each tenant's policies and roles;
 - tenants (policy/tenants.py): the tenant registry, and provisioning;
 - credentials (policy/credentials.py): API keys, OAuth2 clients, tokens, signing keys;
-- denials (policy/denials.py): the audit trail of refusals.
+- denials (policy/denials.py): the audit trail of refusals;
+- integrations (policy/integrations.py): connections to outside systems, their secrets sealed.
 This module starts and stops them, and hands each what the store's change feed says changed
 (on this instance or another), so a change takes effect everywhere within moments."""
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -26,15 +27,25 @@ from policy.authn import Authenticator
 from policy.credentials import Credentials
 from policy.decisions import Decisions
 from policy.denials import Denials
+from policy.integrations import Integrations, load_types
 from policy.model import DenialRecord
-from policy.ports import PolicyStore
+from policy.ports import IntegrationStore, IntegrationType, PolicyStore
+from policy.secretbox import SecretBox
 from policy.tenants import Tenants
 
 log = logging.getLogger(__name__)
 
 
 class PolicyService:
-    def __init__(self, store: PolicyStore, settings: AuthSettings) -> None:
+    def __init__(
+        self,
+        store: PolicyStore,
+        settings: AuthSettings,
+        integrations: IntegrationStore,
+        *,
+        secret_key: str = "",
+        integration_types: Mapping[str, IntegrationType] | None = None,
+    ) -> None:
         self._store = store
         self.settings = settings
         self.authn = Authenticator(store, settings)
@@ -42,6 +53,13 @@ class PolicyService:
         self.decisions = Decisions(store, settings, self.denials)
         self.tenants = Tenants(store, settings, self.authn, self.decisions, self.denials)
         self.credentials = Credentials(store, settings, self.authn, self.decisions)
+        self.integrations = Integrations(
+            integrations,
+            SecretBox(secret_key) if secret_key else None,
+            load_types() if integration_types is None else integration_types,
+            system_tenant=settings.system_tenant,
+            on_links=self.decisions.reload,
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._reloads: set[asyncio.Task[None]] = set()  # one-off reloads the feed asked for
 

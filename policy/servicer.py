@@ -1,4 +1,5 @@
-"""PolicyService over gRPC: decode, take the caller, call the policy service, encode."""
+"""PolicyService and IntegrationService over gRPC: decode, take the caller, call the policy
+service, encode."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import grpc
+from lily.v1 import integration_pb2 as integration_pb
+from lily.v1 import integration_pb2_grpc as integration_grpc
 from lily.v1 import policy_pb2 as policy_pb
 from lily.v1 import policy_pb2_grpc as policy_grpc
 
@@ -15,6 +18,8 @@ from core.wire.common import ts_pb
 from core.wire.context import principal_of
 from core.wire.validation import require_id
 from policy import mapping
+from policy.integrations import Integrations
+from policy.model import IntegrationRecord
 from policy.service import PolicyService
 
 
@@ -256,4 +261,85 @@ class PolicyServicer(policy_grpc.PolicyServiceServicer):
                 )
                 for kid, created, retires in keys
             ],
+        )
+
+
+class IntegrationServicer(integration_grpc.IntegrationServiceServicer):
+    """IntegrationService over gRPC: the registry of a tenant's integrations."""
+
+    def __init__(self, integrations: Integrations) -> None:
+        self._integrations = integrations
+
+    def _pb(self, i: IntegrationRecord) -> integration_pb.Integration:
+        return mapping.integration_pb(i, self._integrations.webhook_path(i))
+
+    async def CreateIntegration(
+        self, request: integration_pb.CreateIntegrationRequest, context: grpc.aio.ServicerContext
+    ) -> integration_pb.CreateIntegrationResponse:
+        mapping.required(request, "integration")
+        made, secret = await self._integrations.create(
+            principal_of(context), mapping.integration_draft(request.integration)
+        )
+        return integration_pb.CreateIntegrationResponse(
+            integration=self._pb(made), webhook_secret=secret
+        )
+
+    async def GetIntegration(
+        self, request: integration_pb.GetIntegrationRequest, context: grpc.aio.ServicerContext
+    ) -> integration_pb.GetIntegrationResponse:
+        mapping.required(request, "integration_id")
+        found = await self._integrations.get(principal_of(context), request.integration_id)
+        return integration_pb.GetIntegrationResponse(integration=self._pb(found))
+
+    async def ListIntegrations(
+        self, request: integration_pb.ListIntegrationsRequest, context: grpc.aio.ServicerContext
+    ) -> integration_pb.ListIntegrationsResponse:
+        found = await self._integrations.list(principal_of(context), request.type)
+        return integration_pb.ListIntegrationsResponse(integrations=[self._pb(i) for i in found])
+
+    async def UpdateIntegration(
+        self, request: integration_pb.UpdateIntegrationRequest, context: grpc.aio.ServicerContext
+    ) -> integration_pb.UpdateIntegrationResponse:
+        mapping.required(request, "integration_id", "integration")
+        changed = await self._integrations.update(
+            principal_of(context),
+            request.integration_id,
+            mapping.integration_draft(request.integration),
+            list(request.update_mask.paths),
+        )
+        return integration_pb.UpdateIntegrationResponse(integration=self._pb(changed))
+
+    async def RotateIntegrationSecret(
+        self,
+        request: integration_pb.RotateIntegrationSecretRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> integration_pb.RotateIntegrationSecretResponse:
+        mapping.required(request, "integration_id")
+        changed, secret, until = await self._integrations.rotate(
+            principal_of(context),
+            request.integration_id,
+            request.webhook_secret,
+            request.grace_seconds,
+        )
+        return integration_pb.RotateIntegrationSecretResponse(
+            integration=self._pb(changed), webhook_secret=secret, previous_valid_until=ts_pb(until)
+        )
+
+    async def DeleteIntegration(
+        self, request: integration_pb.DeleteIntegrationRequest, context: grpc.aio.ServicerContext
+    ) -> integration_pb.DeleteIntegrationResponse:
+        mapping.required(request, "integration_id")
+        await self._integrations.delete(principal_of(context), request.integration_id)
+        return integration_pb.DeleteIntegrationResponse()
+
+    async def ResolveIntegration(
+        self, request: integration_pb.ResolveIntegrationRequest, context: grpc.aio.ServicerContext
+    ) -> integration_pb.ResolveIntegrationResponse:
+        mapping.required(request, "integration_id")
+        found = await self._integrations.resolve(principal_of(context), request.integration_id)
+        return integration_pb.ResolveIntegrationResponse(
+            integration=self._pb(found.integration),
+            secrets=found.secrets,
+            webhook_secrets=found.webhook_secrets,
+            api_key=found.api_key,
         )

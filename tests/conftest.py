@@ -14,10 +14,12 @@ import httpx
 import pytest
 import pytest_asyncio
 from lily.v1 import metadata_pb2_grpc as metadata_grpc
+from pydantic import SecretStr
 
 from core.server import Lily, start
 from core.settings import Settings
 from core.stack import EmbeddedStack
+from policy.secretbox import new_key
 from tests.helpers import Metadata, bearer, new_tenant
 
 
@@ -32,7 +34,9 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple
 @pytest_asyncio.fixture(scope="session")
 async def lily(stack: tuple[str, str]) -> AsyncIterator[Lily]:
     dsn, url = stack
-    settings = Settings(grpc_port=0, shutdown_grace=1.0, worker_processes=0)
+    settings = Settings(
+        grpc_port=0, shutdown_grace=1.0, worker_processes=0, secret_key=SecretStr(new_key())
+    )
     server = await start(settings, postgres_dsn=dsn, nats_url=url)
     yield server
     await server.stop()

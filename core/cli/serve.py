@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -14,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import SecretStr
+
 from core import logs
 from core.cli.client import ADDRESS_FILE, CREDENTIALS_FILE, GATEWAY_FILE, CliError, say
 from core.settings import Settings
@@ -22,6 +25,8 @@ if TYPE_CHECKING:
     from api_gateway.server import Gateway
 
 log = logging.getLogger(__name__)
+
+SECRET_KEY_FILE = "secret.key"  # Lily's secret key, when LILY_SECRET_KEY gives none
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -56,7 +61,7 @@ async def up(args: argparse.Namespace) -> int:
     from core.server import Lily, start
     from core.stack import EmbeddedStack, StackError
 
-    settings = _settings(args)
+    settings = _with_secret_key(_settings(args))
     logs.configure(settings.log_level)
     # Handle Ctrl-C/SIGTERM from the start: a signal during start-up finishes starting, then
     # shuts everything down in order (never leaving Postgres or nats-server behind).
@@ -118,6 +123,20 @@ async def up(args: argparse.Namespace) -> int:
             await stack.stop()
     say("lily: stopped.")
     return 0
+
+
+def _with_secret_key(settings: Settings) -> Settings:
+    """The settings, with the secret key of the data directory (made on first use, mode 600)
+    if none is given: a key kept beside the database's files, fine for one machine; give
+    LILY_SECRET_KEY from a secret manager anywhere else."""
+    if settings.secret_key.get_secret_value():
+        return settings
+    path = settings.data_dir / SECRET_KEY_FILE
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        key = base64.urlsafe_b64encode(os.urandom(32)).decode()
+        _write(path, key, 0o600)
+    return settings.model_copy(update={"secret_key": SecretStr(path.read_text().strip())})
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:

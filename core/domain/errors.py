@@ -79,6 +79,13 @@ class AssetDeleted(LilyError):
         )
 
 
+class Aborted(LilyError):
+    """Somebody else changed it between the caller's read and this write: read, try again."""
+
+    code = "ABORTED"
+    reason = "CONCURRENT_CHANGE"
+
+
 class VersionMismatch(LilyError):
     code = "ABORTED"
     reason = "VERSION_MISMATCH"

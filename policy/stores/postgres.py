@@ -33,7 +33,7 @@ def _rule_row(r: Rule) -> tuple[str, str, str, str, str, str]:
     return ("p", r.subject, r.domain, r.object, r.action, r.effect)
 
 
-def _link_row(g: RoleLink) -> tuple[str, str, str, str, str, str]:
+def link_row(g: RoleLink) -> tuple[str, str, str, str, str, str]:
     return ("g", g.subject, g.role, g.domain, "", "")
 
 
@@ -42,14 +42,14 @@ _LIVE_KEYS_FROM = (
     " FROM signing_keys WHERE retired_at IS NULL OR retired_at > now() ORDER BY created_at"
 )
 
-_INSERT_RULES = (
+INSERT_RULES = (
     "INSERT INTO casbin_rule (ptype, v0, v1, v2, v3, v4)"
     " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])"
     " ON CONFLICT DO NOTHING"
 )
 
 
-def _columns(rows: Sequence[tuple[str, ...]]) -> list[list[str]]:
+def columns(rows: Sequence[tuple[str, ...]]) -> list[list[str]]:
     return [list(col) for col in zip(*rows, strict=True)] if rows else [[]] * 6
 
 
@@ -117,8 +117,8 @@ class PostgresPolicyStore:
     ) -> tuple[int, int]:
         """Adds and removes rules of one tenant in one transaction (with `replace`, first
         removes all of the tenant's); returns (added, removed)."""
-        adds = [_rule_row(r) for r in add] + [_link_row(g) for g in add_links]
-        removes = [_rule_row(r) for r in remove] + [_link_row(g) for g in remove_links]
+        adds = [_rule_row(r) for r in add] + [link_row(g) for g in add_links]
+        removes = [_rule_row(r) for r in remove] + [link_row(g) for g in remove_links]
 
         async def work(conn: asyncpg.Connection) -> tuple[int, int]:
             removed = 0
@@ -136,12 +136,12 @@ class PostgresPolicyStore:
                         " $3::text[], $4::text[], $5::text[], $6::text[])"
                         " AS x(ptype, v0, v1, v2, v3, v4) WHERE (c.ptype, c.v0, c.v1, c.v2,"
                         " c.v3, c.v4) = (x.ptype, x.v0, x.v1, x.v2, x.v3, x.v4)",
-                        *_columns(removes),
+                        *columns(removes),
                     )
                     removed += int(status.split()[-1])
                 added = 0
                 if adds:
-                    status = await conn.execute(_INSERT_RULES, *_columns(adds))
+                    status = await conn.execute(INSERT_RULES, *columns(adds))
                     added = int(status.split()[-1])
                 if added or removed:
                     await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"rules:{tenant_id}")
@@ -184,10 +184,10 @@ class PostgresPolicyStore:
                 if status.split()[-1] == "0":
                     return False
                 if admin is not None:
-                    await _insert_credential(conn, admin)
-                rows = [_rule_row(r) for r in rules] + [_link_row(g) for g in links]
+                    await insert_credential(conn, admin)
+                rows = [_rule_row(r) for r in rules] + [link_row(g) for g in links]
                 if rows:
-                    await conn.execute(_INSERT_RULES, *_columns(rows))
+                    await conn.execute(INSERT_RULES, *columns(rows))
                 await conn.execute(
                     "SELECT pg_notify($1, $2)", CHANNEL, f"tenant:{tenant.tenant_id}"
                 )
@@ -237,9 +237,9 @@ class PostgresPolicyStore:
     async def add_credential(self, cred: CredentialRecord, links: Sequence[RoleLink]) -> None:
         async def work(conn: asyncpg.Connection) -> None:
             async with conn.transaction():
-                await _insert_credential(conn, cred)
+                await insert_credential(conn, cred)
                 if links:
-                    await conn.execute(_INSERT_RULES, *_columns([_link_row(g) for g in links]))
+                    await conn.execute(INSERT_RULES, *columns([link_row(g) for g in links]))
                     await conn.execute(
                         "SELECT pg_notify($1, $2)", CHANNEL, f"rules:{cred.tenant_id}"
                     )
@@ -419,7 +419,7 @@ def _text(value: str, limit: int) -> str:
     return value.replace("\x00", "\ufffd")[:limit]
 
 
-async def _insert_credential(conn: asyncpg.Connection, c: CredentialRecord) -> None:
+async def insert_credential(conn: asyncpg.Connection, c: CredentialRecord) -> None:
     await conn.execute(
         "INSERT INTO credentials (credential_id, tenant_id, kind, subject, secret_digest, roles,"
         " description, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",

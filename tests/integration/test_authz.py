@@ -11,7 +11,7 @@ from dataclasses import replace
 import grpc
 import pytest
 from lily.v1 import common_pb2 as common_pb
-from lily.v1 import lineage_pb2, metadata_pb2, policy_pb2
+from lily.v1 import integration_pb2, lineage_pb2, metadata_pb2, policy_pb2
 from lily.v1 import metadata_pb2 as O
 from lily.v1 import metadata_pb2_grpc as metadata_grpc
 from lily.v1 import policy_pb2 as P
@@ -41,6 +41,9 @@ for names, roles in (
     ("GetTenant", {"viewer", "editor", "steward", "admin"}),
     ("CheckAccess RevokeToken ValidateToken", EVERYONE),
     ("IssueToken GetJwks", EVERYONE),  # open
+    ("CreateIntegration GetIntegration ListIntegrations UpdateIntegration", {"admin"}),
+    ("RotateIntegrationSecret DeleteIntegration", {"admin"}),
+    ("ResolveIntegration", set()),  # the adapter runtime of the platform only
 ):
     EXPECTED.update(dict.fromkeys(names.split(), frozenset(roles)))
 OPEN = {"IssueToken", "GetJwks"}
@@ -48,7 +51,7 @@ GATE = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
 
 
 def _methods():
-    for module in (metadata_pb2, lineage_pb2, policy_pb2):
+    for module in (metadata_pb2, lineage_pb2, policy_pb2, integration_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             yield from service.methods
 

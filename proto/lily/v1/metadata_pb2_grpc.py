@@ -173,6 +173,8 @@ class MetadataServiceServicer:
 
     def AttachIssue(self, request, context):
         """Attaches a data-quality issue to an asset; the same (source, external_id) updates it.
+        Needs `issues` write (not metadata write: an observability tool's credential may attach
+        issues without being able to change assets), and write on the asset itself.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,6 +37,9 @@ class PolicyServiceStub:
 
     Objects and actions policies speak of:
     metadata, lineage, policy, credentials, tenant   read | write   (the RPCs)
+    issues                                            write          (AttachIssue)
+    integrations                                      read | write   (IntegrationService)
+    integration_secrets                               read           (the adapter runtime)
     tenants                                           admin          (CreateTenant, ListTenants)
     asset:<ASSET_TYPE>:<qualified name>               write          (each asset written)
     tag:<TAG>                                         read           (reading an asset with a
@@ -169,6 +172,9 @@ class PolicyServiceServicer:
 
     Objects and actions policies speak of:
     metadata, lineage, policy, credentials, tenant   read | write   (the RPCs)
+    issues                                            write          (AttachIssue)
+    integrations                                      read | write   (IntegrationService)
+    integration_secrets                               read           (the adapter runtime)
     tenants                                           admin          (CreateTenant, ListTenants)
     asset:<ASSET_TYPE>:<qualified name>               write          (each asset written)
     tag:<TAG>                                         read           (reading an asset with a
@@ -470,6 +476,9 @@ class PolicyService:
 
     Objects and actions policies speak of:
     metadata, lineage, policy, credentials, tenant   read | write   (the RPCs)
+    issues                                            write          (AttachIssue)
+    integrations                                      read | write   (IntegrationService)
+    integration_secrets                               read           (the adapter runtime)
     tenants                                           admin          (CreateTenant, ListTenants)
     asset:<ASSET_TYPE>:<qualified name>               write          (each asset written)
     tag:<TAG>                                         read           (reading an asset with a

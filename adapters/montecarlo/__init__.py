@@ -1,0 +1,12 @@
+"""Monte Carlo: data-quality incidents, from its signed webhooks and by polling its API, as
+issues on the assets they concern."""
+
+from adapters.montecarlo.config import MonteCarloSettings
+from adapters.spec import AdapterType
+
+ADAPTER = AdapterType(
+    name="monte_carlo",
+    role="integration_monte_carlo",
+    settings=MonteCarloSettings,
+    webhook="monte-carlo",
+)

@@ -1,0 +1,11 @@
+"""OpenLineage: run, dataset and job events from any producer, as assets and lineage."""
+
+from adapters.openlineage.config import OpenLineageSettings
+from adapters.spec import AdapterType
+
+ADAPTER = AdapterType(
+    name="openlineage",
+    role="integration_openlineage",
+    settings=OpenLineageSettings,
+    webhook="openlineage",
+)
