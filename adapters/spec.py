@@ -1,13 +1,16 @@
 """What an adapter tells Lily about the integrations it serves: its type's name, the built-in
-role its integrations' credentials get, its webhook route, and its settings (a pydantic model,
-checked when an integration is created or changed). Registered under the `lily.adapters`
-entry point group (pyproject.toml), which is how the integration registry finds it."""
+role its integrations' credentials get, its webhook route and what it does with a delivery,
+and its settings (a pydantic model, checked when an integration is created or changed).
+Registered under the `lily.adapters` entry point group (pyproject.toml), which is how the
+integration registry and the adapter runtime find it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, Protocol
 
+import grpc
 from pydantic import BaseModel, ValidationError
 
 
@@ -17,6 +20,7 @@ class AdapterType:
     role: str
     settings: type[BaseModel]
     webhook: str = ""  # its route's segment: /webhook/<webhook>/<integration id>
+    inbound: Inbound | None = None  # what it does with its webhooks
 
     def check_settings(self, settings: dict[str, Any]) -> list[tuple[str, str]]:
         try:
@@ -27,3 +31,68 @@ class AdapterType:
                 for e in exc.errors()
             ]
         return []
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One inbound delivery, as the inbox keeps it: accepted (its sender verified) and not yet
+    mapped."""
+
+    integration_id: str
+    tenant_id: str
+    type: str
+    delivery_id: str  # the sender's delivery, as the adapter names it (a repeat: the same)
+    body: bytes
+    received_at: float  # epoch seconds
+
+
+class Refused(Exception):
+    """A delivery refused at the door, with its HTTP status (400, 403, 413)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Handled:
+    """What became of a delivery: done (mapped onto Lily), unmapped (an event type this adapter
+    does not map: kept, not an error), or pending (it names no asset Lily knows yet: kept)."""
+
+    kind: Literal["done", "unmapped", "pending"]
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LilyClient:
+    """Lily as an adapter reaches it: the generated gRPC stubs on the core's channel, with the
+    integration's own credential."""
+
+    channel: grpc.aio.Channel
+    metadata: tuple[tuple[str, str], ...]
+    timeout: float = 10.0
+
+
+class Memory(Protocol):
+    """What an adapter remembers between deliveries of one integration (e.g. the assets an
+    incident was attached to), kept durably by the runtime."""
+
+    async def get(self, key: str) -> list[str]: ...
+
+    async def put(self, key: str, values: Sequence[str]) -> None: ...
+
+
+class Inbound(Protocol):
+    """What an adapter that takes webhooks does with them."""
+
+    def accept(self, body: bytes, headers: Mapping[str, str], secrets: Sequence[str]) -> str:
+        """Verifies a delivery (its signature or secret, its shape); returns its delivery id
+        (a repeated delivery: the same id). Raises Refused."""
+        ...
+
+    async def handle(
+        self, delivery: Delivery, settings: Mapping[str, Any], lily: LilyClient, memory: Memory
+    ) -> Handled:
+        """Maps the delivery onto Lily through `lily`. A gRPC error it raises that says Lily
+        is unavailable leaves the delivery queued for later; any other error dead-letters it."""
+        ...

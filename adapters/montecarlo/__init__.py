@@ -2,6 +2,7 @@
 issues on the assets they concern."""
 
 from adapters.montecarlo.config import MonteCarloSettings
+from adapters.montecarlo.inbound import MonteCarloInbound
 from adapters.spec import AdapterType
 
 ADAPTER = AdapterType(
@@ -9,4 +10,5 @@ ADAPTER = AdapterType(
     role="integration_monte_carlo",
     settings=MonteCarloSettings,
     webhook="monte-carlo",
+    inbound=MonteCarloInbound(),
 )

@@ -12,6 +12,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +25,12 @@ from core.settings import Settings
 
 if TYPE_CHECKING:
     from api_gateway.server import Gateway
+    from core.server import Lily
 
 log = logging.getLogger(__name__)
 
 SECRET_KEY_FILE = "secret.key"  # Lily's secret key, when LILY_SECRET_KEY gives none
+ADAPTER_KEY_FILE = "adapter-runtime.key"  # the adapter runtime's own credential
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -58,7 +62,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 async def up(args: argparse.Namespace) -> int:
     from core.lifecycle import StartupError
-    from core.server import Lily, start
+    from core.server import start
     from core.stack import EmbeddedStack, StackError
 
     settings = _with_secret_key(_settings(args))
@@ -72,6 +76,7 @@ async def up(args: argparse.Namespace) -> int:
     stack = None
     lily: Lily | None = None
     gateway: Gateway | None = None
+    runtime: Any = None  # the adapter runtime, if one is installed (entry point lily.runtime)
     dsn, url = settings.postgres_dsn, settings.nats_url
     try:
         if not dsn or not url:
@@ -88,12 +93,16 @@ async def up(args: argparse.Namespace) -> int:
                 f"(keyspace {stores.cassandra.keyspace}), JanusGraph at {stores.janusgraph_url}"
             )
         lily = await start(settings, postgres_dsn=dsn, nats_url=url)
-        gateway = await _start_gateway(settings, lily.address)
+        runtime = await _start_adapters(settings, lily, url)
+        mounts = {runtime.prefix: runtime.webhooks} if runtime is not None else {}
+        gateway = await _start_gateway(settings, lily.address, mounts)
     except (StackError, StartupError) as exc:
         say(f"lily: {exc}")
         return 1
     finally:
         if gateway is None:  # whatever failed, nothing we started stays behind
+            if runtime is not None:
+                await runtime.stop()
             if lily is not None:
                 await lily.stop()
             if stack is not None:
@@ -102,6 +111,8 @@ async def up(args: argparse.Namespace) -> int:
     _announce(settings, lily.address, gateway_url, lily.bootstrap_key)
     say(f"lily: gRPC listening on {lily.address} (health, reflection on)")
     say(f"lily: REST gateway on {gateway_url}/api/v1 (OpenAPI at /openapi.json)")
+    if runtime is not None:
+        say(f"lily: webhooks on {gateway_url}{runtime.prefix}<type>/<integration id>")
     try:
         supervisors = [
             asyncio.create_task(
@@ -116,6 +127,8 @@ async def up(args: argparse.Namespace) -> int:
         await stop.wait()
         say("lily: shutting down ...")
         await gateway.stop()
+        if runtime is not None:
+            await runtime.stop()
         await asyncio.gather(*supervisors)
         await lily.stop()
     finally:
@@ -164,7 +177,41 @@ def _announce(settings: Settings, address: str, gateway_url: str, key: str | Non
     say(f"lily:   {key}")
 
 
-async def _start_gateway(settings: Settings, core: str) -> Gateway:
+async def _start_adapters(settings: Settings, lily: Lily, nats_url: str) -> Any:
+    """The adapter runtime (found through the `lily.runtime` entry point, so core/ imports no
+    adapter), started with a platform credential of its own; None if none is installed."""
+    from core.lifecycle import StartupError
+
+    found = list(entry_points(group="lily.runtime"))
+    if not found or not settings.auth.enabled:
+        return None
+    key = await _adapter_runtime_key(settings, lily)
+    try:
+        return await found[0].load()(core=lily.address, token=key, nats_url=nats_url)
+    except Exception as exc:
+        raise StartupError(f"the adapter runtime did not start: {exc}") from exc
+
+
+async def _adapter_runtime_key(settings: Settings, lily: Lily) -> str:
+    """The adapter runtime's API key (role adapter_runtime in the system tenant): the one kept
+    in the data directory, or one made now and kept there (mode 600)."""
+    from core.requestctx import Principal
+
+    path = settings.data_dir / ADAPTER_KEY_FILE
+    if path.exists() and (key := path.read_text().strip()):
+        return key
+    lily_itself = Principal("lily", settings.auth.system_tenant, "lily")
+    _, key = await lily.policy.credentials.create(
+        lily_itself, "API_KEY", "adapter-runtime", ["adapter_runtime"], "lily up's adapter runtime"
+    )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _write(path, key, 0o600)
+    return key
+
+
+async def _start_gateway(
+    settings: Settings, core: str, mounts: Mapping[str, Any] | None = None
+) -> Gateway:
     # The entry point composes the layers: the gateway reaches the core only through gRPC.
     from api_gateway.app import GatewaySettings
     from api_gateway.server import serve
@@ -172,7 +219,7 @@ async def _start_gateway(settings: Settings, core: str) -> Gateway:
 
     gateway_settings = GatewaySettings(target=core, timeout=settings.gateway_timeout)
     try:
-        return await serve(gateway_settings, settings.http_host, settings.http_port)
+        return await serve(gateway_settings, settings.http_host, settings.http_port, mounts)
     except OSError as exc:
         raise StartupError(
             f"cannot serve the REST gateway on {settings.http_host}:{settings.http_port} "

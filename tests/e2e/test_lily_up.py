@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import os
 import re
 import signal
 import sys
+import urllib.parse
 from pathlib import Path
 
 import asyncpg
@@ -219,6 +223,37 @@ async def test_lily_up_embedded_starts_serves_and_stops_on_sigterm(tmp_path):
             got = await http.get(f"/api/v1/metadata/{asset_id}", headers=tenant)
             assert got.json()["asset"]["qualifiedName"] == "pg://up/rest"
             assert (await http.get("/openapi.json")).json()["openapi"].startswith("3.")
+            # a Monte Carlo incident through the webhook door lily up serves
+            made = await http.post(
+                "/api/v1/integrations",
+                headers=tenant,
+                json={"type": "monte_carlo", "settings": {"default_prefix": "pg://up"}},
+            )
+            hook, secret = made.json()["integration"]["webhookPath"], made.json()["webhookSecret"]
+            incident = {
+                "action": "incident",
+                "type": "open_anomaly_incident",
+                "payload": {"incident_id": "up-1", "event_list": [{"full_table_id": "x:y.z"}]},
+            }
+            table = {"qualifiedName": "pg://up/x/y/z", "assetType": "ASSET_TYPE_TABLE"}
+            made_table = await http.post(
+                "/api/v1/metadata", headers=tenant, json={"assets": [table]}
+            )
+            target = made_table.json()["results"][0]["assetId"]
+            body = json.dumps(incident).encode()
+            signed = hmac.new(
+                secret.encode(), urllib.parse.urlencode(incident).encode(), hashlib.sha512
+            ).hexdigest()
+            answer = await http.post(hook, content=body, headers={"x-mcd-signature": signed})
+            assert answer.status_code == 200, answer.text
+
+            async def attached():
+                listed = await http.get(f"/api/v1/metadata/{target}/issues", headers=tenant)
+                assert [i["externalId"] for i in listed.json().get("issues", [])] == ["up-1"]
+                return True
+
+            await eventually(attached)
+            assert (tmp_path / "data" / "adapter-runtime.key").stat().st_mode & 0o077 == 0
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
             from grpc_health.v1 import health_pb2, health_pb2_grpc
 

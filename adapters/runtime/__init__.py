@@ -1,0 +1,100 @@
+"""The adapter runtime: the webhook door (mounted on the REST gateway), the inbox on NATS
+JetStream, and the dispatcher that maps what it holds onto Lily through the generated gRPC
+stubs. It calls the core as any client does: with a platform credential of role
+adapter_runtime to resolve integrations, and each integration's own key to act for it.
+
+`lily up` runs it in its process (found through the `lily.runtime` entry point); elsewhere it
+runs wherever its settings point it: the same code either way."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+import grpc
+import nats
+from nats.aio.client import Client
+
+from adapters.runtime.dispatcher import Dispatcher
+from adapters.runtime.inbox import Inbox
+from adapters.runtime.resolver import Resolver
+from adapters.runtime.webhooks import PREFIX, Webhooks
+from adapters.spec import AdapterType
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSettings:
+    core: str  # the core's gRPC address
+    token: str  # a platform credential of role adapter_runtime
+    nats_url: str
+    max_body_bytes: int = 256 * 1024
+    resolve_ttl: float = 5.0  # seconds an integration's settings and secrets are kept
+    timeout: float = 10.0  # of each call to the core and to NATS
+
+
+def adapter_types() -> dict[str, AdapterType]:
+    """The installed adapters (entry point group lily.adapters)."""
+    return {t.name: t for t in (ep.load() for ep in entry_points(group="lily.adapters"))}
+
+
+class Runtime:
+    prefix = PREFIX
+
+    def __init__(
+        self, settings: RuntimeSettings, types: Mapping[str, AdapterType] | None = None
+    ) -> None:
+        self.settings = settings
+        self.types = dict(types if types is not None else adapter_types())
+        self._channel: grpc.aio.Channel | None = None
+        self._nc: Client | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.webhooks: Webhooks | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        self._channel = grpc.aio.insecure_channel(
+            s.core,
+            # back within seconds of the core: not gRPC's default backoff of up to two minutes
+            options=[
+                ("grpc.initial_reconnect_backoff_ms", 250),
+                ("grpc.max_reconnect_backoff_ms", 5000),
+            ],
+        )
+        self._nc = await nats.connect(
+            s.nats_url, connect_timeout=s.timeout, max_reconnect_attempts=-1, name="lily-adapters"
+        )
+        inbox = Inbox(self._nc.jetstream(timeout=s.timeout), timeout=s.timeout)
+        await inbox.ensure()
+        resolver = Resolver(self._channel, s.token, ttl=s.resolve_ttl, timeout=s.timeout)
+        self.webhooks = Webhooks(self.types, resolver, inbox, max_body_bytes=s.max_body_bytes)
+        dispatcher = Dispatcher(inbox, resolver, self.types, self._channel, timeout=s.timeout)
+        self._task = asyncio.create_task(dispatcher.run(), name="adapters-dispatcher")
+        log.info("adapter runtime started: %s", ", ".join(sorted(self.types)))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._task, 10)
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._nc.drain(), 10)
+        if self._channel is not None:
+            await self._channel.close()
+
+
+async def run_in_lily_up(*, core: str, token: str, nats_url: str) -> Runtime:
+    """The runtime `lily up` runs in its own process (entry point lily.runtime)."""
+    runtime = Runtime(RuntimeSettings(core=core, token=token, nats_url=nats_url))
+    try:
+        await runtime.start()
+    except BaseException:
+        await runtime.stop()
+        raise
+    return runtime

@@ -1,0 +1,168 @@
+"""The adapter runtime's streams on NATS JetStream:
+
+- LILY_INBOUND       lily_inbound.<type>.<integration id>   deliveries accepted at the door and
+  not yet mapped; file storage, work-queue retention; de-duplicated by Nats-Msg-Id
+  (<integration id>.<delivery id>) within DEDUPE_WINDOW, so a repeated delivery is kept once.
+- LILY_INBOUND_KEPT  lily_inbound_kept.<tenant>.<integration id>.<kind>   deliveries that were
+  not mapped (unmapped: an event type the adapter does not map; pending: it names no asset Lily
+  knows yet; dead: mapping failed), with why; kept for KEPT_DAYS.
+- the key-value bucket lily_inbound_memory: what adapters remember between deliveries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+
+import nats.errors
+import orjson
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from adapters.spec import Delivery
+
+INBOX_STREAM = "LILY_INBOUND"
+KEPT_STREAM = "LILY_INBOUND_KEPT"
+MEMORY_BUCKET = "lily_inbound_memory"
+CONSUMER = "adapters"
+DEDUPE_WINDOW = 24 * 3600.0
+KEPT_DAYS = 30
+ACK_WAIT = 30.0
+
+_H = "Lily-"  # our headers' prefix
+
+
+class InboxUnavailable(Exception):
+    """NATS did not take the delivery (the sender should try again)."""
+
+
+def inbox_subject(kind: str, integration_id: str) -> str:
+    return f"lily_inbound.{kind}.{integration_id}"
+
+
+class Inbox:
+    def __init__(self, js: JetStreamContext, *, timeout: float = 5.0) -> None:
+        self._js = js
+        self._timeout = timeout
+        self._memory: KeyValue | None = None
+
+    async def ensure(self) -> None:
+        """Makes the streams, the consumer and the bucket (or updates them to this config)."""
+        streams = (
+            StreamConfig(
+                name=INBOX_STREAM,
+                subjects=["lily_inbound.>"],
+                storage=StorageType.FILE,
+                retention=RetentionPolicy.WORK_QUEUE,
+                duplicate_window=DEDUPE_WINDOW,
+            ),
+            StreamConfig(
+                name=KEPT_STREAM,
+                subjects=["lily_inbound_kept.>"],
+                storage=StorageType.FILE,
+                max_age=KEPT_DAYS * 86400.0,
+            ),
+        )
+        for config in streams:
+            try:
+                await self._js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                await self._js.update_stream(config)
+        await self._js.add_consumer(
+            INBOX_STREAM,
+            ConsumerConfig(durable_name=CONSUMER, ack_policy=AckPolicy.EXPLICIT, ack_wait=ACK_WAIT),
+        )
+        self._memory = await self._js.create_key_value(
+            KeyValueConfig(bucket=MEMORY_BUCKET, history=1, ttl=KEPT_DAYS * 86400.0)
+        )
+
+    async def put(self, d: Delivery) -> bool:
+        """Keeps a delivery durably (once: False if it was a repeat). InboxUnavailable if NATS
+        did not take it."""
+        headers = {
+            "Nats-Msg-Id": f"{d.integration_id}.{d.delivery_id}",
+            _H + "Integration": d.integration_id,
+            _H + "Tenant": d.tenant_id,
+            _H + "Type": d.type,
+            _H + "Delivery": d.delivery_id,
+            _H + "Received-At": repr(d.received_at),
+        }
+        try:
+            ack = await self._js.publish(
+                inbox_subject(d.type, d.integration_id),
+                d.body,
+                timeout=self._timeout,
+                headers=headers,
+            )
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise InboxUnavailable(str(exc) or type(exc).__name__) from exc
+        return not ack.duplicate
+
+    async def keep(self, d: Delivery, kind: str, why: str) -> None:
+        """Files a delivery that was not mapped, with why."""
+        headers = {
+            _H + "Integration": d.integration_id,
+            _H + "Tenant": d.tenant_id,
+            _H + "Type": d.type,
+            _H + "Delivery": d.delivery_id,
+            _H + "Received-At": repr(d.received_at),
+            _H + "Kept-At": repr(time.time()),
+            _H + "Reason": why[:2000],
+        }
+        await self._js.publish(
+            f"lily_inbound_kept.{d.tenant_id}.{d.integration_id}.{kind}",
+            d.body,
+            timeout=self._timeout,
+            headers=headers,
+        )
+
+    async def subscribe(self) -> JetStreamContext.PullSubscription:
+        return await self._js.pull_subscribe_bind(CONSUMER, stream=INBOX_STREAM)
+
+    @staticmethod
+    def delivery(msg: Msg) -> Delivery:
+        h = msg.headers or {}
+        return Delivery(
+            integration_id=h.get(_H + "Integration", ""),
+            tenant_id=h.get(_H + "Tenant", ""),
+            type=h.get(_H + "Type", ""),
+            delivery_id=h.get(_H + "Delivery", ""),
+            body=msg.data,
+            received_at=float(h.get(_H + "Received-At", "0") or 0),
+        )
+
+    def memory(self, integration_id: str) -> IntegrationMemory:
+        assert self._memory is not None, "ensure() first"
+        return IntegrationMemory(self._memory, integration_id)
+
+
+class IntegrationMemory:
+    """adapters.spec.Memory for one integration, in the bucket (keys hashed: any text)."""
+
+    def __init__(self, kv: KeyValue, integration_id: str) -> None:
+        self._kv = kv
+        self._prefix = integration_id
+
+    def _key(self, key: str) -> str:
+        return f"{self._prefix}.{hashlib.sha256(key.encode()).hexdigest()[:40]}"
+
+    async def get(self, key: str) -> list[str]:
+        try:
+            entry = await self._kv.get(self._key(key))
+        except KeyNotFoundError:
+            return []
+        return [str(v) for v in orjson.loads(entry.value or b"[]")]
+
+    async def put(self, key: str, values: Sequence[str]) -> None:
+        await self._kv.put(self._key(key), orjson.dumps(list(values)))

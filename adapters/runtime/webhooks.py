@@ -1,0 +1,129 @@
+"""The door: POST /webhook/<type's route>/<integration id>, served on the REST gateway. The URL
+names the integration, so the URL and its secret, never the payload, decide the tenant. A
+delivery is verified by its adapter (signature or secret, in constant time), kept durably in
+the inbox, and only then answered 200; anything else is refused before it is kept:
+
+  404  no such integration (or of another type, or disabled)    405  not a POST
+  400  not what the adapter takes     403  the signature or secret does not match
+  413  a body over the limit          503  the inbox or the core cannot be reached (retry)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+
+import orjson
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from adapters.runtime.inbox import Inbox, InboxUnavailable
+from adapters.runtime.resolver import CoreUnavailable, Resolver
+from adapters.spec import AdapterType, Delivery, Refused
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/webhook/"
+
+
+def _answer(status: int, **body: object) -> Response:
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+class TooLarge(Exception):
+    pass
+
+
+async def _read(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Webhooks:
+    def __init__(
+        self,
+        types: Mapping[str, AdapterType],
+        resolver: Resolver,
+        inbox: Inbox,
+        *,
+        max_body_bytes: int,
+    ) -> None:
+        self._routes = {t.webhook: t for t in types.values() if t.webhook and t.inbound}
+        self._resolver = resolver
+        self._inbox = inbox
+        self._limit = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        response = await self._serve(request)
+        await response(scope, receive, send)
+
+    async def _serve(self, request: Request) -> Response:
+        segment, _, integration_id = request.url.path.removeprefix(PREFIX).partition("/")
+        kind = self._routes.get(segment)
+        if kind is None or not integration_id or "/" in integration_id:
+            return _answer(404, error=f"no webhook at {request.url.path[:200]}")
+        if request.method != "POST":
+            return _answer(405, error="webhooks are POSTed")
+        try:
+            body = await _read(request, self._limit)
+        except TooLarge:
+            return _answer(413, error=f"the body is over {self._limit} bytes")
+        except ClientDisconnect:
+            return _answer(400, error="the body did not arrive whole")
+        try:
+            found = await self._resolver.get(integration_id)
+        except CoreUnavailable:
+            return _answer(503, error="Lily cannot verify deliveries just now; try again")
+        if found is None or found.integration.type != kind.name or found.integration.disabled:
+            return _answer(404, error=f"no webhook at {request.url.path[:200]}")
+        assert kind.inbound is not None
+        try:
+            try:
+                delivery_id = kind.inbound.accept(body, request.headers, found.webhook_secrets)
+            except Refused as refused:
+                if refused.status != 403:
+                    raise
+                # its secret may have been rotated a moment ago: ask once more (at most once
+                # a second, so bad signatures cannot make the core busy)
+                again = await self._resolver.fresh(integration_id, 1.0)
+                if again is None or again is found:
+                    raise
+                delivery_id = kind.inbound.accept(body, request.headers, again.webhook_secrets)
+        except CoreUnavailable:
+            return _answer(503, error="Lily cannot verify deliveries just now; try again")
+        except Refused as refused:
+            log.warning(
+                "webhook refused (%d): %s",
+                refused.status,
+                refused,
+                extra={"integration_id": integration_id},
+            )
+            return _answer(refused.status, error=str(refused))
+        delivery = Delivery(
+            integration_id=integration_id,
+            tenant_id=found.integration.tenant_id,
+            type=kind.name,
+            delivery_id=delivery_id,
+            body=body,
+            received_at=time.time(),
+        )
+        try:
+            new = await self._inbox.put(delivery)
+        except InboxUnavailable as exc:
+            log.error("webhook not kept: %s", exc, extra={"integration_id": integration_id})
+            return _answer(503, error="Lily cannot keep deliveries just now; try again")
+        return _answer(200, accepted=True, deliveryId=delivery_id, duplicate=not new)

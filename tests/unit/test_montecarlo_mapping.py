@@ -1,0 +1,107 @@
+"""Monte Carlo's webhook signature and the mapping of its bodies, without servers."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import urllib.parse
+from pathlib import Path
+
+from adapters.montecarlo import signature
+from adapters.montecarlo.config import MonteCarloSettings
+from adapters.montecarlo.mapping import IncidentChange, Unmapped, incident_change, qualified_name
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "montecarlo"
+SETTINGS = MonteCarloSettings(
+    warehouses={"wh-snow": "snowflake://acct", "wh-bq": "bigquery://proj"},
+    default_prefix="postgres://db1",
+)
+
+
+def test_the_signature_is_monte_carlos_and_checked_against_every_live_secret():
+    body = json.loads((FIXTURES / "custom_rule_incident.json").read_text())
+    documented = hmac.new(
+        b"s3cret", urllib.parse.urlencode(body).encode("utf8"), hashlib.sha512
+    ).hexdigest()
+    assert signature.sign("s3cret", body) == documented
+    assert signature.verify(documented, body, ["s3cret"])
+    assert signature.verify(documented.upper(), body, ["new", "s3cret"])  # the previous one
+    assert not signature.verify(documented, body, ["other"])
+    assert not signature.verify(None, body, ["s3cret"]) and not signature.verify("", body, [])
+    tampered = {**body, "type": "open_anomaly_incident"}
+    assert not signature.verify(documented, tampered, ["s3cret"])
+
+
+def test_monte_carlo_table_ids_become_qualified_names_under_their_warehouse():
+    assert qualified_name("analytics:prod.orders", "wh-snow", SETTINGS) == (
+        "snowflake://acct/analytics/prod/orders"
+    )
+    assert (
+        qualified_name("proj-1:dataset.t", "wh-bq", SETTINGS) == "bigquery://proj/proj-1/dataset/t"
+    )
+    assert qualified_name("db:s.t", "unknown", SETTINGS) == "postgres://db1/db/s/t"
+    assert qualified_name("no-colon.t", "wh-snow", SETTINGS) is None
+    assert qualified_name("db:s.t", "x", MonteCarloSettings()) is None  # no prefix applies
+
+
+def test_an_opened_anomaly_names_its_tables_and_says_what_happened():
+    body = {
+        "action": "incident",
+        "type": "open_anomaly_incident",
+        "payload": {
+            "incident_id": "inc-1",
+            "url": "https://getmontecarlo.com/incidents/inc-1",
+            "event_list": [
+                {"event_details": "Has 42 rows vs. 101 expected", "full_table_id": "a:b.c",
+                 "warehouse_uuid": "wh-snow"},
+                {"event_details": "Late by 3 hours", "table_name": "nowhere"},
+            ],
+        },
+    }  # fmt: skip
+    assert incident_change(body, SETTINGS) == IncidentChange(
+        incident_id="inc-1",
+        opened=True,
+        kind="anomaly",
+        status="OPEN",
+        title="Has 42 rows vs. 101 expected",
+        description="Has 42 rows vs. 101 expected\nLate by 3 hours",
+        url="https://getmontecarlo.com/incidents/inc-1",
+        qualified_names=("snowflake://acct/a/b/c",),
+        unnamed=("nowhere",),
+    )
+
+
+def test_a_custom_rule_breach_is_described_by_its_rule():
+    body = json.loads((FIXTURES / "custom_rule_incident.json").read_text())
+    change = incident_change(body, SETTINGS)
+    assert isinstance(change, IncidentChange)
+    assert change.incident_id == "f83867b6-8f25-428b-807c-08518f63384c"
+    assert change.kind == "custom_rule_anomaly" and change.title == "test rule"
+    assert "custom_metric_1234 GT 49.0" in change.description
+    assert "Jan 15, 06:10PM: 50.0" in change.description
+    assert change.qualified_names == () and change.unnamed == ()  # it names no table
+
+
+def test_updates_change_status_and_severity_only():
+    def update(**fields):
+        return incident_change({"payload": {"incident_id": "i", **fields}}, SETTINGS)
+
+    assert update(alert_feedback="fixed") == IncidentChange("i", False, status="RESOLVED")
+    assert update(alert_feedback="false_positive").status == "RESOLVED"
+    assert update(alert_feedback="investigating").status == "ACKNOWLEDGED"
+    assert update(alert_feedback="no_status").status == "OPEN"
+    sev1 = IncidentChange("i", False, severity="CRITICAL")
+    assert update(declared_alert_severity="SEV-1") == sev1
+    assert update(declared_alert_severity="SEV-4").severity == "LOW"
+    top = incident_change({"alert_feedback": "fixed", "payload": {"incident_id": "i"}}, SETTINGS)
+    assert isinstance(top, IncidentChange) and top.status == "RESOLVED"
+
+
+def test_what_is_not_an_incident_is_unmapped_not_an_error():
+    assert isinstance(incident_change({}, SETTINGS), Unmapped)
+    assert isinstance(incident_change({"action": "monitor", "payload": {}}, SETTINGS), Unmapped)
+    nothing = incident_change({"type": "x", "payload": {"incident_id": "i"}}, SETTINGS)
+    assert isinstance(nothing, Unmapped) and "says nothing" in nothing.reason
+    odd = {"type": "open_anomaly_incident", "payload": {"incident_id": "i", "event_list": "?"}}
+    assert isinstance(incident_change(odd, SETTINGS), IncidentChange)  # odd fields: no crash
