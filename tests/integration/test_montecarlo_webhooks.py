@@ -18,6 +18,8 @@ import pytest
 from lily.v1 import common_pb2 as C
 from lily.v1 import integration_pb2 as I
 from lily.v1 import integration_pb2_grpc as integration_grpc
+from lily.v1 import lineage_pb2 as L
+from lily.v1 import lineage_pb2_grpc as lineage_grpc
 from lily.v1 import metadata_pb2 as O
 from nats.js.errors import NotFoundError
 
@@ -80,10 +82,22 @@ async def _issues(stub, md, asset_id: str) -> list[C.DataQualityIssue]:
 
 
 async def test_a_signed_incident_lands_on_its_asset_and_is_resolved_by_its_update(
-    inbound, mc, stub, md, event_log
+    inbound, mc, channel, stub, md, event_log
 ):
     path, secret = mc
     asset_id = await _table(stub, md, "snowflake://acct/analytics/prod/orders")
+    downstream = await _table(stub, md, "snowflake://acct/analytics/marts/revenue")
+    await lineage_grpc.LineageServiceStub(channel).IngestRelationships(
+        L.IngestRelationshipsRequest(
+            relationships=[
+                L.RelationshipInput(
+                    upstream=L.AssetRef(asset_id=asset_id),
+                    downstream=L.AssetRef(asset_id=downstream),
+                )
+            ]
+        ),
+        metadata=md,
+    )
     incident = str(uuid.uuid4())
     body = opened(incident, "analytics:prod.orders")
     answer = await _post(inbound, path, body, mc_signature(secret, body))
@@ -101,6 +115,13 @@ async def test_a_signed_incident_lands_on_its_asset_and_is_resolved_by_its_updat
     assert issue.url == f"https://getmontecarlo.com/incidents/{incident}"
     await eventually(lambda: _true([e for e in event_log.events(".issue.attached")]))
 
+    async def unhealthy(expected: list[str]):
+        got = await stub.GetMetadata(O.GetMetadataRequest(asset_id=downstream), metadata=md)
+        assert list(got.asset.unhealthy_upstream_asset_ids) == expected
+        return True
+
+    await eventually(lambda: unhealthy([asset_id]))  # everything downstream learns of it
+
     # an update names no table: it reaches the asset the incident is on, and resolves it
     update = json.dumps(
         {"action": "incident", "type": "incident_update", "version": "v0.1",
@@ -115,6 +136,7 @@ async def test_a_signed_incident_lands_on_its_asset_and_is_resolved_by_its_updat
 
     done = await eventually(resolved)
     assert done.title == issue.title  # the rest of it stays as it was
+    await eventually(lambda: unhealthy([]))  # and downstream, healthy again
 
 
 async def _true(value):
