@@ -41,6 +41,7 @@ from policy.permissions import CallGuard, OpenGuard
 from policy.service import PolicyService
 from policy.servicer import IntegrationServicer, PolicyServicer
 from policy.stores.integrations import PostgresIntegrationStore
+from policy.stores.kept_nats import NatsKeptDeliveries
 from policy.stores.postgres import PostgresPolicyStore
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,7 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
         settings.auth,
         PostgresIntegrationStore(backends.pool),
         secret_key=settings.secret_key.get_secret_value(),
+        kept=NatsKeptDeliveries(backends.bus.js),
     )
     cells: Cells | None = None
     try:

@@ -32,8 +32,8 @@ from core.domain.errors import (
 from core.requestctx import Principal
 from core.wire.validation import check_text
 from policy import tokens
-from policy.model import CredentialRecord, IntegrationRecord
-from policy.ports import IntegrationStore, IntegrationType
+from policy.model import CredentialRecord, IntegrationRecord, KeptRecord
+from policy.ports import IntegrationStore, IntegrationType, KeptDeliveries
 from policy.rules import RoleLink
 from policy.secretbox import SecretBox
 
@@ -48,6 +48,7 @@ MAX_SECRET_BYTES = 8192
 MAX_SETTINGS_BYTES = 64 * 1024
 _SECRET_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _ID = re.compile(r"^int_[0-9a-f]{24}$")
+MAX_KEPT_PAGE = 500
 UPDATABLE = frozenset({"display_name", "settings", "disabled", "secrets"})
 
 
@@ -90,9 +91,11 @@ class Integrations:
         *,
         system_tenant: str,
         on_links: Callable[[], Awaitable[None]],
+        kept: KeptDeliveries | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
+        self._kept = kept
         self._box = box
         self.types = dict(types)
         self._system = system_tenant
@@ -222,7 +225,7 @@ class Integrations:
     async def get(self, principal: Principal, integration_id: str) -> IntegrationRecord:
         return await self._mine(principal, integration_id)
 
-    async def list(self, principal: Principal, type_: str) -> list[IntegrationRecord]:
+    async def of_tenant(self, principal: Principal, type_: str) -> list[IntegrationRecord]:
         return await self._store.integrations(principal.tenant_id, type_[:64])
 
     async def update(
@@ -304,6 +307,42 @@ class Integrations:
         if not await self._store.delete_integration(current.integration_id, self._now()):
             raise NotFound(f"integration {integration_id!r} not found")
         log.info("integration deleted", extra={"integration_id": integration_id})
+
+    # -- what its adapter kept rather than mapped
+
+    def _kept_deliveries(self) -> KeptDeliveries:
+        if self._kept is None:
+            raise FailedPrecondition("this server does not reach the adapter runtime's streams")
+        return self._kept
+
+    async def kept(
+        self, principal: Principal, integration_id: str, kind: str, after: int, limit: int
+    ) -> list[KeptRecord]:
+        if not 0 <= limit <= MAX_KEPT_PAGE:
+            raise InvalidArgument(
+                [FieldViolation("page_size", f"must be between 0 and {MAX_KEPT_PAGE}")]
+            )
+        current = await self._mine(principal, integration_id)
+        return await self._kept_deliveries().find(
+            current.tenant_id, current.integration_id, kind, after, limit or 50
+        )
+
+    async def replay(
+        self, principal: Principal, integration_id: str, kind: str, sequences: Sequence[int]
+    ) -> int:
+        if len(sequences) > MAX_KEPT_PAGE:
+            raise InvalidArgument(
+                [FieldViolation("sequences", f"at most {MAX_KEPT_PAGE} at a time")]
+            )
+        current = await self._mine(principal, integration_id)
+        replayed = await self._kept_deliveries().replay(
+            current.tenant_id, current.integration_id, kind, sequences
+        )
+        log.info(
+            "kept deliveries replayed",
+            extra={"integration_id": integration_id, "replayed": replayed, "by": principal.subject},
+        )
+        return replayed
 
     async def resolve(self, principal: Principal, integration_id: str) -> Resolved:
         """An integration of any tenant with its secrets: for the adapter runtime, a

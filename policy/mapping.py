@@ -18,7 +18,13 @@ from core.domain.model import TENANT_ID_PATTERN
 from core.wire.common import ts_pb
 from core.wire.validation import check_text, refuse
 from policy.integrations import Draft
-from policy.model import CredentialRecord, DenialRecord, IntegrationRecord, TenantRecord
+from policy.model import (
+    CredentialRecord,
+    DenialRecord,
+    IntegrationRecord,
+    KeptRecord,
+    TenantRecord,
+)
 from policy.rules import RoleLink, Rule
 
 _TENANT_ID = re.compile(TENANT_ID_PATTERN)
@@ -173,4 +179,30 @@ def integration_draft(pb: integration_pb2.Integration) -> Draft:
         settings=json_format.MessageToDict(pb.settings) if pb.HasField("settings") else None,
         secrets=dict(pb.secrets),
         enabled=not pb.disabled,
+    )
+
+
+KEPT_KINDS = {
+    integration_pb2.KEPT_DELIVERY_KIND_UNMAPPED: "unmapped",
+    integration_pb2.KEPT_DELIVERY_KIND_PENDING: "pending",
+    integration_pb2.KEPT_DELIVERY_KIND_DEAD: "dead",
+}
+_KEPT_PB = {name: number for number, name in KEPT_KINDS.items()}
+
+
+def kept_kind_from_pb(kind: integration_pb2.KeptDeliveryKind.ValueType) -> str:
+    if kind and kind not in KEPT_KINDS:
+        raise InvalidArgument([FieldViolation("kind", "is not a KeptDeliveryKind")])
+    return KEPT_KINDS.get(kind, "")
+
+
+def kept_pb(k: KeptRecord) -> integration_pb2.KeptDelivery:
+    return integration_pb2.KeptDelivery(
+        sequence=k.sequence,
+        delivery_id=k.delivery_id,
+        kind=_KEPT_PB.get(k.kind, integration_pb2.KEPT_DELIVERY_KIND_UNSPECIFIED),
+        reason=k.reason,
+        received_at=ts_pb(k.received_at),
+        kept_at=ts_pb(k.kept_at),
+        body=k.body[: 64 * 1024].decode("utf-8", "replace"),
     )

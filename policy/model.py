@@ -69,3 +69,16 @@ class IntegrationRecord:
     updated_at: datetime
     secret_rotated_at: datetime | None = None
     previous_secret_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeptRecord:
+    """A delivery the adapter runtime kept rather than mapped."""
+
+    sequence: int
+    delivery_id: str
+    kind: str  # unmapped | pending | dead
+    reason: str
+    received_at: datetime
+    kept_at: datetime
+    body: bytes

@@ -8,7 +8,13 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from policy.model import CredentialRecord, DenialRecord, IntegrationRecord, TenantRecord
+from policy.model import (
+    CredentialRecord,
+    DenialRecord,
+    IntegrationRecord,
+    KeptRecord,
+    TenantRecord,
+)
 from policy.rules import RoleLink, Rule
 
 
@@ -177,4 +183,22 @@ class IntegrationType(Protocol):
 
     def check_settings(self, settings: dict[str, Any]) -> list[tuple[str, str]]:
         """Its settings' problems, each as (field path, what is wrong); none: valid."""
+        ...
+
+
+class KeptDeliveries(Protocol):
+    """The deliveries the adapter runtime kept rather than mapped (adapters/runtime/inbox.py),
+    by tenant and integration; `kind` is unmapped, pending or dead ("": any)."""
+
+    async def find(
+        self, tenant_id: str, integration_id: str, kind: str, after: int, limit: int
+    ) -> list[KeptRecord]:
+        """Oldest first, after sequence `after`."""
+        ...
+
+    async def replay(
+        self, tenant_id: str, integration_id: str, kind: str, sequences: Sequence[int]
+    ) -> int:
+        """Puts them back in the runtime's inbox (all of `kind` if no sequences) and out of
+        the kept list; how many."""
         ...

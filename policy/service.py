@@ -29,7 +29,7 @@ from policy.decisions import Decisions
 from policy.denials import Denials
 from policy.integrations import Integrations, load_types
 from policy.model import DenialRecord
-from policy.ports import IntegrationStore, IntegrationType, PolicyStore
+from policy.ports import IntegrationStore, IntegrationType, KeptDeliveries, PolicyStore
 from policy.secretbox import SecretBox
 from policy.tenants import Tenants
 
@@ -45,6 +45,7 @@ class PolicyService:
         *,
         secret_key: str = "",
         integration_types: Mapping[str, IntegrationType] | None = None,
+        kept: KeptDeliveries | None = None,
     ) -> None:
         self._store = store
         self.settings = settings
@@ -59,6 +60,7 @@ class PolicyService:
             load_types() if integration_types is None else integration_types,
             system_tenant=settings.system_tenant,
             on_links=self.decisions.reload,
+            kept=kept,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._reloads: set[asyncio.Task[None]] = set()  # one-off reloads the feed asked for

@@ -294,7 +294,7 @@ class IntegrationServicer(integration_grpc.IntegrationServiceServicer):
     async def ListIntegrations(
         self, request: integration_pb.ListIntegrationsRequest, context: grpc.aio.ServicerContext
     ) -> integration_pb.ListIntegrationsResponse:
-        found = await self._integrations.list(principal_of(context), request.type)
+        found = await self._integrations.of_tenant(principal_of(context), request.type)
         return integration_pb.ListIntegrationsResponse(integrations=[self._pb(i) for i in found])
 
     async def UpdateIntegration(
@@ -331,6 +331,35 @@ class IntegrationServicer(integration_grpc.IntegrationServiceServicer):
         mapping.required(request, "integration_id")
         await self._integrations.delete(principal_of(context), request.integration_id)
         return integration_pb.DeleteIntegrationResponse()
+
+    async def ListKeptDeliveries(
+        self, request: integration_pb.ListKeptDeliveriesRequest, context: grpc.aio.ServicerContext
+    ) -> integration_pb.ListKeptDeliveriesResponse:
+        mapping.required(request, "integration_id")
+        found = await self._integrations.kept(
+            principal_of(context),
+            request.integration_id,
+            mapping.kept_kind_from_pb(request.kind),
+            request.after_sequence,
+            request.page_size,
+        )
+        return integration_pb.ListKeptDeliveriesResponse(
+            deliveries=[mapping.kept_pb(k) for k in found]
+        )
+
+    async def ReplayKeptDeliveries(
+        self,
+        request: integration_pb.ReplayKeptDeliveriesRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> integration_pb.ReplayKeptDeliveriesResponse:
+        mapping.required(request, "integration_id")
+        replayed = await self._integrations.replay(
+            principal_of(context),
+            request.integration_id,
+            mapping.kept_kind_from_pb(request.kind),
+            list(request.sequences),
+        )
+        return integration_pb.ReplayKeptDeliveriesResponse(replayed=replayed)
 
     async def ResolveIntegration(
         self, request: integration_pb.ResolveIntegrationRequest, context: grpc.aio.ServicerContext

@@ -41,7 +41,16 @@ from lily.v1 import metadata_pb2_grpc as metadata_grpc
 from core.domain.rules import asset_id_for
 from core.postgres import create_pool, migrate
 from core.stack import EmbeddedStack, free_port
-from scripts.benchkit import lily_up, new_tenant, pct, progress, propagation_idle
+from scripts.benchkit import (
+    CpuMeter,
+    cpu_delta,
+    cpu_line,
+    lily_up,
+    new_tenant,
+    pct,
+    progress,
+    propagation_idle,
+)
 
 RAW_UPSERT = """
 INSERT INTO assets (tenant_id, asset_id, qualified_name, asset_type, name, description, owners,
@@ -97,51 +106,6 @@ def generate(n: int) -> list[common_pb.AssetInput]:
                 )
             )
     return out[:n]
-
-
-class CpuMeter:
-    """CPU seconds used by the Lily server, Postgres and nats-server between two readings."""
-
-    def __init__(self, server_pid: int, data: Path) -> None:
-        import psutil
-
-        self._psutil = psutil
-        server = psutil.Process(server_pid)
-        self.groups: dict[str, list] = {
-            "lily server": [server],
-            "lily workers": server.children(recursive=True),
-            "postgres": [],
-            "nats-server": [],
-            "bench client": [psutil.Process()],
-        }
-        for proc in psutil.process_iter(["name", "cmdline"]):
-            cmd = " ".join(proc.info["cmdline"] or [])
-            if str(data) in cmd and proc.info["name"] == "postgres":
-                self.groups["postgres"].append(proc)
-            elif str(data) in cmd and "nats-server" in cmd:
-                self.groups["nats-server"].append(proc)
-
-    def _total(self, procs: list) -> float:
-        total = 0.0
-        for p in procs:
-            for child in [p, *(p.children(recursive=True) if p.name() == "postgres" else [])]:
-                try:
-                    t = child.cpu_times()
-                    total += t.user + t.system
-                except self._psutil.Error:
-                    pass
-        return total
-
-    def read(self) -> dict[str, float]:
-        return {name: self._total(procs) for name, procs in self.groups.items()}
-
-
-def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {k: after[k] - before[k] for k in before}
-
-
-def cpu_line(cpu: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.1f}s" for k, v in cpu.items())
 
 
 def latency(label: str, ms: list[float], note: str = "") -> None:

@@ -1,4 +1,5 @@
-"""What the benchmarks share: progress lines, percentiles, and a `lily up` to measure."""
+"""What the benchmarks share: progress lines, percentiles, a `lily up` to measure, and the CPU
+its processes use."""
 
 from __future__ import annotations
 
@@ -100,3 +101,48 @@ async def new_tenant(
         timeout=200,
     )
     return (("authorization", f"Bearer {made.admin_api_key}"),)
+
+
+class CpuMeter:
+    """CPU seconds used by the Lily server, Postgres and nats-server between two readings."""
+
+    def __init__(self, server_pid: int, data: Path) -> None:
+        import psutil
+
+        self._psutil = psutil
+        server = psutil.Process(server_pid)
+        self.groups: dict[str, list] = {
+            "lily server": [server],
+            "lily workers": server.children(recursive=True),
+            "postgres": [],
+            "nats-server": [],
+            "bench client": [psutil.Process()],
+        }
+        for proc in psutil.process_iter(["name", "cmdline"]):
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if str(data) in cmd and proc.info["name"] == "postgres":
+                self.groups["postgres"].append(proc)
+            elif str(data) in cmd and "nats-server" in cmd:
+                self.groups["nats-server"].append(proc)
+
+    def _total(self, procs: list) -> float:
+        total = 0.0
+        for p in procs:
+            for child in [p, *(p.children(recursive=True) if p.name() == "postgres" else [])]:
+                try:
+                    t = child.cpu_times()
+                    total += t.user + t.system
+                except self._psutil.Error:
+                    pass
+        return total
+
+    def read(self) -> dict[str, float]:
+        return {name: self._total(procs) for name, procs in self.groups.items()}
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before[k] for k in before}
+
+
+def cpu_line(cpu: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.1f}s" for k, v in cpu.items())

@@ -43,6 +43,7 @@ for names, roles in (
     ("IssueToken GetJwks", EVERYONE),  # open
     ("CreateIntegration GetIntegration ListIntegrations UpdateIntegration", {"admin"}),
     ("RotateIntegrationSecret DeleteIntegration", {"admin"}),
+    ("ListKeptDeliveries ReplayKeptDeliveries", {"admin"}),
     ("ResolveIntegration", set()),  # the adapter runtime of the platform only
 ):
     EXPECTED.update(dict.fromkeys(names.split(), frozenset(roles)))

@@ -12,8 +12,8 @@ import urllib.parse
 import uuid
 from pathlib import Path
 
+import grpc
 import httpx
-import nats
 import pytest
 from lily.v1 import common_pb2 as C
 from lily.v1 import integration_pb2 as I
@@ -21,7 +21,6 @@ from lily.v1 import integration_pb2_grpc as integration_grpc
 from lily.v1 import lineage_pb2 as L
 from lily.v1 import lineage_pb2_grpc as lineage_grpc
 from lily.v1 import metadata_pb2 as O
-from nats.js.errors import NotFoundError
 
 from tests.helpers import asset, eventually
 
@@ -196,28 +195,72 @@ async def test_the_door_refuses_what_it_cannot_take(inbound, mc):
         assert (await _post(inbound, wrong_type, body, "00")).status_code == 404
 
 
-async def test_what_names_no_known_asset_or_is_no_incident_is_kept(inbound, mc, tenant, nats_url):
+async def test_what_is_not_mapped_is_kept_listed_and_replayed_through_the_api(
+    inbound, mc, channel, stub, md, other_md, http
+):
     path, secret = mc
     iid = path.rsplit("/", 1)[1]
+    registry = integration_grpc.IntegrationServiceStub(channel)
     rule = (FIXTURES / "custom_rule_incident.json").read_bytes()  # names no table at all
     assert (await _post(inbound, path, rule, mc_signature(secret, rule))).status_code == 200
     other = json.dumps({"action": "monitor_update", "type": "monitor_paused"}).encode()
     assert (await _post(inbound, path, other, mc_signature(secret, other))).status_code == 200
+    early = opened("early", "analytics:prod.later")  # its table is not in Lily yet
+    assert (await _post(inbound, path, early, mc_signature(secret, early))).status_code == 200
 
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
+    async def kept(kind=0):
+        listed = await registry.ListKeptDeliveries(
+            I.ListKeptDeliveriesRequest(integration_id=iid, kind=kind), metadata=md
+        )
+        assert len(listed.deliveries) == (3 if kind == 0 else 2 if kind == PENDING else 1)
+        return list(listed.deliveries)
 
-        async def kept(kind: str):
-            subject = f"lily_inbound_kept.{tenant}.{iid}.{kind}"
-            try:
-                return await js.get_last_msg("LILY_INBOUND_KEPT", subject)
-            except NotFoundError:
-                raise AssertionError(f"nothing on {subject}") from None
+    everything = await eventually(kept)
+    assert [k.kind for k in everything] == [PENDING, I.KEPT_DELIVERY_KIND_UNMAPPED, PENDING]
+    assert everything[0].body.encode() == rule and "f83867b6" in everything[0].reason
+    assert "not an incident" in everything[1].reason
+    assert "snowflake://acct/analytics/prod/later" in everything[2].reason
+    page = await registry.ListKeptDeliveries(
+        I.ListKeptDeliveriesRequest(
+            integration_id=iid, page_size=1, after_sequence=everything[0].sequence
+        ),
+        metadata=md,
+    )
+    assert [k.sequence for k in page.deliveries] == [everything[1].sequence]
+    over_rest = await http.get(
+        f"/api/v1/integrations/{iid}/deliveries", params={"kind": "KEPT_DELIVERY_KIND_UNMAPPED"}
+    )
+    assert [d["reason"] for d in over_rest.json()["deliveries"]] == [everything[1].reason]
+    with pytest.raises(grpc.aio.AioRpcError) as theirs:
+        await registry.ListKeptDeliveries(
+            I.ListKeptDeliveriesRequest(integration_id=iid), metadata=other_md
+        )
+    assert theirs.value.code() == grpc.StatusCode.NOT_FOUND
 
-        pending = await eventually(lambda: kept("pending"))
-        assert pending.data == rule and "f83867b6" in pending.headers["Lily-Reason"]
-        unmapped = await eventually(lambda: kept("unmapped"))
-        assert unmapped.data == other and "not an incident" in unmapped.headers["Lily-Reason"]
-    finally:
-        await nc.close()
+    # the table arrives; the early incident is replayed and lands on it
+    later = await _table(stub, md, "snowflake://acct/analytics/prod/later")
+    replayed = await registry.ReplayKeptDeliveries(
+        I.ReplayKeptDeliveriesRequest(integration_id=iid, sequences=[everything[2].sequence]),
+        metadata=md,
+    )
+    assert replayed.replayed == 1
+    found = await eventually(lambda: _issues(stub, md, later))
+    assert [i.external_id for i in found] == ["early"]
+    # the rule breach still names nothing: replayed, it is kept again, with why
+    again = await registry.ReplayKeptDeliveries(
+        I.ReplayKeptDeliveriesRequest(integration_id=iid, kind=PENDING), metadata=md
+    )
+    assert again.replayed == 1
+
+    async def kept_again():
+        listed = await registry.ListKeptDeliveries(
+            I.ListKeptDeliveriesRequest(integration_id=iid, kind=PENDING), metadata=md
+        )
+        assert [k.body.encode() for k in listed.deliveries] == [rule]
+        assert listed.deliveries[0].sequence > everything[2].sequence
+        return True
+
+    await eventually(kept_again)
+
+
+PENDING = I.KEPT_DELIVERY_KIND_PENDING

@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -20,6 +21,32 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _KeptDeliveryKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _KeptDeliveryKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_KeptDeliveryKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    KEPT_DELIVERY_KIND_UNSPECIFIED: _KeptDeliveryKind.ValueType  # 0
+    KEPT_DELIVERY_KIND_UNMAPPED: _KeptDeliveryKind.ValueType  # 1
+    """An event type its adapter does not map."""
+    KEPT_DELIVERY_KIND_PENDING: _KeptDeliveryKind.ValueType  # 2
+    """It names no asset Lily knows yet."""
+    KEPT_DELIVERY_KIND_DEAD: _KeptDeliveryKind.ValueType  # 3
+    """Mapping it failed."""
+
+class KeptDeliveryKind(_KeptDeliveryKind, metaclass=_KeptDeliveryKindEnumTypeWrapper):
+    """Why a delivery was kept rather than mapped."""
+
+KEPT_DELIVERY_KIND_UNSPECIFIED: KeptDeliveryKind.ValueType  # 0
+KEPT_DELIVERY_KIND_UNMAPPED: KeptDeliveryKind.ValueType  # 1
+"""An event type its adapter does not map."""
+KEPT_DELIVERY_KIND_PENDING: KeptDeliveryKind.ValueType  # 2
+"""It names no asset Lily knows yet."""
+KEPT_DELIVERY_KIND_DEAD: KeptDeliveryKind.ValueType  # 3
+"""Mapping it failed."""
+Global___KeptDeliveryKind: _TypeAlias = KeptDeliveryKind  # noqa: Y015
 
 @_typing.final
 class Integration(_message.Message):
@@ -485,3 +512,154 @@ class ResolveIntegrationResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ResolveIntegrationResponse: _TypeAlias = ResolveIntegrationResponse  # noqa: Y015
+
+@_typing.final
+class KeptDelivery(_message.Message):
+    """A delivery kept rather than mapped."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    DELIVERY_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    KEPT_AT_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """Its place in the kept list (what ReplayKeptDeliveries names)."""
+    delivery_id: _builtins.str
+    """The delivery, as its adapter names it (a repeat: the same)."""
+    kind: Global___KeptDeliveryKind.ValueType
+    reason: _builtins.str
+    body: _builtins.str
+    """The body the sender sent (as UTF-8 text, at most 64 KiB of it)."""
+    @_builtins.property
+    def received_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def kept_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        delivery_id: _builtins.str = ...,
+        kind: Global___KeptDeliveryKind.ValueType = ...,
+        reason: _builtins.str = ...,
+        received_at: _timestamp_pb2.Timestamp | None = ...,
+        kept_at: _timestamp_pb2.Timestamp | None = ...,
+        body: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["kept_at", b"kept_at", "received_at", b"received_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "delivery_id", b"delivery_id", "kept_at", b"kept_at", "kind", b"kind", "reason", b"reason", "received_at", b"received_at", "sequence", b"sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeptDelivery: _TypeAlias = KeptDelivery  # noqa: Y015
+
+@_typing.final
+class ListKeptDeliveriesRequest(_message.Message):
+    """Request of ListKeptDeliveries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTEGRATION_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    integration_id: _builtins.str
+    kind: Global___KeptDeliveryKind.ValueType
+    """Only these (UNSPECIFIED: all)."""
+    page_size: _builtins.int
+    """At most this many (default 50, at most 500)."""
+    after_sequence: _builtins.int
+    """Those after this sequence (the last of the previous page)."""
+    def __init__(
+        self,
+        *,
+        integration_id: _builtins.str = ...,
+        kind: Global___KeptDeliveryKind.ValueType = ...,
+        page_size: _builtins.int = ...,
+        after_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "integration_id", b"integration_id", "kind", b"kind", "page_size", b"page_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListKeptDeliveriesRequest: _TypeAlias = ListKeptDeliveriesRequest  # noqa: Y015
+
+@_typing.final
+class ListKeptDeliveriesResponse(_message.Message):
+    """Response of ListKeptDeliveries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[Global___KeptDelivery]: ...
+    def __init__(
+        self,
+        *,
+        deliveries: _abc.Iterable[Global___KeptDelivery] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListKeptDeliveriesResponse: _TypeAlias = ListKeptDeliveriesResponse  # noqa: Y015
+
+@_typing.final
+class ReplayKeptDeliveriesRequest(_message.Message):
+    """Request of ReplayKeptDeliveries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTEGRATION_ID_FIELD_NUMBER: _builtins.int
+    SEQUENCES_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    integration_id: _builtins.str
+    kind: Global___KeptDeliveryKind.ValueType
+    @_builtins.property
+    def sequences(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """These (by sequence); empty: every one of `kind` (UNSPECIFIED: of every kind)."""
+
+    def __init__(
+        self,
+        *,
+        integration_id: _builtins.str = ...,
+        sequences: _abc.Iterable[_builtins.int] | None = ...,
+        kind: Global___KeptDeliveryKind.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["integration_id", b"integration_id", "kind", b"kind", "sequences", b"sequences"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayKeptDeliveriesRequest: _TypeAlias = ReplayKeptDeliveriesRequest  # noqa: Y015
+
+@_typing.final
+class ReplayKeptDeliveriesResponse(_message.Message):
+    """Response of ReplayKeptDeliveries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    replayed: _builtins.int
+    """How many were sent through again."""
+    def __init__(
+        self,
+        *,
+        replayed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["replayed", b"replayed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayKeptDeliveriesResponse: _TypeAlias = ReplayKeptDeliveriesResponse  # noqa: Y015

@@ -76,6 +76,16 @@ class IntegrationServiceStub:
                 request_serializer=lily_dot_v1_dot_integration__pb2.DeleteIntegrationRequest.SerializeToString,
                 response_deserializer=lily_dot_v1_dot_integration__pb2.DeleteIntegrationResponse.FromString,
                 _registered_method=True)
+        self.ListKeptDeliveries = channel.unary_unary(
+                '/lily.v1.IntegrationService/ListKeptDeliveries',
+                request_serializer=lily_dot_v1_dot_integration__pb2.ListKeptDeliveriesRequest.SerializeToString,
+                response_deserializer=lily_dot_v1_dot_integration__pb2.ListKeptDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.ReplayKeptDeliveries = channel.unary_unary(
+                '/lily.v1.IntegrationService/ReplayKeptDeliveries',
+                request_serializer=lily_dot_v1_dot_integration__pb2.ReplayKeptDeliveriesRequest.SerializeToString,
+                response_deserializer=lily_dot_v1_dot_integration__pb2.ReplayKeptDeliveriesResponse.FromString,
+                _registered_method=True)
         self.ResolveIntegration = channel.unary_unary(
                 '/lily.v1.IntegrationService/ResolveIntegration',
                 request_serializer=lily_dot_v1_dot_integration__pb2.ResolveIntegrationRequest.SerializeToString,
@@ -144,6 +154,23 @@ class IntegrationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListKeptDeliveries(self, request, context):
+        """Deliveries of an integration that were not mapped, oldest first: unmapped (an event type
+        its adapter does not map), pending (naming no asset Lily knows yet) or dead (mapping
+        failed). Each is kept 30 days with why, until it is replayed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayKeptDeliveries(self, request, context):
+        """Sends kept deliveries through their adapter again (after a fix, or once their assets
+        exist): each leaves the kept list, and is kept again if it still cannot be mapped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ResolveIntegration(self, request, context):
         """What an adapter needs to serve an integration of any tenant: its settings, its secrets
         (decrypted) and its own credential. Only for the adapter runtime (a platform role).
@@ -184,6 +211,16 @@ def add_IntegrationServiceServicer_to_server(servicer, server):
                     servicer.DeleteIntegration,
                     request_deserializer=lily_dot_v1_dot_integration__pb2.DeleteIntegrationRequest.FromString,
                     response_serializer=lily_dot_v1_dot_integration__pb2.DeleteIntegrationResponse.SerializeToString,
+            ),
+            'ListKeptDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeptDeliveries,
+                    request_deserializer=lily_dot_v1_dot_integration__pb2.ListKeptDeliveriesRequest.FromString,
+                    response_serializer=lily_dot_v1_dot_integration__pb2.ListKeptDeliveriesResponse.SerializeToString,
+            ),
+            'ReplayKeptDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayKeptDeliveries,
+                    request_deserializer=lily_dot_v1_dot_integration__pb2.ReplayKeptDeliveriesRequest.FromString,
+                    response_serializer=lily_dot_v1_dot_integration__pb2.ReplayKeptDeliveriesResponse.SerializeToString,
             ),
             'ResolveIntegration': grpc.unary_unary_rpc_method_handler(
                     servicer.ResolveIntegration,
@@ -365,6 +402,60 @@ class IntegrationService:
             '/lily.v1.IntegrationService/DeleteIntegration',
             lily_dot_v1_dot_integration__pb2.DeleteIntegrationRequest.SerializeToString,
             lily_dot_v1_dot_integration__pb2.DeleteIntegrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeptDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lily.v1.IntegrationService/ListKeptDeliveries',
+            lily_dot_v1_dot_integration__pb2.ListKeptDeliveriesRequest.SerializeToString,
+            lily_dot_v1_dot_integration__pb2.ListKeptDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayKeptDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lily.v1.IntegrationService/ReplayKeptDeliveries',
+            lily_dot_v1_dot_integration__pb2.ReplayKeptDeliveriesRequest.SerializeToString,
+            lily_dot_v1_dot_integration__pb2.ReplayKeptDeliveriesResponse.FromString,
             options,
             channel_credentials,
             insecure,
