@@ -220,15 +220,21 @@ async def main() -> int:
                     incident_id = f"{way}-{uuid.uuid4().hex[:12]}"
                     table = tables[k % len(tables)]
                     sent[incident_id] = time.perf_counter()
-                    work = (
-                        post(incident(incident_id, table))
-                        if way == "webhook"
-                        else attach(incident_id, table)
-                    )
+                    if way == "webhook":  # Monte Carlo names it db:s.t<k>
+                        work = post(incident(incident_id, "db:s." + table.rsplit("/", 1)[1]))
+                    else:
+                        work = attach(incident_id, table)
                     tasks.append(asyncio.create_task(work))
                     progress(f"{way}: {k + 1}/{n}")
                 await asyncio.gather(*tasks)
-                await arrivals.until(lambda: all(i in arrivals.attached for i in sent))
+                try:
+                    await arrivals.until(lambda: all(i in arrivals.attached for i in sent))
+                except TimeoutError:
+                    missing = [i for i in sent if i not in arrivals.attached]
+                    raise SystemExit(
+                        f"{way}: {len(missing)} of {n} incidents never showed up on NATS "
+                        f"(e.g. {missing[:3]})"
+                    ) from None
                 cpu = cpu_delta(c0, meter.read())
                 return [(arrivals.attached[i] - t) * 1000 for i, t in sent.items()], cpu
 
