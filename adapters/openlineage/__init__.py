@@ -1,6 +1,7 @@
 """OpenLineage: run, dataset and job events from any producer, as assets and lineage."""
 
 from adapters.openlineage.config import OpenLineageSettings
+from adapters.openlineage.inbound import OpenLineageInbound
 from adapters.spec import AdapterType
 
 ADAPTER = AdapterType(
@@ -8,4 +9,5 @@ ADAPTER = AdapterType(
     role="integration_openlineage",
     settings=OpenLineageSettings,
     webhook="openlineage",
+    inbound=OpenLineageInbound(),
 )

@@ -4,7 +4,7 @@ delivery is verified by its adapter (signature or secret, in constant time), kep
 the inbox, and only then answered 200; anything else is refused before it is kept:
 
   404  no such integration (or of another type, or disabled)    405  not a POST
-  400  not what the adapter takes     403  the signature or secret does not match
+  400  not what the adapter takes     401/403  the API key or signature does not match
   413  a body over the limit          503  the inbox or the core cannot be reached (retry)
 """
 
@@ -95,7 +95,7 @@ class Webhooks:
             try:
                 delivery_id = kind.inbound.accept(body, request.headers, found.webhook_secrets)
             except Refused as refused:
-                if refused.status != 403:
+                if refused.status not in (401, 403):
                     raise
                 # its secret may have been rotated a moment ago: ask once more (at most once
                 # a second, so bad signatures cannot make the core busy)
