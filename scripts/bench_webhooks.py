@@ -2,6 +2,7 @@
 attached directly over gRPC, in the same run.
 
     .venv/bin/python scripts/bench_webhooks.py [--rate 50] [--seconds 10] [--rounds 2] [--runs 5]
+        [--events 400]
 
 Starts an embedded Postgres and NATS and `lily up`, makes a tenant with a Monte Carlo
 integration, 50 tables to receive incidents, and a root table with 1,000 tables directly
@@ -16,6 +17,11 @@ downstream of it. Then, in rounds that alternate the two ways in (the machine is
    events saying they have an unhealthy upstream have arrived; then it is resolved and the
    clearing awaited (not timed). Baseline: the same incident attached directly over gRPC.
 
+3. OpenLineage: `--events` RunEvents (an input, a job, an output: two edges each) sent by the
+   stock openlineage-python client, 8 at a time, timed until every edge's
+   `relationship.created` event has arrived; baseline: the same shape of edges (fresh names)
+   sent with IngestRelationships, one call per event, 8 at a time.
+
 Prints p50/p99 of each and their ratios, and the CPU each process used per webhook.
 """
 
@@ -23,17 +29,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hashlib
 import hmac
 import json
 import os
 import signal
+import statistics
 import sys
 import tempfile
 import time
 import urllib.parse
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
@@ -73,11 +82,18 @@ class Arrivals:
         self.attached: dict[str, float] = {}  # incident id -> when its issue.attached arrived
         # downstream asset -> when its unhealthy upstreams changed (since the last clear)
         self.unhealthy: dict[str, float] = {}
+        self.edges: set[tuple[str, str]] = set()  # lineage edges created
         self.changed = asyncio.Event()
 
     async def on_issue(self, msg) -> None:  # type: ignore[no-untyped-def]
         event = events_pb.ChangeEvent.FromString(msg.data)
         self.attached.setdefault(event.issue.external_id, time.perf_counter())
+        self.changed.set()
+
+    async def on_edge(self, msg) -> None:  # type: ignore[no-untyped-def]
+        event = events_pb.ChangeEvent.FromString(msg.data)
+        edge = event.relationship
+        self.edges.add((edge.upstream_asset_id, edge.downstream_asset_id))
         self.changed.set()
 
     async def on_asset(self, msg) -> None:  # type: ignore[no-untyped-def]
@@ -117,6 +133,7 @@ async def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="of each latency phase")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--runs", type=int, default=5, help="fan-out runs of each way")
+    parser.add_argument("--events", type=int, default=400, help="OpenLineage events a phase")
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="lily-bench-webhooks-"))
     print(f"lily bench: Monte Carlo webhooks at {args.rate:g}/s; data under {data}")
@@ -130,6 +147,7 @@ async def main() -> int:
     arrivals = Arrivals()
     await nc.subscribe(f"lily.{tenant}.issue.*", cb=arrivals.on_issue)
     await nc.subscribe(f"lily.{tenant}.asset.updated", cb=arrivals.on_asset)
+    await nc.subscribe(f"lily.{tenant}.relationship.created", cb=arrivals.on_edge)
     try:
         async with (
             grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch,
@@ -274,6 +292,7 @@ async def main() -> int:
                     else:
                         await attach(incident_id, root, resolved=True)
                     await arrivals.until(lambda: len(arrivals.unhealthy) >= FANOUT)
+            ol_rate = await openlineage_phases(args, ch, md, http_port, arrivals)
             progress("")
     finally:
         await nc.close()
@@ -294,7 +313,102 @@ async def main() -> int:
     print(line("webhook -> all unhealthy", fan["webhook"]) + "   (target p99 < 1000 ms)")
     print(line("direct -> all unhealthy", fan["direct"]))
     print(f"  ratio p99 webhook/direct    {pct(fan['webhook'], 99) / pct(fan['direct'], 99):.2f}")
+    print(f"\nOpenLineage: {args.events} RunEvents a phase (2 edges each), 8 senders")
+    print(f"  stock client -> edges created   {ol_rate['openlineage']:8.0f} events/s")
+    print(f"  IngestRelationships, same edges {ol_rate['direct']:8.0f} events/s")
+    print(f"  ratio openlineage/direct        {ol_rate['openlineage'] / ol_rate['direct']:.2f}")
     return 0
+
+
+async def openlineage_phases(
+    args: argparse.Namespace,
+    ch: grpc.aio.Channel,
+    md: tuple[tuple[str, str], ...],
+    http_port: int,
+    arrivals: Arrivals,
+) -> dict[str, float]:
+    """Events a second, until their edges exist: through the stock OpenLineage client, and
+    the same shape of edges through IngestRelationships (alternating, fresh names each)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from openlineage.client import OpenLineageClient
+    from openlineage.client.event_v2 import (
+        InputDataset,
+        Job,
+        OutputDataset,
+        Run,
+        RunEvent,
+        RunState,
+    )
+    from openlineage.client.transport.http import HttpConfig, HttpTransport
+
+    made = await integration_grpc.IntegrationServiceStub(ch).CreateIntegration(
+        integration_pb.CreateIntegrationRequest(
+            integration=integration_pb.Integration(type="openlineage")
+        ),
+        metadata=md,
+    )
+    config = HttpConfig.from_dict(
+        {
+            "url": f"http://127.0.0.1:{http_port}",
+            "endpoint": made.integration.webhook_path.lstrip("/"),
+            "auth": {"type": "api_key", "apiKey": made.webhook_secret},
+        }
+    )
+    client = OpenLineageClient(transport=HttpTransport(config))
+    lineage = lineage_grpc.LineageServiceStub(ch)
+    pool = ThreadPoolExecutor(8)
+    loop = asyncio.get_running_loop()
+    rates: dict[str, list[float]] = {"openlineage": [], "direct": []}
+    n = args.events
+    for r in range(args.rounds):
+        for way in ("openlineage", "direct") if r % 2 == 0 else ("direct", "openlineage"):
+            tag = f"{way}{r}"
+            before = len(arrivals.edges)
+            start = time.perf_counter()
+            sem = asyncio.Semaphore(8)
+
+            async def one(k: int, way: str, tag: str, sem: asyncio.Semaphore) -> None:
+                src, dst = f"db.{tag}.src{k}", f"db.{tag}.dst{k}"
+                async with sem:
+                    if way == "openlineage":
+                        event = RunEvent(
+                            eventType=RunState.COMPLETE,
+                            eventTime=datetime.now(UTC).isoformat(),
+                            run=Run(runId=str(uuid.uuid4())),
+                            job=Job(namespace="bench", name=f"{tag}.job{k}"),
+                            producer="lily-bench",
+                            inputs=[InputDataset(namespace="postgres://bench:5432", name=src)],
+                            outputs=[OutputDataset(namespace="postgres://bench:5432", name=dst)],
+                        )
+                        await loop.run_in_executor(pool, client.emit, event)
+                    else:
+                        base = "postgres://bench:5432/db/" + tag
+                        job = f"openlineage://bench/{tag}.job{k}"
+                        await lineage.IngestRelationships(
+                            lineage_pb.IngestRelationshipsRequest(
+                                relationships=[
+                                    lineage_pb.RelationshipInput(
+                                        upstream=lineage_pb.AssetRef(qualified_name=u),
+                                        downstream=lineage_pb.AssetRef(qualified_name=d),
+                                    )
+                                    for u, d in ((f"{base}/src{k}", job), (job, f"{base}/dst{k}"))
+                                ]
+                            ),
+                            metadata=md,
+                            timeout=30,
+                        )
+                progress(f"{way}: {k + 1}/{n}")
+
+            await asyncio.gather(*(one(k, way, tag, sem) for k in range(n)))
+            await arrivals.until(functools.partial(_grown, arrivals.edges, before + 2 * n))
+            rates[way].append(n / (time.perf_counter() - start))
+    pool.shutdown()
+    return {way: statistics.median(v) for way, v in rates.items()}
+
+
+def _grown(found: set[tuple[str, str]], size: int) -> bool:
+    return len(found) >= size
 
 
 def _ms(cpu: dict[str, float]) -> str:
