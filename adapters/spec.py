@@ -21,6 +21,9 @@ class AdapterType:
     settings: type[BaseModel]
     webhook: str = ""  # its route's segment: /webhook/<webhook>/<integration id>
     inbound: Inbound | None = None  # what it does with its webhooks
+    # Whether one integration's deliveries must be mapped one at a time, in the order they
+    # came (Monte Carlo: an update after its incident); False where event time decides.
+    ordered: bool = True
 
     def check_settings(self, settings: dict[str, Any]) -> list[tuple[str, str]]:
         try:

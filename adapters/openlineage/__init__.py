@@ -10,4 +10,5 @@ ADAPTER = AdapterType(
     settings=OpenLineageSettings,
     webhook="openlineage",
     inbound=OpenLineageInbound(),
+    ordered=False,  # each event carries its time: Lily's last-writer-wins orders them
 )

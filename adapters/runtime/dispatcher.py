@@ -1,7 +1,8 @@
-"""Maps what the inbox holds onto Lily: one delivery at a time per integration (in the order
-they came), integrations side by side. A delivery is acknowledged only once it was mapped, or
-filed as unmapped, pending or dead (inbox.keep); while the core cannot be reached it stays
-queued and is tried again with growing pauses, so nothing the door accepted is lost."""
+"""Maps what the inbox holds onto Lily: one delivery at a time per integration, in the order
+they came, where its type needs that (else all at once); integrations side by side. A
+delivery is acknowledged only once it was mapped, or filed as unmapped, pending or dead
+(inbox.keep); while the core cannot be reached it stays queued and is tried again with
+growing pauses, so nothing the door accepted is lost."""
 
 from __future__ import annotations
 
@@ -60,10 +61,17 @@ class Dispatcher:
             await self.dispatch(msgs)
 
     async def dispatch(self, msgs: list[Msg]) -> None:
-        by_integration: dict[str, list[Msg]] = defaultdict(list)
+        """One integration's deliveries in the order they came, if its type says so (else
+        each on its own); integrations side by side."""
+        lanes: dict[str, list[Msg]] = defaultdict(list)
         for msg in msgs:
-            by_integration[(msg.headers or {}).get("Lily-Integration", "")].append(msg)
-        await asyncio.gather(*(self._in_order(group) for group in by_integration.values()))
+            h = msg.headers or {}
+            kind = self._types.get(h.get("Lily-Type", ""))
+            lane = h.get("Lily-Integration", "")
+            if kind is not None and not kind.ordered:
+                lane += "/" + h.get("Lily-Delivery", "")
+            lanes[lane].append(msg)
+        await asyncio.gather(*(self._in_order(group) for group in lanes.values()))
 
     async def _in_order(self, msgs: list[Msg]) -> None:
         for msg in msgs:
