@@ -44,7 +44,7 @@ from lily.v1 import metadata_pb2 as metadata_pb
 from lily.v1 import metadata_pb2_grpc as metadata_grpc
 
 from core.stack import EmbeddedStack, free_port
-from scripts.benchkit import lily_up, new_tenant, pct, progress, propagation_idle
+from scripts.benchkit import ingest_tables, lily_up, new_tenant, pct, progress, propagation_idle
 
 LEVELS = [1, 3, 6, 12, 24, 48, 96, 160, 200, 200, 250]  # 1,000 nodes, 10 steps deep
 
@@ -124,22 +124,7 @@ async def main() -> int:
             stub = metadata_grpc.MetadataServiceStub(ch)
             lineage = lineage_grpc.LineageServiceStub(ch)
             names, edges = star(args.fanout) if args.fanout else tree()
-            ids = {}
-            for i in range(0, len(names), 500):
-                res = await stub.IngestMetadata(
-                    metadata_pb.IngestMetadataRequest(
-                        assets=[
-                            common_pb.AssetInput(
-                                qualified_name=n, asset_type=common_pb.ASSET_TYPE_TABLE
-                            )
-                            for n in names[i : i + 500]
-                        ]
-                    ),
-                    metadata=md,
-                    timeout=60,
-                )
-                ids.update({r.qualified_name: r.asset_id for r in res.results})
-                progress(f"ingested {len(ids):,} of {len(names):,} assets")
+            ids = await ingest_tables(stub, md, names)
             for i in range(0, len(edges), 500):
                 progress(f"ingesting edges: {i:,} of {len(edges):,}")
                 await lineage.IngestRelationships(

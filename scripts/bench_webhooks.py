@@ -64,6 +64,7 @@ from core.stack import EmbeddedStack, free_port
 from scripts.benchkit import (
     CpuMeter,
     cpu_delta,
+    ingest_tables,
     lily_up,
     new_tenant,
     pct,
@@ -169,23 +170,8 @@ async def main() -> int:
             tables = [f"{PREFIX}/db/s/t{i}" for i in range(50)]
             children = [f"{PREFIX}/db/down/c{i:04}" for i in range(FANOUT)]
             root = f"{PREFIX}/db/up/root"
-            ids: dict[str, str] = {}
             names = [*tables, root, *children]
-            for i in range(0, len(names), 500):
-                res = await stub.IngestMetadata(
-                    metadata_pb.IngestMetadataRequest(
-                        assets=[
-                            common_pb.AssetInput(
-                                qualified_name=n, asset_type=common_pb.ASSET_TYPE_TABLE
-                            )
-                            for n in names[i : i + 500]
-                        ]
-                    ),
-                    metadata=md,
-                    timeout=60,
-                )
-                ids.update({r.qualified_name: r.asset_id for r in res.results})
-                progress(f"ingested {len(ids):,} of {len(names):,} tables")
+            ids = await ingest_tables(stub, md, names)
             await lineage_grpc.LineageServiceStub(ch).IngestRelationships(
                 lineage_pb.IngestRelationshipsRequest(
                     relationships=[

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from core.cli.progress import Progress
 
@@ -146,3 +147,27 @@ def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
 
 def cpu_line(cpu: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.1f}s" for k, v in cpu.items())
+
+
+async def ingest_tables(
+    stub: Any, md: tuple[tuple[str, str], ...], names: list[str]
+) -> dict[str, str]:
+    """Ingests a table of each name, 500 a call (showing progress): their asset ids by name."""
+    from lily.v1 import common_pb2 as common_pb
+    from lily.v1 import metadata_pb2 as metadata_pb
+
+    ids: dict[str, str] = {}
+    for i in range(0, len(names), 500):
+        res = await stub.IngestMetadata(
+            metadata_pb.IngestMetadataRequest(
+                assets=[
+                    common_pb.AssetInput(qualified_name=n, asset_type=common_pb.ASSET_TYPE_TABLE)
+                    for n in names[i : i + 500]
+                ]
+            ),
+            metadata=md,
+            timeout=60,
+        )
+        ids.update({r.qualified_name: r.asset_id for r in res.results})
+        progress(f"ingested {len(ids):,} of {len(names):,} tables")
+    return ids
