@@ -47,6 +47,7 @@ class Delivery:
     delivery_id: str  # the sender's delivery, as the adapter names it (a repeat: the same)
     body: bytes
     received_at: float  # epoch seconds
+    retries: int = 0  # how many times it was kept as pending and tried again
 
 
 class Refused(Exception):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -36,6 +37,10 @@ class RuntimeSettings:
     max_body_bytes: int = 256 * 1024
     resolve_ttl: float = 5.0  # seconds an integration's settings and secrets are kept
     timeout: float = 10.0  # of each call to the core and to NATS
+    # A pending delivery (naming an asset Lily does not know yet) is tried again this many
+    # seconds after it was kept: the n-th time after[n]; the last pause repeats (30 days).
+    pending_retry: tuple[float, ...] = (10.0, 60.0, 600.0, 3600.0)
+    sweep_every: float = 5.0
 
 
 def adapter_types() -> dict[str, AdapterType]:
@@ -54,6 +59,7 @@ class Runtime:
         self._channel: grpc.aio.Channel | None = None
         self._nc: Client | None = None
         self._task: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self.webhooks: Webhooks | None = None
 
     async def start(self) -> None:
@@ -75,13 +81,28 @@ class Runtime:
         self.webhooks = Webhooks(self.types, resolver, inbox, max_body_bytes=s.max_body_bytes)
         dispatcher = Dispatcher(inbox, resolver, self.types, self._channel, timeout=s.timeout)
         self._task = asyncio.create_task(dispatcher.run(), name="adapters-dispatcher")
+        self._sweeper = asyncio.create_task(self._sweep(inbox), name="adapters-pending")
         log.info("adapter runtime started: %s", ", ".join(sorted(self.types)))
 
+    async def _sweep(self, inbox: Inbox) -> None:
+        """Tries pending deliveries again as they fall due: the asset an incident names may
+        have arrived since (a pending delivery is never dropped in silence)."""
+        while True:
+            await asyncio.sleep(self.settings.sweep_every)
+            try:
+                retried = await inbox.retry_pending(self.settings.pending_retry, time.time())
+            except Exception as exc:  # NATS away: the next sweep tries again
+                log.warning("pending deliveries: %s", exc)
+                continue
+            if retried:
+                log.info("pending deliveries tried again: %d", retried)
+
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._task, 10)
+        for task in (self._task, self._sweeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(task, 10)
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._nc.drain(), 10)

@@ -119,6 +119,7 @@ class Inbox:
             _H + "Received-At": repr(d.received_at),
             _H + "Kept-At": repr(time.time()),
             _H + "Reason": why[:2000],
+            _H + "Retries": str(d.retries),
         }
         await self._js.publish(
             f"lily_inbound_kept.{d.tenant_id}.{d.integration_id}.{kind}",
@@ -126,6 +127,37 @@ class Inbox:
             timeout=self._timeout,
             headers=headers,
         )
+
+    async def retry_pending(self, after: Sequence[float], now: float) -> int:
+        """Sends each pending delivery that is due through again (the n-th time `after[n]`
+        seconds after it was kept; the last pause repeats): an asset it waits for may exist
+        now. Sent again, it leaves the kept list (and is kept again if still pending)."""
+        retried, seq = 0, 1
+        while True:
+            try:
+                msg = await self._js.get_msg(
+                    KEPT_STREAM, seq=seq, subject="lily_inbound_kept.*.*.pending", next=True
+                )
+            except nats.js.errors.NotFoundError:  # nothing more
+                return retried
+            seq = (msg.seq or seq) + 1
+            h = msg.headers or {}
+            retries = int(h.get(_H + "Retries", "0") or 0)
+            kept_at = float(h.get(_H + "Kept-At", "0") or 0)
+            if now < kept_at + after[min(retries, len(after) - 1)]:
+                continue
+            headers = {k: v for k, v in h.items() if k not in (_H + "Reason", _H + "Kept-At")}
+            headers[_H + "Retries"] = str(retries + 1)
+            delivery = f"{h.get(_H + 'Integration')}.{h.get(_H + 'Delivery')}"
+            headers["Nats-Msg-Id"] = f"{delivery}.p{msg.seq}"
+            await self._js.publish(
+                inbox_subject(h.get(_H + "Type", ""), h.get(_H + "Integration", "")),
+                msg.data or b"",
+                timeout=self._timeout,
+                headers=headers,
+            )
+            await self._js.delete_msg(KEPT_STREAM, msg.seq or 0)
+            retried += 1
 
     async def subscribe(self) -> JetStreamContext.PullSubscription:
         return await self._js.pull_subscribe_bind(CONSUMER, stream=INBOX_STREAM)
@@ -140,6 +172,7 @@ class Inbox:
             delivery_id=h.get(_H + "Delivery", ""),
             body=msg.data,
             received_at=float(h.get(_H + "Received-At", "0") or 0),
+            retries=int(h.get(_H + "Retries", "0") or 0),
         )
 
     def memory(self, integration_id: str) -> IntegrationMemory:
