@@ -6,6 +6,7 @@ integration registry and the adapter runtime find it."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -56,6 +57,15 @@ class Refused(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+def json_body(body: bytes) -> Any:
+    """A delivery's body, read as JSON (with the json module, as a sender's reference code
+    reads it: a signature may be over that reading); Refused 400 if it is not JSON."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise Refused(400, "the body is not JSON") from None
 
 
 @dataclass(frozen=True, slots=True)

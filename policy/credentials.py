@@ -25,6 +25,31 @@ from policy.ports import PolicyStore
 from policy.rules import RoleLink, check_link
 
 
+def credential_record(
+    principal: Principal,
+    kind: str,
+    new: tokens.NewSecret,
+    subject: str,
+    roles: Sequence[str],
+    description: str,
+) -> tuple[CredentialRecord, list[RoleLink]]:
+    """A credential `principal` makes in its tenant, as stored, and the role links that give
+    its subject its roles."""
+    record = CredentialRecord(
+        new.credential_id,
+        principal.tenant_id,
+        kind,
+        subject,
+        new.digest,
+        tuple(roles),
+        description,
+        principal.subject,
+        datetime.now(UTC),
+        None,
+    )
+    return record, [RoleLink(subject, role, principal.tenant_id) for role in roles]
+
+
 class Credentials:
     def __init__(
         self,
@@ -50,24 +75,12 @@ class Credentials:
             else tokens.new_client_secret("c" + tokens.new_api_key().credential_id)
         )
         subject = subject or f"{kind.lower()}:{new.credential_id}"
-        links = [RoleLink(subject, role, principal.tenant_id) for role in roles]
+        cred, links = credential_record(principal, kind, new, subject, roles, description)
         for i, g in enumerate(links):
             check_link(g, f"credential.roles[{i}]", problems)
         check_text("credential.description", description, 4000, problems)
         if problems:
             raise InvalidArgument(problems)
-        cred = CredentialRecord(
-            new.credential_id,
-            principal.tenant_id,
-            kind,
-            subject,
-            new.digest,
-            tuple(roles),
-            description,
-            principal.subject,
-            datetime.now(UTC),
-            None,
-        )
         await self._store.add_credential(cred, links)
         if links:
             await self._decisions.reload()

@@ -32,15 +32,19 @@ from core.domain.errors import (
 from core.requestctx import Principal
 from core.wire.validation import check_text
 from policy import tokens
-from policy.model import CredentialRecord, IntegrationRecord, KeptRecord
+from policy.credentials import credential_record
+from policy.model import IntegrationRecord, KeptRecord
 from policy.ports import IntegrationStore, IntegrationType, KeptDeliveries
-from policy.rules import RoleLink
 from policy.secretbox import SecretBox
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_SECRET = "webhook_secret"  # the secret a sender signs (or authenticates) with
-_API_KEY = "\x00api_key"  # the integration's own API key, sealed with its secrets
+# Sealed with its secrets, never among the names shown: the integration's own API key, and the
+# webhook secret before the last rotation.
+_INTERNAL = "\x00"
+_API_KEY = _INTERNAL + "api_key"
+_PREVIOUS = _INTERNAL + "previous"
 DEFAULT_GRACE = timedelta(days=1)
 MAX_GRACE = timedelta(days=7)
 MAX_SECRETS = 16
@@ -119,7 +123,7 @@ class Integrations:
 
     def _seal(self, i: IntegrationRecord, values: dict[str, str]) -> IntegrationRecord:
         sealed = self._sealer().seal(values, f"{i.tenant_id}/{i.integration_id}")
-        names = tuple(sorted(n for n in values if not n.startswith("\x00")))
+        names = tuple(sorted(n for n in values if not n.startswith(_INTERNAL)))
         return replace(i, sealed=sealed, secret_names=names)
 
     # -- checks
@@ -162,6 +166,13 @@ class Integrations:
             )
         return found
 
+    async def _save(self, new: IntegrationRecord, read: IntegrationRecord) -> None:
+        """Stores `new` unless the integration changed since `read` was read (Aborted)."""
+        if not await self._store.update_integration(new, read.updated_at):
+            raise Aborted(
+                f"integration {read.integration_id!r} was changed meanwhile; read it and try again"
+            )
+
     # -- the API
 
     async def create(self, principal: Principal, draft: Draft) -> tuple[IntegrationRecord, str]:
@@ -180,18 +191,13 @@ class Integrations:
         now = self._now()
         integration_id = "int_" + uuid.uuid4().hex[:24]
         key = tokens.new_api_key()
-        subject = f"integration:{integration_id}"
-        credential = CredentialRecord(
-            key.credential_id,
-            principal.tenant_id,
+        credential, links = credential_record(
+            principal,
             "API_KEY",
-            subject,
-            key.digest,
-            (kind.role,),
+            key,
+            f"integration:{integration_id}",
+            [kind.role],
             f"the {kind.name} integration {integration_id}",
-            principal.subject,
-            now,
-            None,
         )
         values = {k: v for k, v in (draft.secrets or {}).items() if v}
         webhook_secret = ""
@@ -213,7 +219,6 @@ class Integrations:
             now,
         )
         record = self._seal(record, values)
-        links = [RoleLink(subject, kind.role, principal.tenant_id)]
         await self._store.create_integration(record, credential, links)
         await self._on_links()
         log.info(
@@ -260,10 +265,7 @@ class Integrations:
                 else:
                     values.pop(name, None)
             new = self._seal(new, values)
-        if not await self._store.update_integration(new, current.updated_at):
-            raise Aborted(
-                f"integration {integration_id!r} was changed meanwhile; read it and try again"
-            )
+        await self._save(new, current)
         return new
 
     async def rotate(
@@ -289,16 +291,13 @@ class Integrations:
         previous = values.get(WEBHOOK_SECRET, "")
         values[WEBHOOK_SECRET] = new_secret
         if previous:
-            values["\x00previous"] = previous
+            values[_PREVIOUS] = previous
         until = now + grace
         new = self._seal(
             replace(current, updated_at=now, secret_rotated_at=now, previous_secret_until=until),
             values,
         )
-        if not await self._store.update_integration(new, current.updated_at):
-            raise Aborted(
-                f"integration {integration_id!r} was changed meanwhile; read it and try again"
-            )
+        await self._save(new, current)
         log.info("integration secret rotated", extra={"integration_id": integration_id})
         return new, new_secret, until
 
@@ -357,7 +356,7 @@ class Integrations:
             raise NotFound(f"integration {integration_id[:64]!r} not found")
         values = self._open(found)
         api_key = values.pop(_API_KEY, "")
-        previous = values.pop("\x00previous", "")
+        previous = values.pop(_PREVIOUS, "")
         webhook = [values[WEBHOOK_SECRET]] if values.get(WEBHOOK_SECRET) else []
         until = found.previous_secret_until
         if previous and until is not None and until > self._now():

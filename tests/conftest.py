@@ -20,7 +20,7 @@ from core.server import Lily, start
 from core.settings import Settings
 from core.stack import EmbeddedStack
 from policy.secretbox import new_key
-from tests.helpers import Metadata, bearer, new_tenant
+from tests.helpers import Metadata, bearer, new_tenant, runtime_key, serving_runtime
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -192,29 +192,7 @@ async def dist_channel(dist_lily: tuple[Lily, str]) -> AsyncIterator[grpc.aio.Ch
 async def inbound(lily: Lily, stack: tuple[str, str], admin_md: Metadata) -> AsyncIterator[str]:
     """The adapter runtime (with a platform credential of its own) behind a gateway that
     serves its webhooks, as `lily up` runs them: the gateway's base URL."""
-    from lily.v1 import policy_pb2 as P
-    from lily.v1 import policy_pb2_grpc as policy_grpc
-
-    from adapters.runtime import Runtime, RuntimeSettings
-    from api_gateway.app import GatewaySettings
-    from api_gateway.server import serve
-
     async with grpc.aio.insecure_channel(lily.address) as ch:
-        made = await policy_grpc.PolicyServiceStub(ch).CreateCredential(
-            P.CreateCredentialRequest(
-                credential=P.Credential(kind=P.CREDENTIAL_KIND_API_KEY, roles=["adapter_runtime"])
-            ),
-            metadata=admin_md,
-        )
-    runtime = Runtime(RuntimeSettings(core=lily.address, token=made.secret, nats_url=stack[1]))
-    await runtime.start()
-    assert runtime.webhooks is not None
-    running = await serve(
-        GatewaySettings(target=lily.address),
-        "127.0.0.1",
-        0,
-        mounts={runtime.prefix: runtime.webhooks},
-    )
-    yield f"http://127.0.0.1:{running.port}"
-    await running.stop()
-    await runtime.stop()
+        token = await runtime_key(ch, admin_md)
+    async with serving_runtime(lily.address, token, stack[1]) as base_url:
+        yield base_url

@@ -10,7 +10,6 @@ the assets its incident was attached to, which the runtime remembers (adapters.s
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +22,7 @@ from lily.v1 import metadata_pb2_grpc as metadata_grpc
 from adapters.montecarlo import signature
 from adapters.montecarlo.config import MonteCarloSettings
 from adapters.montecarlo.mapping import SOURCE, IncidentChange, Unmapped, incident_change
-from adapters.spec import Delivery, Handled, LilyClient, Memory, Refused
+from adapters.spec import Delivery, Handled, LilyClient, Memory, Refused, json_body
 
 _STATUS = {
     "OPEN": common_pb.ISSUE_STATUS_OPEN,
@@ -39,10 +38,7 @@ _SEVERITY = {
 
 
 def _parse(body: bytes) -> dict[str, Any]:
-    try:
-        parsed = json.loads(body)  # json, not orjson: the signature is over Python's reading
-    except (ValueError, UnicodeDecodeError):
-        raise Refused(400, "the body is not JSON") from None
+    parsed = json_body(body)  # the signature is over Python's reading of it
     if not isinstance(parsed, dict):
         raise Refused(400, "the body is not a JSON object")
     return parsed

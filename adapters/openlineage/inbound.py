@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,7 +21,7 @@ from lily.v1 import metadata_pb2_grpc as metadata_grpc
 
 from adapters.openlineage.config import OpenLineageSettings
 from adapters.openlineage.mapping import BadEvent, check, plan
-from adapters.spec import Delivery, Handled, LilyClient, Memory, Refused
+from adapters.spec import Delivery, Handled, LilyClient, Memory, Refused, json_body
 
 BATCH = 1000
 _TYPES = {
@@ -30,13 +29,6 @@ _TYPES = {
     "COLUMN": common_pb.ASSET_TYPE_COLUMN,
     "PIPELINE": common_pb.ASSET_TYPE_PIPELINE,
 }
-
-
-def _parse(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise Refused(400, "the body is not JSON") from None
 
 
 class OpenLineageInbound:
@@ -49,7 +41,7 @@ class OpenLineageInbound:
         if not token or not matched:
             raise Refused(401, "missing or wrong API key (Authorization: Bearer <api key>)")
         try:
-            check(_parse(body))
+            check(json_body(body))
         except BadEvent as bad:
             raise Refused(400, str(bad)) from None
         return hashlib.sha256(body).hexdigest()[:40]
@@ -57,7 +49,7 @@ class OpenLineageInbound:
     async def handle(
         self, delivery: Delivery, settings: Mapping[str, Any], lily: LilyClient, memory: Memory
     ) -> Handled:
-        event = _parse(delivery.body)
+        event = json_body(delivery.body)
         check(event)
         said = plan(event, OpenLineageSettings.model_validate(settings))
         when = Timestamp()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import nats.errors
 import orjson
@@ -23,6 +24,7 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     KeyValueConfig,
+    RawStreamMsg,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -90,37 +92,24 @@ class Inbox:
     async def put(self, d: Delivery) -> bool:
         """Keeps a delivery durably (once: False if it was a repeat). InboxUnavailable if NATS
         did not take it."""
-        headers = {
-            "Nats-Msg-Id": f"{d.integration_id}.{d.delivery_id}",
-            _H + "Integration": d.integration_id,
-            _H + "Tenant": d.tenant_id,
-            _H + "Type": d.type,
-            _H + "Delivery": d.delivery_id,
-            _H + "Received-At": repr(d.received_at),
-        }
         try:
-            ack = await self._js.publish(
-                inbox_subject(d.type, d.integration_id),
-                d.body,
-                timeout=self._timeout,
-                headers=headers,
-            )
+            return await self._send(d, f"{d.integration_id}.{d.delivery_id}")
         except (nats.errors.Error, TimeoutError) as exc:
             raise InboxUnavailable(str(exc) or type(exc).__name__) from exc
+
+    async def _send(self, d: Delivery, msg_id: str) -> bool:
+        """Puts a delivery in the inbox, de-duplicated by `msg_id`; False if it was a repeat."""
+        ack = await self._js.publish(
+            inbox_subject(d.type, d.integration_id),
+            d.body,
+            timeout=self._timeout,
+            headers={"Nats-Msg-Id": msg_id, **_headers(d)},
+        )
         return not ack.duplicate
 
     async def keep(self, d: Delivery, kind: str, why: str) -> None:
         """Files a delivery that was not mapped, with why."""
-        headers = {
-            _H + "Integration": d.integration_id,
-            _H + "Tenant": d.tenant_id,
-            _H + "Type": d.type,
-            _H + "Delivery": d.delivery_id,
-            _H + "Received-At": repr(d.received_at),
-            _H + "Kept-At": repr(time.time()),
-            _H + "Reason": why[:2000],
-            _H + "Retries": str(d.retries),
-        }
+        headers = {**_headers(d), _H + "Kept-At": repr(time.time()), _H + "Reason": why[:2000]}
         await self._js.publish(
             f"lily_inbound_kept.{d.tenant_id}.{d.integration_id}.{kind}",
             d.body,
@@ -141,21 +130,12 @@ class Inbox:
             except nats.js.errors.NotFoundError:  # nothing more
                 return retried
             seq = (msg.seq or seq) + 1
-            h = msg.headers or {}
-            retries = int(h.get(_H + "Retries", "0") or 0)
-            kept_at = float(h.get(_H + "Kept-At", "0") or 0)
-            if now < kept_at + after[min(retries, len(after) - 1)]:
+            d = self.delivery(msg)
+            kept_at = float((msg.headers or {}).get(_H + "Kept-At", "0") or 0)
+            if now < kept_at + after[min(d.retries, len(after) - 1)]:
                 continue
-            headers = {k: v for k, v in h.items() if k not in (_H + "Reason", _H + "Kept-At")}
-            headers[_H + "Retries"] = str(retries + 1)
-            delivery = f"{h.get(_H + 'Integration')}.{h.get(_H + 'Delivery')}"
-            headers["Nats-Msg-Id"] = f"{delivery}.p{msg.seq}"
-            await self._js.publish(
-                inbox_subject(h.get(_H + "Type", ""), h.get(_H + "Integration", "")),
-                msg.data or b"",
-                timeout=self._timeout,
-                headers=headers,
-            )
+            again = replace(d, retries=d.retries + 1)
+            await self._send(again, f"{d.integration_id}.{d.delivery_id}.p{msg.seq}")
             await self._js.delete_msg(KEPT_STREAM, msg.seq or 0)
             retried += 1
 
@@ -163,14 +143,15 @@ class Inbox:
         return await self._js.pull_subscribe_bind(CONSUMER, stream=INBOX_STREAM)
 
     @staticmethod
-    def delivery(msg: Msg) -> Delivery:
+    def delivery(msg: Msg | RawStreamMsg) -> Delivery:
+        """The delivery a message of the inbox (or of the kept list) holds."""
         h = msg.headers or {}
         return Delivery(
             integration_id=h.get(_H + "Integration", ""),
             tenant_id=h.get(_H + "Tenant", ""),
             type=h.get(_H + "Type", ""),
             delivery_id=h.get(_H + "Delivery", ""),
-            body=msg.data,
+            body=msg.data or b"",
             received_at=float(h.get(_H + "Received-At", "0") or 0),
             retries=int(h.get(_H + "Retries", "0") or 0),
         )
@@ -178,6 +159,18 @@ class Inbox:
     def memory(self, integration_id: str) -> IntegrationMemory:
         assert self._memory is not None, "ensure() first"
         return IntegrationMemory(self._memory, integration_id)
+
+
+def _headers(d: Delivery) -> dict[str, str]:
+    """What a delivery's message says of it, beside its body (read back by Inbox.delivery)."""
+    return {
+        _H + "Integration": d.integration_id,
+        _H + "Tenant": d.tenant_id,
+        _H + "Type": d.type,
+        _H + "Delivery": d.delivery_id,
+        _H + "Received-At": repr(d.received_at),
+        _H + "Retries": str(d.retries),
+    }
 
 
 class IntegrationMemory:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import logging
 import os
@@ -144,11 +143,12 @@ def _with_secret_key(settings: Settings) -> Settings:
     LILY_SECRET_KEY from a secret manager anywhere else."""
     if settings.secret_key.get_secret_value():
         return settings
+    from policy.secretbox import new_key
+
     path = settings.data_dir / SECRET_KEY_FILE
     if not path.exists():
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        key = base64.urlsafe_b64encode(os.urandom(32)).decode()
-        _write(path, key, 0o600)
+        _write(path, new_key(), 0o600)
     return settings.model_copy(update={"secret_key": SecretStr(path.read_text().strip())})
 
 

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import os
 import re
 import signal
 import sys
-import urllib.parse
 from pathlib import Path
 
 import asyncpg
@@ -24,7 +21,7 @@ from lily.v1 import metadata_pb2 as O
 from lily.v1 import metadata_pb2_grpc as metadata_grpc
 
 from core.stack import EmbeddedStack, free_port
-from tests.helpers import asset, bearer, eventually
+from tests.helpers import asset, bearer, eventually, mc_signature
 
 LILY = [sys.executable, "-m", "core.cli"]
 
@@ -241,9 +238,7 @@ async def test_lily_up_embedded_starts_serves_and_stops_on_sigterm(tmp_path):
             )
             target = made_table.json()["results"][0]["assetId"]
             body = json.dumps(incident).encode()
-            signed = hmac.new(
-                secret.encode(), urllib.parse.urlencode(incident).encode(), hashlib.sha512
-            ).hexdigest()
+            signed = mc_signature(secret, body)
             answer = await http.post(hook, content=body, headers={"x-mcd-signature": signed})
             assert answer.status_code == 200, answer.text
 

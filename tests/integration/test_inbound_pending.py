@@ -3,68 +3,40 @@ falls due, and lands on the table once the table arrives: never dropped in silen
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import urllib.parse
 
 import grpc
 import httpx
 from lily.v1 import integration_pb2 as I
 from lily.v1 import integration_pb2_grpc as integration_grpc
 from lily.v1 import metadata_pb2 as O
-from lily.v1 import policy_pb2 as P
-from lily.v1 import policy_pb2_grpc as policy_grpc
 
-from adapters.runtime import Runtime, RuntimeSettings
-from api_gateway.app import GatewaySettings
-from api_gateway.server import serve
-from tests.helpers import asset, eventually
+from tests.helpers import asset, eventually, mc_signature, runtime_key, serving_runtime
 
 
 async def test_a_pending_incident_lands_once_its_table_arrives(lily, stack, admin_md, md, stub):
     async with grpc.aio.insecure_channel(lily.address) as ch:
-        key = await policy_grpc.PolicyServiceStub(ch).CreateCredential(
-            P.CreateCredentialRequest(
-                credential=P.Credential(kind=P.CREDENTIAL_KIND_API_KEY, roles=["adapter_runtime"])
-            ),
-            metadata=admin_md,
-        )
+        token = await runtime_key(ch, admin_md)
         integration = I.Integration(type="monte_carlo")
         integration.settings.update({"default_prefix": "snowflake://soon"})
         made = await integration_grpc.IntegrationServiceStub(ch).CreateIntegration(
             I.CreateIntegrationRequest(integration=integration), metadata=md
         )
     # a runtime that tries pending deliveries again within moments (not the default minutes)
-    runtime = Runtime(
-        RuntimeSettings(
-            core=lily.address,
-            token=key.secret,
-            nats_url=stack[1],
-            pending_retry=(0.3,),
-            sweep_every=0.1,
-        )
-    )
-    await runtime.start()
-    assert runtime.webhooks is not None
-    gateway = await serve(
-        GatewaySettings(target=lily.address), "127.0.0.1", 0, {runtime.prefix: runtime.webhooks}
-    )
-    try:
+    async with serving_runtime(
+        lily.address, token, stack[1], pending_retry=(0.3,), sweep_every=0.1
+    ) as base:
         incident = {
             "action": "incident",
             "type": "open_anomaly_incident",
             "payload": {"incident_id": "soon-1", "event_list": [{"full_table_id": "a:b.t"}]},
         }
         body = json.dumps(incident).encode()
-        signature = hmac.new(
-            made.webhook_secret.encode(), urllib.parse.urlencode(incident).encode(), hashlib.sha512
-        ).hexdigest()
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.port}") as http:
+        async with httpx.AsyncClient(base_url=base) as http:
             answer = await http.post(
                 made.integration.webhook_path,
                 content=body,
-                headers={"x-mcd-signature": signature},
+                headers={"x-mcd-signature": mc_signature(made.webhook_secret, body)},
             )
         assert answer.status_code == 200
 
@@ -91,6 +63,3 @@ async def test_a_pending_incident_lands_once_its_table_arrives(lily, stack, admi
             return [i.external_id for i in listed.issues]
 
         assert await eventually(attached, timeout=15) == ["soon-1"]
-    finally:
-        await gateway.stop()
-        await runtime.stop()

@@ -16,11 +16,9 @@ from lily.v1 import integration_pb2 as I
 from lily.v1 import integration_pb2_grpc as integration_grpc
 from lily.v1 import metadata_pb2 as O
 from lily.v1 import metadata_pb2_grpc as metadata_grpc
-from lily.v1 import policy_pb2 as P
-from lily.v1 import policy_pb2_grpc as policy_grpc
 
 from core.server import Lily
-from tests.helpers import Metadata, asset, bearer, status_of, violations
+from tests.helpers import Metadata, asset, bearer, runtime_key, status_of, violations
 
 MC_SETTINGS = {"warehouses": {"9a59c6f1": "snowflake://acct"}, "poll_interval_seconds": 60}
 
@@ -39,17 +37,6 @@ async def _create(stub, md: Metadata, **fields) -> I.CreateIntegrationResponse:
     return await stub.CreateIntegration(
         I.CreateIntegrationRequest(integration=integration), metadata=md, timeout=10
     )
-
-
-async def _runtime(channel: grpc.aio.Channel, admin_md: Metadata) -> Metadata:
-    """A platform credential with the adapter runtime's role."""
-    made = await policy_grpc.PolicyServiceStub(channel).CreateCredential(
-        P.CreateCredentialRequest(
-            credential=P.Credential(kind=P.CREDENTIAL_KIND_API_KEY, roles=["adapter_runtime"])
-        ),
-        metadata=admin_md,
-    )
-    return bearer(made.secret)
 
 
 async def test_an_admin_creates_lists_updates_and_deletes_an_integration(integrations, md):
@@ -180,7 +167,7 @@ async def test_the_runtime_resolves_it_and_its_credential_does_only_what_its_ada
 ):
     made = await _create(integrations, md, secrets={"mcd_token": "tok"})
     iid = made.integration.integration_id
-    runtime = await _runtime(channel, admin_md)
+    runtime = bearer(await runtime_key(channel, admin_md))
     resolved = await integrations.ResolveIntegration(
         I.ResolveIntegrationRequest(integration_id=iid), metadata=runtime
     )
@@ -195,7 +182,7 @@ async def test_the_runtime_resolves_it_and_its_credential_does_only_what_its_ada
         )
     assert admin.value.code() == grpc.StatusCode.PERMISSION_DENIED
     # ... nor can it make itself a runtime: the role works in the system tenant only
-    own_runtime = await _runtime(channel, md)
+    own_runtime = bearer(await runtime_key(channel, md))
     with pytest.raises(grpc.aio.AioRpcError) as own:
         await integrations.ResolveIntegration(
             I.ResolveIntegrationRequest(integration_id=iid), metadata=own_runtime
@@ -245,7 +232,7 @@ async def test_a_rotated_secret_keeps_the_previous_one_for_its_grace(
 ):
     made = await _create(integrations, md)
     iid = made.integration.integration_id
-    runtime = await _runtime(channel, admin_md)
+    runtime = bearer(await runtime_key(channel, admin_md))
     rotated = await integrations.RotateIntegrationSecret(
         I.RotateIntegrationSecretRequest(integration_id=iid, grace_seconds=1), metadata=md
     )

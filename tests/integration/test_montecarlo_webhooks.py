@@ -5,10 +5,7 @@ wrong; a repeat changes nothing."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -22,16 +19,9 @@ from lily.v1 import lineage_pb2 as L
 from lily.v1 import lineage_pb2_grpc as lineage_grpc
 from lily.v1 import metadata_pb2 as O
 
-from tests.helpers import asset, eventually
+from tests.helpers import asset, eventually, mc_signature
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "montecarlo"
-
-
-def mc_signature(secret: str, body: bytes) -> str:
-    """As Monte Carlo's reference receiver computes it (docs.getmontecarlo.com/docs/webhooks),
-    written out here independently of the adapter's own code."""
-    encoded = urllib.parse.urlencode(json.loads(body)).encode("utf8")
-    return hmac.new(secret.encode(), encoded, hashlib.sha512).hexdigest()
 
 
 def opened(incident_id: str, table: str, details: str = "Has 42 rows vs. 101 expected") -> bytes:
