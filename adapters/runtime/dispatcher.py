@@ -108,11 +108,12 @@ class Dispatcher:
         try:
             handled = await kind.inbound.handle(delivery, settings, lily, memory)
         except grpc.aio.AioRpcError as err:
-            if (err.code() in TRANSIENT or err.code() == grpc.StatusCode.UNAUTHENTICATED) and (
-                attempt < MAX_ATTEMPTS
-            ):
-                # the core is away (or does not know a key made a moment ago, yet)
-                self._resolver.forget(delivery.integration_id)
+            unknown_key = err.code() == grpc.StatusCode.UNAUTHENTICATED
+            if (err.code() in TRANSIENT or unknown_key) and attempt < MAX_ATTEMPTS:
+                # the core is away (what is known of the integration serves on meanwhile), or
+                # it does not know the integration's key: ask for it anew next time
+                if unknown_key:
+                    self._resolver.forget(delivery.integration_id)
                 await _nak(msg, pause(attempt))
                 return
             await self._dead(msg, delivery, f"{err.code().name}: {err.details()}")

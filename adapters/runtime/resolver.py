@@ -45,10 +45,13 @@ class Resolver:
         self._known: dict[str, tuple[float, Resolved | None]] = {}
         self._asking: dict[str, asyncio.Future[Resolved | None]] = {}
 
-    async def get(self, integration_id: str) -> Resolved | None:
-        """The integration, or None if there is none of that id."""
+    async def get(self, integration_id: str, max_age: float | None = None) -> Resolved | None:
+        """The integration, or None if there is none of that id: what is known of it if that
+        is younger than `max_age` seconds (default: the ttl), else what the core says now
+        (or, while the core cannot be reached, what is known however old)."""
         known = self._known.get(integration_id)
-        if known is not None and self._clock() - known[0] < self._ttl:
+        age = self._ttl if max_age is None else max_age
+        if known is not None and self._clock() - known[0] < age:
             return known[1]
         asking = self._asking.get(integration_id)
         if asking is None:
@@ -59,14 +62,6 @@ class Resolver:
 
     def forget(self, integration_id: str) -> None:
         self._known.pop(integration_id, None)
-
-    async def fresh(self, integration_id: str, max_age: float) -> Resolved | None:
-        """The integration as the core says it now, unless what is known is younger than
-        `max_age` seconds (a secret just rotated: at most one call per `max_age`)."""
-        known = self._known.get(integration_id)
-        if known is not None and self._clock() - known[0] >= max_age:
-            self.forget(integration_id)
-        return await self.get(integration_id)
 
     async def _ask(
         self, integration_id: str, known: tuple[float, Resolved | None] | None

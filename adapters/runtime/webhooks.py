@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from adapters.runtime.inbox import Inbox, InboxUnavailable
-from adapters.runtime.resolver import CoreUnavailable, Resolver
+from adapters.runtime.resolver import CoreUnavailable, Resolved, Resolver
 from adapters.spec import AdapterType, Delivery, Refused
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,28 @@ class Webhooks:
         response = await self._serve(request)
         await response(scope, receive, send)
 
+    async def _accept(
+        self,
+        kind: AdapterType,
+        integration_id: str,
+        found: Resolved,
+        body: bytes,
+        request: Request,
+    ) -> str:
+        """The delivery's id, as its adapter accepts it (Refused if it does not). A refused
+        signature or key is checked once more against the secrets the core has now (one just
+        rotated), asking the core at most once a second, so bad ones cannot make it busy."""
+        assert kind.inbound is not None
+        try:
+            return kind.inbound.accept(body, request.headers, found.webhook_secrets)
+        except Refused as refused:
+            if refused.status not in (401, 403):
+                raise
+            again = await self._resolver.get(integration_id, max_age=1.0)
+            if again is None or again is found:
+                raise
+            return kind.inbound.accept(body, request.headers, again.webhook_secrets)
+
     async def _serve(self, request: Request) -> Response:
         segment, _, integration_id = request.url.path.removeprefix(PREFIX).partition("/")
         kind = self._routes.get(segment)
@@ -90,19 +112,8 @@ class Webhooks:
             return _answer(503, error="Lily cannot verify deliveries just now; try again")
         if found is None or found.integration.type != kind.name or found.integration.disabled:
             return _answer(404, error=f"no webhook at {request.url.path[:200]}")
-        assert kind.inbound is not None
         try:
-            try:
-                delivery_id = kind.inbound.accept(body, request.headers, found.webhook_secrets)
-            except Refused as refused:
-                if refused.status not in (401, 403):
-                    raise
-                # its secret may have been rotated a moment ago: ask once more (at most once
-                # a second, so bad signatures cannot make the core busy)
-                again = await self._resolver.fresh(integration_id, 1.0)
-                if again is None or again is found:
-                    raise
-                delivery_id = kind.inbound.accept(body, request.headers, again.webhook_secrets)
+            delivery_id = await self._accept(kind, integration_id, found, body, request)
         except CoreUnavailable:
             return _answer(503, error="Lily cannot verify deliveries just now; try again")
         except Refused as refused:

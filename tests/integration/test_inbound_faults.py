@@ -5,10 +5,8 @@ sender tries again. Nothing Lily answered 200 to is lost."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import asyncio
 import json
-import urllib.parse
 
 import grpc
 import httpx
@@ -17,21 +15,15 @@ from lily.v1 import integration_pb2 as I
 from lily.v1 import integration_pb2_grpc as integration_grpc
 from lily.v1 import metadata_pb2 as O
 from lily.v1 import metadata_pb2_grpc as metadata_grpc
-from lily.v1 import policy_pb2 as P
-from lily.v1 import policy_pb2_grpc as policy_grpc
 
-from adapters.runtime import Runtime, RuntimeSettings
-from api_gateway.app import GatewaySettings
-from api_gateway.server import serve
 from core.server import start
 from core.stack import free_port
-from tests.helpers import asset, eventually
+from tests.helpers import asset, eventually, mc_signature, runtime_key, serving_runtime
 
 
 def _signed(secret: str, incident: dict) -> tuple[bytes, str]:
     body = json.dumps(incident).encode()
-    encoded = urllib.parse.urlencode(json.loads(body)).encode()
-    return body, hmac.new(secret.encode(), encoded, hashlib.sha512).hexdigest()
+    return body, mc_signature(secret, body)
 
 
 def _incident(incident_id: str, table: str) -> dict:
@@ -51,17 +43,9 @@ async def test_a_webhook_that_arrives_while_the_core_is_down_is_kept_then_mapped
     settings = lily.settings.model_copy(update={"grpc_port": port, "workers": False})
     core = await start(settings, postgres_dsn=dsn, nats_url=url)  # a second instance
     address = f"127.0.0.1:{port}"
-    runtime = gateway = None
     try:
         async with grpc.aio.insecure_channel(address) as ch:
-            runtime_key = await policy_grpc.PolicyServiceStub(ch).CreateCredential(
-                P.CreateCredentialRequest(
-                    credential=P.Credential(
-                        kind=P.CREDENTIAL_KIND_API_KEY, roles=["adapter_runtime"]
-                    )
-                ),
-                metadata=admin_md,
-            )
+            token = await runtime_key(ch, admin_md)
             integration = I.Integration(type="monte_carlo")
             integration.settings.update({"default_prefix": "snowflake://down"})
             made = await integration_grpc.IntegrationServiceStub(ch).CreateIntegration(
@@ -76,16 +60,10 @@ async def test_a_webhook_that_arrives_while_the_core_is_down_is_kept_then_mapped
             )
         first_id, late_id = (r.asset_id for r in ingested.results)
         path, secret = made.integration.webhook_path, made.webhook_secret
-        runtime = Runtime(
-            RuntimeSettings(core=address, token=runtime_key.secret, nats_url=url, timeout=2.0)
-        )
-        await runtime.start()
-        assert runtime.webhooks is not None
-        gateway = await serve(
-            GatewaySettings(target=address), "127.0.0.1", 0, {runtime.prefix: runtime.webhooks}
-        )
-        base = f"http://127.0.0.1:{gateway.port}"
-        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        async with (
+            serving_runtime(address, token, url, timeout=2.0) as base,
+            httpx.AsyncClient(base_url=base, timeout=10) as http,
+        ):
             body, sig = _signed(secret, _incident("first", "a:b.first"))
             first = await http.post(path, content=body, headers={"x-mcd-signature": sig})
             assert first.status_code == 200
@@ -100,6 +78,10 @@ async def test_a_webhook_that_arrives_while_the_core_is_down_is_kept_then_mapped
                 assert await eventually(lambda: issues(first_id)) == ["first"]
 
                 await core.stop(grace=0)  # the core goes down
+                await asyncio.sleep(1.1)  # what the runtime knows is no longer fresh
+                body, sig = _signed("not-the-secret", _incident("late", "a:b.late"))
+                forged = await http.post(path, content=body, headers={"x-mcd-signature": sig})
+                assert forged.status_code == 403  # refused, and what it knew is still known
                 body, sig = _signed(secret, _incident("late", "a:b.late"))
                 answer = await http.post(path, content=body, headers={"x-mcd-signature": sig})
                 assert answer.status_code == 200  # verified with what it knew; kept
@@ -112,8 +94,4 @@ async def test_a_webhook_that_arrives_while_the_core_is_down_is_kept_then_mapped
                 core = await start(settings, postgres_dsn=dsn, nats_url=url)  # back, same port
                 assert await eventually(lambda: issues(late_id), timeout=30) == ["late"]
     finally:
-        if gateway is not None:
-            await gateway.stop()
-        if runtime is not None:
-            await runtime.stop()
         await core.stop(grace=0)
