@@ -1,7 +1,7 @@
 """What an adapter tells Lily about the integrations it serves: its type's name, the built-in
 role its integrations' credentials get, its webhook route and what it does with a delivery,
-and its settings (a pydantic model, checked when an integration is created or changed).
-Registered under the `lily.adapters` entry point group (pyproject.toml), which is how the
+what it polls, and its settings (a pydantic model, checked when an integration is created or
+changed). Registered under the `lily.adapters` entry point group (pyproject.toml), which is how the
 integration registry and the adapter runtime find it."""
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ class AdapterType:
     role: str
     settings: type[BaseModel]
     webhook: str = ""  # its route's segment: /webhook/<webhook>/<integration id>
-    inbound: Inbound | None = None  # what it does with its webhooks
+    inbound: Inbound | None = None  # what it does with its webhooks (and what it polls)
+    poller: Poller | None = None  # reads the sender's API on a schedule (the safety net)
     # Whether one integration's deliveries must be mapped one at a time, in the order they
     # came (Monte Carlo: an update after its incident); False where event time decides.
     ordered: bool = True
@@ -109,4 +110,46 @@ class Inbound(Protocol):
     ) -> Handled:
         """Maps the delivery onto Lily through `lily`. A gRPC error it raises that says Lily
         is unavailable leaves the delivery queued for later; any other error dead-letters it."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Polled:
+    """What one poll read: deliveries for the inbox (mapped as webhooks are, by the type's
+    Inbound; a delivery id read again is kept once), and the cursor the next poll starts from."""
+
+    deliveries: Sequence[tuple[str, bytes]]  # (delivery id, body)
+    cursor: str
+    more: bool = False  # it stopped at its page limit: poll again at once
+
+
+class PollFailed(Exception):
+    """A poll the sender's API refused or failed, with its HTTP status (0: none, e.g. it could
+    not be reached) and, where it said so, how long to wait before the next."""
+
+    def __init__(self, message: str, *, status: int = 0, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class Poller(Protocol):
+    """What an adapter that reads its sender's API on a schedule does."""
+
+    def interval(self, settings: Mapping[str, Any], secrets: Mapping[str, str]) -> float | None:
+        """Seconds between polls of an integration; None if it is not polled (e.g. it has no
+        API credentials)."""
+        ...
+
+    async def poll(
+        self,
+        settings: Mapping[str, Any],
+        secrets: Mapping[str, str],
+        cursor: str,
+        *,
+        now: float,
+        timeout: float,
+    ) -> Polled:
+        """Reads what changed since `cursor` ("" : never polled), each call to the API within
+        `timeout` seconds. Raises PollFailed."""
         ...

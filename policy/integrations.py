@@ -53,6 +53,7 @@ MAX_SETTINGS_BYTES = 64 * 1024
 _SECRET_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _ID = re.compile(r"^int_[0-9a-f]{24}$")
 MAX_KEPT_PAGE = 500
+MAX_PLATFORM_PAGE = 500
 UPDATABLE = frozenset({"display_name", "settings", "disabled", "secrets"})
 
 
@@ -343,12 +344,29 @@ class Integrations:
         )
         return replayed
 
+    def _platform_only(self, principal: Principal) -> None:
+        if principal.tenant_id != self._system:
+            raise PermissionDenied(
+                "only the adapter runtime of the platform sees every tenant's integrations"
+            )
+
+    async def of_platform(
+        self, principal: Principal, type_: str, after: str, limit: int
+    ) -> list[IntegrationRecord]:
+        """Integrations of every tenant, in id order, a page at a time: for the adapter
+        runtime (a principal of the system tenant only)."""
+        self._platform_only(principal)
+        if not 0 <= limit <= MAX_PLATFORM_PAGE:
+            raise InvalidArgument(
+                [FieldViolation("page_size", f"must be between 0 and {MAX_PLATFORM_PAGE}")]
+            )
+        return await self._store.platform_integrations(type_[:64], after[:64], limit or 100)
+
     async def resolve(self, principal: Principal, integration_id: str) -> Resolved:
         """An integration of any tenant with its secrets: for the adapter runtime, a
         principal of the system tenant only (a tenant's own role assignments cannot reach
         another tenant's secrets)."""
-        if principal.tenant_id != self._system:
-            raise PermissionDenied("only the adapter runtime of the platform resolves integrations")
+        self._platform_only(principal)
         found = None
         if _ID.fullmatch(integration_id):
             found = await self._store.integration(integration_id)

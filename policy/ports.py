@@ -151,6 +151,13 @@ class IntegrationStore(Protocol):
         """A tenant's integrations (of `type`, unless empty), oldest first."""
         ...
 
+    async def platform_integrations(
+        self, type: str, after: str, limit: int
+    ) -> list[IntegrationRecord]:
+        """Integrations of every tenant (of `type`, unless empty) with ids after `after`, in
+        id order, at most `limit`."""
+        ...
+
     async def update_integration(self, new: IntegrationRecord, read_at: datetime) -> bool:
         """Replaces the integration with `new` if its updated_at is still `read_at`; False
         if it was changed (or deleted) meanwhile."""

@@ -361,6 +361,18 @@ class IntegrationServicer(integration_grpc.IntegrationServiceServicer):
         )
         return integration_pb.ReplayKeptDeliveriesResponse(replayed=replayed)
 
+    async def ListPlatformIntegrations(
+        self,
+        request: integration_pb.ListPlatformIntegrationsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> integration_pb.ListPlatformIntegrationsResponse:
+        found = await self._integrations.of_platform(
+            principal_of(context), request.type, request.after_integration_id, request.page_size
+        )
+        return integration_pb.ListPlatformIntegrationsResponse(
+            integrations=[self._pb(i) for i in found]
+        )
+
     async def ResolveIntegration(
         self, request: integration_pb.ResolveIntegrationRequest, context: grpc.aio.ServicerContext
     ) -> integration_pb.ResolveIntegrationResponse:

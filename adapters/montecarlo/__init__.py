@@ -3,6 +3,7 @@ issues on the assets they concern."""
 
 from adapters.montecarlo.config import MonteCarloSettings
 from adapters.montecarlo.inbound import MonteCarloInbound
+from adapters.montecarlo.poll import MonteCarloPoller
 from adapters.spec import AdapterType
 
 ADAPTER = AdapterType(
@@ -11,4 +12,5 @@ ADAPTER = AdapterType(
     settings=MonteCarloSettings,
     webhook="monte-carlo",
     inbound=MonteCarloInbound(),
+    poller=MonteCarloPoller(),
 )

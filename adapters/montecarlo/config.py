@@ -29,6 +29,13 @@ class MonteCarloSettings(BaseModel):
     poll_interval_seconds: float = Field(
         300.0, ge=10, le=86400, description="How often incidents are polled (with an API key)."
     )
+    poll_lookback_hours: float = Field(
+        24.0,
+        ge=0,
+        le=24 * 59,  # Monte Carlo answers for a range of at most two months
+        description="How far back the first poll reads (later ones go on from where the last "
+        "stopped).",
+    )
 
     @field_validator("warehouses")
     @classmethod

@@ -4,7 +4,9 @@ API with the integration's own credential.
 
 An incident is one issue per asset it names (source `monte_carlo`, external id its incident
 id), so a repeated delivery, or a webhook and a poll of the same incident, changes nothing
-twice (AttachIssue leaves an identical issue alone). An update that names no table reaches
+twice (AttachIssue leaves an identical issue alone). A poll (adapters/montecarlo/poll.py)
+reads the incident as it stands: it updates the status and severity of the issue there is, or
+makes it if the webhook never came. An update that names no table reaches
 the assets its incident was attached to, which the runtime remembers (adapters.spec.Memory)."""
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from lily.v1 import metadata_pb2_grpc as metadata_grpc
 
 from adapters.montecarlo import signature
 from adapters.montecarlo.config import MonteCarloSettings
-from adapters.montecarlo.mapping import SOURCE, IncidentChange, Unmapped, incident_change
+from adapters.montecarlo.mapping import SOURCE, IncidentChange, Unmapped, change_of
 from adapters.spec import Delivery, Handled, LilyClient, Memory, Refused, json_body
 
 _STATUS = {
@@ -57,7 +59,7 @@ class MonteCarloInbound:
     async def handle(
         self, delivery: Delivery, settings: Mapping[str, Any], lily: LilyClient, memory: Memory
     ) -> Handled:
-        change = incident_change(_parse(delivery.body), MonteCarloSettings.model_validate(settings))
+        change = change_of(_parse(delivery.body), MonteCarloSettings.model_validate(settings))
         if isinstance(change, Unmapped):
             return Handled("unmapped", change.reason)
         stub = metadata_grpc.MetadataServiceStub(lily.channel)
@@ -80,7 +82,7 @@ class MonteCarloInbound:
             found = await memory.get(change.incident_id)  # where it was attached
         for asset_id in found:
             await self._attach(stub, lily, asset_id, change, delivery.received_at)
-        if change.opened and found:
+        if change.qualified_names and found:
             await memory.put(change.incident_id, found)
         if missing or not found:
             what = ", ".join(missing) or "no table"
@@ -106,8 +108,10 @@ class MonteCarloInbound:
                 if existing.source == SOURCE and existing.external_id == change.incident_id:
                     issue.CopyFrom(existing)
                     break
-            else:
-                issue.title = f"Monte Carlo incident {change.incident_id}"
+            else:  # the incident Lily has not seen (a poll says what it is)
+                issue.title = change.title or f"Monte Carlo incident {change.incident_id}"
+                issue.type = change.kind
+                issue.description = change.description
         else:
             issue.type = change.kind
             issue.title = change.title

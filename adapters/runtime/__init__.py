@@ -1,6 +1,6 @@
-"""The adapter runtime: the webhook door (mounted on the REST gateway), the inbox on NATS
-JetStream, and the dispatcher that maps what it holds onto Lily through the generated gRPC
-stubs. It calls the core as any client does: with a platform credential of role
+"""The adapter runtime: the webhook door (mounted on the REST gateway), the pollers, the inbox
+on NATS JetStream, and the dispatcher that maps what it holds onto Lily through the generated
+gRPC stubs. It calls the core as any client does: with a platform credential of role
 adapter_runtime to resolve integrations, and each integration's own key to act for it.
 
 `lily up` runs it in its process (found through the `lily.runtime` entry point); elsewhere it
@@ -22,6 +22,7 @@ from nats.aio.client import Client
 
 from adapters.runtime.dispatcher import Dispatcher
 from adapters.runtime.inbox import Inbox
+from adapters.runtime.polling import Polling
 from adapters.runtime.resolver import Resolver
 from adapters.runtime.webhooks import PREFIX, Webhooks
 from adapters.spec import AdapterType
@@ -41,6 +42,7 @@ class RuntimeSettings:
     # seconds after it was kept: the n-th time after[n]; the last pause repeats (30 days).
     pending_retry: tuple[float, ...] = (10.0, 60.0, 600.0, 3600.0)
     sweep_every: float = 5.0
+    poll_tick: float = 5.0  # how often integrations are looked at for a poll that is due
 
 
 def adapter_types() -> dict[str, AdapterType]:
@@ -60,6 +62,7 @@ class Runtime:
         self._nc: Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._polling: asyncio.Task[None] | None = None
         self.webhooks: Webhooks | None = None
 
     async def start(self) -> None:
@@ -82,6 +85,10 @@ class Runtime:
         dispatcher = Dispatcher(inbox, resolver, self.types, self._channel, timeout=s.timeout)
         self._task = asyncio.create_task(dispatcher.run(), name="adapters-dispatcher")
         self._sweeper = asyncio.create_task(self._sweep(inbox), name="adapters-pending")
+        polling = Polling(
+            self._channel, s.token, resolver, inbox, self.types, tick=s.poll_tick, timeout=s.timeout
+        )
+        self._polling = asyncio.create_task(polling.run(), name="adapters-polling")
         log.info("adapter runtime started: %s", ", ".join(sorted(self.types)))
 
     async def _sweep(self, inbox: Inbox) -> None:
@@ -98,7 +105,7 @@ class Runtime:
                 log.info("pending deliveries tried again: %d", retried)
 
     async def stop(self) -> None:
-        for task in (self._task, self._sweeper):
+        for task in (self._task, self._sweeper, self._polling):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -119,6 +119,21 @@ class PostgresIntegrationStore:
 
         return await self._run(work)
 
+    async def platform_integrations(
+        self, type: str, after: str, limit: int
+    ) -> list[IntegrationRecord]:
+        async def work(conn: asyncpg.Connection) -> list[IntegrationRecord]:
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS} FROM integrations WHERE integration_id > $1"
+                " AND ($2 = '' OR type = $2) ORDER BY integration_id LIMIT $3",
+                after,
+                type,
+                limit,
+            )
+            return [_integration(r) for r in rows]
+
+        return await self._run(work)
+
     async def update_integration(self, new: IntegrationRecord, read_at: datetime) -> bool:
         async def work(conn: asyncpg.Connection) -> bool:
             status = await conn.execute(

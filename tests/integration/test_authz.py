@@ -44,7 +44,10 @@ for names, roles in (
     ("CreateIntegration GetIntegration ListIntegrations UpdateIntegration", {"admin"}),
     ("RotateIntegrationSecret DeleteIntegration", {"admin"}),
     ("ListKeptDeliveries ReplayKeptDeliveries", {"admin"}),
-    ("ResolveIntegration", set()),  # the adapter runtime of the platform only
+    (
+        "ResolveIntegration ListPlatformIntegrations",
+        set(),
+    ),  # the adapter runtime of the platform only
 ):
     EXPECTED.update(dict.fromkeys(names.split(), frozenset(roles)))
 OPEN = {"IssueToken", "GetJwks"}

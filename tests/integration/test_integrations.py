@@ -227,6 +227,46 @@ async def test_the_runtime_resolves_it_and_its_credential_does_only_what_its_ada
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def test_the_runtime_lists_the_integrations_of_every_tenant_a_page_at_a_time(
+    channel, integrations, md, other_md, admin_md
+):
+    mine = (await _create(integrations, md)).integration.integration_id
+    theirs = (await _create(integrations, other_md)).integration.integration_id
+    lineage = await _create(integrations, md, type="openlineage", settings={})
+    runtime = bearer(await runtime_key(channel, admin_md))
+    seen: list[I.Integration] = []
+    after = ""
+    while True:
+        page = await integrations.ListPlatformIntegrations(
+            I.ListPlatformIntegrationsRequest(
+                type="monte_carlo", page_size=1, after_integration_id=after
+            ),
+            metadata=runtime,
+        )
+        if not page.integrations:
+            break
+        assert len(page.integrations) == 1
+        seen.extend(page.integrations)
+        after = page.integrations[-1].integration_id
+    ids = [i.integration_id for i in seen]
+    assert ids == sorted(set(ids)) and {mine, theirs} <= set(ids)
+    assert lineage.integration.integration_id not in ids
+    assert {i.type for i in seen} == {"monte_carlo"}
+    assert not any(i.secrets for i in seen)  # no secrets: ResolveIntegration gives those
+
+    for who in (md, bearer(await runtime_key(channel, md))):  # a tenant's, even its runtime's
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await integrations.ListPlatformIntegrations(
+                I.ListPlatformIntegrationsRequest(), metadata=who
+            )
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.aio.AioRpcError) as big:
+        await integrations.ListPlatformIntegrations(
+            I.ListPlatformIntegrationsRequest(page_size=501), metadata=runtime
+        )
+    assert set(violations(status_of(big.value))) == {"page_size"}
+
+
 async def test_a_rotated_secret_keeps_the_previous_one_for_its_grace(
     channel, integrations, md, admin_md
 ):

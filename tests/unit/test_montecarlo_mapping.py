@@ -12,7 +12,15 @@ from pathlib import Path
 
 from adapters.montecarlo import signature
 from adapters.montecarlo.config import MonteCarloSettings
-from adapters.montecarlo.mapping import IncidentChange, Unmapped, incident_change, qualified_name
+from adapters.montecarlo.mapping import (
+    IncidentChange,
+    Unmapped,
+    alert_change,
+    change_of,
+    incident_change,
+    qualified_name,
+    table_of_mcon,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "montecarlo"
 SETTINGS = MonteCarloSettings(
@@ -109,6 +117,46 @@ def test_what_is_not_an_incident_is_unmapped_not_an_error():
     assert isinstance(incident_change(odd, SETTINGS), IncidentChange)  # odd fields: no crash
 
 
+def test_a_polled_alert_is_the_incident_as_it_stands():
+    alert = {
+        "id": "a-1",
+        "title": "Volume anomaly",
+        "type": "CUSTOM_RULE_ANOMALIES",
+        "subTypes": ["SQL_RULE_BREACH"],
+        "status": "WORK_IN_PROGRESS",
+        "severity": "SEV_4",
+        "url": "https://getmontecarlo.com/alerts/a-1",
+        "tables": [
+            {"mcon": "MCON++9a59c6f1-203a-4c72-8cd7-132db7f21b92++"
+                     "6a8c3a7e-0d6b-4d35-9a2b-5f0e1c2d3b4a++table++a:b.c", "tableId": None},
+            {"tableId": "x:y.z", "mcon": None},
+            {"mcon": "not an mcon"},
+        ],
+    }  # fmt: skip
+    settings = MonteCarloSettings(warehouses={"6a8c3a7e-0d6b-4d35-9a2b-5f0e1c2d3b4a": "bq://p"})
+    assert alert_change(alert, settings) == IncidentChange(
+        incident_id="a-1",
+        opened=False,
+        kind="custom_rule_anomaly",
+        status="ACKNOWLEDGED",
+        severity="LOW",
+        title="Volume anomaly",
+        description="sql rule breach",
+        url="https://getmontecarlo.com/alerts/a-1",
+        qualified_names=("bq://p/a/b/c",),  # by its MCON's warehouse
+        unnamed=("x:y.z",),  # no warehouse, no default prefix
+    )
+    assert change_of({"polled": "getAlerts", "alert": alert}, settings) == alert_change(
+        alert, settings
+    )
+    for status, ours in (("FIXED", "RESOLVED"), ("EXPECTED", "RESOLVED"), (None, "OPEN")):
+        got = alert_change({"id": "a", "status": status}, settings)
+        assert isinstance(got, IncidentChange) and got.status == ours
+    assert isinstance(alert_change({"title": "no id"}, settings), Unmapped)
+    assert table_of_mcon("MCON++bad++uuid++table++a:b.c") == ("", "")
+    assert table_of_mcon("") == ("", "")
+
+
 GOLDEN = FIXTURES / "golden.json"
 # table anomalies name tables by full table id under a warehouse; these fixtures use the
 # settings below (the open_anomaly one names a bare table, which no prefix maps)
@@ -116,7 +164,7 @@ GOLDEN_SETTINGS = MonteCarloSettings(default_prefix="snowflake://acct")
 
 
 def _mapped(path: Path) -> dict[str, object]:
-    change = incident_change(json.loads(path.read_text()), GOLDEN_SETTINGS)
+    change = change_of(json.loads(path.read_text()), GOLDEN_SETTINGS)
     if isinstance(change, Unmapped):
         return {"unmapped": change.reason}
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(change).items()}

@@ -514,6 +514,58 @@ class ResolveIntegrationResponse(_message.Message):
 Global___ResolveIntegrationResponse: _TypeAlias = ResolveIntegrationResponse  # noqa: Y015
 
 @_typing.final
+class ListPlatformIntegrationsRequest(_message.Message):
+    """Request of ListPlatformIntegrations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    AFTER_INTEGRATION_ID_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """Only integrations of this type."""
+    page_size: _builtins.int
+    """At most this many (default 100, at most 500)."""
+    after_integration_id: _builtins.str
+    """Those after this id (the last of the previous page)."""
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        after_integration_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_integration_id", b"after_integration_id", "page_size", b"page_size", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPlatformIntegrationsRequest: _TypeAlias = ListPlatformIntegrationsRequest  # noqa: Y015
+
+@_typing.final
+class ListPlatformIntegrationsResponse(_message.Message):
+    """Response of ListPlatformIntegrations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTEGRATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def integrations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Integration]: ...
+    def __init__(
+        self,
+        *,
+        integrations: _abc.Iterable[Global___Integration] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["integrations", b"integrations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPlatformIntegrationsResponse: _TypeAlias = ListPlatformIntegrationsResponse  # noqa: Y015
+
+@_typing.final
 class KeptDelivery(_message.Message):
     """A delivery kept rather than mapped."""
 

@@ -91,6 +91,11 @@ class IntegrationServiceStub:
                 request_serializer=lily_dot_v1_dot_integration__pb2.ResolveIntegrationRequest.SerializeToString,
                 response_deserializer=lily_dot_v1_dot_integration__pb2.ResolveIntegrationResponse.FromString,
                 _registered_method=True)
+        self.ListPlatformIntegrations = channel.unary_unary(
+                '/lily.v1.IntegrationService/ListPlatformIntegrations',
+                request_serializer=lily_dot_v1_dot_integration__pb2.ListPlatformIntegrationsRequest.SerializeToString,
+                response_deserializer=lily_dot_v1_dot_integration__pb2.ListPlatformIntegrationsResponse.FromString,
+                _registered_method=True)
 
 
 class IntegrationServiceServicer:
@@ -179,6 +184,14 @@ class IntegrationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPlatformIntegrations(self, request, context):
+        """The integrations of every tenant, in id order, a page at a time: those the adapter
+        runtime polls. Only for the adapter runtime (a platform role).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IntegrationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -226,6 +239,11 @@ def add_IntegrationServiceServicer_to_server(servicer, server):
                     servicer.ResolveIntegration,
                     request_deserializer=lily_dot_v1_dot_integration__pb2.ResolveIntegrationRequest.FromString,
                     response_serializer=lily_dot_v1_dot_integration__pb2.ResolveIntegrationResponse.SerializeToString,
+            ),
+            'ListPlatformIntegrations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPlatformIntegrations,
+                    request_deserializer=lily_dot_v1_dot_integration__pb2.ListPlatformIntegrationsRequest.FromString,
+                    response_serializer=lily_dot_v1_dot_integration__pb2.ListPlatformIntegrationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -483,6 +501,33 @@ class IntegrationService:
             '/lily.v1.IntegrationService/ResolveIntegration',
             lily_dot_v1_dot_integration__pb2.ResolveIntegrationRequest.SerializeToString,
             lily_dot_v1_dot_integration__pb2.ResolveIntegrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPlatformIntegrations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lily.v1.IntegrationService/ListPlatformIntegrations',
+            lily_dot_v1_dot_integration__pb2.ListPlatformIntegrationsRequest.SerializeToString,
+            lily_dot_v1_dot_integration__pb2.ListPlatformIntegrationsResponse.FromString,
             options,
             channel_credentials,
             insecure,
