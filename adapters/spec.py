@@ -23,6 +23,9 @@ class AdapterType:
     webhook: str = ""  # its route's segment: /webhook/<webhook>/<integration id>
     inbound: Inbound | None = None  # what it does with its webhooks (and what it polls)
     poller: Poller | None = None  # reads the sender's API on a schedule (the safety net)
+    # takes Lily's asset change events of its integrations' tenants (an enforcement target):
+    # the runtime files those it wants as deliveries of the integration, for `inbound`
+    follower: Follower | None = None
     # Whether one integration's deliveries must be mapped one at a time, in the order they
     # came (Monte Carlo: an update after its incident); False where event time decides.
     ordered: bool = True
@@ -50,6 +53,11 @@ class Delivery:
     body: bytes
     received_at: float  # epoch seconds
     retries: int = 0  # how many times it was kept as pending and tried again
+
+
+class TryLater(Exception):
+    """What a delivery needs cannot be reached just now (an engine downstream is down): the
+    delivery stays queued and is tried again, with growing pauses."""
 
 
 class Refused(Exception):
@@ -106,10 +114,16 @@ class Inbound(Protocol):
         ...
 
     async def handle(
-        self, delivery: Delivery, settings: Mapping[str, Any], lily: LilyClient, memory: Memory
+        self,
+        delivery: Delivery,
+        settings: Mapping[str, Any],
+        lily: LilyClient,
+        memory: Memory,
+        secrets: Mapping[str, str],
     ) -> Handled:
         """Maps the delivery onto Lily through `lily`. A gRPC error it raises that says Lily
-        is unavailable leaves the delivery queued for later; any other error dead-letters it."""
+        is unavailable, or TryLater, leaves the delivery queued for later; any other error
+        dead-letters it."""
         ...
 
 
@@ -152,4 +166,24 @@ class Poller(Protocol):
     ) -> Polled:
         """Reads what changed since `cursor` ("" : never polled), each call to the API within
         `timeout` seconds. Raises PollFailed."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AssetChange:
+    """An asset change event as a follower sees it: the asset after the change."""
+
+    asset_id: str
+    qualified_name: str
+    asset_type: int  # lily.v1.AssetType
+    version: int
+    tags: tuple[str, ...]  # effective, after the change
+    deleted: bool = False
+
+
+class Follower(Protocol):
+    """What an adapter that follows Lily's asset changes wants of them."""
+
+    def wants(self, settings: Mapping[str, Any], change: AssetChange) -> bool:
+        """Whether a change concerns the integration (e.g. an object of its engine)."""
         ...

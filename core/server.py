@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from lily.v1 import enforcement_pb2 as enforcement_pb
+from lily.v1 import enforcement_pb2_grpc as enforcement_grpc
 from lily.v1 import integration_pb2 as integration_pb
 from lily.v1 import integration_pb2_grpc as integration_grpc
 from lily.v1 import lineage_pb2 as lineage_pb
@@ -31,6 +33,7 @@ from core.lifecycle import StartupError, close_all, stop_tasks
 from core.lineage.servicer import LineageServicer
 from core.metadata.pagination import PageTokens
 from core.metadata.servicer import MetadataServicer
+from core.ports import OutboxRecord
 from core.postgres import create_pool, migrate, shared_secret
 from core.requestctx import principal_ctx
 from core.settings import Settings
@@ -39,7 +42,8 @@ from core.workers.ingest import IngestWorker
 from policy.access import OpenAccess, PolicyAccess
 from policy.permissions import CallGuard, OpenGuard
 from policy.service import PolicyService
-from policy.servicer import IntegrationServicer, PolicyServicer
+from policy.servicer import EnforcementServicer, IntegrationServicer, PolicyServicer
+from policy.stores.enforcement import PostgresEnforcementStore
 from policy.stores.integrations import PostgresIntegrationStore
 from policy.stores.kept_nats import NatsKeptDeliveries
 from policy.stores.postgres import PostgresPolicyStore
@@ -52,6 +56,7 @@ LILY_SERVICES = (
     lineage_pb.DESCRIPTOR.services_by_name["LineageService"].full_name,
     policy_pb.DESCRIPTOR.services_by_name["PolicyService"].full_name,
     integration_pb.DESCRIPTOR.services_by_name["IntegrationService"].full_name,
+    enforcement_pb.DESCRIPTOR.services_by_name["EnforcementService"].full_name,
 )
 SERVICE_NAMES = (*LILY_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME)
 
@@ -192,6 +197,18 @@ async def start_workers(settings: Settings, *, postgres_dsn: str, nats_url: str)
     )
 
 
+class _PolicyEvents:
+    """The policy service's own change events (enforcement receipts), on the bus."""
+
+    def __init__(self, bus: NatsChangeBus) -> None:
+        self._bus = bus
+
+    async def publish(self, events: Sequence[tuple[str, str, bytes]]) -> None:
+        await self._bus.publish(
+            [OutboxRecord(eid, eid, subject, payload, {}) for subject, eid, payload in events]
+        )
+
+
 async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily:
     """Connects to the backends settings name, migrates, and serves gRPC on
     settings.grpc_port (health NOT_SERVING until Lily.serving())."""
@@ -208,6 +225,8 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
         PostgresIntegrationStore(backends.pool),
         secret_key=settings.secret_key.get_secret_value(),
         kept=NatsKeptDeliveries(backends.bus.js),
+        receipts=PostgresEnforcementStore(backends.pool),
+        events=_PolicyEvents(backends.bus),
     )
     cells: Cells | None = None
     try:
@@ -250,6 +269,10 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
         )
         integration_grpc.add_IntegrationServiceServicer_to_server(
             IntegrationServicer(policy.integrations), server
+        )
+        assert policy.enforcement is not None
+        enforcement_grpc.add_EnforcementServiceServicer_to_server(
+            EnforcementServicer(policy.enforcement), server
         )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

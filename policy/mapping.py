@@ -6,10 +6,13 @@ import base64
 import binascii
 import re
 import urllib.parse
+from datetime import UTC
 
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from lily.v1 import enforcement_pb2 as enforcement_pb
+from lily.v1 import events_pb2 as events_pb
 from lily.v1 import integration_pb2
 from lily.v1 import policy_pb2 as policy_pb
 
@@ -17,12 +20,14 @@ from core.domain.errors import FieldViolation, InvalidArgument, Unauthenticated
 from core.domain.model import TENANT_ID_PATTERN
 from core.wire.common import ts_pb
 from core.wire.validation import check_text, refuse
+from policy.enforcement import event_id
 from policy.integrations import Draft
 from policy.model import (
     CredentialRecord,
     DenialRecord,
     IntegrationRecord,
     KeptRecord,
+    ReceiptRecord,
     TenantRecord,
 )
 from policy.rules import RoleLink, Rule
@@ -206,3 +211,87 @@ def kept_pb(k: KeptRecord) -> integration_pb2.KeptDelivery:
         kept_at=ts_pb(k.kept_at),
         body=k.body[: 64 * 1024].decode("utf-8", "replace"),
     )
+
+
+# -- enforcement
+
+STATES = {
+    enforcement_pb.ENFORCEMENT_STATE_OPEN: "open",
+    enforcement_pb.ENFORCEMENT_STATE_CLOSED: "closed",
+}
+OUTCOMES = {
+    enforcement_pb.ENFORCEMENT_OUTCOME_APPLIED: "applied",
+    enforcement_pb.ENFORCEMENT_OUTCOME_FAILED: "failed",
+    enforcement_pb.ENFORCEMENT_OUTCOME_DRIFTED: "drifted",
+}
+_STATES_PB = {name: number for number, name in STATES.items()}
+_OUTCOMES_PB = {name: number for number, name in OUTCOMES.items()}
+_EVENT_KINDS = {
+    "applied": events_pb.CHANGE_KIND_APPLIED,
+    "failed": events_pb.CHANGE_KIND_FAILED,
+    "drifted": events_pb.CHANGE_KIND_DRIFTED,
+}
+
+
+def outcome_from_pb(outcome: enforcement_pb.EnforcementOutcome.ValueType) -> str:
+    if outcome and outcome not in OUTCOMES:
+        raise InvalidArgument([FieldViolation("outcome", "is not an EnforcementOutcome")])
+    return OUTCOMES.get(outcome, "")
+
+
+def receipt_from_pb(pb: enforcement_pb.EnforcementReceipt) -> ReceiptRecord:
+    return ReceiptRecord(
+        integration_id=pb.integration_id,
+        tenant_id="",
+        asset_id=pb.asset_id,
+        qualified_name=pb.qualified_name,
+        target_object=pb.target_object,
+        desired=STATES.get(pb.desired, ""),
+        applied=STATES.get(pb.applied, ""),
+        outcome=OUTCOMES.get(pb.outcome, ""),
+        asset_version=pb.asset_version,
+        restricted_tags=tuple(pb.restricted_tags),
+        denied_roles=tuple(pb.denied_roles),
+        applied_at=pb.applied_at.ToDatetime(tzinfo=UTC),
+        statements=tuple(pb.statements),
+        taken=tuple(pb.taken),
+        detail=pb.detail,
+    )
+
+
+def receipt_pb(r: ReceiptRecord) -> enforcement_pb.EnforcementReceipt:
+    return enforcement_pb.EnforcementReceipt(
+        integration_id=r.integration_id,
+        tenant_id=r.tenant_id,
+        asset_id=r.asset_id,
+        qualified_name=r.qualified_name,
+        target_object=r.target_object,
+        desired=_STATES_PB.get(r.desired, enforcement_pb.ENFORCEMENT_STATE_UNSPECIFIED),
+        applied=_STATES_PB.get(r.applied, enforcement_pb.ENFORCEMENT_STATE_UNSPECIFIED),
+        outcome=_OUTCOMES_PB.get(r.outcome, enforcement_pb.ENFORCEMENT_OUTCOME_UNSPECIFIED),
+        asset_version=r.asset_version,
+        restricted_tags=list(r.restricted_tags),
+        denied_roles=list(r.denied_roles),
+        applied_at=ts_pb(r.applied_at),
+        statements=list(r.statements),
+        taken=list(r.taken),
+        detail=r.detail,
+    )
+
+
+def receipt_event(r: ReceiptRecord) -> tuple[str, str, bytes]:
+    """A kept receipt as its change event: (subject, event id, ChangeEvent bytes)."""
+    eid = event_id(r)
+    event = events_pb.ChangeEvent(
+        event_id=eid,
+        tenant_id=r.tenant_id,
+        entity=events_pb.ENTITY_KIND_ENFORCEMENT,
+        change=_EVENT_KINDS[r.outcome],
+        asset_id=r.asset_id,
+        qualified_name=r.qualified_name,
+        asset_version=r.asset_version,
+        actor=r.integration_id,
+        occurred_at=ts_pb(r.applied_at),
+        enforcement=receipt_pb(r),
+    )
+    return f"lily.{r.tenant_id}.enforcement.{r.outcome}", eid, event.SerializeToString()

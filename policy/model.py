@@ -82,3 +82,24 @@ class KeptRecord:
     received_at: datetime
     kept_at: datetime
     body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptRecord:
+    """What an enforcement target did with one asset's restricted tags (its last receipt)."""
+
+    integration_id: str
+    tenant_id: str
+    asset_id: str
+    qualified_name: str
+    target_object: str
+    desired: str  # open | closed
+    applied: str  # open | closed ("" : unknown, e.g. the target could not be reached)
+    outcome: str  # applied | failed | drifted
+    asset_version: int
+    restricted_tags: tuple[str, ...]
+    denied_roles: tuple[str, ...]
+    applied_at: datetime
+    statements: tuple[str, ...]
+    taken: tuple[str, ...]
+    detail: str

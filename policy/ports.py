@@ -13,6 +13,7 @@ from policy.model import (
     DenialRecord,
     IntegrationRecord,
     KeptRecord,
+    ReceiptRecord,
     TenantRecord,
 )
 from policy.rules import RoleLink, Rule
@@ -208,4 +209,30 @@ class KeptDeliveries(Protocol):
     ) -> int:
         """Puts them back in the runtime's inbox (all of `kind` if no sequences) and out of
         the kept list; how many."""
+        ...
+
+
+class EnforcementStore(Protocol):
+    """Each enforcement target's last receipt per asset."""
+
+    async def record(self, receipts: Sequence[ReceiptRecord]) -> list[ReceiptRecord]:
+        """Keeps each receipt unless the one kept for its target and asset is newer
+        (applied_at); the ones kept."""
+        ...
+
+    async def receipt(self, integration_id: str, asset_id: str) -> ReceiptRecord | None: ...
+
+    async def receipts(
+        self, integration_id: str, outcome: str, prefix: str, after: str, limit: int
+    ) -> list[ReceiptRecord]:
+        """By qualified name, after `after`, of `outcome` ("" : any), under `prefix`."""
+        ...
+
+
+class EventPublisher(Protocol):
+    """Publishes change events of the policy service's own (lily.<tenant>.<entity>.<change>)."""
+
+    async def publish(self, events: Sequence[tuple[str, str, bytes]]) -> None:
+        """Each (subject, event id, ChangeEvent bytes), de-duplicated by event id. Raises
+        core.domain.errors.Unavailable if the bus did not take them."""
         ...

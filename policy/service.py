@@ -8,7 +8,8 @@ It is composed of one part per concern, each over the PolicyStore port (policy/p
 - tenants (policy/tenants.py): the tenant registry, and provisioning;
 - credentials (policy/credentials.py): API keys, OAuth2 clients, tokens, signing keys;
 - denials (policy/denials.py): the audit trail of refusals;
-- integrations (policy/integrations.py): connections to outside systems, their secrets sealed.
+- integrations (policy/integrations.py): connections to outside systems, their secrets sealed;
+- enforcement (policy/enforcement.py): what enforcement targets did with restricted tags.
 This module starts and stops them, and hands each what the store's change feed says changed
 (on this instance or another), so a change takes effect everywhere within moments."""
 
@@ -27,9 +28,17 @@ from policy.authn import Authenticator
 from policy.credentials import Credentials
 from policy.decisions import Decisions
 from policy.denials import Denials
+from policy.enforcement import Enforcement
 from policy.integrations import Integrations, load_types
 from policy.model import DenialRecord
-from policy.ports import IntegrationStore, IntegrationType, KeptDeliveries, PolicyStore
+from policy.ports import (
+    EnforcementStore,
+    EventPublisher,
+    IntegrationStore,
+    IntegrationType,
+    KeptDeliveries,
+    PolicyStore,
+)
 from policy.secretbox import SecretBox
 from policy.tenants import Tenants
 
@@ -46,6 +55,8 @@ class PolicyService:
         secret_key: str = "",
         integration_types: Mapping[str, IntegrationType] | None = None,
         kept: KeptDeliveries | None = None,
+        receipts: EnforcementStore | None = None,
+        events: EventPublisher | None = None,
     ) -> None:
         self._store = store
         self.settings = settings
@@ -61,6 +72,9 @@ class PolicyService:
             system_tenant=settings.system_tenant,
             on_links=self.decisions.reload,
             kept=kept,
+        )
+        self.enforcement = (
+            Enforcement(receipts, integrations, events) if receipts is not None else None
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._reloads: set[asyncio.Task[None]] = set()  # one-off reloads the feed asked for

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import grpc
+from lily.v1 import enforcement_pb2 as enforcement_pb
+from lily.v1 import enforcement_pb2_grpc as enforcement_grpc
 from lily.v1 import integration_pb2 as integration_pb
 from lily.v1 import integration_pb2_grpc as integration_grpc
 from lily.v1 import policy_pb2 as policy_pb
@@ -18,6 +20,7 @@ from core.wire.common import ts_pb
 from core.wire.context import principal_of
 from core.wire.validation import require_id
 from policy import mapping
+from policy.enforcement import Enforcement
 from policy.integrations import Integrations
 from policy.model import IntegrationRecord
 from policy.service import PolicyService
@@ -383,4 +386,46 @@ class IntegrationServicer(integration_grpc.IntegrationServiceServicer):
             secrets=found.secrets,
             webhook_secrets=found.webhook_secrets,
             api_key=found.api_key,
+        )
+
+
+class EnforcementServicer(enforcement_grpc.EnforcementServiceServicer):
+    def __init__(self, enforcement: Enforcement) -> None:
+        self._enforcement = enforcement
+
+    async def RecordEnforcement(
+        self, request: enforcement_pb.RecordEnforcementRequest, context: grpc.aio.ServicerContext
+    ) -> enforcement_pb.RecordEnforcementResponse:
+        mapping.required(request, "integration_id")
+        recorded = await self._enforcement.record(
+            principal_of(context),
+            request.integration_id,
+            [mapping.receipt_from_pb(r) for r in request.receipts],
+            mapping.receipt_event,
+        )
+        return enforcement_pb.RecordEnforcementResponse(recorded=recorded)
+
+    async def GetEnforcement(
+        self, request: enforcement_pb.GetEnforcementRequest, context: grpc.aio.ServicerContext
+    ) -> enforcement_pb.GetEnforcementResponse:
+        mapping.required(request, "integration_id", "asset_id")
+        found = await self._enforcement.get(
+            principal_of(context), request.integration_id, request.asset_id
+        )
+        return enforcement_pb.GetEnforcementResponse(receipt=mapping.receipt_pb(found))
+
+    async def ListEnforcement(
+        self, request: enforcement_pb.ListEnforcementRequest, context: grpc.aio.ServicerContext
+    ) -> enforcement_pb.ListEnforcementResponse:
+        mapping.required(request, "integration_id")
+        found = await self._enforcement.list(
+            principal_of(context),
+            request.integration_id,
+            mapping.outcome_from_pb(request.outcome),
+            request.qualified_name_prefix,
+            request.after_qualified_name,
+            request.page_size,
+        )
+        return enforcement_pb.ListEnforcementResponse(
+            receipts=[mapping.receipt_pb(r) for r in found]
         )

@@ -57,7 +57,12 @@ class MonteCarloInbound:
         return f"{incident if isinstance(incident, str) else 'none'}.{digest}"[:200]
 
     async def handle(
-        self, delivery: Delivery, settings: Mapping[str, Any], lily: LilyClient, memory: Memory
+        self,
+        delivery: Delivery,
+        settings: Mapping[str, Any],
+        lily: LilyClient,
+        memory: Memory,
+        secrets: Mapping[str, str],
     ) -> Handled:
         change = change_of(_parse(delivery.body), MonteCarloSettings.model_validate(settings))
         if isinstance(change, Unmapped):

@@ -47,7 +47,12 @@ class OpenLineageInbound:
         return hashlib.sha256(body).hexdigest()[:40]
 
     async def handle(
-        self, delivery: Delivery, settings: Mapping[str, Any], lily: LilyClient, memory: Memory
+        self,
+        delivery: Delivery,
+        settings: Mapping[str, Any],
+        lily: LilyClient,
+        memory: Memory,
+        secrets: Mapping[str, str],
     ) -> Handled:
         event = json_body(delivery.body)
         check(event)

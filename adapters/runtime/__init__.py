@@ -21,6 +21,7 @@ import nats
 from nats.aio.client import Client
 
 from adapters.runtime.dispatcher import Dispatcher
+from adapters.runtime.follow import Follow
 from adapters.runtime.inbox import Inbox
 from adapters.runtime.polling import Polling
 from adapters.runtime.resolver import Resolver
@@ -63,6 +64,7 @@ class Runtime:
         self._task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._polling: asyncio.Task[None] | None = None
+        self._follow: asyncio.Task[None] | None = None
         self.webhooks: Webhooks | None = None
 
     async def start(self) -> None:
@@ -85,10 +87,12 @@ class Runtime:
         dispatcher = Dispatcher(inbox, resolver, self.types, self._channel, timeout=s.timeout)
         self._task = asyncio.create_task(dispatcher.run(), name="adapters-dispatcher")
         self._sweeper = asyncio.create_task(self._sweep(inbox), name="adapters-pending")
-        polling = Polling(
-            self._channel, s.token, resolver, inbox, self.types, tick=s.poll_tick, timeout=s.timeout
-        )
+        polling = Polling(resolver, inbox, self.types, tick=s.poll_tick, timeout=s.timeout)
         self._polling = asyncio.create_task(polling.run(), name="adapters-polling")
+        follow = Follow(self._nc.jetstream(timeout=s.timeout), resolver, inbox, self.types)
+        if any(t.follower is not None for t in self.types.values()):
+            await follow.ensure()
+        self._follow = asyncio.create_task(follow.run(), name="adapters-follow")
         log.info("adapter runtime started: %s", ", ".join(sorted(self.types)))
 
     async def _sweep(self, inbox: Inbox) -> None:
@@ -105,7 +109,7 @@ class Runtime:
                 log.info("pending deliveries tried again: %d", retried)
 
     async def stop(self) -> None:
-        for task in (self._task, self._sweeper, self._polling):
+        for task in (self._task, self._sweeper, self._polling, self._follow):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

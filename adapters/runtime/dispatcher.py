@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 
 from adapters.runtime.inbox import Inbox
 from adapters.runtime.resolver import TRANSIENT, CoreUnavailable, Resolver
-from adapters.spec import AdapterType, Delivery, LilyClient
+from adapters.spec import AdapterType, Delivery, LilyClient, TryLater
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,16 @@ class Dispatcher:
         settings = json_format.MessageToDict(resolved.integration.settings)
         memory = self._inbox.memory(delivery.integration_id)
         try:
-            handled = await kind.inbound.handle(delivery, settings, lily, memory)
+            handled = await kind.inbound.handle(
+                delivery, settings, lily, memory, dict(resolved.secrets)
+            )
+        except TryLater as exc:  # what it needs is away: it waits, queued
+            if attempt < MAX_ATTEMPTS:
+                log.warning("inbound: delivery %s waits: %s", delivery.delivery_id, exc)
+                await _nak(msg, pause(attempt))
+                return
+            await self._dead(msg, delivery, f"gave up after {attempt} attempts: {exc}")
+            return
         except grpc.aio.AioRpcError as err:
             unknown_key = err.code() == grpc.StatusCode.UNAUTHENTICATED
             if (err.code() in TRANSIENT or unknown_key) and attempt < MAX_ATTEMPTS:

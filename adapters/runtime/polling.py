@@ -15,12 +15,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import grpc
 from google.protobuf import json_format
-from lily.v1 import integration_pb2 as integration_pb
-from lily.v1 import integration_pb2_grpc as integration_grpc
 
 from adapters.runtime.inbox import Inbox
 from adapters.runtime.resolver import Resolver
@@ -29,7 +27,6 @@ from adapters.spec import AdapterType, Delivery, Poller, PollFailed
 log = logging.getLogger(__name__)
 
 CURSOR = "lily.poll.cursor"  # the key of an integration's cursor in its memory
-PAGE = 200
 MAX_BACKOFF = 600.0
 
 
@@ -45,8 +42,6 @@ def backoff(failures: int, interval: float, status: int) -> float:
 class Polling:
     def __init__(
         self,
-        channel: grpc.aio.Channel,
-        token: str,
         resolver: Resolver,
         inbox: Inbox,
         types: Mapping[str, AdapterType],
@@ -56,8 +51,6 @@ class Polling:
         parallel: int = 4,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._stub = integration_grpc.IntegrationServiceStub(channel)
-        self._metadata = (("authorization", f"Bearer {token}"),)
         self._resolver = resolver
         self._inbox = inbox
         self._pollers = {name: t.poller for name, t in types.items() if t.poller is not None}
@@ -87,7 +80,7 @@ class Polling:
         """Starts a poll of each integration that is due (and not being polled)."""
         seen: set[str] = set()
         for kind, poller in self._pollers.items():
-            async for i in self._integrations(kind):
+            async for i in self._resolver.listed(kind):
                 seen.add(i.integration_id)
                 if i.disabled or i.integration_id in self._polling:
                     continue
@@ -102,22 +95,6 @@ class Polling:
         task = asyncio.create_task(self._poll(poller, integration_id))
         self._polling[integration_id] = task
         task.add_done_callback(lambda _t: self._polling.pop(integration_id, None))
-
-    async def _integrations(self, kind: str) -> AsyncIterator[integration_pb.Integration]:
-        after = ""
-        while True:
-            page = await self._stub.ListPlatformIntegrations(
-                integration_pb.ListPlatformIntegrationsRequest(
-                    type=kind, page_size=PAGE, after_integration_id=after
-                ),
-                metadata=self._metadata,
-                timeout=self._timeout,
-            )
-            for i in page.integrations:
-                yield i
-            if len(page.integrations) < PAGE:
-                return
-            after = page.integrations[-1].integration_id
 
     async def _poll(self, poller: Poller, integration_id: str) -> None:
         async with self._slots:

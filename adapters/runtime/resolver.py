@@ -1,12 +1,13 @@
 """Integrations as the adapter runtime sees them: ResolveIntegration on the core (its
 settings, secrets and key), each answer kept `ttl` seconds, one call at a time per
-integration; while the core cannot be reached, the last answer serves on."""
+integration; while the core cannot be reached, the last answer serves on. And the lists of
+every tenant's integrations of a type (ListPlatformIntegrations), for pollers and followers."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 from lily.v1 import integration_pb2 as integration_pb
@@ -59,6 +60,24 @@ class Resolver:
             self._asking[integration_id] = asking
             asking.add_done_callback(lambda _f: self._asking.pop(integration_id, None))
         return await asyncio.shield(asking)
+
+    async def listed(self, kind: str, page: int = 500) -> AsyncIterator[integration_pb.Integration]:
+        """Every tenant's integrations of a type (ListPlatformIntegrations, a page at a time);
+        raises grpc.aio.AioRpcError if the core cannot say."""
+        after = ""
+        while True:
+            found = await self._stub.ListPlatformIntegrations(
+                integration_pb.ListPlatformIntegrationsRequest(
+                    type=kind, page_size=page, after_integration_id=after
+                ),
+                metadata=self._metadata,
+                timeout=self._timeout,
+            )
+            for i in found.integrations:
+                yield i
+            if len(found.integrations) < page:
+                return
+            after = found.integrations[-1].integration_id
 
     def forget(self, integration_id: str) -> None:
         self._known.pop(integration_id, None)

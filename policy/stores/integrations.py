@@ -9,11 +9,16 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from core.domain.errors import Unavailable
-from core.postgres import BACKEND_ERRORS
 from policy.model import CredentialRecord, IntegrationRecord
 from policy.rules import RoleLink
-from policy.stores.postgres import CHANNEL, INSERT_RULES, columns, insert_credential, link_row
+from policy.stores.postgres import (
+    CHANNEL,
+    INSERT_RULES,
+    columns,
+    insert_credential,
+    link_row,
+    run_on,
+)
 
 T = TypeVar("T")
 
@@ -69,11 +74,7 @@ class PostgresIntegrationStore:
         self._pool = pool
 
     async def _run(self, work: Callable[[Any], Awaitable[T]]) -> T:
-        try:
-            async with self._pool.acquire() as conn:
-                return await work(conn)
-        except BACKEND_ERRORS as exc:
-            raise Unavailable("integration store unavailable") from exc
+        return await run_on(self._pool, "integration store", work)
 
     async def create_integration(
         self,

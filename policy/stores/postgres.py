@@ -26,6 +26,17 @@ from policy.rules import RoleLink, Rule
 log = logging.getLogger(__name__)
 
 CHANNEL = "lily_policy"
+
+
+async def run_on(pool: asyncpg.Pool, what: str, work: Callable[[Any], Awaitable[T]]) -> T:
+    """`work` on a connection of the pool; Unavailable naming `what` if Postgres is away."""
+    try:
+        async with pool.acquire() as conn:
+            return await work(conn)
+    except BACKEND_ERRORS as exc:
+        raise Unavailable(f"{what} unavailable") from exc
+
+
 T = TypeVar("T")
 
 
@@ -87,11 +98,7 @@ class PostgresPolicyStore:
         self._dsn = dsn
 
     async def _run(self, what: str, work: Callable[[Any], Awaitable[T]]) -> T:
-        try:
-            async with self._pool.acquire() as conn:
-                return await work(conn)
-        except BACKEND_ERRORS as exc:
-            raise Unavailable(f"policy store unavailable ({what})") from exc
+        return await run_on(self._pool, f"policy store ({what})", work)
 
     # -- rules
 

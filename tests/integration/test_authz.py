@@ -11,7 +11,7 @@ from dataclasses import replace
 import grpc
 import pytest
 from lily.v1 import common_pb2 as common_pb
-from lily.v1 import integration_pb2, lineage_pb2, metadata_pb2, policy_pb2
+from lily.v1 import enforcement_pb2, integration_pb2, lineage_pb2, metadata_pb2, policy_pb2
 from lily.v1 import metadata_pb2 as O
 from lily.v1 import metadata_pb2_grpc as metadata_grpc
 from lily.v1 import policy_pb2 as P
@@ -44,10 +44,10 @@ for names, roles in (
     ("CreateIntegration GetIntegration ListIntegrations UpdateIntegration", {"admin"}),
     ("RotateIntegrationSecret DeleteIntegration", {"admin"}),
     ("ListKeptDeliveries ReplayKeptDeliveries", {"admin"}),
-    (
-        "ResolveIntegration ListPlatformIntegrations",
-        set(),
-    ),  # the adapter runtime of the platform only
+    # the adapter runtime of the platform only
+    ("ResolveIntegration ListPlatformIntegrations", set()),
+    ("GetEnforcement ListEnforcement", {"steward", "admin"}),
+    ("RecordEnforcement", set()),  # an enforcement target's own credential only
 ):
     EXPECTED.update(dict.fromkeys(names.split(), frozenset(roles)))
 OPEN = {"IssueToken", "GetJwks"}
@@ -55,7 +55,7 @@ GATE = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
 
 
 def _methods():
-    for module in (metadata_pb2, lineage_pb2, policy_pb2, integration_pb2):
+    for module in (metadata_pb2, lineage_pb2, policy_pb2, integration_pb2, enforcement_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             yield from service.methods
 

@@ -24,21 +24,22 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from lily.v1 import common_pb2 as lily_dot_v1_dot_common__pb2
+from lily.v1 import enforcement_pb2 as lily_dot_v1_dot_enforcement__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14lily/v1/events.proto\x12\x07lily.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14lily/v1/common.proto\"\xae\x04\n\x0b\x43hangeEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12#\n\x06\x65ntity\x18\x03 \x01(\x0e\x32\x13.lily.v1.EntityKind\x12#\n\x06\x63hange\x18\x04 \x01(\x0e\x32\x13.lily.v1.ChangeKind\x12\x10\n\x08\x61sset_id\x18\x05 \x01(\t\x12\x16\n\x0equalified_name\x18\x06 \x01(\t\x12&\n\nasset_type\x18\x07 \x01(\x0e\x32\x12.lily.v1.AssetType\x12\x15\n\rasset_version\x18\x08 \x01(\x03\x12\x16\n\x0e\x63hanged_fields\x18\t \x03(\t\x12\r\n\x05\x61\x63tor\x18\n \x01(\t\x12\x16\n\x0e\x63\x61use_event_id\x18\x0b \x01(\t\x12/\n\x0boccurred_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04tags\x18\r \x03(\t\x12\x12\n\ntags_added\x18\x0e \x03(\t\x12\x14\n\x0ctags_removed\x18\x0f \x03(\t\x12(\n\x05issue\x18\x10 \x01(\x0b\x32\x19.lily.v1.DataQualityIssue\x12\x12\n\nrequest_id\x18\x11 \x01(\t\x12+\n\x0crelationship\x18\x12 \x01(\x0b\x32\x15.lily.v1.Relationship\x12\x16\n\x0eown_tags_moved\x18\x13 \x03(\t\x12\x1c\n\x14propagate_tags_moved\x18\x14 \x03(\t\"\xb2\x01\n\x0fIngestWorkBatch\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x62ulk_job_id\x18\x02 \x01(\t\x12#\n\x06\x61ssets\x18\x03 \x03(\x0b\x32\x13.lily.v1.AssetInput\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12/\n\x0b\x61\x63\x63\x65pted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x92\x01\n\nEntityKind\x12\x1b\n\x17\x45NTITY_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45NTITY_KIND_ASSET\x10\x01\x12\x15\n\x11\x45NTITY_KIND_ISSUE\x10\x02\x12\x1c\n\x18\x45NTITY_KIND_RELATIONSHIP\x10\x03\x12\x1b\n\x17\x45NTITY_KIND_PROPAGATION\x10\x04*\xc0\x01\n\nChangeKind\x12\x1b\n\x17\x43HANGE_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HANGE_KIND_CREATED\x10\x01\x12\x17\n\x13\x43HANGE_KIND_UPDATED\x10\x02\x12\x16\n\x12\x43HANGE_KIND_TAGGED\x10\x03\x12\x18\n\x14\x43HANGE_KIND_UNTAGGED\x10\x04\x12\x17\n\x13\x43HANGE_KIND_DELETED\x10\x05\x12\x18\n\x14\x43HANGE_KIND_ATTACHED\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14lily/v1/events.proto\x12\x07lily.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14lily/v1/common.proto\x1a\x19lily/v1/enforcement.proto\"\xe0\x04\n\x0b\x43hangeEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12#\n\x06\x65ntity\x18\x03 \x01(\x0e\x32\x13.lily.v1.EntityKind\x12#\n\x06\x63hange\x18\x04 \x01(\x0e\x32\x13.lily.v1.ChangeKind\x12\x10\n\x08\x61sset_id\x18\x05 \x01(\t\x12\x16\n\x0equalified_name\x18\x06 \x01(\t\x12&\n\nasset_type\x18\x07 \x01(\x0e\x32\x12.lily.v1.AssetType\x12\x15\n\rasset_version\x18\x08 \x01(\x03\x12\x16\n\x0e\x63hanged_fields\x18\t \x03(\t\x12\r\n\x05\x61\x63tor\x18\n \x01(\t\x12\x16\n\x0e\x63\x61use_event_id\x18\x0b \x01(\t\x12/\n\x0boccurred_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04tags\x18\r \x03(\t\x12\x12\n\ntags_added\x18\x0e \x03(\t\x12\x14\n\x0ctags_removed\x18\x0f \x03(\t\x12(\n\x05issue\x18\x10 \x01(\x0b\x32\x19.lily.v1.DataQualityIssue\x12\x12\n\nrequest_id\x18\x11 \x01(\t\x12+\n\x0crelationship\x18\x12 \x01(\x0b\x32\x15.lily.v1.Relationship\x12\x16\n\x0eown_tags_moved\x18\x13 \x03(\t\x12\x1c\n\x14propagate_tags_moved\x18\x14 \x03(\t\x12\x30\n\x0b\x65nforcement\x18\x15 \x01(\x0b\x32\x1b.lily.v1.EnforcementReceipt\"\xb2\x01\n\x0fIngestWorkBatch\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x62ulk_job_id\x18\x02 \x01(\t\x12#\n\x06\x61ssets\x18\x03 \x03(\x0b\x32\x13.lily.v1.AssetInput\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12/\n\x0b\x61\x63\x63\x65pted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xaf\x01\n\nEntityKind\x12\x1b\n\x17\x45NTITY_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45NTITY_KIND_ASSET\x10\x01\x12\x15\n\x11\x45NTITY_KIND_ISSUE\x10\x02\x12\x1c\n\x18\x45NTITY_KIND_RELATIONSHIP\x10\x03\x12\x1b\n\x17\x45NTITY_KIND_PROPAGATION\x10\x04\x12\x1b\n\x17\x45NTITY_KIND_ENFORCEMENT\x10\x05*\x8a\x02\n\nChangeKind\x12\x1b\n\x17\x43HANGE_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HANGE_KIND_CREATED\x10\x01\x12\x17\n\x13\x43HANGE_KIND_UPDATED\x10\x02\x12\x16\n\x12\x43HANGE_KIND_TAGGED\x10\x03\x12\x18\n\x14\x43HANGE_KIND_UNTAGGED\x10\x04\x12\x17\n\x13\x43HANGE_KIND_DELETED\x10\x05\x12\x18\n\x14\x43HANGE_KIND_ATTACHED\x10\x06\x12\x17\n\x13\x43HANGE_KIND_APPLIED\x10\x07\x12\x16\n\x12\x43HANGE_KIND_FAILED\x10\x08\x12\x17\n\x13\x43HANGE_KIND_DRIFTED\x10\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lily.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENTITYKIND']._serialized_start=831
-  _globals['_ENTITYKIND']._serialized_end=977
-  _globals['_CHANGEKIND']._serialized_start=980
-  _globals['_CHANGEKIND']._serialized_end=1172
-  _globals['_CHANGEEVENT']._serialized_start=89
-  _globals['_CHANGEEVENT']._serialized_end=647
-  _globals['_INGESTWORKBATCH']._serialized_start=650
-  _globals['_INGESTWORKBATCH']._serialized_end=828
+  _globals['_ENTITYKIND']._serialized_start=908
+  _globals['_ENTITYKIND']._serialized_end=1083
+  _globals['_CHANGEKIND']._serialized_start=1086
+  _globals['_CHANGEKIND']._serialized_end=1352
+  _globals['_CHANGEEVENT']._serialized_start=116
+  _globals['_CHANGEEVENT']._serialized_end=724
+  _globals['_INGESTWORKBATCH']._serialized_start=727
+  _globals['_INGESTWORKBATCH']._serialized_end=905
 # @@protoc_insertion_point(module_scope)

@@ -10,6 +10,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from lily.v1 import common_pb2 as _common_pb2
+from lily.v1 import enforcement_pb2 as _enforcement_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -34,6 +35,10 @@ class _EntityKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EntityKind
     """A lineage edge (ChangeEvent.relationship); asset_id is its upstream asset."""
     ENTITY_KIND_PROPAGATION: _EntityKind.ValueType  # 4
     """A propagation requested with PropagateDownstream (its event id is the job id)."""
+    ENTITY_KIND_ENFORCEMENT: _EntityKind.ValueType  # 5
+    """What an enforcement target did with an asset's restricted tags
+    (ChangeEvent.enforcement; asset_id is the asset's).
+    """
 
 class EntityKind(_EntityKind, metaclass=_EntityKindEnumTypeWrapper):
     """What kind of entity a change event is about; the <entity> token of its subject."""
@@ -45,6 +50,10 @@ ENTITY_KIND_RELATIONSHIP: EntityKind.ValueType  # 3
 """A lineage edge (ChangeEvent.relationship); asset_id is its upstream asset."""
 ENTITY_KIND_PROPAGATION: EntityKind.ValueType  # 4
 """A propagation requested with PropagateDownstream (its event id is the job id)."""
+ENTITY_KIND_ENFORCEMENT: EntityKind.ValueType  # 5
+"""What an enforcement target did with an asset's restricted tags
+(ChangeEvent.enforcement; asset_id is the asset's).
+"""
 Global___EntityKind: _TypeAlias = EntityKind  # noqa: Y015
 
 class _ChangeKind:
@@ -60,6 +69,12 @@ class _ChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeKind
     CHANGE_KIND_UNTAGGED: _ChangeKind.ValueType  # 4
     CHANGE_KIND_DELETED: _ChangeKind.ValueType  # 5
     CHANGE_KIND_ATTACHED: _ChangeKind.ValueType  # 6
+    CHANGE_KIND_APPLIED: _ChangeKind.ValueType  # 7
+    """Of enforcement: the target has the state the tags ask for, could not be given it, or
+    was found in another state than Lily left it.
+    """
+    CHANGE_KIND_FAILED: _ChangeKind.ValueType  # 8
+    CHANGE_KIND_DRIFTED: _ChangeKind.ValueType  # 9
 
 class ChangeKind(_ChangeKind, metaclass=_ChangeKindEnumTypeWrapper):
     """What happened; the <change> token of its subject."""
@@ -71,6 +86,12 @@ CHANGE_KIND_TAGGED: ChangeKind.ValueType  # 3
 CHANGE_KIND_UNTAGGED: ChangeKind.ValueType  # 4
 CHANGE_KIND_DELETED: ChangeKind.ValueType  # 5
 CHANGE_KIND_ATTACHED: ChangeKind.ValueType  # 6
+CHANGE_KIND_APPLIED: ChangeKind.ValueType  # 7
+"""Of enforcement: the target has the state the tags ask for, could not be given it, or
+was found in another state than Lily left it.
+"""
+CHANGE_KIND_FAILED: ChangeKind.ValueType  # 8
+CHANGE_KIND_DRIFTED: ChangeKind.ValueType  # 9
 Global___ChangeKind: _TypeAlias = ChangeKind  # noqa: Y015
 
 @_typing.final
@@ -103,6 +124,7 @@ class ChangeEvent(_message.Message):
     RELATIONSHIP_FIELD_NUMBER: _builtins.int
     OWN_TAGS_MOVED_FIELD_NUMBER: _builtins.int
     PROPAGATE_TAGS_MOVED_FIELD_NUMBER: _builtins.int
+    ENFORCEMENT_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     tenant_id: _builtins.str
     entity: Global___EntityKind.ValueType
@@ -148,6 +170,10 @@ class ChangeEvent(_message.Message):
 
     @_builtins.property
     def propagate_tags_moved(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def enforcement(self) -> _enforcement_pb2.EnforcementReceipt:
+        """For ENTITY_KIND_ENFORCEMENT events: the receipt."""
+
     def __init__(
         self,
         *,
@@ -171,10 +197,11 @@ class ChangeEvent(_message.Message):
         relationship: _common_pb2.Relationship | None = ...,
         own_tags_moved: _abc.Iterable[_builtins.str] | None = ...,
         propagate_tags_moved: _abc.Iterable[_builtins.str] | None = ...,
+        enforcement: _enforcement_pb2.EnforcementReceipt | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["issue", b"issue", "occurred_at", b"occurred_at", "relationship", b"relationship"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["enforcement", b"enforcement", "issue", b"issue", "occurred_at", b"occurred_at", "relationship", b"relationship"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "asset_id", b"asset_id", "asset_type", b"asset_type", "asset_version", b"asset_version", "cause_event_id", b"cause_event_id", "change", b"change", "changed_fields", b"changed_fields", "entity", b"entity", "event_id", b"event_id", "issue", b"issue", "occurred_at", b"occurred_at", "own_tags_moved", b"own_tags_moved", "propagate_tags_moved", b"propagate_tags_moved", "qualified_name", b"qualified_name", "relationship", b"relationship", "request_id", b"request_id", "tags", b"tags", "tags_added", b"tags_added", "tags_removed", b"tags_removed", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "asset_id", b"asset_id", "asset_type", b"asset_type", "asset_version", b"asset_version", "cause_event_id", b"cause_event_id", "change", b"change", "changed_fields", b"changed_fields", "enforcement", b"enforcement", "entity", b"entity", "event_id", b"event_id", "issue", b"issue", "occurred_at", b"occurred_at", "own_tags_moved", b"own_tags_moved", "propagate_tags_moved", b"propagate_tags_moved", "qualified_name", b"qualified_name", "relationship", b"relationship", "request_id", b"request_id", "tags", b"tags", "tags_added", b"tags_added", "tags_removed", b"tags_removed", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

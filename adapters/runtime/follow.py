@@ -1,0 +1,205 @@
+"""Lily's asset changes, for the adapters that follow them (enforcement targets): a durable
+JetStream consumer of lily.*.asset.* on the change stream. Each fetched batch is split by
+tenant; each integration of a following type in that tenant gets, as one delivery in the
+inbox, the changes its adapter wants (adapters.spec.Follower), so they are applied as every
+delivery is: in order per integration, tried again while the engine is away, dead-lettered
+(visible, replayable) when they can never succeed. The events are acknowledged only once the
+inbox holds their deliveries; a batch fetched again makes the same deliveries, kept once."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Collection, Mapping
+
+import grpc
+import nats.errors
+import orjson
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from lily.v1 import events_pb2 as events_pb
+from lily.v1 import integration_pb2 as integration_pb
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from adapters.runtime.inbox import Inbox
+from adapters.runtime.resolver import CoreUnavailable, Resolver
+from adapters.spec import AdapterType, AssetChange, Delivery
+
+log = logging.getLogger(__name__)
+
+CHANGES_STREAM = "LILY_CHANGES"  # the core's (core/events/nats.py)
+CONSUMER = "adapters-follow"
+BATCH = 512
+LIST_EVERY = 5.0  # seconds the list of following integrations is kept
+UNKNOWN_EVERY = 0.25  # ... when a change of a tenant it lists none for comes
+
+
+def change_of(event: events_pb.ChangeEvent) -> AssetChange:
+    return AssetChange(
+        asset_id=event.asset_id,
+        qualified_name=event.qualified_name,
+        asset_type=int(event.asset_type),
+        version=event.asset_version,
+        tags=tuple(event.tags),
+        deleted=event.change == events_pb.CHANGE_KIND_DELETED,
+    )
+
+
+def body_of(changes: list[AssetChange]) -> bytes:
+    return orjson.dumps(
+        {
+            "changes": [
+                {
+                    "asset_id": c.asset_id,
+                    "qualified_name": c.qualified_name,
+                    "asset_type": c.asset_type,
+                    "version": c.version,
+                    "tags": list(c.tags),
+                    "deleted": c.deleted,
+                }
+                for c in changes
+            ]
+        }
+    )
+
+
+def changes_of(body: Mapping[str, object]) -> list[AssetChange]:
+    """The changes of a delivery the follower made (body_of, read back)."""
+    found = body.get("changes")
+    return [
+        AssetChange(
+            asset_id=str(c["asset_id"]),
+            qualified_name=str(c["qualified_name"]),
+            asset_type=int(c.get("asset_type", 0)),
+            version=int(c["version"]),
+            tags=tuple(str(t) for t in c.get("tags", ())),
+            deleted=bool(c.get("deleted", False)),
+        )
+        for c in (found if isinstance(found, list) else [])
+        if isinstance(c, dict) and "asset_id" in c and "version" in c
+    ]
+
+
+class Follow:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        resolver: Resolver,
+        inbox: Inbox,
+        types: Mapping[str, AdapterType],
+        *,
+        timeout: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._js = js
+        self._resolver = resolver
+        self._inbox = inbox
+        self._types = {n: t for n, t in types.items() if t.follower is not None}
+        self._timeout = timeout
+        self._clock = clock
+        self._listed: tuple[float, dict[str, list[integration_pb.Integration]]] | None = None
+
+    async def ensure(self) -> None:
+        await self._js.add_consumer(
+            CHANGES_STREAM,
+            ConsumerConfig(
+                durable_name=CONSUMER,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=30.0,
+                deliver_policy=DeliverPolicy.NEW,  # from when the first runtime started
+                filter_subject="lily.*.asset.*",
+                max_ack_pending=20000,
+            ),
+        )
+
+    async def run(self) -> None:
+        if not self._types:
+            return
+        sub = await self._js.pull_subscribe_bind(CONSUMER, stream=CHANGES_STREAM)
+        failures = 0
+        while True:
+            try:
+                msgs = await sub.fetch(BATCH, timeout=5.0)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except nats.errors.Error as exc:
+                log.warning("follow: fetch failed: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            try:
+                await self.forward(msgs)
+                failures = 0
+            except (CoreUnavailable, grpc.aio.AioRpcError, nats.errors.Error, TimeoutError) as exc:
+                failures += 1
+                delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                log.warning("follow: %d changes wait %.1f s: %s", len(msgs), delay, exc)
+                for msg in msgs:
+                    await msg.nak(delay=delay)
+                continue
+            for msg in msgs:
+                await msg.ack()
+
+    async def forward(self, msgs: list[Msg]) -> int:
+        """Files the changes each following integration wants as one delivery of it; how
+        many deliveries."""
+        by_tenant: dict[str, list[tuple[str, AssetChange]]] = defaultdict(list)
+        for msg in msgs:
+            try:
+                event = events_pb.ChangeEvent.FromString(msg.data)
+            except DecodeError:
+                continue
+            if event.entity == events_pb.ENTITY_KIND_ASSET and event.asset_id:
+                by_tenant[event.tenant_id].append((event.event_id, change_of(event)))
+        if not by_tenant:
+            return 0
+        following = await self._following(by_tenant)
+        filed = 0
+        for tenant, changes in by_tenant.items():
+            for i in following.get(tenant, []):
+                kind = self._types.get(i.type)
+                resolved = await self._resolver.get(i.integration_id)
+                if kind is None or kind.follower is None or resolved is None:
+                    continue
+                if resolved.integration.disabled:
+                    continue
+                settings = json_format.MessageToDict(resolved.integration.settings)
+                wanted = [(e, c) for e, c in changes if kind.follower.wants(settings, c)]
+                if not wanted:
+                    continue
+                digest = hashlib.sha256("|".join(e for e, _ in wanted).encode()).hexdigest()
+                await self._inbox.put(
+                    Delivery(
+                        i.integration_id,
+                        tenant,
+                        i.type,
+                        f"changes.{digest[:40]}",
+                        body_of([c for _, c in wanted]),
+                        time.time(),
+                    )
+                )
+                filed += 1
+        return filed
+
+    async def _following(
+        self, tenants: Collection[str]
+    ) -> dict[str, list[integration_pb.Integration]]:
+        """The enabled integrations of following types, by tenant: kept LIST_EVERY s, or a
+        quarter of a second when the batch has a tenant it has none for (one may have just been
+        made; a target's first reconciliation, at once, covers what came before)."""
+        if self._listed is not None:
+            age = self._clock() - self._listed[0]
+            known = all(t in self._listed[1] for t in tenants)
+            if age < (LIST_EVERY if known else UNKNOWN_EVERY):
+                return self._listed[1]
+        found: dict[str, list[integration_pb.Integration]] = defaultdict(list)
+        for kind in self._types:
+            async for i in self._resolver.listed(kind):
+                if not i.disabled:
+                    found[i.tenant_id].append(i)
+        self._listed = (self._clock(), dict(found))
+        return self._listed[1]
