@@ -13,8 +13,10 @@ from dataclasses import replace
 
 from core.domain.errors import FieldViolation, InvalidArgument, NotFound, PermissionDenied
 from core.requestctx import Principal
-from policy.model import IntegrationRecord, ReceiptRecord
-from policy.ports import EnforcementStore, EventPublisher, IntegrationStore
+from core.wire.validation import check_text
+from policy.integrations import Integrations
+from policy.model import ReceiptRecord
+from policy.ports import EnforcementStore, EventPublisher
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +39,12 @@ class Enforcement:
     def __init__(
         self,
         store: EnforcementStore,
-        integrations: IntegrationStore,
+        integrations: Integrations,
         events: EventPublisher | None = None,
     ) -> None:
         self._store = store
         self._integrations = integrations
         self._events = events
-
-    async def _theirs(self, principal: Principal, integration_id: str) -> IntegrationRecord:
-        found = await self._integrations.integration(integration_id[:64])
-        if found is None or found.tenant_id != principal.tenant_id:
-            raise NotFound(f"integration {integration_id[:64]!r} not found")
-        return found
 
     async def record(
         self,
@@ -57,7 +53,7 @@ class Enforcement:
         receipts: Sequence[ReceiptRecord],
         encode: Encode,
     ) -> int:
-        integration = await self._theirs(principal, integration_id)
+        integration = await self._integrations.get(principal, integration_id)
         if not principal.credential_id or principal.credential_id != integration.credential_id:
             raise PermissionDenied("only the integration's own credential files its receipts")
         problems = _problems(receipts)
@@ -73,8 +69,12 @@ class Enforcement:
         return len(kept)
 
     async def get(self, principal: Principal, integration_id: str, asset_id: str) -> ReceiptRecord:
-        integration = await self._theirs(principal, integration_id)
-        found = await self._store.receipt(integration.integration_id, asset_id[:128])
+        integration = await self._integrations.get(principal, integration_id)
+        problems: list[FieldViolation] = []
+        check_text("asset_id", asset_id, 128, problems)
+        if problems:
+            raise InvalidArgument(problems)
+        found = await self._store.receipt(integration.integration_id, asset_id)
         if found is None:
             raise NotFound(f"no receipt for asset {asset_id[:128]!r} from this target")
         return found
@@ -92,9 +92,14 @@ class Enforcement:
             raise InvalidArgument(
                 [FieldViolation("page_size", f"must be between 0 and {MAX_PAGE}")]
             )
-        integration = await self._theirs(principal, integration_id)
+        integration = await self._integrations.get(principal, integration_id)
+        problems: list[FieldViolation] = []
+        check_text("qualified_name_prefix", prefix, 2048, problems)
+        check_text("after_qualified_name", after, 2048, problems)
+        if problems:
+            raise InvalidArgument(problems)
         return await self._store.receipts(
-            integration.integration_id, outcome, prefix[:2048], after[:2048], limit or 100
+            integration.integration_id, outcome, prefix, after, limit or 100
         )
 
 
@@ -104,16 +109,22 @@ def _problems(receipts: Sequence[ReceiptRecord]) -> list[FieldViolation]:
     problems: list[FieldViolation] = []
     for n, r in enumerate(receipts):
         where = f"receipts[{n}]"
-        if not r.asset_id or len(r.asset_id) > 128:
-            problems.append(FieldViolation(f"{where}.asset_id", "required, at most 128 characters"))
-        if not r.qualified_name or len(r.qualified_name) > 2048:
-            problems.append(
-                FieldViolation(f"{where}.qualified_name", "required, at most 2048 characters")
-            )
+        check_text(f"{where}.asset_id", r.asset_id, 128, problems, required=True)
+        check_text(f"{where}.qualified_name", r.qualified_name, 2048, problems, required=True)
+        check_text(f"{where}.target_object", r.target_object, 2048, problems)
+        check_text(f"{where}.detail", r.detail, 8192, problems)
         if r.outcome not in OUTCOMES:
-            problems.append(FieldViolation(f"{where}.outcome", "required"))
+            problems.append(FieldViolation(f"{where}.outcome", "is required"))
         if r.desired not in STATES:
-            problems.append(FieldViolation(f"{where}.desired", "required"))
-        if len(r.statements) > 1000 or sum(len(x) for x in r.statements) > 256 * 1024:
-            problems.append(FieldViolation(f"{where}.statements", "too many, or too long"))
+            problems.append(FieldViolation(f"{where}.desired", "is required"))
+        for name, texts in (
+            ("statements", r.statements),
+            ("taken", r.taken),
+            ("restricted_tags", r.restricted_tags),
+            ("denied_roles", r.denied_roles),
+        ):
+            if len(texts) > 1000:
+                problems.append(FieldViolation(f"{where}.{name}", "has more than 1000 entries"))
+            for k, text in enumerate(texts):
+                check_text(f"{where}.{name}[{k}]", text, 16384, problems)
     return problems

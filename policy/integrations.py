@@ -66,6 +66,15 @@ def load_types() -> dict[str, IntegrationType]:
     return found
 
 
+def _query(**fields: tuple[str, int]) -> None:
+    """Refuses (INVALID_ARGUMENT) query text a store cannot take: too long, or with a NUL."""
+    problems: list[FieldViolation] = []
+    for name, (value, limit) in fields.items():
+        check_text(name, value, limit, problems)
+    if problems:
+        raise InvalidArgument(problems)
+
+
 @dataclass(frozen=True, slots=True)
 class Draft:
     """An integration as a caller describes it."""
@@ -232,7 +241,8 @@ class Integrations:
         return await self._mine(principal, integration_id)
 
     async def of_tenant(self, principal: Principal, type_: str) -> list[IntegrationRecord]:
-        return await self._store.integrations(principal.tenant_id, type_[:64])
+        _query(type=(type_, 64))
+        return await self._store.integrations(principal.tenant_id, type_)
 
     async def update(
         self, principal: Principal, integration_id: str, draft: Draft, paths: Sequence[str]
@@ -360,7 +370,8 @@ class Integrations:
             raise InvalidArgument(
                 [FieldViolation("page_size", f"must be between 0 and {MAX_PLATFORM_PAGE}")]
             )
-        return await self._store.platform_integrations(type_[:64], after[:64], limit or 100)
+        _query(type=(type_, 64), after_integration_id=(after, 64))
+        return await self._store.platform_integrations(type_, after, limit or 100)
 
     async def resolve(self, principal: Principal, integration_id: str) -> Resolved:
         """An integration of any tenant with its secrets: for the adapter runtime, a

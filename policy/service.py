@@ -74,7 +74,7 @@ class PolicyService:
             kept=kept,
         )
         self.enforcement = (
-            Enforcement(receipts, integrations, events) if receipts is not None else None
+            Enforcement(receipts, self.integrations, events) if receipts is not None else None
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._reloads: set[asyncio.Task[None]] = set()  # one-off reloads the feed asked for

@@ -265,6 +265,15 @@ async def test_the_runtime_lists_the_integrations_of_every_tenant_a_page_at_a_ti
             I.ListPlatformIntegrationsRequest(page_size=501), metadata=runtime
         )
     assert set(violations(status_of(big.value))) == {"page_size"}
+    for call in (  # text a store cannot take is refused, not a 500
+        integrations.ListPlatformIntegrations(
+            I.ListPlatformIntegrationsRequest(type="a\x00b"), metadata=runtime
+        ),
+        integrations.ListIntegrations(I.ListIntegrationsRequest(type="a\x00b"), metadata=md),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as nul:
+            await call
+        assert set(violations(status_of(nul.value))) == {"type"}
 
 
 async def test_a_rotated_secret_keeps_the_previous_one_for_its_grace(

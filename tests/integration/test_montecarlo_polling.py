@@ -190,15 +190,17 @@ async def test_polling_catches_up_what_webhooks_missed_and_makes_one_issue_per_i
 
         await eventually(opened)
         # ... then, with webhooks lost, it is resolved and another opens: a poll reads both
+        # (updated now, as Monte Carlo would stamp them: after any cursor a poll has stored)
+        now = datetime.now(UTC)
         fake.alert(
             seen,
-            NOW + timedelta(seconds=1),
+            now,
             status="FIXED",
             tables=[{"tableId": "analytics:prod.orders", "mcon": mcon("analytics:prod.orders")}],
         )
         fake.alert(
             missed,
-            NOW + timedelta(seconds=2),
+            now + timedelta(milliseconds=1),
             title="Volume anomaly in orders",
             subTypes=["VOLUME_ANOMALY"],
             severity="SEV_2",
