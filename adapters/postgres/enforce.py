@@ -235,7 +235,8 @@ class _Run:
         for table_key in await self.memory.get(INDEX):
             schema, _, table = table_key.partition(".")
             state = await self._state(Object(schema, table))
-            await self._enforce(state, list(state.assets), drift=True)
+            closed = [a.asset_id for a in state.assets.values() if denial(a.tags, self.s).closed]
+            await self._enforce(state, closed, drift=True)
 
     async def _restricted_in_lily(self) -> list[AssetChange]:
         """The assets under the prefix that carry a restricted tag, as Lily has them now; and
@@ -344,8 +345,8 @@ class _Run:
             closed = enforcement_pb.ENFORCEMENT_STATE_CLOSED
             opened = enforcement_pb.ENFORCEMENT_STATE_OPEN
             desired = closed if d.closed else opened
-            if outcome is not None:  # drifted: what the target has is not what Lily left
-                applied = opened if d.closed else closed
+            if outcome is not None:  # drifted: the detail says how
+                applied = enforcement_pb.ENFORCEMENT_STATE_UNSPECIFIED
             elif ok:
                 applied = desired
             else:

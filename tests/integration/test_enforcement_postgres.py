@@ -154,6 +154,17 @@ async def estate(warehouse, channel, wmd, inbound) -> AsyncIterator[dict[str, st
         O.IngestMetadataRequest(assets=[asset(qn, t) for qn, t in names.values()]), metadata=wmd
     )
     ids = {short: r.asset_id for short, r in zip(names, made.results, strict=True)}
+
+    async def written() -> bool:  # columns are written by the ingest worker, soon after
+        try:
+            for asset_id in ids.values():
+                await stub.GetMetadata(O.GetMetadataRequest(asset_id=asset_id), metadata=wmd)
+        except grpc.aio.AioRpcError as err:
+            assert err.code() == grpc.StatusCode.NOT_FOUND, err
+            return False
+        return True
+
+    await eventually(written)
     await lineage_grpc.LineageServiceStub(channel).IngestRelationships(
         L.IngestRelationshipsRequest(
             relationships=[
@@ -341,3 +352,124 @@ async def test_only_the_targets_own_credential_files_its_receipts(estate, channe
             E.RecordEnforcementRequest(integration_id=estate["target"]), metadata=wmd
         )
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def _select(column: str) -> str:
+    return f"SELECT {column} FROM s.wide"
+
+
+async def test_with_the_target_down_changes_wait_and_apply_once_each_when_it_returns(
+    tmp_path, channel, wmd, stub, stack, estate
+):
+    """The warehouse stops mid-stream: the tags made while it is down wait on the durable
+    consumer and apply when it is back; every asset is applied once at its last version."""
+    pg = EmbeddedPostgres(tmp_path / "down")
+    conn = await asyncpg.connect(await pg.start())
+    columns = [f"c{n}" for n in range(20)]
+    await conn.execute(
+        "CREATE ROLE analyst LOGIN; CREATE SCHEMA s;"
+        f" CREATE TABLE s.wide ({', '.join(f'{c} int' for c in columns)});"
+        " GRANT USAGE ON SCHEMA s TO analyst; GRANT SELECT ON s.wide TO analyst;"
+    )
+    await conn.close()
+    socket = pg.data_dir / "pgdata"
+    prefix = "postgres://down:5432/postgres"
+    made = await stub.IngestMetadata(
+        O.IngestMetadataRequest(
+            assets=[asset(f"{prefix}/s/wide", C.ASSET_TYPE_TABLE)]
+            + [asset(f"{prefix}/s/wide/{c}", COLUMN) for c in columns]
+        ),
+        metadata=wmd,
+    )
+    ids = [r.asset_id for r in made.results[1:]]
+
+    async def written() -> bool:  # columns are written by the ingest worker, soon after
+        found = await stub.SearchMetadata(
+            O.SearchMetadataRequest(qualified_name_prefix=f"{prefix}/s/wide/"), metadata=wmd
+        )
+        return len(found.assets) == len(columns)
+
+    await eventually(written)
+    target = await _target(channel, wmd, socket, name="down", prefix=prefix)
+    nc = await nats.connect(stack[1])
+    events = await nc.subscribe("lily.*.enforcement.applied")
+    try:
+        for asset_id in ids[:10]:
+            await _tag(stub, wmd, asset_id, "PII")
+
+        async def first_half() -> bool:
+            return all(
+                [await _refused(socket, "analyst", f"SELECT {c} FROM s.wide") for c in columns[:10]]
+            )
+
+        await eventually(first_half, timeout=20)
+        await pg.stop()  # the warehouse goes away
+        for asset_id in ids[10:]:
+            await _tag(stub, wmd, asset_id, "PII")
+        await _tag(stub, wmd, ids[0], "PII", remove=True)  # and one opens again
+        await pg.start()
+
+        async def all_applied() -> bool:
+            rest = [
+                await _refused(socket, "analyst", f"SELECT {c} FROM s.wide") for c in columns[1:]
+            ]
+            return all(rest) and not await _refused(socket, "analyst", "SELECT c0 FROM s.wide")
+
+        await eventually(all_applied, timeout=60, interval=0.5)
+        applied: dict[tuple[str, int], int] = {}
+        while True:
+            try:
+                msg = await events.next_msg(timeout=1)
+            except TimeoutError:
+                break
+            r = events_pb.ChangeEvent.FromString(msg.data).enforcement
+            if r.integration_id == target:
+                applied[(r.asset_id, r.asset_version)] = (
+                    applied.get((r.asset_id, r.asset_version), 0) + 1
+                )
+        versions = {}
+        for asset_id in ids:
+            got = await stub.GetMetadata(O.GetMetadataRequest(asset_id=asset_id), metadata=wmd)
+            versions[asset_id] = got.asset.version
+        # each asset applied at its last version, and once
+        assert {(a, versions[a]) for a in ids} <= set(applied)
+        assert all(n == 1 for n in applied.values()), applied
+    finally:
+        await events.unsubscribe()
+        await nc.close()
+        await integration_grpc.IntegrationServiceStub(channel).DeleteIntegration(
+            I.DeleteIntegrationRequest(integration_id=target), metadata=wmd
+        )
+        await pg.stop()
+
+
+async def test_a_column_whose_lineage_arrives_after_the_tag_is_closed_when_it_does(
+    warehouse, estate, channel, wmd, stub
+):
+    await _tag(stub, wmd, estate["users.email"], "PII")
+    sql = "SELECT region FROM sales.orders"
+    assert not await _refused(warehouse, "analyst", sql)
+    region = f"{PREFIX}/sales/orders/region"  # new to Lily, and downstream of the tag
+    await stub.IngestMetadata(O.IngestMetadataRequest(assets=[asset(region, COLUMN)]), metadata=wmd)
+    await lineage_grpc.LineageServiceStub(channel).IngestRelationships(
+        L.IngestRelationshipsRequest(
+            relationships=[
+                L.RelationshipInput(
+                    upstream=L.AssetRef(qualified_name=f"{PREFIX}/raw/users/email"),
+                    downstream=L.AssetRef(qualified_name=region),
+                )
+            ]
+        ),
+        metadata=wmd,
+    )
+
+    async def closed() -> bool:
+        return await _refused(warehouse, "analyst", sql)
+
+    await eventually(closed, timeout=15)
+    await _tag(stub, wmd, estate["users.email"], "PII", remove=True)
+
+    async def opened() -> bool:
+        return not await _refused(warehouse, "analyst", sql)
+
+    await eventually(opened, timeout=15)
