@@ -91,7 +91,7 @@ class Runtime:
         self._polling = asyncio.create_task(polling.run(), name="adapters-polling")
         follow = Follow(self._nc.jetstream(timeout=s.timeout), resolver, inbox, self.types)
         if any(t.follower is not None for t in self.types.values()):
-            await follow.ensure()
+            await follow.ensure()  # from now on, even before the first fetch
         self._follow = asyncio.create_task(follow.run(), name="adapters-follow")
         log.info("adapter runtime started: %s", ", ".join(sorted(self.types)))
 
@@ -115,8 +115,10 @@ class Runtime:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(task, 10)
         if self._nc is not None:
+            # closed, not drained: every publish was awaited to its ack already, and a drain
+            # would wait on what a fetch cut short by the stop left in its subscription
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._nc.drain(), 10)
+                await asyncio.wait_for(self._nc.close(), 10)
         if self._channel is not None:
             await self._channel.close()
 

@@ -16,6 +16,7 @@ import nats.errors
 from google.protobuf import json_format
 from nats.aio.msg import Msg
 
+from adapters.runtime.follow import stopping
 from adapters.runtime.inbox import Inbox
 from adapters.runtime.resolver import TRANSIENT, CoreUnavailable, Resolver
 from adapters.spec import AdapterType, Delivery, LilyClient, TryLater
@@ -50,6 +51,7 @@ class Dispatcher:
     async def run(self) -> None:
         sub = await self._inbox.subscribe()
         while True:
+            stopping(asyncio.current_task())
             try:
                 msgs = await sub.fetch(BATCH, timeout=5.0)
             except (TimeoutError, nats.errors.TimeoutError):

@@ -1,14 +1,16 @@
 """Lily's asset changes, for the adapters that follow them (enforcement targets): a durable
-JetStream consumer of lily.*.asset.* on the change stream. Each fetched batch is split by
-tenant; each integration of a following type in that tenant gets, as one delivery in the
-inbox, the changes its adapter wants (adapters.spec.Follower), so they are applied as every
-delivery is: in order per integration, tried again while the engine is away, dead-lettered
-(visible, replayable) when they can never succeed. The events are acknowledged only once the
-inbox holds their deliveries; a batch fetched again makes the same deliveries, kept once."""
+JetStream consumer of lily.*.asset.* on the change stream, and on each DEDICATED tenant's.
+Each fetched batch is split by tenant; each integration of a following type in that tenant
+gets, as one delivery in the inbox, the changes its adapter wants (adapters.spec.Follower),
+so they are applied as every delivery is: in order per integration, tried again while the
+engine is away, dead-lettered (visible, replayable) when they can never succeed. The events
+are acknowledged only once the inbox holds their deliveries; a batch fetched again makes the
+same deliveries, kept once."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -34,9 +36,19 @@ log = logging.getLogger(__name__)
 
 CHANGES_STREAM = "LILY_CHANGES"  # the core's (core/events/nats.py)
 CONSUMER = "adapters-follow"
+_ALL_CHANGES = "lily.*.*.*"  # the change stream's subjects, behind a cell's prefix if any
+DISCOVER_EVERY = 5.0  # seconds between looks for new change streams
 BATCH = 512
 LIST_EVERY = 5.0  # seconds the list of following integrations is kept
 UNKNOWN_EVERY = 0.25  # ... when a change of a tenant it lists none for comes
+
+
+def stopping(task: asyncio.Task[object] | None) -> None:
+    """Raises CancelledError if the task was asked to stop: nats-py swallows a cancel that
+    lands while it sends a command (a fetch's request, a consumer's creation), and the loop
+    would go on."""
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def change_of(event: events_pb.ChangeEvent) -> AssetChange:
@@ -104,31 +116,83 @@ class Follow:
         self._clock = clock
         self._listed: tuple[float, dict[str, list[integration_pb.Integration]]] | None = None
 
-    async def ensure(self) -> None:
-        await self._js.add_consumer(
-            CHANGES_STREAM,
-            ConsumerConfig(
-                durable_name=CONSUMER,
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=30.0,
-                deliver_policy=DeliverPolicy.NEW,  # from when the first runtime started
-                filter_subject="lily.*.asset.*",
-                max_ack_pending=20000,
-            ),
-        )
+    async def streams(self) -> list[tuple[str, str]]:
+        """The change streams: the shared one, and each DEDICATED tenant's cell's (named
+        LILY_CHANGES_<cell>, its subjects behind `<cell>.`), with their subject prefixes."""
+        found: list[tuple[str, str]] = []
+        offset = 0
+        while True:  # the server lists streams a page at a time
+            page = await self._js.streams_info(offset)
+            for info in page:
+                name = info.config.name or ""
+                subject = next(iter(info.config.subjects or []), "")
+                if name == CHANGES_STREAM or name.startswith(CHANGES_STREAM + "_"):
+                    if subject.endswith(_ALL_CHANGES):
+                        found.append((name, subject[: -len(_ALL_CHANGES)]))
+            if not page:
+                return found
+            offset += len(page)
+
+    async def ensure(self) -> list[str]:
+        """Makes the durable consumer on every change stream there is (the shared one from
+        now on; a cell's from its start, its stream being as new as its tenant); their names."""
+        made: list[str] = []
+        for stream, prefix in await self.streams():
+            await self._js.add_consumer(
+                stream,
+                ConsumerConfig(
+                    durable_name=CONSUMER,
+                    ack_policy=AckPolicy.EXPLICIT,
+                    ack_wait=30.0,
+                    deliver_policy=DeliverPolicy.ALL if prefix else DeliverPolicy.NEW,
+                    filter_subject=f"{prefix}lily.*.asset.*",
+                    max_ack_pending=20000,
+                ),
+            )
+            made.append(stream)
+        return made
 
     async def run(self) -> None:
+        """Follows every change stream, and each new one (a DEDICATED tenant made since)
+        within DISCOVER_EVERY seconds."""
         if not self._types:
             return
-        sub = await self._js.pull_subscribe_bind(CONSUMER, stream=CHANGES_STREAM)
+        following: dict[str, asyncio.Task[None]] = {}
+        try:
+            while True:
+                try:
+                    for stream in await self.ensure():
+                        if stream not in following or following[stream].done():
+                            following[stream] = asyncio.create_task(
+                                self._follow(stream), name=f"follow-{stream}"
+                            )
+                except (nats.errors.Error, TimeoutError) as exc:
+                    log.warning("follow: change streams not listed: %s", exc)
+                stopping(asyncio.current_task())
+                await asyncio.sleep(DISCOVER_EVERY)
+        finally:
+            for task in following.values():
+                task.cancel()
+            await asyncio.gather(*following.values(), return_exceptions=True)
+
+    async def _follow(self, stream: str) -> None:
+        sub = await self._js.pull_subscribe_bind(CONSUMER, stream=stream)
+        try:
+            await self._fetch_loop(stream, sub)
+        finally:  # or a drain at shutdown waits on what a cut-short fetch left behind
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _fetch_loop(self, stream: str, sub: JetStreamContext.PullSubscription) -> None:
         failures = 0
         while True:
+            stopping(asyncio.current_task())
             try:
                 msgs = await sub.fetch(BATCH, timeout=5.0)
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except nats.errors.Error as exc:
-                log.warning("follow: fetch failed: %s", exc)
+                log.warning("follow: fetch from %s failed: %s", stream, exc)
                 await asyncio.sleep(1.0)
                 continue
             try:

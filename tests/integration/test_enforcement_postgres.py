@@ -8,7 +8,7 @@ found and put right, and a statement that can never succeed is dead-lettered."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import asyncpg
@@ -473,3 +473,76 @@ async def test_a_column_whose_lineage_arrives_after_the_tag_is_closed_when_it_do
         return not await _refused(warehouse, "analyst", sql)
 
     await eventually(opened, timeout=15)
+
+
+async def test_a_dedicated_tenant_is_enforced_too(
+    warehouse, channel, admin_md, stub, stack, inbound
+):
+    """A DEDICATED tenant's changes are on its cell's own stream: followed as well."""
+    from lily.v1 import policy_pb2 as P
+
+    from core.cells import cell_name
+
+    tenant = "whd" + uuid.uuid4().hex[:10]
+    dmd = await new_tenant(channel, admin_md, tenant, P.TENANT_ISOLATION_DEDICATED)
+    await _as(warehouse, "postgres", "CREATE TABLE sales.cell (id int, email text)")
+    await _as(warehouse, "postgres", "GRANT SELECT ON sales.cell TO analyst")
+    prefix = "postgres://cell:5432/postgres"
+    made = await stub.IngestMetadata(
+        O.IngestMetadataRequest(
+            assets=[
+                asset(f"{prefix}/sales/cell", C.ASSET_TYPE_TABLE),
+                asset(f"{prefix}/sales/cell/email", COLUMN),
+            ]
+        ),
+        metadata=dmd,
+    )
+    email = made.results[1].asset_id
+
+    async def written() -> bool:
+        try:
+            await stub.GetMetadata(O.GetMetadataRequest(asset_id=email), metadata=dmd)
+        except grpc.aio.AioRpcError as err:
+            assert err.code() == grpc.StatusCode.NOT_FOUND, err
+            return False
+        return True
+
+    await eventually(written)
+    target = await _target(channel, dmd, warehouse, name="cell", prefix=prefix)
+    sql = "SELECT email FROM sales.cell"
+    nc = await nats.connect(stack[1])
+    stream = f"LILY_CHANGES_{cell_name(tenant)}"  # the cell's own change stream
+
+    async def followed() -> int:
+        try:
+            info = await nc.jetstream().consumer_info(stream, "adapters-follow")
+        except nats.js.errors.NotFoundError:
+            return -1
+        return int(info.delivered.stream_seq)
+
+    try:
+        await eventually(lambda: _nonneg(followed()), timeout=15)  # the runtime found it
+        seen = await followed()
+        await _tag(stub, dmd, email, "PII")
+
+        async def closed() -> bool:
+            return await _refused(warehouse, "analyst", sql)
+
+        await eventually(closed, timeout=20)
+        assert not await _refused(warehouse, "analyst", "SELECT id FROM sales.cell")
+        assert await followed() > seen  # the tag's events came through the cell's stream
+        await _tag(stub, dmd, email, "PII", remove=True)
+
+        async def opened() -> bool:
+            return not await _refused(warehouse, "analyst", sql)
+
+        await eventually(opened, timeout=20)
+    finally:
+        await nc.close()
+        await integration_grpc.IntegrationServiceStub(channel).DeleteIntegration(
+            I.DeleteIntegrationRequest(integration_id=target), metadata=dmd
+        )
+
+
+async def _nonneg(value: Awaitable[int]) -> bool:
+    return await value >= 0
