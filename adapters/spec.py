@@ -104,6 +104,15 @@ class Memory(Protocol):
 
     async def put(self, key: str, values: Sequence[str]) -> None: ...
 
+    async def read(self, key: str) -> tuple[list[str], int]:
+        """The values and their revision (0: none yet), for a `write` that must not lose
+        another writer's (another runtime serving the same integration)."""
+        ...
+
+    async def write(self, key: str, values: Sequence[str], revision: int) -> bool:
+        """Puts the values if the key is still at `revision`; False if it was written since."""
+        ...
+
 
 class Inbound(Protocol):
     """What an adapter that takes webhooks does with them."""

@@ -42,6 +42,7 @@ from adapters.spec import (
     Memory,
     Polled,
     Refused,
+    TryLater,
     json_body,
 )
 
@@ -68,6 +69,7 @@ class TableState:
     assets: dict[str, Known] = field(default_factory=dict)
     baseline: dict[str, Grants] = field(default_factory=dict)
     left: dict[str, Grants] = field(default_factory=dict)
+    revision: int = 0  # of what was read (0: nothing yet)
 
     def dump(self) -> str:
         return json.dumps(
@@ -209,14 +211,23 @@ class _Run:
         self.failed = 0
 
     async def _state(self, obj: Object) -> TableState:
-        raw = await self.memory.get(_key(obj))
-        return TableState.load(obj, raw[0] if raw else None)
+        raw, revision = await self.memory.read(_key(obj))
+        state = TableState.load(obj, raw[0] if raw else None)
+        state.revision = revision
+        return state
 
     async def _save(self, state: TableState) -> None:
-        await self.memory.put(_key(state.obj), [state.dump()])
-        index = await self.memory.get(INDEX)
-        if state.obj.table_key not in index:
-            await self.memory.put(INDEX, [*index, state.obj.table_key])
+        """Keeps the table's state, unless another runtime serving this integration wrote
+        it since it was read: then the delivery is tried again, on what that one left."""
+        if not await self.memory.write(_key(state.obj), [state.dump()], state.revision):
+            raise TryLater(f"the state of {state.obj.table_key} changed meanwhile")
+        for _ in range(10):  # the index of the tables it knows: added to, never lost
+            index, revision = await self.memory.read(INDEX)
+            if state.obj.table_key in index:
+                return
+            if await self.memory.write(INDEX, [*index, state.obj.table_key], revision):
+                return
+        raise TryLater("the index of tables kept changing")
 
     async def changes(self, changes: Iterable[AssetChange]) -> None:
         by_table: dict[Object, list[tuple[AssetChange, str]]] = defaultdict(list)

@@ -29,7 +29,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from adapters.spec import Delivery
@@ -192,3 +192,21 @@ class IntegrationMemory:
 
     async def put(self, key: str, values: Sequence[str]) -> None:
         await self._kv.put(self._key(key), orjson.dumps(list(values)))
+
+    async def read(self, key: str) -> tuple[list[str], int]:
+        try:
+            entry = await self._kv.get(self._key(key))
+        except KeyNotFoundError:
+            return [], 0
+        return [str(v) for v in orjson.loads(entry.value or b"[]")], int(entry.revision or 0)
+
+    async def write(self, key: str, values: Sequence[str], revision: int) -> bool:
+        data = orjson.dumps(list(values))
+        try:
+            if revision:
+                await self._kv.update(self._key(key), data, last=revision)
+            else:
+                await self._kv.create(self._key(key), data)
+        except KeyWrongLastSequenceError:
+            return False
+        return True

@@ -546,3 +546,25 @@ async def test_a_dedicated_tenant_is_enforced_too(
 
 async def _nonneg(value: Awaitable[int]) -> bool:
     return await value >= 0
+
+
+async def test_two_runtimes_cannot_lose_each_others_table_state(stack):
+    """What an enforcer remembers of a table is written only over what it read: a second
+    runtime serving the same integration that wrote in between makes the first try again."""
+    from adapters.runtime.inbox import Inbox
+
+    nc = await nats.connect(stack[1])
+    try:
+        inbox = Inbox(nc.jetstream(timeout=10), timeout=10)
+        await inbox.ensure()
+        one = inbox.memory("int_" + uuid.uuid4().hex[:24])
+        assert await one.read("table:s.t") == ([], 0)
+        assert await one.write("table:s.t", ["a"], 0)
+        assert not await one.write("table:s.t", ["b"], 0)  # it exists now
+        values, revision = await one.read("table:s.t")
+        assert values == ["a"]
+        assert await one.write("table:s.t", ["c"], revision)  # runtime A, on what it read
+        assert not await one.write("table:s.t", ["d"], revision)  # runtime B, on the same: no
+        assert await one.get("table:s.t") == ["c"]
+    finally:
+        await nc.close()
