@@ -16,8 +16,7 @@ import nats.errors
 from google.protobuf import json_format
 from nats.aio.msg import Msg
 
-from adapters.runtime.follow import stopping
-from adapters.runtime.inbox import Inbox
+from adapters.runtime.inbox import Inbox, batches
 from adapters.runtime.resolver import TRANSIENT, CoreUnavailable, Resolver
 from adapters.spec import AdapterType, Delivery, LilyClient, TryLater
 
@@ -50,16 +49,7 @@ class Dispatcher:
 
     async def run(self) -> None:
         sub = await self._inbox.subscribe()
-        while True:
-            stopping(asyncio.current_task())
-            try:
-                msgs = await sub.fetch(BATCH, timeout=5.0)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            except nats.errors.Error as exc:
-                log.warning("inbound: fetch failed: %s", exc)
-                await asyncio.sleep(1.0)
-                continue
+        async for msgs in batches(sub, BATCH, "inbound"):
             await self.dispatch(msgs)
 
     async def dispatch(self, msgs: list[Msg]) -> None:

@@ -28,7 +28,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from adapters.runtime.inbox import Inbox
+from adapters.runtime.inbox import Inbox, batches, stopping
 from adapters.runtime.resolver import CoreUnavailable, Resolver
 from adapters.spec import AdapterType, AssetChange, Delivery
 
@@ -41,14 +41,6 @@ DISCOVER_EVERY = 5.0  # seconds between looks for new change streams
 BATCH = 512
 LIST_EVERY = 5.0  # seconds the list of following integrations is kept
 UNKNOWN_EVERY = 0.25  # ... when a change of a tenant it lists none for comes
-
-
-def stopping(task: asyncio.Task[object] | None) -> None:
-    """Raises CancelledError if the task was asked to stop: nats-py swallows a cancel that
-    lands while it sends a command (a fetch's request, a consumer's creation), and the loop
-    would go on."""
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def change_of(event: events_pb.ChangeEvent) -> AssetChange:
@@ -105,14 +97,12 @@ class Follow:
         inbox: Inbox,
         types: Mapping[str, AdapterType],
         *,
-        timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._js = js
         self._resolver = resolver
         self._inbox = inbox
         self._types = {n: t for n, t in types.items() if t.follower is not None}
-        self._timeout = timeout
         self._clock = clock
         self._listed: tuple[float, dict[str, list[integration_pb.Integration]]] | None = None
 
@@ -168,7 +158,7 @@ class Follow:
                             )
                 except (nats.errors.Error, TimeoutError) as exc:
                     log.warning("follow: change streams not listed: %s", exc)
-                stopping(asyncio.current_task())
+                stopping()
                 await asyncio.sleep(DISCOVER_EVERY)
         finally:
             for task in following.values():
@@ -185,16 +175,7 @@ class Follow:
 
     async def _fetch_loop(self, stream: str, sub: JetStreamContext.PullSubscription) -> None:
         failures = 0
-        while True:
-            stopping(asyncio.current_task())
-            try:
-                msgs = await sub.fetch(BATCH, timeout=5.0)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            except nats.errors.Error as exc:
-                log.warning("follow: fetch from %s failed: %s", stream, exc)
-                await asyncio.sleep(1.0)
-                continue
+        async for msgs in batches(sub, BATCH, f"follow {stream}"):
             try:
                 await self.forward(msgs)
                 failures = 0

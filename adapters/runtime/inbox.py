@@ -11,9 +11,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 
 import nats.errors
@@ -34,6 +36,8 @@ from nats.js.kv import KeyValue
 
 from adapters.spec import Delivery
 
+log = logging.getLogger(__name__)
+
 INBOX_STREAM = "LILY_INBOUND"
 KEPT_STREAM = "LILY_INBOUND_KEPT"
 MEMORY_BUCKET = "lily_inbound_memory"
@@ -47,6 +51,34 @@ _H = "Lily-"  # our headers' prefix
 
 class InboxUnavailable(Exception):
     """NATS did not take the delivery (the sender should try again)."""
+
+
+def stopping() -> None:
+    """Raises CancelledError if the running task was asked to stop: nats-py swallows a cancel
+    that lands while it sends a command (a fetch's request, a consumer's creation), and a
+    loop around it would go on."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def batches(
+    sub: JetStreamContext.PullSubscription, size: int, who: str
+) -> AsyncIterator[list[Msg]]:
+    """A pull consumer's messages, a batch (up to `size`) at a time as they come: an empty
+    fetch is waited out, a failed one tried again a second later; it ends only when its task
+    is asked to stop."""
+    while True:
+        stopping()
+        try:
+            msgs = await sub.fetch(size, timeout=5.0)
+        except (TimeoutError, nats.errors.TimeoutError):
+            continue
+        except nats.errors.Error as exc:
+            log.warning("%s: fetch failed: %s", who, exc)
+            await asyncio.sleep(1.0)
+            continue
+        yield msgs
 
 
 def inbox_subject(kind: str, integration_id: str) -> str:
