@@ -23,8 +23,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from lily.v1 import common_pb2 as common_pb
 from lily.v1 import enforcement_pb2 as enforcement_pb
 from lily.v1 import enforcement_pb2_grpc as enforcement_grpc
 from lily.v1 import metadata_pb2 as metadata_pb
@@ -48,7 +50,9 @@ from adapters.spec import (
 
 INDEX = "tables"  # memory: the tables it knows
 RECONCILE = b'{"reconcile": true}'
-ENFORCED_TYPES = frozenset({3, 4, 5})  # lily.v1.AssetType TABLE, VIEW, COLUMN
+ENFORCED_TYPES = frozenset(
+    {common_pb.ASSET_TYPE_TABLE, common_pb.ASSET_TYPE_VIEW, common_pb.ASSET_TYPE_COLUMN}
+)
 MAX_RECORD = 1000
 
 
@@ -344,29 +348,30 @@ class _Run:
     ) -> None:
         at = Timestamp()
         at.FromNanoseconds(time.time_ns())
+        closed_to = todo.closed if todo else {}
+        closed = enforcement_pb.ENFORCEMENT_STATE_CLOSED
+        opened = enforcement_pb.ENFORCEMENT_STATE_OPEN
+        unknown = enforcement_pb.ENFORCEMENT_STATE_UNSPECIFIED
         for asset_id in moved:
             known = state.assets[asset_id]
             d = denial(known.tags, self.s)
             roles = sorted(
-                (todo.closed.get(known.column, frozenset()) if todo else frozenset())
-                | (todo.closed.get("", frozenset()) if todo else frozenset())
+                closed_to.get(known.column, frozenset()) | closed_to.get("", frozenset())
             )
             still = [r for r in readable if r.endswith(f": {known.column or 'table'}")]
             ok = not failure and not still
-            closed = enforcement_pb.ENFORCEMENT_STATE_CLOSED
-            opened = enforcement_pb.ENFORCEMENT_STATE_OPEN
             desired = closed if d.closed else opened
             if outcome is not None:  # drifted: the detail says how
-                applied = enforcement_pb.ENFORCEMENT_STATE_UNSPECIFIED
+                verdict, applied = outcome, unknown
             elif ok:
-                applied = desired
+                verdict, applied = enforcement_pb.ENFORCEMENT_OUTCOME_APPLIED, desired
             else:
-                applied = opened if still else enforcement_pb.ENFORCEMENT_STATE_UNSPECIFIED
-            detail = failure or (
-                "still readable (through a role it is a member of, or PUBLIC): " + ", ".join(still)
-                if still
-                else ""
-            )
+                verdict = enforcement_pb.ENFORCEMENT_OUTCOME_FAILED
+                applied = opened if still else unknown
+            detail = failure
+            if still and not failure:
+                detail = "still readable (through a role it is a member of, or PUBLIC): "
+                detail += ", ".join(still)
             self.receipts.append(
                 enforcement_pb.EnforcementReceipt(
                     integration_id=self.integration_id,
@@ -375,13 +380,7 @@ class _Run:
                     target_object=Object(state.obj.schema, state.obj.table, known.column).name,
                     desired=desired,
                     applied=applied,
-                    outcome=outcome
-                    if outcome is not None
-                    else (
-                        enforcement_pb.ENFORCEMENT_OUTCOME_APPLIED
-                        if ok
-                        else enforcement_pb.ENFORCEMENT_OUTCOME_FAILED
-                    ),
+                    outcome=verdict,
                     asset_version=known.version,
                     restricted_tags=list(d.tags),
                     denied_roles=roles,
@@ -410,7 +409,7 @@ class _Run:
             )
 
 
-async def _still_read(conn: Any, obj: Object, todo: Plan) -> list[str]:
+async def _still_read(conn: asyncpg.Connection, obj: Object, todo: Plan) -> list[str]:
     """What a role it closed something to can still read of it ("role: column")."""
     found = await engine.still_read(conn, obj, todo.closed.get("", ()), [])
     by_role: dict[str, set[str]] = defaultdict(set)

@@ -22,7 +22,6 @@ from adapters.spec import TryLater
 _DOWN = (
     OSError,
     TimeoutError,
-    asyncio.TimeoutError,
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
