@@ -12,9 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from core.domain.errors import FieldViolation, InvalidArgument, NotFound, PermissionDenied
+from core.metadata.pagination import page_size
 from core.requestctx import Principal
 from core.wire.validation import check_text
-from policy.integrations import Integrations
+from policy.integrations import Integrations, check_query
 from policy.model import ReceiptRecord
 from policy.ports import EnforcementStore, EventPublisher
 
@@ -70,10 +71,7 @@ class Enforcement:
 
     async def get(self, principal: Principal, integration_id: str, asset_id: str) -> ReceiptRecord:
         integration = await self._integrations.get(principal, integration_id)
-        problems: list[FieldViolation] = []
-        check_text("asset_id", asset_id, 128, problems)
-        if problems:
-            raise InvalidArgument(problems)
+        check_query(asset_id=(asset_id, 128))
         found = await self._store.receipt(integration.integration_id, asset_id)
         if found is None:
             raise NotFound(f"no receipt for asset {asset_id[:128]!r} from this target")
@@ -88,19 +86,10 @@ class Enforcement:
         after: str,
         limit: int,
     ) -> list[ReceiptRecord]:
-        if not 0 <= limit <= MAX_PAGE:
-            raise InvalidArgument(
-                [FieldViolation("page_size", f"must be between 0 and {MAX_PAGE}")]
-            )
+        limit = page_size(limit, MAX_PAGE)
         integration = await self._integrations.get(principal, integration_id)
-        problems: list[FieldViolation] = []
-        check_text("qualified_name_prefix", prefix, 2048, problems)
-        check_text("after_qualified_name", after, 2048, problems)
-        if problems:
-            raise InvalidArgument(problems)
-        return await self._store.receipts(
-            integration.integration_id, outcome, prefix, after, limit or 100
-        )
+        check_query(qualified_name_prefix=(prefix, 2048), after_qualified_name=(after, 2048))
+        return await self._store.receipts(integration.integration_id, outcome, prefix, after, limit)
 
 
 def _problems(receipts: Sequence[ReceiptRecord]) -> list[FieldViolation]:

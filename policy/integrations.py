@@ -29,8 +29,9 @@ from core.domain.errors import (
     NotFound,
     PermissionDenied,
 )
+from core.metadata.pagination import page_size
 from core.requestctx import Principal
-from core.wire.validation import check_text
+from core.wire.validation import check_text, refuse
 from policy import tokens
 from policy.credentials import credential_record
 from policy.model import IntegrationRecord, KeptRecord
@@ -66,13 +67,12 @@ def load_types() -> dict[str, IntegrationType]:
     return found
 
 
-def _query(**fields: tuple[str, int]) -> None:
+def check_query(**fields: tuple[str, int]) -> None:
     """Refuses (INVALID_ARGUMENT) query text a store cannot take: too long, or with a NUL."""
     problems: list[FieldViolation] = []
     for name, (value, limit) in fields.items():
         check_text(name, value, limit, problems)
-    if problems:
-        raise InvalidArgument(problems)
+    refuse(problems)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +241,7 @@ class Integrations:
         return await self._mine(principal, integration_id)
 
     async def of_tenant(self, principal: Principal, type_: str) -> list[IntegrationRecord]:
-        _query(type=(type_, 64))
+        check_query(type=(type_, 64))
         return await self._store.integrations(principal.tenant_id, type_)
 
     async def update(
@@ -328,13 +328,10 @@ class Integrations:
     async def kept(
         self, principal: Principal, integration_id: str, kind: str, after: int, limit: int
     ) -> list[KeptRecord]:
-        if not 0 <= limit <= MAX_KEPT_PAGE:
-            raise InvalidArgument(
-                [FieldViolation("page_size", f"must be between 0 and {MAX_KEPT_PAGE}")]
-            )
+        limit = page_size(limit, MAX_KEPT_PAGE, 50)
         current = await self._mine(principal, integration_id)
         return await self._kept_deliveries().find(
-            current.tenant_id, current.integration_id, kind, after, limit or 50
+            current.tenant_id, current.integration_id, kind, after, limit
         )
 
     async def replay(
@@ -366,12 +363,9 @@ class Integrations:
         """Integrations of every tenant, in id order, a page at a time: for the adapter
         runtime (a principal of the system tenant only)."""
         self._platform_only(principal)
-        if not 0 <= limit <= MAX_PLATFORM_PAGE:
-            raise InvalidArgument(
-                [FieldViolation("page_size", f"must be between 0 and {MAX_PLATFORM_PAGE}")]
-            )
-        _query(type=(type_, 64), after_integration_id=(after, 64))
-        return await self._store.platform_integrations(type_, after, limit or 100)
+        limit = page_size(limit, MAX_PLATFORM_PAGE)
+        check_query(type=(type_, 64), after_integration_id=(after, 64))
+        return await self._store.platform_integrations(type_, after, limit)
 
     async def resolve(self, principal: Principal, integration_id: str) -> Resolved:
         """An integration of any tenant with its secrets: for the adapter runtime, a

@@ -15,6 +15,7 @@ from lily.v1 import policy_pb2 as policy_pb
 from lily.v1 import policy_pb2_grpc as policy_grpc
 
 from core.domain.errors import FieldViolation, InvalidArgument
+from core.metadata.pagination import page_size
 from core.metadata.service import MetadataService
 from core.wire.common import ts_pb
 from core.wire.context import principal_of
@@ -138,12 +139,9 @@ class PolicyServicer(policy_grpc.PolicyServiceServicer):
     async def ListDenials(
         self, request: policy_pb.ListDenialsRequest, context: grpc.aio.ServicerContext
     ) -> policy_pb.ListDenialsResponse:
-        if not 0 <= request.page_size <= 1000:
-            raise InvalidArgument([FieldViolation("page_size", "must be between 0 and 1,000")])
+        limit = page_size(request.page_size)
         before = request.before.ToDatetime(tzinfo=UTC) if request.HasField("before") else None
-        found = await self._policy.list_denials(
-            principal_of(context), before, request.page_size or 100
-        )
+        found = await self._policy.list_denials(principal_of(context), before, limit)
         return policy_pb.ListDenialsResponse(denials=[mapping.denial_pb(d) for d in found])
 
     async def CreateTenant(

@@ -45,3 +45,10 @@ class PageTokens:
         if data.get("t") != tenant_id or data.get("q") != fingerprint:
             raise bad
         return data.get("k")
+
+
+def page_size(requested: int, most: int = 1000, default: int = 100) -> int:
+    """A request's page size: `default` when 0 (unset); INVALID_ARGUMENT outside 0..most."""
+    if requested < 0 or requested > most:
+        raise InvalidArgument([FieldViolation("page_size", f"must be between 0 and {most}")])
+    return requested or default

@@ -12,8 +12,6 @@ from typing import TypeVar
 from core.domain import rules
 from core.domain.errors import (
     AssetNotFound,
-    FieldViolation,
-    InvalidArgument,
     JobClosed,
     NotFound,
     PermissionDenied,
@@ -48,22 +46,11 @@ from core.metadata.ingest import (
     ingest_plan,
     shielded,
 )
-from core.metadata.pagination import PageTokens
+from core.metadata.pagination import PageTokens, page_size
 from core.ports import Access, AssetStore, ChangeBus, OutboxRecord, Snapshot, TxRequest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
-
-
-def page_size(requested: int) -> int:
-    if requested < 0 or requested > MAX_PAGE_SIZE:
-        raise InvalidArgument(
-            [FieldViolation("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")]
-        )
-    return requested or DEFAULT_PAGE_SIZE
 
 
 class MetadataService:
