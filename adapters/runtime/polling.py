@@ -96,14 +96,18 @@ class Polling:
         self._polling[integration_id] = task
         task.add_done_callback(lambda _t: self._polling.pop(integration_id, None))
 
+    def _failed(self, integration_id: str) -> int:
+        """Counts a failed poll: how many in a row now."""
+        self._failures[integration_id] = self._failures.get(integration_id, 0) + 1
+        return self._failures[integration_id]
+
     async def _poll(self, poller: Poller, integration_id: str) -> None:
         async with self._slots:
             started = self._clock()
             try:
                 await self._poll_one(poller, integration_id, started)
             except Exception as exc:  # the core or NATS away, or a bug: try again later
-                failures = self._failures.get(integration_id, 0) + 1
-                self._failures[integration_id] = failures
+                failures = self._failed(integration_id)
                 self._due[integration_id] = started + backoff(failures, MAX_BACKOFF, 0)
                 log.warning(
                     "polling: integration %s not polled: %s",
@@ -129,8 +133,7 @@ class Polling:
                 settings, secrets, cursor, now=started, timeout=self._timeout
             )
         except PollFailed as exc:
-            failures = self._failures.get(integration_id, 0) + 1
-            self._failures[integration_id] = failures
+            failures = self._failed(integration_id)
             wait = exc.retry_after
             if wait is None:
                 wait = backoff(failures, interval, exc.status)
