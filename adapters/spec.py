@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import grpc
+import orjson
 from pydantic import BaseModel, ValidationError
 
 
@@ -188,6 +189,42 @@ class AssetChange:
     version: int
     tags: tuple[str, ...]  # effective, after the change
     deleted: bool = False
+
+
+def body_of(changes: list[AssetChange]) -> bytes:
+    """The body of the delivery the runtime files for a follower: the changes it wants."""
+    return orjson.dumps(
+        {
+            "changes": [
+                {
+                    "asset_id": c.asset_id,
+                    "qualified_name": c.qualified_name,
+                    "asset_type": c.asset_type,
+                    "version": c.version,
+                    "tags": list(c.tags),
+                    "deleted": c.deleted,
+                }
+                for c in changes
+            ]
+        }
+    )
+
+
+def changes_of(body: Mapping[str, object]) -> list[AssetChange]:
+    """The changes of a delivery the runtime made for a follower (body_of, read back)."""
+    found = body.get("changes")
+    return [
+        AssetChange(
+            asset_id=str(c["asset_id"]),
+            qualified_name=str(c["qualified_name"]),
+            asset_type=int(c.get("asset_type", 0)),
+            version=int(c["version"]),
+            tags=tuple(str(t) for t in c.get("tags", ())),
+            deleted=bool(c.get("deleted", False)),
+        )
+        for c in (found if isinstance(found, list) else [])
+        if isinstance(c, dict) and "asset_id" in c and "version" in c
+    ]
 
 
 class Follower(Protocol):

@@ -35,7 +35,6 @@ from lily.v1 import metadata_pb2_grpc as metadata_grpc
 from adapters.postgres import target as engine
 from adapters.postgres.config import PostgresTargetSettings
 from adapters.postgres.mapping import Denial, Grants, Object, Plan, denial, object_of, plan
-from adapters.runtime.follow import changes_of
 from adapters.spec import (
     AssetChange,
     Delivery,
@@ -45,6 +44,7 @@ from adapters.spec import (
     Polled,
     Refused,
     TryLater,
+    changes_of,
     json_body,
 )
 

@@ -19,7 +19,6 @@ from collections.abc import Callable, Collection, Mapping
 
 import grpc
 import nats.errors
-import orjson
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from lily.v1 import events_pb2 as events_pb
@@ -30,7 +29,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from adapters.runtime.inbox import Inbox, batches, stopping
 from adapters.runtime.resolver import CoreUnavailable, Resolver
-from adapters.spec import AdapterType, AssetChange, Delivery
+from adapters.spec import AdapterType, AssetChange, Delivery, body_of
 
 log = logging.getLogger(__name__)
 
@@ -52,41 +51,6 @@ def change_of(event: events_pb.ChangeEvent) -> AssetChange:
         tags=tuple(event.tags),
         deleted=event.change == events_pb.CHANGE_KIND_DELETED,
     )
-
-
-def body_of(changes: list[AssetChange]) -> bytes:
-    return orjson.dumps(
-        {
-            "changes": [
-                {
-                    "asset_id": c.asset_id,
-                    "qualified_name": c.qualified_name,
-                    "asset_type": c.asset_type,
-                    "version": c.version,
-                    "tags": list(c.tags),
-                    "deleted": c.deleted,
-                }
-                for c in changes
-            ]
-        }
-    )
-
-
-def changes_of(body: Mapping[str, object]) -> list[AssetChange]:
-    """The changes of a delivery the follower made (body_of, read back)."""
-    found = body.get("changes")
-    return [
-        AssetChange(
-            asset_id=str(c["asset_id"]),
-            qualified_name=str(c["qualified_name"]),
-            asset_type=int(c.get("asset_type", 0)),
-            version=int(c["version"]),
-            tags=tuple(str(t) for t in c.get("tags", ())),
-            deleted=bool(c.get("deleted", False)),
-        )
-        for c in (found if isinstance(found, list) else [])
-        if isinstance(c, dict) and "asset_id" in c and "version" in c
-    ]
 
 
 class Follow:
