@@ -30,6 +30,15 @@ class AdapterType:
     # Whether one integration's deliveries must be mapped one at a time, in the order they
     # came (Monte Carlo: an update after its incident); False where event time decides.
     ordered: bool = True
+    # sends Lily's notifications to its integrations (a destination of subscriptions)
+    sink: Sink | None = None
+    # Lily signs what it sends with the integration's webhook secret (made and rotated by
+    # Lily as a webhook secret is; while a rotation's grace lasts, it signs with both)
+    signs: bool = False
+
+    @property
+    def destination(self) -> bool:
+        return self.sink is not None
 
     def check_settings(self, settings: dict[str, Any]) -> list[tuple[str, str]]:
         try:
@@ -232,4 +241,134 @@ class Follower(Protocol):
 
     def wants(self, settings: Mapping[str, Any], change: AssetChange) -> bool:
         """Whether a change concerns the integration (e.g. an object of its engine)."""
+        ...
+
+
+SEVERITY_NAMES = ("", "low", "medium", "high", "critical")  # lily.v1.IssueSeverity, by number
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """What a destination is asked to deliver: an event a subscription took (or a burst of
+    them, summarised: count > 1, the worst named in `assets`), a test, or either again. Its
+    JSON (dump) is what the outbound stream holds and the delivery's record keeps."""
+
+    delivery_id: str
+    tenant_id: str
+    subscription_id: str  # "" : a test
+    integration_id: str
+    event_type: str  # e.g. issue.opened (policy/notifications.py lists them); "test"
+    title: str  # one line
+    text: str  # the subscription's template, rendered
+    severity: str = ""  # SEVERITY_NAMES ("" : none)
+    asset_id: str = ""
+    qualified_name: str = ""
+    asset_type: int = 0  # lily.v1.AssetType
+    url: str = ""
+    occurred_at: float = 0.0  # epoch seconds
+    count: int = 1
+    assets: tuple[str, ...] = ()  # a burst's worst, by qualified name
+    tags: tuple[str, ...] = ()
+    actor: str = ""
+    event_ids: tuple[str, ...] = ()
+    # of issue events: the Lily issue (what a ticket is kept for), its status and source
+    issue_id: str = ""
+    issue_status: str = ""  # open | acknowledged | resolved
+    issue_source: str = ""
+    issue_external_id: str = ""
+    max_attempts: int = 8
+    test: bool = False
+
+    def dump(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def load(cls, raw: bytes) -> Notification:
+        """Read back (a field it does not know is left out; one it lacks takes its default)."""
+        doc = orjson.loads(raw)
+        known = {k: v for k, v in doc.items() if k in cls.__dataclass_fields__}
+        for name in ("assets", "tags", "event_ids"):
+            if name in known:
+                known[name] = tuple(str(v) for v in known[name] or ())
+        return cls(**known)
+
+    def fields(self) -> dict[str, str]:
+        """What a template names (policy/notifications.py: PLACEHOLDERS)."""
+        return {
+            "event_type": self.event_type,
+            "qualified_name": self.qualified_name,
+            "asset_id": self.asset_id,
+            "title": self.title,
+            "severity": self.severity,
+            "status": self.issue_status,
+            "tags": ", ".join(self.tags),
+            "count": str(self.count),
+            "url": self.url,
+            "text": self.text,
+            "actor": self.actor,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A destination took a notification: its HTTP status, what it said, and what it made of
+    it, where it says (a ticket's key, a message's ts)."""
+
+    status: int = 200
+    message: str = "ok"
+    ref: str = ""
+
+
+class SendFailed(Exception):
+    """A destination did not take a notification: its HTTP status (0: it could not be
+    reached), how long it asked to wait (Retry-After), and whether sending it again cannot
+    help (e.g. 400: the payload; 404, 410: the destination is gone)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 0,
+        retry_after: float | None = None,
+        permanent: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+        self.permanent = permanent
+
+
+def send_failed(status: int, message: str, retry_after: str | None = None) -> SendFailed:
+    """An HTTP answer that is not a success, as SendFailed: 408, 425, 429 and 5xx are worth
+    trying again (after Retry-After, in seconds, where given); any other is not."""
+    wait: float | None = None
+    if retry_after:
+        try:
+            wait = max(0.0, float(retry_after))
+        except ValueError:
+            wait = None  # (an HTTP date: the back-off decides)
+    again = status in (408, 425, 429) or status >= 500
+    return SendFailed(message[:500], status=status, retry_after=wait, permanent=not again)
+
+
+class Sink(Protocol):
+    """What an adapter that delivers notifications does."""
+
+    def rate(self, settings: Mapping[str, Any]) -> float | None:
+        """How many notifications a second an integration takes at most (None: no limit)."""
+        ...
+
+    async def send(
+        self,
+        notification: Notification,
+        settings: Mapping[str, Any],
+        secrets: Mapping[str, str],
+        memory: Memory,
+        *,
+        signing: Sequence[str],
+        timeout: float,
+    ) -> Sent:
+        """Delivers it, each call within `timeout` seconds; `signing`: the webhook secrets
+        to sign with (current first). Raises SendFailed. Where the destination can be asked
+        whether it has it already (a ticket for its Lily key), it asks before making one."""
         ...

@@ -21,6 +21,8 @@ from lily.v1 import lineage_pb2 as lineage_pb
 from lily.v1 import lineage_pb2_grpc as lineage_grpc
 from lily.v1 import metadata_pb2 as metadata_pb
 from lily.v1 import metadata_pb2_grpc as metadata_grpc
+from lily.v1 import notification_pb2 as notification_pb
+from lily.v1 import notification_pb2_grpc as notification_grpc
 from lily.v1 import policy_pb2 as policy_pb
 from lily.v1 import policy_pb2_grpc as policy_grpc
 
@@ -40,12 +42,15 @@ from core.settings import Settings
 from core.wire.status import ErrorInterceptor, Guard
 from core.workers.ingest import IngestWorker
 from policy.access import OpenAccess, PolicyAccess
+from policy.notification_servicer import NotificationServicer
 from policy.permissions import CallGuard, OpenGuard
 from policy.service import PolicyService
 from policy.servicer import EnforcementServicer, IntegrationServicer, PolicyServicer
 from policy.stores.enforcement import PostgresEnforcementStore
 from policy.stores.integrations import PostgresIntegrationStore
 from policy.stores.kept_nats import NatsKeptDeliveries
+from policy.stores.notifications import PostgresNotificationStore
+from policy.stores.outbound_nats import NatsOutbound
 from policy.stores.postgres import PostgresPolicyStore
 
 log = logging.getLogger(__name__)
@@ -57,6 +62,7 @@ LILY_SERVICES = (
     policy_pb.DESCRIPTOR.services_by_name["PolicyService"].full_name,
     integration_pb.DESCRIPTOR.services_by_name["IntegrationService"].full_name,
     enforcement_pb.DESCRIPTOR.services_by_name["EnforcementService"].full_name,
+    notification_pb.DESCRIPTOR.services_by_name["NotificationService"].full_name,
 )
 SERVICE_NAMES = (*LILY_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME)
 
@@ -227,6 +233,8 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
         kept=NatsKeptDeliveries(backends.bus.js),
         receipts=PostgresEnforcementStore(backends.pool),
         events=_PolicyEvents(backends.bus),
+        notifications=PostgresNotificationStore(backends.pool),
+        outbound=NatsOutbound(backends.bus.js),
     )
     cells: Cells | None = None
     try:
@@ -273,6 +281,10 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
         assert policy.enforcement is not None
         enforcement_grpc.add_EnforcementServiceServicer_to_server(
             EnforcementServicer(policy.enforcement), server
+        )
+        assert policy.notifications is not None
+        notification_grpc.add_NotificationServiceServicer_to_server(
+            NotificationServicer(policy.notifications, lambda: current_cell().metadata), server
         )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -9,6 +9,7 @@ resolves an integration to its secrets."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import secrets
@@ -73,6 +74,14 @@ def check_query(**fields: tuple[str, int]) -> None:
     for name, (value, limit) in fields.items():
         check_text(name, value, limit, problems)
     refuse(problems)
+
+
+def new_secret(kind: IntegrationType) -> str:
+    """A webhook secret Lily makes: for a type that signs what Lily sends, as Standard
+    Webhooks writes its secrets (whsec_ and 32 random bytes in base64)."""
+    if kind.signs:
+        return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    return secrets.token_urlsafe(32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,8 +220,8 @@ class Integrations:
         )
         values = {k: v for k, v in (draft.secrets or {}).items() if v}
         webhook_secret = ""
-        if kind.webhook:
-            webhook_secret = values.setdefault(WEBHOOK_SECRET, secrets.token_urlsafe(32))
+        if kind.webhook or kind.signs:
+            webhook_secret = values.setdefault(WEBHOOK_SECRET, new_secret(kind))
         values[_API_KEY] = key.secret
         record = IntegrationRecord(
             integration_id,
@@ -290,17 +299,20 @@ class Integrations:
             problems.append(FieldViolation("webhook_secret", "over 8192 bytes"))
         current = await self._mine(principal, integration_id)
         kind = self.types.get(current.type)
-        if kind is not None and not kind.webhook:
+        if kind is None or not (kind.webhook or kind.signs):
             problems.append(
-                FieldViolation("integration_id", f"a {current.type} integration takes no webhooks")
+                FieldViolation(
+                    "integration_id", f"a {current.type} integration has no webhook secret"
+                )
             )
         if problems:
             raise InvalidArgument(problems)
+        assert kind is not None
         now = self._now()
         values = self._open(current)
-        new_secret = secret or secrets.token_urlsafe(32)
+        made = secret or new_secret(kind)
         previous = values.get(WEBHOOK_SECRET, "")
-        values[WEBHOOK_SECRET] = new_secret
+        values[WEBHOOK_SECRET] = made
         if previous:
             values[_PREVIOUS] = previous
         until = now + grace
@@ -310,7 +322,7 @@ class Integrations:
         )
         await self._save(new, current)
         log.info("integration secret rotated", extra={"integration_id": integration_id})
-        return new, new_secret, until
+        return new, made, until
 
     async def delete(self, principal: Principal, integration_id: str) -> None:
         current = await self._mine(principal, integration_id)

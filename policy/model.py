@@ -103,3 +103,70 @@ class ReceiptRecord:
     statements: tuple[str, ...]
     taken: tuple[str, ...]
     detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRecord:
+    """Which of a tenant's events go to which destination (policy/notifications.py)."""
+
+    subscription_id: str
+    tenant_id: str
+    integration_id: str
+    display_name: str
+    event_types: tuple[str, ...]
+    tags: tuple[str, ...]
+    asset_types: tuple[int, ...]  # lily.v1.AssetType
+    prefix: str
+    min_severity: int  # lily.v1.IssueSeverity
+    template: str
+    paused: bool
+    max_attempts: int
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    destination_type: str = ""  # its integration's type (read with it)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """One notification to one destination, and what became of it."""
+
+    delivery_id: str
+    tenant_id: str
+    subscription_id: str  # "" : a test
+    integration_id: str
+    destination_type: str
+    event_type: str
+    event_ids: tuple[str, ...]
+    event_count: int
+    asset_id: str
+    qualified_name: str
+    severity: int  # lily.v1.IssueSeverity
+    title: str
+    status: str  # queued | delivered | failed | dead
+    attempts: int
+    generation: int
+    created_at: datetime
+    updated_at: datetime
+    last_attempt_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+    destination_status: int = 0
+    destination_message: str = ""
+    external_ref: str = ""
+    test: bool = False
+    notification: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class HealthRecord:
+    """A destination as its deliveries found it."""
+
+    integration_id: str
+    tenant_id: str
+    healthy: bool
+    consecutive_failures: int
+    last_error: str
+    updated_at: datetime
+    unhealthy_since: datetime | None = None
+    last_success_at: datetime | None = None

@@ -5,15 +5,19 @@ and IntegrationType, what each adapter says of its integrations."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from policy.model import (
     CredentialRecord,
+    DeliveryRecord,
     DenialRecord,
+    HealthRecord,
     IntegrationRecord,
     KeptRecord,
     ReceiptRecord,
+    SubscriptionRecord,
     TenantRecord,
 )
 from policy.rules import RoleLink, Rule
@@ -189,6 +193,17 @@ class IntegrationType(Protocol):
         empty: it takes no webhooks."""
         ...
 
+    @property
+    def destination(self) -> bool:
+        """Whether subscriptions may send notifications to its integrations."""
+        ...
+
+    @property
+    def signs(self) -> bool:
+        """Whether Lily signs what it sends its integrations with their webhook secret (so
+        Lily makes one, and rotates it, as for a type that takes webhooks)."""
+        ...
+
     def check_settings(self, settings: dict[str, Any]) -> list[tuple[str, str]]:
         """Its settings' problems, each as (field path, what is wrong); none: valid."""
         ...
@@ -226,6 +241,88 @@ class EnforcementStore(Protocol):
         self, integration_id: str, outcome: str, prefix: str, after: str, limit: int
     ) -> list[ReceiptRecord]:
         """By qualified name, after `after`, of `outcome` ("" : any), under `prefix`."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryQuery:
+    """Which deliveries ListDeliveries wants (each field set must match)."""
+
+    subscription_id: str = ""
+    integration_id: str = ""
+    status: str = ""
+    asset_id: str = ""
+    event_type: str = ""
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    # the last page's last delivery (newest first: the page after it is older)
+    after: tuple[datetime, str] | None = None
+
+
+class NotificationStore(Protocol):
+    """Subscriptions, delivery records and destination health (policy/notifications.py)."""
+
+    async def create_subscription(self, s: SubscriptionRecord) -> None: ...
+
+    async def subscription(self, tenant_id: str, subscription_id: str) -> SubscriptionRecord | None:
+        """With its destination's type."""
+        ...
+
+    async def subscriptions(
+        self, tenant_id: str, integration_id: str, after: str, limit: int
+    ) -> list[SubscriptionRecord]:
+        """A tenant's, or every tenant's if tenant_id is "" (the adapter runtime's), by id."""
+        ...
+
+    async def update_subscription(self, s: SubscriptionRecord, read_at: datetime) -> bool:
+        """Stores it unless it changed since it was read (its updated_at then)."""
+        ...
+
+    async def delete_subscription(self, tenant_id: str, subscription_id: str) -> bool: ...
+
+    async def record_deliveries(self, records: Sequence[DeliveryRecord]) -> int:
+        """Keeps each unless the one kept is of a later generation, or of the same and
+        newer (updated_at); a record without its notification keeps the one stored. How many
+        were kept."""
+        ...
+
+    async def delivery(self, tenant_id: str, delivery_id: str) -> DeliveryRecord | None: ...
+
+    async def deliveries(
+        self, tenant_id: str, query: DeliveryQuery, limit: int
+    ) -> list[DeliveryRecord]:
+        """Newest first (without their notifications)."""
+        ...
+
+    async def dead_letters(
+        self,
+        tenant_id: str,
+        subscription_id: str,
+        created_after: datetime | None,
+        created_before: datetime | None,
+        limit: int,
+    ) -> list[DeliveryRecord]:
+        """Oldest first, with their notifications."""
+        ...
+
+    async def requeue(self, r: DeliveryRecord) -> bool:
+        """Stores `r` (its next generation, queued) if the one kept is still of the
+        generation before it."""
+        ...
+
+    async def record_health(self, records: Sequence[HealthRecord]) -> None:
+        """Keeps each unless the one kept is newer."""
+        ...
+
+    async def health(self, tenant_id: str) -> list[HealthRecord]: ...
+
+
+class Outbound(Protocol):
+    """The adapter runtime's outbound stream (adapters/runtime/outbox.py): what it sends."""
+
+    async def send(self, deliveries: Sequence[DeliveryRecord]) -> None:
+        """Queues each delivery's notification for its destination (a delivery's generation
+        once). Raises core.domain.errors.Unavailable if the stream did not take them."""
         ...
 
 

@@ -9,7 +9,8 @@ It is composed of one part per concern, each over the PolicyStore port (policy/p
 - credentials (policy/credentials.py): API keys, OAuth2 clients, tokens, signing keys;
 - denials (policy/denials.py): the audit trail of refusals;
 - integrations (policy/integrations.py): connections to outside systems, their secrets sealed;
-- enforcement (policy/enforcement.py): what enforcement targets did with restricted tags.
+- enforcement (policy/enforcement.py): what enforcement targets did with restricted tags;
+- notifications (policy/notifications.py): subscriptions, and the record of each delivery.
 This module starts and stops them, and hands each what the store's change feed says changed
 (on this instance or another), so a change takes effect everywhere within moments."""
 
@@ -31,12 +32,15 @@ from policy.denials import Denials
 from policy.enforcement import Enforcement
 from policy.integrations import Integrations, load_types
 from policy.model import DenialRecord
+from policy.notifications import Notifications
 from policy.ports import (
     EnforcementStore,
     EventPublisher,
     IntegrationStore,
     IntegrationType,
     KeptDeliveries,
+    NotificationStore,
+    Outbound,
     PolicyStore,
 )
 from policy.secretbox import SecretBox
@@ -57,6 +61,8 @@ class PolicyService:
         kept: KeptDeliveries | None = None,
         receipts: EnforcementStore | None = None,
         events: EventPublisher | None = None,
+        notifications: NotificationStore | None = None,
+        outbound: Outbound | None = None,
     ) -> None:
         self._store = store
         self.settings = settings
@@ -75,6 +81,17 @@ class PolicyService:
         )
         self.enforcement = (
             Enforcement(receipts, self.integrations, events) if receipts is not None else None
+        )
+        self.notifications = (
+            Notifications(
+                notifications,
+                self.integrations,
+                outbound,
+                events,
+                system_tenant=settings.system_tenant,
+            )
+            if notifications is not None
+            else None
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._reloads: set[asyncio.Task[None]] = set()  # one-off reloads the feed asked for

@@ -194,5 +194,7 @@ async def inbound(lily: Lily, stack: tuple[str, str], admin_md: Metadata) -> Asy
     serves its webhooks, as `lily up` runs them: the gateway's base URL."""
     async with grpc.aio.insecure_channel(lily.address) as ch:
         token = await runtime_key(ch, admin_md)
-    async with serving_runtime(lily.address, token, stack[1], poll_tick=0.5) as base_url:
+    async with serving_runtime(
+        lily.address, token, stack[1], poll_tick=0.5, subscriptions_ttl=0.5
+    ) as base_url:
         yield base_url

@@ -16,7 +16,6 @@ its SDK, pycarlo, meets it:
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
@@ -25,15 +24,13 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-import uvicorn
 from graphql import GraphQLError, GraphQLSchema, build_client_schema, graphql
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from core.stack import free_port
-from tests.helpers import eventually
+from tests.doubles import Served
 
 TWO_MONTHS = timedelta(days=62)
 
@@ -62,7 +59,7 @@ def _at(value: str) -> datetime:
 
 
 @dataclass
-class FakeMonteCarlo:
+class FakeMonteCarlo(Served):
     mcd_id: str = "mcd-id-1"
     mcd_token: str = "mcd-token-1"
     max_page: int = 100
@@ -71,26 +68,12 @@ class FakeMonteCarlo:
     refused: list[int] = field(default_factory=list)  # statuses answered, in order
     _failing: list[tuple[int, dict[str, str]]] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/graphql"
-        app = Starlette(routes=[Route("/graphql", self._graphql, methods=["POST"])])
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
+    def app(self) -> Starlette:
+        return Starlette(routes=[Route("/graphql", self._graphql, methods=["POST"])])
 
-    async def __aenter__(self) -> FakeMonteCarlo:
-        self._task = asyncio.create_task(self.server.serve())
-
-        async def listening() -> bool:
-            return bool(self.server.started)
-
-        await eventually(listening)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        await asyncio.wait_for(self._task, 10)
+    @property
+    def url(self) -> str:
+        return f"{self.base}/graphql"
 
     def fail(self, status: int, times: int = 1, **headers: str) -> None:
         self._failing.extend([(status, headers)] * times)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from importlib.metadata import entry_points
 
 import grpc
@@ -23,8 +24,12 @@ from nats.aio.client import Client
 from adapters.runtime.dispatcher import Dispatcher
 from adapters.runtime.follow import Follow
 from adapters.runtime.inbox import Inbox
+from adapters.runtime.notify import Router, Subscriptions
+from adapters.runtime.outbox import Outbox
 from adapters.runtime.polling import Polling
+from adapters.runtime.record import Recorder
 from adapters.runtime.resolver import Resolver
+from adapters.runtime.send import Sender
 from adapters.runtime.webhooks import PREFIX, Webhooks
 from adapters.spec import AdapterType
 
@@ -44,6 +49,34 @@ class RuntimeSettings:
     pending_retry: tuple[float, ...] = (10.0, 60.0, 600.0, 3600.0)
     sweep_every: float = 5.0
     poll_tick: float = 5.0  # how often integrations are looked at for a poll that is due
+    # notifications (adapters/runtime/notify.py, send.py)
+    subscriptions_ttl: float = 2.0  # seconds the subscriptions are kept
+    burst_quiet: float = 1.0  # a burst is over after this long without another of its events
+    burst_longest: float = 10.0  # ... or once held this long
+    unhealthy_after: float = 300.0  # a destination failing this long is unhealthy
+    probe_every: float = 60.0  # an unhealthy destination is tried this often
+
+
+def settings_from_env(
+    core: str, token: str, nats_url: str, env: Mapping[str, str] | None = None
+) -> RuntimeSettings:
+    """The runtime's settings: its defaults, each number overridden by LILY_ADAPTERS_<NAME>
+    (e.g. LILY_ADAPTERS_UNHEALTHY_AFTER=600); ValueError naming a variable that is no number."""
+    env = os.environ if env is None else env
+    given: dict[str, float | int] = {}
+    for f in fields(RuntimeSettings):
+        name = f"LILY_ADAPTERS_{f.name.upper()}"
+        if name not in env or f.name in ("core", "token", "nats_url", "pending_retry"):
+            continue
+        kind = int if f.type in ("int", int) else float
+        try:
+            value = kind(env[name])
+        except ValueError:
+            raise ValueError(f"{name}={env[name]!r} is not a number") from None
+        if value < 0:
+            raise ValueError(f"{name}={env[name]!r} must not be negative")
+        given[f.name] = value
+    return RuntimeSettings(core=core, token=token, nats_url=nats_url, **given)  # type: ignore[arg-type]
 
 
 def adapter_types() -> dict[str, AdapterType]:
@@ -65,6 +98,8 @@ class Runtime:
         self._sweeper: asyncio.Task[None] | None = None
         self._polling: asyncio.Task[None] | None = None
         self._follow: asyncio.Task[None] | None = None
+        self._notify: list[asyncio.Task[None]] = []
+        self._recording: asyncio.Task[None] | None = None
         self.webhooks: Webhooks | None = None
 
     async def start(self) -> None:
@@ -91,9 +126,42 @@ class Runtime:
         self._polling = asyncio.create_task(polling.run(), name="adapters-polling")
         follow = Follow(self._nc.jetstream(timeout=s.timeout), resolver, inbox, self.types)
         if any(t.follower is not None for t in self.types.values()):
-            await follow.ensure()  # from now on, even before the first fetch
+            await follow.feed.ensure()  # from now on, even before the first fetch
         self._follow = asyncio.create_task(follow.run(), name="adapters-follow")
+        if any(t.sink is not None for t in self.types.values()):
+            await self._start_notify(inbox, resolver)
         log.info("adapter runtime started: %s", ", ".join(sorted(self.types)))
+
+    async def _start_notify(self, inbox: Inbox, resolver: Resolver) -> None:
+        """Routes events to subscriptions, and delivers them."""
+        s = self.settings
+        assert self._nc is not None and self._channel is not None
+        js = self._nc.jetstream(timeout=s.timeout)
+        outbox = Outbox(js, timeout=s.timeout)
+        await outbox.ensure()
+        recorder = Recorder(self._channel, s.token, timeout=s.timeout)
+        subscriptions = Subscriptions(
+            self._channel, s.token, every=s.subscriptions_ttl, timeout=s.timeout
+        )
+        router = Router(
+            js, subscriptions, outbox, recorder, quiet=s.burst_quiet, longest=s.burst_longest
+        )
+        await router.feed.ensure()  # from now on, even before the first fetch
+        sender = Sender(
+            outbox,
+            resolver,
+            inbox,
+            self.types,
+            recorder,
+            timeout=s.timeout,
+            unhealthy_after=s.unhealthy_after,
+            probe_every=s.probe_every,
+        )
+        self._recording = asyncio.create_task(recorder.run(), name="notify-records")
+        self._notify = [
+            asyncio.create_task(router.run(), name="notify-route"),
+            asyncio.create_task(sender.run(), name="notify-send"),
+        ]
 
     async def _sweep(self, inbox: Inbox) -> None:
         """Tries pending deliveries again as they fall due: the asset an incident names may
@@ -109,11 +177,23 @@ class Runtime:
                 log.info("pending deliveries tried again: %d", retried)
 
     async def stop(self) -> None:
-        for task in (self._task, self._sweeper, self._polling, self._follow):
+        for task in (
+            self._task,
+            self._sweeper,
+            self._polling,
+            self._follow,
+            *self._notify,
+            self._recording,  # last: it files what the others left it
+        ):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(task, 10)
+        for kind in self.types.values():
+            close = getattr(kind.sink, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
         if self._nc is not None:
             # closed, not drained: every publish was awaited to its ack already, and a drain
             # would wait on what a fetch cut short by the stop left in its subscription
@@ -125,7 +205,7 @@ class Runtime:
 
 async def run_in_lily_up(*, core: str, token: str, nats_url: str) -> Runtime:
     """The runtime `lily up` runs in its own process (entry point lily.runtime)."""
-    runtime = Runtime(RuntimeSettings(core=core, token=token, nats_url=nats_url))
+    runtime = Runtime(settings_from_env(core, token, nats_url))
     try:
         await runtime.start()
     except BaseException:

@@ -1,5 +1,6 @@
-"""Lily's asset changes, for the adapters that follow them (enforcement targets): a durable
-JetStream consumer of lily.*.asset.* on the change stream, and on each DEDICATED tenant's.
+"""Lily's change streams as the runtime reads them (ChangeFeed: a durable consumer on the
+shared stream and on each DEDICATED tenant's), and the asset changes for the adapters that
+follow them (Follow, for enforcement targets): lily.*.asset.* on every change stream.
 Each fetched batch is split by tenant; each integration of a following type in that tenant
 gets, as one delivery in the inbox, the changes its adapter wants (adapters.spec.Follower),
 so they are applied as every delivery is: in order per integration, tried again while the
@@ -15,7 +16,7 @@ import hashlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 
 import grpc
 import nats.errors
@@ -53,22 +54,28 @@ def change_of(event: events_pb.ChangeEvent) -> AssetChange:
     )
 
 
-class Follow:
+class ChangeFeed:
+    """A durable consumer, `consumer`, on every change stream there is (the shared one from
+    now on; a DEDICATED tenant's cell's, LILY_CHANGES_<cell>, from its start, found within
+    DISCOVER_EVERY seconds), of the subjects `subjects` names (behind a cell's prefix).
+    Each fetched batch goes to `handle`, which answers the messages it keeps to acknowledge
+    itself later; the rest are acknowledged once it returns, or all tried again after a
+    growing pause if it raised that something it needs is away."""
+
     def __init__(
         self,
         js: JetStreamContext,
-        resolver: Resolver,
-        inbox: Inbox,
-        types: Mapping[str, AdapterType],
+        consumer: str,
+        subjects: str,
+        handle: Callable[[list[Msg]], Awaitable[Collection[Msg]]],
         *,
-        clock: Callable[[], float] = time.monotonic,
+        batch: int = BATCH,
     ) -> None:
         self._js = js
-        self._resolver = resolver
-        self._inbox = inbox
-        self._types = {n: t for n, t in types.items() if t.follower is not None}
-        self._clock = clock
-        self._listed: tuple[float, dict[str, list[integration_pb.Integration]]] | None = None
+        self._consumer = consumer
+        self._subjects = subjects
+        self._handle = handle
+        self._batch = batch
 
     async def streams(self) -> list[tuple[str, str]]:
         """The change streams: the shared one, and each DEDICATED tenant's cell's (named
@@ -88,18 +95,17 @@ class Follow:
             offset += len(page)
 
     async def ensure(self) -> list[str]:
-        """Makes the durable consumer on every change stream there is (the shared one from
-        now on; a cell's from its start, its stream being as new as its tenant); their names."""
+        """Makes the durable consumer on every change stream there is; their names."""
         made: list[str] = []
         for stream, prefix in await self.streams():
             await self._js.add_consumer(
                 stream,
                 ConsumerConfig(
-                    durable_name=CONSUMER,
+                    durable_name=self._consumer,
                     ack_policy=AckPolicy.EXPLICIT,
                     ack_wait=30.0,
                     deliver_policy=DeliverPolicy.ALL if prefix else DeliverPolicy.NEW,
-                    filter_subject=f"{prefix}lily.*.asset.*",
+                    filter_subject=f"{prefix}{self._subjects}",
                     max_ack_pending=20000,
                 ),
             )
@@ -107,10 +113,7 @@ class Follow:
         return made
 
     async def run(self) -> None:
-        """Follows every change stream, and each new one (a DEDICATED tenant made since)
-        within DISCOVER_EVERY seconds."""
-        if not self._types:
-            return
+        """Follows every change stream, and each new one within DISCOVER_EVERY seconds."""
         following: dict[str, asyncio.Task[None]] = {}
         try:
             while True:
@@ -118,10 +121,10 @@ class Follow:
                     for stream in await self.ensure():
                         if stream not in following or following[stream].done():
                             following[stream] = asyncio.create_task(
-                                self._follow(stream), name=f"follow-{stream}"
+                                self._follow(stream), name=f"{self._consumer}-{stream}"
                             )
                 except (nats.errors.Error, TimeoutError) as exc:
-                    log.warning("follow: change streams not listed: %s", exc)
+                    log.warning("%s: change streams not listed: %s", self._consumer, exc)
                 stopping()
                 await asyncio.sleep(DISCOVER_EVERY)
         finally:
@@ -130,7 +133,7 @@ class Follow:
             await asyncio.gather(*following.values(), return_exceptions=True)
 
     async def _follow(self, stream: str) -> None:
-        sub = await self._js.pull_subscribe_bind(CONSUMER, stream=stream)
+        sub = await self._js.pull_subscribe_bind(self._consumer, stream=stream)
         try:
             await self._fetch_loop(stream, sub)
         finally:  # or a drain at shutdown waits on what a cut-short fetch left behind
@@ -139,19 +142,46 @@ class Follow:
 
     async def _fetch_loop(self, stream: str, sub: JetStreamContext.PullSubscription) -> None:
         failures = 0
-        async for msgs in batches(sub, BATCH, f"follow {stream}"):
+        async for msgs in batches(sub, self._batch, f"{self._consumer} {stream}"):
             try:
-                await self.forward(msgs)
+                kept = await self._handle(msgs)
                 failures = 0
             except (CoreUnavailable, grpc.aio.AioRpcError, nats.errors.Error, TimeoutError) as exc:
                 failures += 1
                 delay = min(30.0, 0.5 * 2 ** min(failures, 6))
-                log.warning("follow: %d changes wait %.1f s: %s", len(msgs), delay, exc)
+                log.warning("%s: %d changes wait %.1f s: %s", self._consumer, len(msgs), delay, exc)
                 for msg in msgs:
                     await msg.nak(delay=delay)
                 continue
             for msg in msgs:
-                await msg.ack()
+                if msg not in kept:
+                    await msg.ack()
+
+
+class Follow:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        resolver: Resolver,
+        inbox: Inbox,
+        types: Mapping[str, AdapterType],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._resolver = resolver
+        self._inbox = inbox
+        self._types = {n: t for n, t in types.items() if t.follower is not None}
+        self._clock = clock
+        self._listed: tuple[float, dict[str, list[integration_pb.Integration]]] | None = None
+        self.feed = ChangeFeed(js, CONSUMER, "lily.*.asset.*", self._forwarded)
+
+    async def run(self) -> None:
+        if self._types:
+            await self.feed.run()
+
+    async def _forwarded(self, msgs: list[Msg]) -> Collection[Msg]:
+        await self.forward(msgs)
+        return ()
 
     async def forward(self, msgs: list[Msg]) -> int:
         """Files the changes each following integration wants as one delivery of it; how

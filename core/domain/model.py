@@ -256,6 +256,7 @@ class Change:
     origin: str = ""
     cause_event_id: str = ""
     trace_headers: Mapping[str, str] = field(default_factory=dict)
+    unhealthy_upstream: tuple[str, ...] = ()  # of a health change: the asset's, after it
 
     @property
     def subject(self) -> str:

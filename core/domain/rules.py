@@ -502,7 +502,8 @@ def set_derived(
         plan.changes.append(_change(ctx, asset, ChangeKind.UNTAGGED, ("tags",), removed=removed))
     if health:
         fields = ("unhealthy_upstream_asset_ids",)
-        plan.changes.append(_change(ctx, asset, ChangeKind.UPDATED, fields))
+        health_change = _change(ctx, asset, ChangeKind.UPDATED, fields)
+        plan.changes.append(replace(health_change, unhealthy_upstream=unhealthy))
     return asset
 
 

@@ -49,6 +49,8 @@ def encode_change(change: Change) -> bytes:
     if change.own_tags_moved:
         event.own_tags_moved.extend(change.own_tags_moved)
         event.propagate_tags_moved.extend(change.propagate_tags_moved)
+    if change.unhealthy_upstream:
+        event.unhealthy_upstream_asset_ids.extend(change.unhealthy_upstream)
     if change.issue is not None:
         event.issue.CopyFrom(common.issue_to_pb(change.issue))
     if change.relationship is not None:

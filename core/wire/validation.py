@@ -94,17 +94,25 @@ def refuse(problems: list[FieldViolation]) -> None:
         raise InvalidArgument(problems)
 
 
+def optional_timestamp(path: str, ts: Timestamp, out: list[FieldViolation]) -> datetime | None:
+    """A Timestamp field as an aware datetime truncated to microseconds (what the stores
+    keep), or None when unset (or, with a problem in `out`, out of range)."""
+    if ts.seconds == 0 and ts.nanos == 0:
+        return None
+    if not (0 <= ts.nanos < 1_000_000_000) or not (0 < ts.seconds < 253402300800):
+        out.append(FieldViolation(path, "is not a valid timestamp"))
+        return None
+    return datetime.fromtimestamp(ts.seconds, UTC) + timedelta(microseconds=ts.nanos // 1000)
+
+
 def timestamp_or(
     path: str, ts: Timestamp, default: datetime, out: list[FieldViolation]
 ) -> datetime:
     """A Timestamp field as an aware datetime truncated to microseconds (what the stores
     keep), or `default` when unset."""
-    if ts.seconds == 0 and ts.nanos == 0:
+    value = optional_timestamp(path, ts, out)
+    if value is None:
         return default
-    if not (0 <= ts.nanos < 1_000_000_000) or not (0 < ts.seconds < 253402300800):
-        out.append(FieldViolation(path, "is not a valid timestamp"))
-        return default
-    value = datetime.fromtimestamp(ts.seconds, UTC) + timedelta(microseconds=ts.nanos // 1000)
     if value > default + MAX_CLOCK_SKEW:
         out.append(FieldViolation(path, "is more than 5 minutes in the future"))
     return value

@@ -11,7 +11,14 @@ from dataclasses import replace
 import grpc
 import pytest
 from lily.v1 import common_pb2 as common_pb
-from lily.v1 import enforcement_pb2, integration_pb2, lineage_pb2, metadata_pb2, policy_pb2
+from lily.v1 import (
+    enforcement_pb2,
+    integration_pb2,
+    lineage_pb2,
+    metadata_pb2,
+    notification_pb2,
+    policy_pb2,
+)
 from lily.v1 import metadata_pb2 as O
 from lily.v1 import metadata_pb2_grpc as metadata_grpc
 from lily.v1 import policy_pb2 as P
@@ -48,6 +55,12 @@ for names, roles in (
     ("ResolveIntegration ListPlatformIntegrations", set()),
     ("GetEnforcement ListEnforcement", {"steward", "admin"}),
     ("RecordEnforcement", set()),  # an enforcement target's own credential only
+    ("CreateSubscription UpdateSubscription PauseSubscription DeleteSubscription", {"admin"}),
+    ("RetryDelivery ReplayDeadLetters SendTestNotification", {"admin"}),
+    ("GetSubscription ListSubscriptions ListDeliveries GetDelivery", {"steward", "admin"}),
+    ("ListDestinationHealth", {"steward", "admin"}),
+    ("Notify", {"editor", "steward", "scraper", "admin"}),
+    ("ListPlatformSubscriptions RecordDeliveries", set()),
 ):
     EXPECTED.update(dict.fromkeys(names.split(), frozenset(roles)))
 OPEN = {"IssueToken", "GetJwks"}
@@ -55,7 +68,14 @@ GATE = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
 
 
 def _methods():
-    for module in (metadata_pb2, lineage_pb2, policy_pb2, integration_pb2, enforcement_pb2):
+    for module in (
+        metadata_pb2,
+        lineage_pb2,
+        policy_pb2,
+        integration_pb2,
+        enforcement_pb2,
+        notification_pb2,
+    ):
         for service in module.DESCRIPTOR.services_by_name.values():
             yield from service.methods
 

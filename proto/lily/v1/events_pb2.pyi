@@ -39,6 +39,10 @@ class _EntityKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EntityKind
     """What an enforcement target did with an asset's restricted tags
     (ChangeEvent.enforcement; asset_id is the asset's).
     """
+    ENTITY_KIND_NOTICE: _EntityKind.ValueType  # 6
+    """An ad hoc notification about an asset (NotificationService.Notify; ChangeEvent.notice),
+    CHANGE_KIND_CREATED. It changes nothing: it is there to be routed to subscriptions.
+    """
 
 class EntityKind(_EntityKind, metaclass=_EntityKindEnumTypeWrapper):
     """What kind of entity a change event is about; the <entity> token of its subject."""
@@ -53,6 +57,10 @@ ENTITY_KIND_PROPAGATION: EntityKind.ValueType  # 4
 ENTITY_KIND_ENFORCEMENT: EntityKind.ValueType  # 5
 """What an enforcement target did with an asset's restricted tags
 (ChangeEvent.enforcement; asset_id is the asset's).
+"""
+ENTITY_KIND_NOTICE: EntityKind.ValueType  # 6
+"""An ad hoc notification about an asset (NotificationService.Notify; ChangeEvent.notice),
+CHANGE_KIND_CREATED. It changes nothing: it is there to be routed to subscriptions.
 """
 Global___EntityKind: _TypeAlias = EntityKind  # noqa: Y015
 
@@ -125,6 +133,8 @@ class ChangeEvent(_message.Message):
     OWN_TAGS_MOVED_FIELD_NUMBER: _builtins.int
     PROPAGATE_TAGS_MOVED_FIELD_NUMBER: _builtins.int
     ENFORCEMENT_FIELD_NUMBER: _builtins.int
+    UNHEALTHY_UPSTREAM_ASSET_IDS_FIELD_NUMBER: _builtins.int
+    NOTICE_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     tenant_id: _builtins.str
     entity: Global___EntityKind.ValueType
@@ -174,6 +184,16 @@ class ChangeEvent(_message.Message):
     def enforcement(self) -> _enforcement_pb2.EnforcementReceipt:
         """For ENTITY_KIND_ENFORCEMENT events: the receipt."""
 
+    @_builtins.property
+    def unhealthy_upstream_asset_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Of a change to the asset's health (changed_fields has "unhealthy_upstream_asset_ids"):
+        the assets upstream with an open data-quality issue, after it (none: healthy again).
+        """
+
+    @_builtins.property
+    def notice(self) -> Global___Notice:
+        """For ENTITY_KIND_NOTICE events."""
+
     def __init__(
         self,
         *,
@@ -198,14 +218,50 @@ class ChangeEvent(_message.Message):
         own_tags_moved: _abc.Iterable[_builtins.str] | None = ...,
         propagate_tags_moved: _abc.Iterable[_builtins.str] | None = ...,
         enforcement: _enforcement_pb2.EnforcementReceipt | None = ...,
+        unhealthy_upstream_asset_ids: _abc.Iterable[_builtins.str] | None = ...,
+        notice: Global___Notice | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["enforcement", b"enforcement", "issue", b"issue", "occurred_at", b"occurred_at", "relationship", b"relationship"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["enforcement", b"enforcement", "issue", b"issue", "notice", b"notice", "occurred_at", b"occurred_at", "relationship", b"relationship"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "asset_id", b"asset_id", "asset_type", b"asset_type", "asset_version", b"asset_version", "cause_event_id", b"cause_event_id", "change", b"change", "changed_fields", b"changed_fields", "enforcement", b"enforcement", "entity", b"entity", "event_id", b"event_id", "issue", b"issue", "occurred_at", b"occurred_at", "own_tags_moved", b"own_tags_moved", "propagate_tags_moved", b"propagate_tags_moved", "qualified_name", b"qualified_name", "relationship", b"relationship", "request_id", b"request_id", "tags", b"tags", "tags_added", b"tags_added", "tags_removed", b"tags_removed", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "asset_id", b"asset_id", "asset_type", b"asset_type", "asset_version", b"asset_version", "cause_event_id", b"cause_event_id", "change", b"change", "changed_fields", b"changed_fields", "enforcement", b"enforcement", "entity", b"entity", "event_id", b"event_id", "issue", b"issue", "notice", b"notice", "occurred_at", b"occurred_at", "own_tags_moved", b"own_tags_moved", "propagate_tags_moved", b"propagate_tags_moved", "qualified_name", b"qualified_name", "relationship", b"relationship", "request_id", b"request_id", "tags", b"tags", "tags_added", b"tags_added", "tags_removed", b"tags_removed", "tenant_id", b"tenant_id", "unhealthy_upstream_asset_ids", b"unhealthy_upstream_asset_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ChangeEvent: _TypeAlias = ChangeEvent  # noqa: Y015
+
+@_typing.final
+class Notice(_message.Message):
+    """An ad hoc notification about an asset."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """What it is about, e.g. "schema_drift"."""
+    title: _builtins.str
+    text: _builtins.str
+    severity: _common_pb2.IssueSeverity.ValueType
+    url: _builtins.str
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        title: _builtins.str = ...,
+        text: _builtins.str = ...,
+        severity: _common_pb2.IssueSeverity.ValueType = ...,
+        url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "severity", b"severity", "text", b"text", "title", b"title", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Notice: _TypeAlias = Notice  # noqa: Y015
 
 @_typing.final
 class IngestWorkBatch(_message.Message):
