@@ -125,6 +125,8 @@ class SubscriptionRecord:
     created_at: datetime
     updated_at: datetime
     destination_type: str = ""  # its integration's type (read with it)
+    paused_at: datetime | None = None  # the last pause began
+    resumed_at: datetime | None = None  # ... and ended (None: it has not)
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,7 +58,7 @@ def _range(
 
 
 def subscription_pb(s: SubscriptionRecord) -> notification_pb.Subscription:
-    return notification_pb.Subscription(
+    pb = notification_pb.Subscription(
         subscription_id=s.subscription_id,
         tenant_id=s.tenant_id,
         display_name=s.display_name,
@@ -78,6 +78,8 @@ def subscription_pb(s: SubscriptionRecord) -> notification_pb.Subscription:
         updated_at=ts_pb(s.updated_at),
         destination_type=s.destination_type,
     )
+    _set_times(pb, paused_at=s.paused_at, resumed_at=s.resumed_at)
+    return pb
 
 
 def subscription_draft(pb: notification_pb.Subscription) -> SubscriptionDraft:

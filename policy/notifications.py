@@ -282,6 +282,7 @@ class Notifications:
             created_at=now,
             updated_at=now,
             destination_type=destination,
+            paused_at=now if d.paused else None,
         )
         await self._store.create_subscription(record)
         log.info(
@@ -339,7 +340,7 @@ class Notifications:
         if "max_attempts" in paths:
             new = replace(new, max_attempts=d.max_attempts or DEFAULT_ATTEMPTS)
         if "paused" in paths:
-            new = replace(new, paused=d.paused)
+            new = _paused(new, d.paused)
         await self._save(new, current)
         return new
 
@@ -354,7 +355,7 @@ class Notifications:
         self, principal: Principal, subscription_id: str, paused: bool
     ) -> SubscriptionRecord:
         current = await self._mine(principal, subscription_id)
-        new = replace(current, paused=paused, updated_at=self._now())
+        new = _paused(replace(current, updated_at=self._now()), paused)
         await self._save(new, current)
         log.info(
             "subscription paused" if paused else "subscription resumed",
@@ -565,6 +566,16 @@ class Notifications:
         if destinations:
             await self._store.record_health(destinations)
         return kept
+
+
+def _paused(s: SubscriptionRecord, paused: bool) -> SubscriptionRecord:
+    """`s` paused or resumed as of its updated_at (a pause begins a window, a resume ends it;
+    pausing a paused one, or resuming a running one, changes nothing)."""
+    if paused and not s.paused:
+        return replace(s, paused=True, paused_at=s.updated_at, resumed_at=None)
+    if not paused and s.paused:
+        return replace(s, paused=False, resumed_at=s.updated_at)
+    return s
 
 
 def _cursor(token: str) -> tuple[datetime, str]:

@@ -19,7 +19,8 @@ each message came). Then, in rounds that alternate the two ways (the machine is 
    process) held to CPU 0 and the receiver to CPU 1; deliveries a second until the receiver
    has them all. Baseline: a bare httpx POST loop (one at a time, as asked; and `--lanes` at
    a time) of the same number of bodies of the same size to the same receiver, in a process
-   held to CPU 0.
+   held to CPU 0; and, for comparison, the same loop with aiohttp (the client Lily's
+   adapters use).
 
 Prints p50/p99 and ratios, deliveries a second and ratios, and the CPU each process used per
 notification.
@@ -108,25 +109,38 @@ def _token(body: dict[str, object]) -> str:
     return text.rsplit(" ", 1)[-1] if text.startswith("bench ") else ""
 
 
-def bare_loop(url: str, n: int, size: int, concurrency: int) -> None:
+def bare_loop(url: str, n: int, size: int, concurrency: int, client: str) -> None:
     """The baseline of phase 2 (its own process): n POSTs of `size` bytes, `concurrency` at
-    a time; prints the seconds they took."""
+    a time, with httpx (as the issue asks) or aiohttp (what Lily's adapters use); prints the
+    seconds they took."""
+    body = orjson.dumps({"type": "lily.asset.notice", "data": {"title": "x" * size}})
+    headers = {"content-type": "application/json"}
 
     async def run() -> float:
-        body = orjson.dumps({"type": "lily.asset.notice", "data": {"title": "x" * size}})
-        async with httpx.AsyncClient(timeout=30) as client:
-            left = iter(range(n))
-            start = time.perf_counter()
+        left = iter(range(n))
+        start = time.perf_counter()
+        if client == "aiohttp":
+            import aiohttp
 
-            async def worker() -> None:
-                for _ in left:
-                    answer = await client.post(
-                        url, content=body, headers={"content-type": "application/json"}
-                    )
-                    answer.raise_for_status()
+            async with aiohttp.ClientSession() as session:
 
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-            return time.perf_counter() - start
+                async def worker() -> None:
+                    for _ in left:
+                        async with session.post(url, data=body, headers=headers) as answer:
+                            await answer.read()
+                            answer.raise_for_status()
+
+                await asyncio.gather(*(worker() for _ in range(concurrency)))
+        else:
+            async with httpx.AsyncClient(timeout=30) as http:
+
+                async def worker() -> None:
+                    for _ in left:
+                        answer = await http.post(url, content=body, headers=headers)
+                        answer.raise_for_status()
+
+                await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - start
 
     print(f"{asyncio.run(run()):.6f}", flush=True)
 
@@ -355,7 +369,12 @@ async def main() -> int:
             _pin_tree(server.pid, 0)
             _pin(rx.pid, 1)
             _pin(os.getpid(), 1)
-            rates: dict[str, list[float]] = {"lily": [], "bare loop": [], "bare x lanes": []}
+            baselines = {
+                "bare httpx loop": (1, "httpx"),
+                "bare httpx x lanes": (args.lanes, "httpx"),
+                "bare aiohttp loop": (1, "aiohttp"),
+            }
+            rates: dict[str, list[float]] = {"lily": [], **{name: [] for name in baselines}}
             size = 0
             cpu2: dict[str, float] = {}
             n = args.deliveries
@@ -381,9 +400,15 @@ async def main() -> int:
                 delta = cpu_delta(before, meter.read())
                 cpu2 = {k: cpu2.get(k, 0) + v / n for k, v in delta.items()}
                 size = size or 900  # (a notice's Standard Webhooks body is about this size)
-                for name, concurrency in (("bare loop", 1), ("bare x lanes", args.lanes)):
+                for name, (concurrency, client) in baselines.items():
                     proc = await _child(
-                        "--bare", f"{rx_url}/hooks", str(n), str(size), str(concurrency), cpu=0
+                        "--bare",
+                        f"{rx_url}/hooks",
+                        str(n),
+                        str(size),
+                        str(concurrency),
+                        client,
+                        cpu=0,
                     )
                     out, _ = await proc.communicate()
                     rates[name].append(n / float(out.decode().strip()))
@@ -391,9 +416,10 @@ async def main() -> int:
             for name, values in rates.items():
                 print(f"   {name:12} {statistics.median(values):8.0f} deliveries/s")
             lily_rate = statistics.median(rates["lily"])
-            for name in ("bare loop", "bare x lanes"):
+            for name in baselines:
                 ratio = lily_rate / statistics.median(rates[name])
                 print(f"   ratio lily/{name}: {ratio:.2f}")
+            print("   (target: lily / bare httpx loop >= 0.5)")
             print("   CPU ms per delivery (lily):", _ms(cpu2, args.rounds))
     finally:
         await nc.close()
@@ -418,7 +444,7 @@ def _ms(cpu: dict[str, float], rounds: int) -> str:
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--receiver":
         receiver(int(sys.argv[2]))
-    elif len(sys.argv) > 5 and sys.argv[1] == "--bare":
-        bare_loop(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+    elif len(sys.argv) > 6 and sys.argv[1] == "--bare":
+        bare_loop(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
     else:
         sys.exit(asyncio.run(main()))

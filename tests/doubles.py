@@ -17,13 +17,23 @@ class Served:
     """Serves `self.app()` at self.base (http://127.0.0.1:<port>)."""
 
     graceful: float | None = None  # seconds a stop waits for requests in flight (None: all)
+    _port: int | None = None
 
     def app(self) -> Starlette:
         raise NotImplementedError
 
+    @property
+    def port(self) -> int:
+        """Its port, chosen when first asked (so its URL can be given before it serves)."""
+        if self._port is None:
+            self._port = free_port()
+        return self._port
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def _serve(self) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
         self.server = self._server()
 
     def _server(self) -> uvicorn.Server:

@@ -10,12 +10,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from adapters import ticketing
 from adapters.freshdesk import mapping
 from adapters.freshdesk.config import FreshdeskSettings
-from adapters.http import Http
+from adapters.http import Answer, Http
 from adapters.spec import Memory, Notification, SendFailed, Sent
 from adapters.ticketing import Ticket
 
@@ -33,39 +31,39 @@ class FreshdeskCalls:
         path: str,
         body: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> Answer:
         return await self.http.call(
             "Freshdesk",
             method,
             f"{self.settings.base}/api/v2/{path}",
             timeout=self.timeout,
-            json=body,
+            body=body,
             params=params,
             auth=(self.api_key, "X"),
         )
 
     async def get(self, ref: str) -> Ticket | None:
         got = await self._call("GET", f"tickets/{ref}")
-        if got.status_code != 200:
+        if got.status != 200:
             return None
         return ref, got.json().get("status") in mapping.DONE
 
     async def search(self, key: str) -> Ticket | None:
         found = await self._call("GET", "search/tickets", params={"query": mapping.query(key)})
-        results = found.json().get("results") or [] if found.status_code == 200 else []
+        results = found.json().get("results") or [] if found.status == 200 else []
         if not results:
             return None
         return str(results[0]["id"]), results[0].get("status") in mapping.DONE
 
     async def create(self, n: Notification, key: str) -> str:
         made = await self._call("POST", "tickets", mapping.ticket(n, key, self.settings))
-        if made.status_code == 404:
+        if made.status == 404:
             raise SendFailed("Freshdesk answered 404 to a new ticket", status=404, permanent=True)
         return str(made.json()["id"])
 
     async def notes(self, ref: str) -> str:
         got = await self._call("GET", f"tickets/{ref}/conversations")
-        return got.text if got.status_code == 200 else ""
+        return got.text if got.status == 200 else ""
 
     async def note(self, ref: str, n: Notification) -> None:
         await self._call("POST", f"tickets/{ref}/notes", {"body": mapping.html(n), "private": True})

@@ -9,10 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from adapters import ticketing
-from adapters.http import Http
+from adapters.http import Answer, Http
 from adapters.jira import mapping
 from adapters.jira.config import JiraSettings
 from adapters.spec import Memory, Notification, SendFailed, Sent
@@ -34,13 +32,13 @@ class JiraCalls:
         path: str,
         body: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> Answer:
         return await self.http.call(
             "JIRA",
             method,
             f"{self.settings.base}/rest/api/3/{path}",
             timeout=self.timeout,
-            json=body,
+            body=body,
             params=params,
             auth=self.auth,
             headers={"accept": "application/json"},
@@ -48,7 +46,7 @@ class JiraCalls:
 
     async def get(self, ref: str) -> Ticket | None:
         got = await self._call("GET", f"issue/{ref}", params={"fields": "status"})
-        return (ref, _done(got.json())) if got.status_code == 200 else None
+        return (ref, _done(got.json())) if got.status == 200 else None
 
     async def search(self, key: str) -> Ticket | None:
         found = await self._call(
@@ -56,14 +54,14 @@ class JiraCalls:
             "search/jql",
             {"jql": mapping.jql(self.settings, key), "fields": ["status"], "maxResults": 1},
         )
-        if found.status_code == 404:
+        if found.status == 404:
             raise SendFailed("JIRA answered 404 to a search", status=404, permanent=True)
         issues = found.json().get("issues") or []
         return (str(issues[0]["key"]), _done(issues[0])) if issues else None
 
     async def create(self, n: Notification, key: str) -> str:
         made = await self._call("POST", "issue", {"fields": mapping.fields(n, self.settings)})
-        if made.status_code == 404:
+        if made.status == 404:
             raise SendFailed("JIRA answered 404 to a new issue", status=404, permanent=True)
         return str(made.json()["key"])
 
@@ -71,7 +69,7 @@ class JiraCalls:
         recent = await self._call(
             "GET", f"issue/{ref}/comment", params={"orderBy": "-created", "maxResults": "50"}
         )
-        return recent.text if recent.status_code == 200 else ""
+        return recent.text if recent.status == 200 else ""
 
     async def note(self, ref: str, n: Notification) -> None:
         await self._call("POST", f"issue/{ref}/comment", {"body": mapping.document(n)})

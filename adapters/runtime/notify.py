@@ -18,7 +18,7 @@ import hashlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 import grpc
@@ -107,18 +107,79 @@ def severity_of(e: events_pb.ChangeEvent) -> int:
     return 0
 
 
-def matches(s: notification_pb.Subscription, kind: str, e: events_pb.ChangeEvent) -> bool:
-    """Whether a subscription takes an event of type `kind`."""
-    f = s.filter
-    if s.paused or (kind not in f.event_types and "*" not in f.event_types):
-        return False
-    if f.tags and not set(f.tags).intersection(e.tags):
-        return False
-    if f.asset_types and e.asset_type not in f.asset_types:
-        return False
-    if f.qualified_name_prefix and not e.qualified_name.startswith(f.qualified_name_prefix):
-        return False
-    return not f.min_severity or severity_of(e) >= f.min_severity
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A subscription as routing reads it: plain values, read for every event."""
+
+    subscription_id: str
+    tenant_id: str
+    integration_id: str
+    template: str
+    max_attempts: int
+    event_types: frozenset[str]  # ("*": all)
+    tags: frozenset[str]
+    asset_types: frozenset[int]
+    prefix: str
+    min_severity: int
+    # its last pause, in epoch seconds: an event of that time is not sent (until None: it
+    # is paused still)
+    paused_from: float | None = None
+    paused_until: float | None = None
+
+    @classmethod
+    def of(cls, s: notification_pb.Subscription) -> Route:
+        f = s.filter
+        paused_from = paused_until = None
+        if s.paused or s.HasField("resumed_at"):
+            paused_from = s.paused_at.ToNanoseconds() / 1e9 if s.HasField("paused_at") else 0.0
+            if not s.paused:
+                paused_until = s.resumed_at.ToNanoseconds() / 1e9
+        return cls(
+            subscription_id=s.subscription_id,
+            tenant_id=s.tenant_id,
+            integration_id=s.integration_id,
+            template=s.template,
+            max_attempts=s.max_attempts or 8,
+            event_types=frozenset(f.event_types),
+            tags=frozenset(f.tags),
+            asset_types=frozenset(int(t) for t in f.asset_types),
+            prefix=f.qualified_name_prefix,
+            min_severity=int(f.min_severity),
+            paused_from=paused_from,
+            paused_until=paused_until,
+        )
+
+    def takes(self, kind: str, e: events_pb.ChangeEvent) -> bool:
+        """Whether it takes an event of type `kind`: each field its filter sets matches, and
+        it was not paused when the event happened."""
+        if kind not in self.event_types and "*" not in self.event_types:
+            return False
+        if self.paused_from is not None:
+            at = e.occurred_at.ToNanoseconds() / 1e9 if e.HasField("occurred_at") else time.time()
+            if at >= self.paused_from and (self.paused_until is None or at < self.paused_until):
+                return False
+        if self.prefix and not e.qualified_name.startswith(self.prefix):
+            return False
+        if self.tags and self.tags.isdisjoint(e.tags):
+            return False
+        if self.asset_types and e.asset_type not in self.asset_types:
+            return False
+        return not self.min_severity or severity_of(e) >= self.min_severity
+
+
+Routes = dict[str, dict[str, list[Route]]]  # tenant -> event type -> its subscriptions
+
+
+def index(subscriptions: Iterable[notification_pb.Subscription]) -> Routes:
+    """The subscriptions by tenant and event type (a paused one too: it takes what happened
+    before its pause)."""
+    found: Routes = defaultdict(lambda: defaultdict(list))
+    for s in subscriptions:
+        route = Route.of(s)
+        kinds = EVENT_TYPES if "*" in route.event_types else route.event_types
+        for kind in kinds:
+            found[s.tenant_id][kind].append(route)
+    return {tenant: dict(kinds) for tenant, kinds in found.items()}
 
 
 def title_of(kind: str, e: events_pb.ChangeEvent) -> str:
@@ -161,9 +222,7 @@ def delivery_id(subscription_id: str, event_ids: Sequence[str]) -> str:
     return "dlv_" + hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def notification(
-    s: notification_pb.Subscription, kind: str, e: events_pb.ChangeEvent
-) -> Notification:
+def notification(s: Route, kind: str, e: events_pb.ChangeEvent) -> Notification:
     """One event as a subscription sends it."""
     n = Notification(
         delivery_id=delivery_id(s.subscription_id, [e.event_id]),
@@ -186,18 +245,16 @@ def notification(
         issue_status=_ISSUE_STATUS.get(e.issue.status, ""),
         issue_source=e.issue.source,
         issue_external_id=e.issue.external_id,
-        max_attempts=s.max_attempts or 8,
+        max_attempts=s.max_attempts,
     )
     return _rendered(s, n)
 
 
-def _rendered(s: notification_pb.Subscription, n: Notification) -> Notification:
+def _rendered(s: Route, n: Notification) -> Notification:
     return replace(n, text=render(s.template, n))
 
 
-def summary(
-    s: notification_pb.Subscription, kind: str, events: Sequence[events_pb.ChangeEvent]
-) -> Notification:
+def summary(s: Route, kind: str, events: Sequence[events_pb.ChangeEvent]) -> Notification:
     """A burst of events as one notification: how many, and the worst (most unhealthy
     upstream first, tables and views before columns)."""
     if len(events) == 1:
@@ -242,15 +299,15 @@ class Subscriptions:
         self._every = every
         self._timeout = timeout
         self._clock = clock
-        self._known: tuple[float, dict[str, list[notification_pb.Subscription]]] | None = None
+        self._known: tuple[float, Routes] | None = None
 
-    async def of(self, tenants: Collection[str]) -> dict[str, list[notification_pb.Subscription]]:
+    async def of(self, tenants: Collection[str]) -> Routes:
         if self._known is not None:
             age = self._clock() - self._known[0]
             known = all(t in self._known[1] for t in tenants)
             if age < (self._every if known else min(self._every, 0.25)):
                 return self._known[1]
-        found: dict[str, list[notification_pb.Subscription]] = defaultdict(list)
+        found: list[notification_pb.Subscription] = []
         after = ""
         while True:
             page = await self._stub.ListPlatformSubscriptions(
@@ -260,18 +317,17 @@ class Subscriptions:
                 metadata=self._metadata,
                 timeout=self._timeout,
             )
-            for s in page.subscriptions:
-                found[s.tenant_id].append(s)
+            found += page.subscriptions
             if len(page.subscriptions) < 1000:
                 break
             after = page.subscriptions[-1].subscription_id
-        self._known = (self._clock(), dict(found))
+        self._known = (self._clock(), index(found))
         return self._known[1]
 
 
 @dataclass
 class Burst:
-    subscription: notification_pb.Subscription
+    subscription: Route
     kind: str
     started: float
     last: float
@@ -329,8 +385,8 @@ class Router:
         lanes: dict[str, list[Notification]] = defaultdict(list)
         async with self._lock:
             for msg, e, kind in events:
-                for s in subscriptions.get(e.tenant_id, ()):
-                    if not matches(s, kind, e):
+                for s in subscriptions.get(e.tenant_id, {}).get(kind, ()):
+                    if not s.takes(kind, e):
                         continue
                     if e.cause_event_id:
                         self._hold(s, kind, e, msg, now)
@@ -347,7 +403,7 @@ class Router:
 
     def _hold(
         self,
-        s: notification_pb.Subscription,
+        s: Route,
         kind: str,
         e: events_pb.ChangeEvent,
         msg: Msg,

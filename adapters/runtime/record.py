@@ -7,9 +7,9 @@ warning: a record is what was seen, the delivery itself is on the outbound strea
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
-from collections import deque
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -105,14 +105,21 @@ class Recorder:
         self._every = every
         self._batch = batch
         self._timeout = timeout
-        self._deliveries: deque[notification_pb.NotificationDelivery] = deque(maxlen=keep)
+        # by delivery: a newer record of one still waiting takes its place (keeping the
+        # notification the first carried), so a quick delivery is one record, not two
+        self._deliveries: dict[str, notification_pb.NotificationDelivery] = {}
+        self._keep = keep
         self._health: dict[str, notification_pb.DestinationHealth] = {}
         self._due = asyncio.Event()
 
     def delivery(self, record: notification_pb.NotificationDelivery) -> None:
-        if len(self._deliveries) == self._deliveries.maxlen:
+        waiting = self._deliveries.pop(record.delivery_id, None)
+        if waiting is not None and waiting.notification and not record.notification:
+            record.notification = waiting.notification
+        if len(self._deliveries) >= self._keep:
             log.warning("notify: delivery records waiting for the core: the oldest let go")
-        self._deliveries.append(record)
+            del self._deliveries[next(iter(self._deliveries))]
+        self._deliveries[record.delivery_id] = record
         if len(self._deliveries) >= self._batch:
             self._due.set()
 
@@ -133,8 +140,7 @@ class Recorder:
 
     async def flush(self) -> None:
         while self._deliveries or self._health:
-            count = min(self._batch, len(self._deliveries))
-            deliveries = [self._deliveries[i] for i in range(count)]
+            deliveries = list(itertools.islice(self._deliveries.values(), self._batch))
             health = list(self._health.values())[: self._batch]
             try:
                 await self._stub.RecordDeliveries(
@@ -150,8 +156,9 @@ class Recorder:
                     return
                 # refused (a bug: said, and let go, or it would hold up every later record)
                 log.error("notify: %d records refused: %s", len(deliveries), err.details())
-            for _ in deliveries:
-                self._deliveries.popleft()
+            for d in deliveries:  # (unless a newer record of it came meanwhile)
+                if self._deliveries.get(d.delivery_id) is d:
+                    del self._deliveries[d.delivery_id]
             for h in health:
                 if self._health.get(h.integration_id) is h:
                     del self._health[h.integration_id]

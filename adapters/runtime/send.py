@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from google.protobuf import json_format
@@ -32,7 +33,7 @@ from nats.aio.msg import Msg
 from adapters.runtime.inbox import Inbox, batches
 from adapters.runtime.outbox import Outbox, generation_of, lane_of
 from adapters.runtime.record import Recorder, delivery_record, timestamp
-from adapters.runtime.resolver import CoreUnavailable, Resolver
+from adapters.runtime.resolver import CoreUnavailable, Resolved, Resolver
 from adapters.spec import AdapterType, Notification, SendFailed, Sent
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ class Sender:
         self._lanes: dict[str, Lane] = {}
         self._limiter = Limiter()
         self._health: dict[str, Health] = {}
+        self._settings: dict[str, tuple[Resolved, dict[str, Any], float | None]] = {}
 
     async def run(self) -> None:
         sub = await self._outbox.subscribe()
@@ -228,8 +230,8 @@ class Sender:
                     await msg.ack()
                     return
                 health.last_probe = now  # this one is the probe
-            settings = json_format.MessageToDict(resolved.integration.settings)
-            await self._limiter.wait(n.integration_id, kind.sink.rate(settings))
+            settings, rate = self._settings_of(resolved, kind)
+            await self._limiter.wait(n.integration_id, rate)
             attempt += 1
             started = time.time()
             try:
@@ -286,6 +288,18 @@ class Sender:
                 why=str(failed),
             )
             await asyncio.sleep(delay)
+
+    def _settings_of(
+        self, resolved: Resolved, kind: AdapterType
+    ) -> tuple[dict[str, Any], float | None]:
+        """A destination's settings and rate, read once for each answer the resolver gives."""
+        key = resolved.integration.integration_id
+        known = self._settings.get(key)
+        if known is None or known[0] is not resolved:
+            settings = json_format.MessageToDict(resolved.integration.settings)
+            rate = kind.sink.rate(settings) if kind.sink is not None else None
+            known = self._settings[key] = (resolved, settings, rate)
+        return known[1], known[2]
 
     def _succeeded(
         self,

@@ -18,7 +18,8 @@ from policy.stores.postgres import run_on
 _WHAT = "notification store"
 _SUBSCRIPTION = (
     "s.subscription_id, s.tenant_id, s.integration_id, s.display_name, s.filter, s.template,"
-    " s.paused, s.max_attempts, s.created_by, s.created_at, s.updated_at, i.type"
+    " s.paused, s.max_attempts, s.created_by, s.created_at, s.updated_at, i.type,"
+    " s.paused_at, s.resumed_at"
 )
 _FROM_SUBSCRIPTIONS = (
     " FROM notification_subscriptions s JOIN integrations i USING (integration_id)"
@@ -60,6 +61,8 @@ def _subscription(row: asyncpg.Record) -> SubscriptionRecord:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         destination_type=row["type"],
+        paused_at=row["paused_at"],
+        resumed_at=row["resumed_at"],
     )
 
 
@@ -167,8 +170,8 @@ class PostgresNotificationStore:
             await conn.execute(
                 "INSERT INTO notification_subscriptions (subscription_id, tenant_id,"
                 " integration_id, display_name, filter, template, paused, max_attempts,"
-                " created_by, created_at, updated_at)"
-                " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11)",
+                " created_by, created_at, updated_at, paused_at, resumed_at)"
+                " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13)",
                 s.subscription_id,
                 s.tenant_id,
                 s.integration_id,
@@ -180,6 +183,8 @@ class PostgresNotificationStore:
                 s.created_by,
                 s.created_at,
                 s.updated_at,
+                s.paused_at,
+                s.resumed_at,
             )
 
         await run_on(self._pool, _WHAT, work)
@@ -218,7 +223,7 @@ class PostgresNotificationStore:
             done = await conn.execute(
                 "UPDATE notification_subscriptions SET integration_id = $3, display_name = $4,"
                 " filter = $5::jsonb, template = $6, paused = $7, max_attempts = $8,"
-                " updated_at = $9"
+                " updated_at = $9, paused_at = $11, resumed_at = $12"
                 " WHERE tenant_id = $1 AND subscription_id = $2 AND updated_at = $10",
                 s.tenant_id,
                 s.subscription_id,
@@ -230,6 +235,8 @@ class PostgresNotificationStore:
                 s.max_attempts,
                 s.updated_at,
                 read_at,
+                s.paused_at,
+                s.resumed_at,
             )
             return bool(done.endswith(" 1"))
 

@@ -33,7 +33,7 @@ def _event(**fields) -> events_pb.ChangeEvent:
     return events_pb.ChangeEvent(**fields)
 
 
-def _subscription(*types: str, **fields) -> notification_pb.Subscription:
+def _pb(*types: str, **fields) -> notification_pb.Subscription:
     return notification_pb.Subscription(
         subscription_id="sub_1",
         tenant_id="acme",
@@ -41,6 +41,10 @@ def _subscription(*types: str, **fields) -> notification_pb.Subscription:
         filter=notification_pb.SubscriptionFilter(event_types=list(types), **fields),
         max_attempts=5,
     )
+
+
+def _subscription(*types: str, **fields) -> notify.Route:
+    return notify.Route.of(_pb(*types, **fields))
 
 
 def test_the_policy_service_and_the_runtime_speak_of_the_same_things():
@@ -151,37 +155,67 @@ def test_a_filter_takes_an_event_only_if_every_field_it_sets_matches():
         tags=["PII", "finance"],
         issue=common_pb.DataQualityIssue(severity=common_pb.ISSUE_SEVERITY_MEDIUM),
     )
-    assert notify.matches(_subscription("issue.opened"), "issue.opened", issue)
-    assert notify.matches(_subscription("*"), "issue.opened", issue)
-    assert not notify.matches(_subscription("issue.resolved"), "issue.opened", issue)
-    assert notify.matches(_subscription("*", tags=["PII"]), "issue.opened", issue)
-    assert not notify.matches(_subscription("*", tags=["GDPR"]), "issue.opened", issue)
-    assert notify.matches(
-        _subscription("*", asset_types=[common_pb.ASSET_TYPE_TABLE]), "issue.opened", issue
-    )
-    assert not notify.matches(
-        _subscription("*", asset_types=[common_pb.ASSET_TYPE_COLUMN]), "issue.opened", issue
-    )
-    assert notify.matches(
-        _subscription("*", qualified_name_prefix="pg://shop/"), "issue.opened", issue
-    )
-    assert not notify.matches(
-        _subscription("*", qualified_name_prefix="pg://other/"), "issue.opened", issue
-    )
-    assert notify.matches(
-        _subscription("*", min_severity=common_pb.ISSUE_SEVERITY_MEDIUM), "issue.opened", issue
-    )
-    assert not notify.matches(
-        _subscription("*", min_severity=common_pb.ISSUE_SEVERITY_HIGH), "issue.opened", issue
-    )
-    paused = _subscription("*")
+    table, column = common_pb.ASSET_TYPE_TABLE, common_pb.ASSET_TYPE_COLUMN
+    medium, high = common_pb.ISSUE_SEVERITY_MEDIUM, common_pb.ISSUE_SEVERITY_HIGH
+    for route, takes in (
+        (_subscription("issue.opened"), True),
+        (_subscription("*"), True),
+        (_subscription("issue.resolved"), False),
+        (_subscription("*", tags=["PII"]), True),
+        (_subscription("*", tags=["GDPR"]), False),
+        (_subscription("*", asset_types=[table]), True),
+        (_subscription("*", asset_types=[column]), False),
+        (_subscription("*", qualified_name_prefix="pg://shop/"), True),
+        (_subscription("*", qualified_name_prefix="pg://other/"), False),
+        (_subscription("*", min_severity=medium), True),
+        (_subscription("*", min_severity=high), False),
+    ):
+        assert route.takes("issue.opened", issue) is takes, route
+
+
+def test_subscriptions_are_indexed_by_tenant_and_event_type():
+    other = _pb("asset.tagged")
+    other.subscription_id, other.tenant_id = "sub_3", "globex"
+    routes = notify.index([_pb("*"), other, _pb("issue.opened", "asset.notice")])
+    assert set(routes) == {"acme", "globex"}
+    assert set(routes["acme"]) == set(notify.EVENT_TYPES)
+    assert [r.subscription_id for r in routes["acme"]["issue.opened"]] == ["sub_1", "sub_1"]
+    assert [r.subscription_id for r in routes["acme"]["asset.tagged"]] == ["sub_1"]
+    assert list(routes["globex"]) == ["asset.tagged"]
+
+
+def test_an_event_that_happened_while_a_subscription_was_paused_is_not_sent_however_late():
+    def at(seconds: int) -> events_pb.ChangeEvent:
+        e = _event(entity=events_pb.ENTITY_KIND_NOTICE)
+        e.occurred_at.FromSeconds(seconds)
+        return e
+
+    paused = _pb("asset.notice")
     paused.paused = True
-    assert not notify.matches(paused, "issue.opened", issue)
+    paused.paused_at.FromSeconds(1000)
+    route = notify.Route.of(paused)
+    assert route.takes("asset.notice", at(999))  # (before the pause, routed late)
+    assert not route.takes("asset.notice", at(1000)) and not route.takes("asset.notice", at(5000))
+    resumed = _pb("asset.notice")
+    resumed.paused_at.FromSeconds(1000)
+    resumed.resumed_at.FromSeconds(2000)
+    route = notify.Route.of(resumed)
+    assert route.takes("asset.notice", at(999)) and route.takes("asset.notice", at(2000))
+    assert not route.takes("asset.notice", at(1500))
+    assert notify.Route.of(_pb("asset.notice")).takes("asset.notice", at(1500))
 
 
 def test_a_notification_is_rendered_with_its_subscription_template():
-    s = _subscription("issue.opened")
-    s.template = "[{severity}] {title} | {status} | {tags} | {count}"
+    s = notify.Route.of(
+        notification_pb.Subscription(
+            subscription_id="sub_1",
+            tenant_id="acme",
+            integration_id="int_1",
+            filter=notification_pb.SubscriptionFilter(event_types=["issue.opened"]),
+            template="[{severity}] {title} | {status} | {tags} | {count}",
+            max_attempts=5,
+        )
+    )
     e = _event(
         entity=events_pb.ENTITY_KIND_ISSUE,
         change=events_pb.CHANGE_KIND_ATTACHED,

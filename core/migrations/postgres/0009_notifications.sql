@@ -11,6 +11,9 @@ CREATE TABLE notification_subscriptions (
     filter jsonb NOT NULL,
     template text NOT NULL,
     paused boolean NOT NULL,
+    -- the last pause: events between the two are not sent
+    paused_at timestamptz,
+    resumed_at timestamptz,
     max_attempts integer NOT NULL,
     created_by text NOT NULL,
     created_at timestamptz NOT NULL,

@@ -109,6 +109,8 @@ class Subscription(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     DESTINATION_TYPE_FIELD_NUMBER: _builtins.int
+    PAUSED_AT_FIELD_NUMBER: _builtins.int
+    RESUMED_AT_FIELD_NUMBER: _builtins.int
     subscription_id: _builtins.str
     """Made by Lily ("sub_" and 24 hex digits)."""
     tenant_id: _builtins.str
@@ -132,6 +134,14 @@ class Subscription(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def paused_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was last paused, and resumed: an event that happened in between is not sent,
+        however late it is routed.
+        """
+
+    @_builtins.property
+    def resumed_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -147,10 +157,12 @@ class Subscription(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         destination_type: _builtins.str = ...,
+        paused_at: _timestamp_pb2.Timestamp | None = ...,
+        resumed_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "filter", b"filter", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "filter", b"filter", "paused_at", b"paused_at", "resumed_at", b"resumed_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "created_by", b"created_by", "destination_type", b"destination_type", "display_name", b"display_name", "filter", b"filter", "integration_id", b"integration_id", "max_attempts", b"max_attempts", "paused", b"paused", "subscription_id", b"subscription_id", "template", b"template", "tenant_id", b"tenant_id", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "created_by", b"created_by", "destination_type", b"destination_type", "display_name", b"display_name", "filter", b"filter", "integration_id", b"integration_id", "max_attempts", b"max_attempts", "paused", b"paused", "paused_at", b"paused_at", "resumed_at", b"resumed_at", "subscription_id", b"subscription_id", "template", b"template", "tenant_id", b"tenant_id", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

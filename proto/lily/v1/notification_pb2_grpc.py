@@ -186,7 +186,8 @@ class NotificationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PauseSubscription(self, request, context):
-        """Pauses a subscription (the events it would take meanwhile are not sent), or resumes it.
+        """Pauses a subscription (the events that happen meanwhile are not sent, however late they
+        are routed), or resumes it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
