@@ -414,7 +414,7 @@ async def main() -> int:
                     rates[name].append(n / float(out.decode().strip()))
             _pin_tree(server.pid, None)
             for name, values in rates.items():
-                print(f"   {name:12} {statistics.median(values):8.0f} deliveries/s")
+                print(f"   {name:20} {statistics.median(values):8.0f} deliveries/s")
             lily_rate = statistics.median(rates["lily"])
             for name in baselines:
                 ratio = lily_rate / statistics.median(rates[name])

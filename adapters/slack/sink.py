@@ -14,12 +14,15 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from adapters.http import Http
 from adapters.slack.config import SlackSettings
 from adapters.slack.mapping import message
 from adapters.spec import Memory, Notification, SendFailed, Sent, send_failed
 
 
-class SlackSink:
+class SlackSink(Http):
+    """(Its clients share the adapters' pool of aiohttp connections.)"""
+
     def rate(self, settings: Mapping[str, Any]) -> float | None:
         return SlackSettings.model_validate(settings).max_per_second
 
@@ -51,7 +54,7 @@ class SlackSink:
     async def _webhook(
         self, url: str, text: str, blocks: list[dict[str, Any]], timeout: int
     ) -> Sent:
-        client = AsyncWebhookClient(url, timeout=timeout)
+        client = AsyncWebhookClient(url, timeout=timeout, session=self._pool())
         answer = await client.send(text=text, blocks=blocks)
         if answer.status_code == 200:
             return Sent(200, answer.body[:500])
@@ -69,7 +72,9 @@ class SlackSink:
         blocks: list[dict[str, Any]],
         timeout: int,
     ) -> Sent:
-        client = AsyncWebClient(token=token, base_url=s.api_url, timeout=timeout)
+        client = AsyncWebClient(
+            token=token, base_url=s.api_url, timeout=timeout, session=self._pool()
+        )
         try:
             answer = await client.chat_postMessage(channel=s.channel, text=text, blocks=blocks)
         except SlackApiError as exc:
