@@ -219,13 +219,20 @@ async def latency_round(
             await nc.publish(f"bench.base.{k % len(assets)}", body)
         if k % 50 == 0:
             progress(f"{way}: {k}/{n}")
+    got = await received(http, tag, n, 120)
+    return [got[t] - sent[t] for t in sent]
+
+
+async def received(http: httpx.AsyncClient, tag: str, n: int, timeout: float) -> dict[str, float]:
+    """When the receiver had each of the n messages whose token starts with `tag`."""
     got: dict[str, float] = {}
-    async with asyncio.timeout(120):
+    async with asyncio.timeout(timeout):
         while len(got) < n:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.25)
             found, _ = await arrivals(http)
             got.update({t: at for t, at in found.items() if t.startswith(tag + "-")})
-    return [got[t] - sent[t] for t in sent]
+            progress(f"delivered {len(got)}/{n}")
+    return got
 
 
 async def bare_subscriber(nc, url: str) -> None:
@@ -389,13 +396,7 @@ async def main() -> int:
                     )
                     if k % 200 == 0:
                         progress(f"published {k}/{n}")
-                came: dict[str, float] = {}
-                async with asyncio.timeout(300):
-                    while len(came) < n:
-                        await asyncio.sleep(0.25)
-                        found, _ = await arrivals(http)
-                        came.update({t: a for t, a in found.items() if t.startswith(f"tp{r}-")})
-                        progress(f"delivered {len(came)}/{n}")
+                came = await received(http, f"tp{r}", n, 300)
                 rates["lily"].append(n / (max(came.values()) - t0))
                 delta = cpu_delta(before, meter.read())
                 cpu2 = {k: cpu2.get(k, 0) + v / n for k, v in delta.items()}
