@@ -45,6 +45,20 @@ def marker(n: Notification) -> str:
     return f"[lily:{n.delivery_id}]"
 
 
+def facts(n: Notification) -> list[str]:
+    """What a ticket says of its notification, a line each (its description lists them)."""
+    found = [f"Event: {n.event_type}"]
+    if n.qualified_name:
+        found.append(f"Asset: {n.qualified_name}")
+    if n.severity:
+        found.append(f"Severity: {n.severity}")
+    if n.issue_source:
+        found.append(f"Reported by: {n.issue_source} ({n.issue_external_id})")
+    if n.count > 1:
+        found.append(f"Assets: {n.count}")
+    return found
+
+
 async def deliver(system: Tickets, n: Notification, memory: Memory) -> Sent:
     key = key_of(n)
     if n.issue_id:  # what a webhook about the ticket needs to find the issue

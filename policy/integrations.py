@@ -32,7 +32,7 @@ from core.domain.errors import (
 )
 from core.metadata.pagination import page_size
 from core.requestctx import Principal
-from core.wire.validation import check_text, refuse
+from core.wire.validation import check_mask, check_text, refuse
 from policy import tokens
 from policy.credentials import credential_record
 from policy.model import IntegrationRecord, KeptRecord
@@ -257,15 +257,7 @@ class Integrations:
         self, principal: Principal, integration_id: str, draft: Draft, paths: Sequence[str]
     ) -> IntegrationRecord:
         problems: list[FieldViolation] = []
-        unknown = [p for p in paths if p not in UPDATABLE]
-        if not paths or unknown:
-            problems.append(
-                FieldViolation(
-                    "update_mask",
-                    f"name one or more of {', '.join(sorted(UPDATABLE))}"
-                    + (f" (not {', '.join(unknown)})" if unknown else ""),
-                )
-            )
+        check_mask(paths, UPDATABLE, problems)
         current = await self._mine(principal, integration_id)
         self._check(draft, problems, type_=current.type)
         if problems:

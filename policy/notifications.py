@@ -33,7 +33,7 @@ from core.domain.errors import (
 )
 from core.metadata.pagination import page_size
 from core.requestctx import Principal
-from core.wire.validation import check_text, refuse
+from core.wire.validation import check_mask, check_text, refuse
 from policy.integrations import Integrations, check_query
 from policy.model import DeliveryRecord, HealthRecord, SubscriptionRecord
 from policy.ports import DeliveryQuery, EventPublisher, NotificationStore, Outbound
@@ -308,17 +308,9 @@ class Notifications:
         d: SubscriptionDraft,
         paths: Sequence[str],
     ) -> SubscriptionRecord:
-        unknown = [p for p in paths if p not in UPDATABLE]
-        if not paths or unknown:
-            raise InvalidArgument(
-                [
-                    FieldViolation(
-                        "update_mask",
-                        f"name one or more of {', '.join(sorted(UPDATABLE))}"
-                        + (f" (not {', '.join(unknown)})" if unknown else ""),
-                    )
-                ]
-            )
+        problems: list[FieldViolation] = []
+        check_mask(paths, UPDATABLE, problems)
+        refuse(problems)
         current = await self._mine(principal, subscription_id)
         destination = await self._check(principal, d, frozenset(paths))
         new = replace(current, updated_at=self._now())

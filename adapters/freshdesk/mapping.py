@@ -9,7 +9,7 @@ from typing import Any
 
 from adapters.freshdesk.config import FreshdeskSettings
 from adapters.spec import Notification
-from adapters.ticketing import marker
+from adapters.ticketing import facts, marker
 
 OPEN, RESOLVED = 2, 4  # Freshdesk's statuses (2 open, 3 pending, 4 resolved, 5 closed)
 DONE = frozenset({4, 5})
@@ -26,17 +26,7 @@ def query(key: str) -> str:
 
 
 def html(n: Notification) -> str:
-    items = [f"<li>Event: {escape(n.event_type)}</li>"]
-    if n.qualified_name:
-        items.append(f"<li>Asset: {escape(n.qualified_name)}</li>")
-    if n.severity:
-        items.append(f"<li>Severity: {escape(n.severity)}</li>")
-    if n.issue_source:
-        items.append(
-            f"<li>Reported by: {escape(n.issue_source)} ({escape(n.issue_external_id)})</li>"
-        )
-    if n.count > 1:
-        items.append(f"<li>Assets: {n.count}</li>")
+    items = [f"<li>{escape(fact)}</li>" for fact in facts(n)]
     parts = [f"<p>{escape(n.text or n.title)}</p>", f"<ul>{''.join(items)}</ul>"]
     if n.count > 1 and n.assets:
         parts.append("<ul>" + "".join(f"<li>{escape(a)}</li>" for a in n.assets) + "</ul>")

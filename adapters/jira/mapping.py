@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from adapters.jira.config import JiraSettings
 from adapters.spec import Notification
-from adapters.ticketing import key_of, marker
+from adapters.ticketing import facts, key_of, marker
 
 LABEL = "lily-"
 
@@ -42,16 +42,7 @@ def _bullets(items: list[str]) -> dict[str, Any]:
 def document(n: Notification, *, marked: bool = True) -> dict[str, Any]:
     """The notification in Atlassian Document Format (a doc of paragraphs and a list)."""
     content: list[dict[str, Any]] = [_paragraph(_text((n.text or n.title)[:30000]))]
-    facts = [f"Event: {n.event_type}"]
-    if n.qualified_name:
-        facts.append(f"Asset: {n.qualified_name}")
-    if n.severity:
-        facts.append(f"Severity: {n.severity}")
-    if n.issue_source:
-        facts.append(f"Reported by: {n.issue_source} ({n.issue_external_id})")
-    if n.count > 1:
-        facts.append(f"Assets: {n.count}")
-    content.append(_bullets(facts))
+    content.append(_bullets(facts(n)))
     if n.count > 1 and n.assets:
         content.append(_bullets(list(n.assets)))
     if n.url.startswith(("https://", "http://")):

@@ -81,6 +81,12 @@ async def batches(
         yield msgs
 
 
+def sequence(msg: Msg) -> int:
+    """A fetched message's sequence in its stream (what a copy the stream sends again
+    shares with the first)."""
+    return msg.metadata.sequence.stream if msg.metadata and msg.metadata.sequence else id(msg)
+
+
 def inbox_subject(kind: str, integration_id: str) -> str:
     return f"lily_inbound.{kind}.{integration_id}"
 

@@ -31,8 +31,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from adapters.runtime.follow import ChangeFeed
+from adapters.runtime.inbox import sequence
 from adapters.runtime.outbox import Outbox
-from adapters.runtime.record import Recorder, delivery_record
+from adapters.runtime.record import Recorder, delivery_record, seconds
 from adapters.spec import SEVERITY_NAMES, Notification
 
 log = logging.getLogger(__name__)
@@ -131,9 +132,9 @@ class Route:
         f = s.filter
         paused_from = paused_until = None
         if s.paused or s.HasField("resumed_at"):
-            paused_from = s.paused_at.ToNanoseconds() / 1e9 if s.HasField("paused_at") else 0.0
+            paused_from = seconds(s.paused_at)  # (unset: 0, since ever)
             if not s.paused:
-                paused_until = s.resumed_at.ToNanoseconds() / 1e9
+                paused_until = seconds(s.resumed_at)
         return cls(
             subscription_id=s.subscription_id,
             tenant_id=s.tenant_id,
@@ -155,7 +156,7 @@ class Route:
         if kind not in self.event_types and "*" not in self.event_types:
             return False
         if self.paused_from is not None:
-            at = e.occurred_at.ToNanoseconds() / 1e9 if e.HasField("occurred_at") else time.time()
+            at = seconds(e.occurred_at) if e.HasField("occurred_at") else time.time()
             if at >= self.paused_from and (self.paused_until is None or at < self.paused_until):
                 return False
         if self.prefix and not e.qualified_name.startswith(self.prefix):
@@ -224,6 +225,7 @@ def delivery_id(subscription_id: str, event_ids: Sequence[str]) -> str:
 
 def notification(s: Route, kind: str, e: events_pb.ChangeEvent) -> Notification:
     """One event as a subscription sends it."""
+    severity = severity_of(e)
     n = Notification(
         delivery_id=delivery_id(s.subscription_id, [e.event_id]),
         tenant_id=s.tenant_id,
@@ -232,12 +234,12 @@ def notification(s: Route, kind: str, e: events_pb.ChangeEvent) -> Notification:
         event_type=kind,
         title=title_of(kind, e),
         text="",
-        severity=SEVERITY_NAMES[severity_of(e)] if 0 <= severity_of(e) < 5 else "",
+        severity=SEVERITY_NAMES[severity] if 0 <= severity < len(SEVERITY_NAMES) else "",
         asset_id=e.asset_id,
         qualified_name=e.qualified_name,
         asset_type=int(e.asset_type),
         url=e.issue.url or e.notice.url,
-        occurred_at=e.occurred_at.ToNanoseconds() / 1e9 if e.HasField("occurred_at") else 0.0,
+        occurred_at=seconds(e.occurred_at),  # (unset: 0)
         tags=tuple(e.tags),
         actor=e.actor,
         event_ids=(e.event_id,),
@@ -415,14 +417,15 @@ class Router:
             burst = self._bursts[key] = Burst(s, kind, now, now)
         burst.last = now
         burst.events[e.event_id] = e  # (an event the stream sent again is one event)
-        seq = _seq(msg)
+        seq = sequence(msg)
         if seq not in burst.msgs:
             self._holds[seq] += 1
         burst.msgs[seq] = msg  # (acknowledged through the newest copy)
 
     async def _queue(self, n: Notification) -> None:
-        self._recorder.delivery(delivery_record(n, "queued", 0, 0, body=True))
-        await self._outbox.put(n)
+        body = n.dump()
+        self._recorder.delivery(delivery_record(n, "queued", 0, 0, notification=body))
+        await self._outbox.put(n, body)
 
     async def _flush_loop(self) -> None:
         while True:
@@ -432,14 +435,14 @@ class Router:
             except Exception as exc:  # NATS away: the next round tries again
                 log.warning("notify: bursts not sent yet: %s", exc)
 
-    async def flush(self, *, all_now: bool = False) -> int:
+    async def flush(self) -> int:
         """Sends the bursts that are over (quiet long enough, or held the longest); how many."""
         now = self._clock()
         sent = 0
         async with self._lock:
             for key, burst in list(self._bursts.items()):
                 over = now - burst.last >= self._quiet or now - burst.started >= self._longest
-                if not (over or all_now):
+                if not over:
                     continue
                 events = list(burst.events.values())
                 await self._queue(summary(burst.subscription, burst.kind, events))
@@ -451,7 +454,3 @@ class Router:
                         del self._holds[seq]
                         await msg.ack()
         return sent
-
-
-def _seq(msg: Msg) -> int:
-    return msg.metadata.sequence.stream if msg.metadata and msg.metadata.sequence else id(msg)

@@ -54,20 +54,21 @@ class Outbox:
             ),
         )
 
-    async def put(self, n: Notification, generation: int = 0) -> bool:
-        """Queues a notification; False if that generation of it was queued already."""
+    async def put(self, n: Notification, body: bytes) -> bool:
+        """Queues a notification (`body`: n.dump()), as its first generation; False if it was
+        queued already. (Later generations are the policy service's: RetryDelivery.)"""
         ack = await self._js.publish(
             outbound_subject(n.tenant_id, n.integration_id),
-            n.dump(),
+            body,
             timeout=self._timeout,
             stream=OUTBOUND_STREAM,
             headers={
-                "Nats-Msg-Id": f"{n.delivery_id}.g{generation}",
+                "Nats-Msg-Id": f"{n.delivery_id}.g0",
                 _H + "Delivery": n.delivery_id,
                 _H + "Tenant": n.tenant_id,
                 _H + "Integration": n.integration_id,
                 _H + "Subscription": n.subscription_id,
-                _H + "Generation": str(generation),
+                _H + "Generation": "0",
             },
         )
         return not ack.duplicate

@@ -36,6 +36,11 @@ def timestamp(epoch: float) -> Timestamp:
     return ts
 
 
+def seconds(ts: Timestamp) -> float:
+    """A Timestamp as epoch seconds (timestamp's inverse)."""
+    return ts.ToNanoseconds() / 1e9
+
+
 def delivery_record(
     n: Notification,
     status: str,
@@ -43,17 +48,16 @@ def delivery_record(
     attempts: int,
     *,
     destination_type: str = "",
-    body: bool = False,
+    notification: bytes = b"",
     last_attempt: float | None = None,
     next_attempt: float | None = None,
     delivered: float | None = None,
     destination_status: int = 0,
     destination_message: str = "",
     external_ref: str = "",
-    at: float | None = None,
 ) -> notification_pb.NotificationDelivery:
-    """A delivery's record as of now (`body`: with the notification, for its first)."""
-    now = time.time() if at is None else at
+    """A delivery's record as of now (`notification`: as sent, with its first record)."""
+    now = time.time()
     severity = SEVERITY_NAMES.index(n.severity) if n.severity in SEVERITY_NAMES else 0
     pb = notification_pb.NotificationDelivery(
         delivery_id=n.delivery_id,
@@ -77,7 +81,7 @@ def delivery_record(
         destination_message=destination_message[:4000],
         external_ref=external_ref,
         test=n.test,
-        notification=n.dump() if body else b"",
+        notification=notification,
     )
     for name, value in (
         ("last_attempt_at", last_attempt),

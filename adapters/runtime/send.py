@@ -30,7 +30,7 @@ from google.protobuf import json_format
 from lily.v1 import notification_pb2 as notification_pb
 from nats.aio.msg import Msg
 
-from adapters.runtime.inbox import Inbox, batches
+from adapters.runtime.inbox import Inbox, batches, sequence
 from adapters.runtime.outbox import Outbox, generation_of, lane_of
 from adapters.runtime.record import Recorder, delivery_record, timestamp
 from adapters.runtime.resolver import CoreUnavailable, Resolved, Resolver
@@ -148,7 +148,7 @@ class Sender:
     def _enqueue(self, msg: Msg) -> None:
         key = lane_of(msg)
         lane = self._lanes.setdefault(key, Lane())
-        seq = msg.metadata.sequence.stream if msg.metadata and msg.metadata.sequence else 0
+        seq = sequence(msg)
         if seq in lane.seqs:  # sent again by the stream (held past its ack wait): one copy
             held = lane.seqs[seq]
             lane.msgs = deque(msg if m is held else m for m in lane.msgs)
@@ -179,8 +179,7 @@ class Sender:
                 with contextlib.suppress(Exception):
                     await msg.nak(delay=5.0)
             lane.msgs.popleft()
-            seq = msg.metadata.sequence.stream if msg.metadata and msg.metadata.sequence else 0
-            lane.seqs.pop(seq, None)
+            lane.seqs.pop(sequence(msg), None)
         if not lane.msgs and self._lanes.get(key) is lane:
             del self._lanes[key]
 
@@ -203,17 +202,18 @@ class Sender:
                 continue
             kind = self._types.get(resolved.integration.type) if resolved else None
             if resolved is None or kind is None or kind.sink is None:
-                self._record(n, "dead", generation, attempt, why="no such destination now")
+                unusable = "no such destination now"
+            elif resolved.integration.tenant_id != n.tenant_id:
+                unusable = "another tenant's destination"
+            elif resolved.integration.disabled:
+                unusable = "the destination is disabled"
+            else:
+                unusable = ""
+            if unusable:
+                self._record(n, "dead", generation, attempt, why=unusable)
                 await msg.ack()
                 return
-            if resolved.integration.tenant_id != n.tenant_id:
-                self._record(n, "dead", generation, attempt, why="another tenant's destination")
-                await msg.ack()
-                return
-            if resolved.integration.disabled:
-                self._record(n, "dead", generation, attempt, why="the destination is disabled")
-                await msg.ack()
-                return
+            assert resolved is not None and kind is not None and kind.sink is not None
             dtype = resolved.integration.type
             health = self._health.setdefault(n.integration_id, Health(n.tenant_id))
             now = time.time()
@@ -297,7 +297,8 @@ class Sender:
         known = self._settings.get(key)
         if known is None or known[0] is not resolved:
             settings = json_format.MessageToDict(resolved.integration.settings)
-            rate = kind.sink.rate(settings) if kind.sink is not None else None
+            assert kind.sink is not None  # (a destination: _deliver looked)
+            rate = kind.sink.rate(settings)
             known = self._settings[key] = (resolved, settings, rate)
         return known[1], known[2]
 

@@ -7,7 +7,7 @@ as one InvalidArgument (google.rpc.BadRequest on the wire)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -85,6 +85,19 @@ def check_batch(field: str, size: int) -> None:
     if size > MAX_BATCH:
         raise InvalidArgument(
             [FieldViolation(field, f"has {size} entries; at most {MAX_BATCH} per batch")]
+        )
+
+
+def check_mask(paths: Sequence[str], updatable: Collection[str], out: list[FieldViolation]) -> None:
+    """An update's field mask must name one or more of the fields it may change."""
+    unknown = [p for p in paths if p not in updatable]
+    if not paths or unknown:
+        out.append(
+            FieldViolation(
+                "update_mask",
+                f"name one or more of {', '.join(sorted(updatable))}"
+                + (f" (not {', '.join(unknown)})" if unknown else ""),
+            )
         )
 
 
