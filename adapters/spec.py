@@ -35,6 +35,9 @@ class AdapterType:
     # Lily signs what it sends with the integration's webhook secret (made and rotated by
     # Lily as a webhook secret is; while a rotation's grace lasts, it signs with both)
     signs: bool = False
+    # answers the sender's one-time GET that proves the webhook URL is Lily's (Okta's event
+    # hook verification)
+    challenge: Challenge | None = None
 
     @property
     def destination(self) -> bool:
@@ -143,6 +146,16 @@ class Inbound(Protocol):
         """Maps the delivery onto Lily through `lily`. A gRPC error it raises that says Lily
         is unavailable, or TryLater, leaves the delivery queued for later; any other error
         dead-letters it."""
+        ...
+
+
+class Challenge(Protocol):
+    """A sender's one-time check, by GET, that its webhook URL is served by the receiver
+    (Okta's event hook verification)."""
+
+    def answer(self, headers: Mapping[str, str], secrets: Sequence[str]) -> dict[str, Any]:
+        """The JSON to answer with, once the request is verified (its secret, in constant
+        time). Raises Refused."""
         ...
 
 

@@ -26,10 +26,13 @@ class Principal:
     subject: str
     tenant_id: str
     issuer: str  # Lily's issuer URL, an OIDC issuer's, or "api-key"
-    roles: tuple[str, ...] = ()  # roles the credential itself asserts (an OIDC token's groups)
+    roles: tuple[str, ...] = ()  # roles the credential itself asserts (none but the open admin)
     credential_id: str = ""  # Lily's own: the API key or OAuth2 client behind it
     token_id: str = ""  # a JWT's jti
     expires_at: float | None = None  # epoch seconds; None for API keys
+    # an identity provider's groups (its token's, or fresher, its directory's): roles follow
+    groups: tuple[str, ...] = ()
+    session_id: str = ""  # the session it signed in with (policy/sessions.py)
 
 
 principal_ctx: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(

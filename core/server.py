@@ -47,6 +47,7 @@ from policy.permissions import CallGuard, OpenGuard
 from policy.service import PolicyService
 from policy.servicer import EnforcementServicer, IntegrationServicer, PolicyServicer
 from policy.stores.enforcement import PostgresEnforcementStore
+from policy.stores.identity import PostgresIdentityStore
 from policy.stores.integrations import PostgresIntegrationStore
 from policy.stores.kept_nats import NatsKeptDeliveries
 from policy.stores.notifications import PostgresNotificationStore
@@ -229,6 +230,7 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
         PostgresPolicyStore(backends.pool, postgres_dsn),
         settings.auth,
         PostgresIntegrationStore(backends.pool),
+        PostgresIdentityStore(backends.pool),
         secret_key=settings.secret_key.get_secret_value(),
         kept=NatsKeptDeliveries(backends.bus.js),
         receipts=PostgresEnforcementStore(backends.pool),

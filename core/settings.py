@@ -104,6 +104,25 @@ class OidcIssuerSettings(BaseModel):
         "groups", description="A claim listing roles (Okta groups named after Lily roles)."
     )
     subject_claim: str = Field("sub", description="The claim that names the principal.")
+    client_id: str = Field(
+        "",
+        description="Its OAuth2 client (a native app allowed the Device Authorization grant) "
+        "people sign in to Lily with (`lily login`, StartLogin); empty: no sign-in through "
+        "Lily. The tenant must be fixed (`tenant`) or named by the ID token's `tenant_claim`.",
+    )
+    client_secret: SecretStr = Field(
+        SecretStr(""), description="That client's secret, if it is a confidential one."
+    )
+    scopes: str = Field(
+        "openid profile email groups offline_access",
+        description="What a sign-in asks for: the ID token's profile and groups, and a "
+        "refresh token (offline_access) that keeps the session refreshable.",
+    )
+    login_subject_claim: str = Field(
+        "preferred_username",
+        description="The ID token claim that names a person who signs in (their login, as "
+        "Okta's access tokens name them); its `sub` if absent.",
+    )
 
 
 class AuthSettings(BaseModel):
@@ -129,6 +148,12 @@ class AuthSettings(BaseModel):
     )
     jwks_refresh: float = Field(
         30.0, ge=1, description="Least seconds between fetches of an issuer's keys."
+    )
+    session_ttl: int = Field(
+        7 * 86400,
+        ge=300,
+        le=90 * 86400,
+        description="Seconds a signed-in session can be refreshed for, from its sign-in.",
     )
     restricted_tags: list[str] = Field(
         default_factory=lambda: ["PII", "GDPR"],

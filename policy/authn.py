@@ -1,8 +1,11 @@
 """Authentication: a call's credential -> a Principal, or Unauthenticated.
 
 A credential is `Authorization: Bearer <JWT or API key>` (or `x-api-key: <API key>`). What is
-cached (credentials by id, verified JWTs, the revoked token ids) is dropped or updated when the
-policy change feed says so, so a revocation on any instance holds on every other at once.
+cached (credentials by id, verified JWTs, the revoked token and session ids) is dropped or
+updated when the policy change feed says so, so a revocation on any instance holds on every
+other at once. Whatever the credential, a person the tenant's directory (policy/directory.py)
+has as suspended or deactivated is refused, and a person the identity provider vouches for
+acts through the groups the directory has for them.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from typing import Any
 
 from core.domain.errors import PermissionDenied, Unauthenticated
 from core.requestctx import Principal
-from core.settings import AuthSettings
+from core.settings import AuthSettings, OidcIssuerSettings
 from policy import tokens
+from policy.directory import People
 from policy.model import CredentialRecord, TenantRecord
 from policy.ports import PolicyStore
 from policy.tokens import CredentialError, Issuer, KeySet
@@ -38,10 +42,17 @@ def bearer(metadata: Mapping[str, str]) -> str:
     return metadata.get("x-api-key", "").strip()
 
 
+def groups_of(claims: Mapping[str, Any], claim: str) -> tuple[str, ...]:
+    """The groups an identity provider's token lists in `claim`."""
+    groups = claims.get(claim, [])
+    return tuple(g for g in groups if isinstance(g, str)) if isinstance(groups, list) else ()
+
+
 class Authenticator:
-    def __init__(self, store: PolicyStore, settings: AuthSettings) -> None:
+    def __init__(self, store: PolicyStore, settings: AuthSettings, people: People) -> None:
         self._store = store
         self._settings = settings
+        self.people = people
         self.issuer = Issuer(settings.issuer, settings.audience)
         self._key_sets: dict[str, KeySet] = {
             settings.issuer: KeySet(
@@ -128,6 +139,14 @@ class Authenticator:
                 principal = await self._jwt(secret)
         except CredentialError as exc:
             raise Unauthenticated(str(exc)) from None
+        person = self.people.find(principal.tenant_id, principal.subject)
+        if person is not None:
+            if person.blocked:
+                raise Unauthenticated(
+                    f"{principal.subject} is {person.status.lower()} in the identity provider"
+                )
+            if principal.session_id or principal.issuer in self._oidc:
+                principal = self.people.with_groups(principal, person)
         tenant = self.tenants.get(principal.tenant_id)
         if tenant is None or tenant.state != "READY":
             raise PermissionDenied(
@@ -164,6 +183,8 @@ class Authenticator:
             raise CredentialError("token has expired")
         if principal.token_id and principal.token_id in self._revoked:
             raise CredentialError("token has been revoked")
+        if principal.session_id and principal.session_id in self._revoked:
+            raise CredentialError("the session has ended (signed out, or revoked)")
         if principal.credential_id:
             cred = await self.credential(principal.credential_id)
             if cred is None or cred.revoked_at is not None:
@@ -175,10 +196,15 @@ class Authenticator:
         exp = float(claims["exp"])
         jti = str(claims.get("jti", ""))
         if iss == self._settings.issuer:
-            tenant, cid = claims.get("tid"), claims.get("cid")
-            if not isinstance(tenant, str) or not isinstance(cid, str):
+            tenant, cid, sid = claims.get("tid"), claims.get("cid", ""), claims.get("sid", "")
+            if (
+                not isinstance(tenant, str)
+                or not isinstance(cid, str)
+                or not isinstance(sid, str)
+                or not (cid or sid)
+            ):
                 raise CredentialError("token lacks Lily's claims")
-            return Principal(str(claims["sub"]), tenant, iss, (), cid, jti, exp)
+            return Principal(str(claims["sub"]), tenant, iss, (), cid, jti, exp, session_id=sid)
         oidc = self._oidc[iss]
         tenant = oidc.tenant or claims.get(oidc.tenant_claim)
         if not isinstance(tenant, str) or not tenant:
@@ -186,9 +212,19 @@ class Authenticator:
         subject = claims.get(oidc.subject_claim)
         if not isinstance(subject, str) or not subject:
             raise CredentialError(f"token has no {oidc.subject_claim!r} claim")
-        groups = claims.get(oidc.roles_claim, [])
-        roles = tuple(g for g in groups if isinstance(g, str)) if isinstance(groups, list) else ()
-        return Principal(subject, tenant, iss, roles, "", jti, exp)
+        return Principal(
+            subject, tenant, iss, (), "", jti, exp, groups_of(claims, oidc.roles_claim)
+        )
+
+    async def verify_id_token(self, token: str, oidc: OidcIssuerSettings) -> dict[str, Any]:
+        """The claims of an ID token `oidc`'s provider issued to its client (a sign-in);
+        CredentialError otherwise."""
+        claims = await tokens.verify_jwt(
+            token, self._key_sets, self._settings.leeway, audience=oidc.client_id
+        )
+        if claims["iss"] != oidc.issuer:
+            raise CredentialError("token is from another issuer")
+        return claims
 
     # -- Lily's issuer
 

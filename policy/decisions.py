@@ -24,6 +24,7 @@ from policy.denials import Denials
 from policy.ports import PolicyStore
 from policy.rules import (
     ALL,
+    GROUP,
     Decider,
     Decision,
     RoleLink,
@@ -92,7 +93,7 @@ class Decisions:
 
     def decide(self, principal: Principal, obj: str, action: str) -> Decision:
         return self.decider.decide(
-            principal.subject, principal.tenant_id, obj, action, principal.roles
+            principal.subject, principal.tenant_id, obj, action, principal.roles, principal.groups
         )
 
     def may(
@@ -179,7 +180,12 @@ class Decisions:
         locks a tenant out of its own policies by mistake)."""
         after = Decider(rules, links)
         if not after.decide(
-            principal.subject, principal.tenant_id, "policy", "write", principal.roles
+            principal.subject,
+            principal.tenant_id,
+            "policy",
+            "write",
+            principal.roles,
+            principal.groups,
         ).allowed:
             raise FailedPrecondition(
                 "this change would take policy write away from you; give it to you another way "
@@ -215,6 +221,54 @@ class Decisions:
         )
         await self.reload()  # this instance at once; the others through the feed
         return added, removed
+
+    # -- an identity provider's groups
+
+    def group_roles(self, principal: Principal) -> dict[str, list[str]]:
+        """Each group mapped to roles in the caller's tenant, and its roles."""
+        found: dict[str, list[str]] = {}
+        for g in self.list_roles(principal, ""):
+            if g.subject.startswith(GROUP):
+                found.setdefault(g.subject.removeprefix(GROUP), []).append(g.role)
+        return dict(sorted(found.items()))
+
+    async def set_group_roles(
+        self, principal: Principal, group: str, roles: Sequence[str]
+    ) -> list[str]:
+        """Maps `group` to `roles` in the caller's tenant (replacing what it had)."""
+        tenant = principal.tenant_id
+        known = {r.subject for r in self.decider.rules if r.domain in (tenant, ALL)}
+        known |= {g.role for g in self.decider.links if g.domain == tenant}
+        wanted = [RoleLink(GROUP + group, role, tenant) for role in dict.fromkeys(roles)]
+        problems: list[FieldViolation] = []
+        named: list[FieldViolation] = []
+        check_link(RoleLink(GROUP + group, "role", tenant), "mapping", named)
+        if not group or named:
+            problems.append(
+                FieldViolation(
+                    "mapping.group",
+                    "must be 1-500 characters: no commas, quotes, control characters or "
+                    "surrounding spaces",
+                )
+            )
+        for i, link in enumerate(wanted):
+            if link.role not in known:
+                problems.append(
+                    FieldViolation(
+                        f"mapping.roles[{i}]",
+                        f"no role {link.role!r} in this tenant (a built-in role, or a subject "
+                        "of the tenant's policies)",
+                    )
+                )
+        if problems:
+            raise InvalidArgument(problems)
+        held = self.list_roles(principal, GROUP + group)
+        await self.change(
+            principal,
+            add_links=[g for g in wanted if g not in held],
+            remove_links=[g for g in held if g not in wanted],
+        )
+        return [g.role for g in wanted]
 
     async def import_policies(self, principal: Principal, text: str) -> tuple[int, int]:
         rules, links = parse(text, source="policy_text")
@@ -268,7 +322,9 @@ class Decisions:
         return AssetAccess(restricted, out)
 
     def roles_of(self, principal: Principal) -> list[str]:
-        """Every role the principal holds in its tenant: assigned, or asserted by its token."""
-        return sorted(
-            {*self.decider.roles(principal.subject, principal.tenant_id), *principal.roles}
+        """Every role the principal holds in its tenant: assigned, asserted by its credential,
+        or through its groups."""
+        held = self.decider.holders(
+            principal.subject, principal.tenant_id, principal.roles, principal.groups
         )
+        return sorted({r for r in held[1:] if not r.startswith(GROUP)})

@@ -6,7 +6,7 @@ import base64
 import binascii
 import re
 import urllib.parse
-from datetime import UTC
+from datetime import UTC, datetime
 
 import grpc
 from google.protobuf import json_format
@@ -18,8 +18,10 @@ from lily.v1 import policy_pb2 as policy_pb
 
 from core.domain.errors import FieldViolation, InvalidArgument, Unauthenticated
 from core.domain.model import TENANT_ID_PATTERN
+from core.requestctx import Principal
 from core.wire.common import ts_pb
-from core.wire.validation import check_text, refuse
+from core.wire.validation import check_text, optional_timestamp, refuse, timestamp_or
+from policy.directory import Change, MembershipUpdate, StatusUpdate, Sweep, Update
 from policy.enforcement import event_id
 from policy.integrations import Draft
 from policy.model import (
@@ -27,10 +29,12 @@ from policy.model import (
     DenialRecord,
     IntegrationRecord,
     KeptRecord,
+    PersonRecord,
     ReceiptRecord,
     TenantRecord,
 )
 from policy.rules import RoleLink, Rule
+from policy.sessions import SignedIn
 
 _TENANT_ID = re.compile(TENANT_ID_PATTERN)
 _EFFECTS = {
@@ -295,3 +299,94 @@ def receipt_event(r: ReceiptRecord) -> tuple[str, str, bytes]:
         enforcement=receipt_pb(r),
     )
     return f"lily.{r.tenant_id}.enforcement.{r.outcome}", eid, event.SerializeToString()
+
+
+PERSON_STATUSES = {
+    policy_pb.PERSON_STATUS_ACTIVE: "ACTIVE",
+    policy_pb.PERSON_STATUS_SUSPENDED: "SUSPENDED",
+    policy_pb.PERSON_STATUS_DEPROVISIONED: "DEPROVISIONED",
+}
+_STATUS_PB = {v: k for k, v in PERSON_STATUSES.items()}
+
+
+def person_pb(p: PersonRecord) -> policy_pb.Person:
+    return policy_pb.Person(
+        user_id=p.user_id,
+        login=p.login,
+        email=p.email,
+        status=_STATUS_PB[p.status],
+        groups=list(p.groups),
+        observed_at=ts_pb(p.observed_at),
+        source=p.source,
+    )
+
+
+def status_from_pb(status: policy_pb.PersonStatus.ValueType) -> str:
+    """'' for PERSON_STATUS_UNSPECIFIED (directory.check refuses it where it is needed)."""
+    return PERSON_STATUSES.get(status, "")
+
+
+def directory_updates_from_pb(request: policy_pb.UpdateDirectoryRequest) -> list[Update]:
+    problems: list[FieldViolation] = []
+    out: list[Update] = []
+    now = datetime.now(UTC)
+    for i, u in enumerate(request.updates):
+        path = f"updates[{i}]"
+        at = timestamp_or(f"{path}.observed_at", u.observed_at, now, problems)
+        which = u.WhichOneof("change")
+        change: Change
+        if which == "person":
+            p = u.person
+            change = PersonRecord(
+                "",
+                p.user_id,
+                p.login,
+                p.email,
+                status_from_pb(p.status),
+                tuple(dict.fromkeys(p.groups)),
+                "",
+                at,
+            )
+        elif which == "status":
+            change = StatusUpdate(u.status.user_id, u.status.login, status_from_pb(u.status.status))
+        elif which == "membership":
+            m = u.membership
+            change = MembershipUpdate(m.user_id, m.login, m.group, m.added)
+        elif which == "sweep":
+            started = optional_timestamp(f"{path}.sweep.started_at", u.sweep.started_at, problems)
+            if started is None:
+                problems.append(FieldViolation(f"{path}.sweep.started_at", "must be given"))
+                continue
+            change = Sweep(started, max(u.sweep.people, 0))
+        else:
+            problems.append(FieldViolation(path, "give a person, status, membership or sweep"))
+            continue
+        out.append(Update(at, change))
+    refuse(problems)
+    return out
+
+
+def session_pb(s: SignedIn, roles: list[str]) -> policy_pb.Session:
+    return policy_pb.Session(
+        session_id=s.session_id,
+        access_token=s.access_token,
+        expires_in=s.expires_in,
+        refresh_token=s.refresh_token,
+        refresh_expires_at=ts_pb(s.refresh_expires_at),
+        principal=principal_pb(s.principal, roles),
+    )
+
+
+def principal_pb(p: Principal, roles: list[str]) -> policy_pb.Principal:
+    return policy_pb.Principal(
+        subject=p.subject,
+        tenant_id=p.tenant_id,
+        roles=roles,
+        issuer=p.issuer,
+        expires_at=(
+            ts_pb(datetime.fromtimestamp(p.expires_at, UTC)) if p.expires_at is not None else None
+        ),
+        credential_id=p.credential_id,
+        groups=list(p.groups),
+        session_id=p.session_id,
+    )

@@ -172,3 +172,55 @@ class HealthRecord:
     updated_at: datetime
     unhealthy_since: datetime | None = None
     last_success_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PersonRecord:
+    """A person of a tenant's directory, as its identity provider said last
+    (policy/directory.py)."""
+
+    tenant_id: str
+    user_id: str  # the provider's id (Okta: 00u...)
+    login: str
+    email: str
+    status: str  # ACTIVE | SUSPENDED | DEPROVISIONED
+    groups: tuple[str, ...]
+    source: str  # login | hook | reconcile
+    observed_at: datetime  # when the provider said so
+
+    @property
+    def blocked(self) -> bool:
+        return self.status != "ACTIVE"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """What a credential may name them by (lower case): id, login, e-mail."""
+        return tuple(dict.fromkeys(n.lower() for n in (self.user_id, self.login, self.email) if n))
+
+
+@dataclass(frozen=True, slots=True)
+class PeopleChange:
+    """What a change of a tenant's directory writes: the people as they are now, and how many
+    of the updates it was made of were older than what was known (skipped)."""
+
+    people: tuple[PersonRecord, ...] = ()
+    stale: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A person's signed-in session (policy/sessions.py)."""
+
+    session_id: str
+    tenant_id: str
+    subject: str
+    user_id: str
+    issuer: str  # the OIDC issuer they signed in with
+    refresh_digest: str
+    upstream: bytes  # the provider's refresh token, sealed; b"" if none
+    created_at: datetime
+    refreshed_at: datetime
+    expires_at: datetime
+    tokens_until: datetime  # the newest access token it bought expires then
+    revoked_at: datetime | None = None
+    revoked_why: str = ""

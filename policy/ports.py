@@ -16,7 +16,10 @@ from policy.model import (
     HealthRecord,
     IntegrationRecord,
     KeptRecord,
+    PeopleChange,
+    PersonRecord,
     ReceiptRecord,
+    SessionRecord,
     SubscriptionRecord,
     TenantRecord,
 )
@@ -134,6 +137,52 @@ class PolicyStore(Protocol):
     ) -> None:
         """Calls `on_change(payload)` for every change announced, for ever; after a lost
         connection, `on_reconnect()` once it is back (changes may have been missed)."""
+        ...
+
+
+class IdentityStore(Protocol):
+    """Each tenant's directory of people and the sessions they signed in with, on the store
+    and change feed of the PolicyStore (a write announces `person:<tenant>/<user id>`, and
+    the sessions and credentials it revokes `jti:<session id>` and `cred:<credential id>`)."""
+
+    async def people(self) -> list[PersonRecord]:
+        """Every tenant's people (loaded at start)."""
+        ...
+
+    async def person(self, tenant_id: str, user_id: str) -> PersonRecord | None: ...
+
+    async def list_people(
+        self, tenant_id: str, status: str, after: str, limit: int
+    ) -> list[PersonRecord]:
+        """A tenant's people by user id after `after` (with `status` if given)."""
+        ...
+
+    async def change_people(
+        self,
+        tenant_id: str,
+        user_ids: Sequence[str] | None,
+        change: Callable[[dict[str, PersonRecord]], PeopleChange],
+        revoke_until: datetime,
+    ) -> tuple[PeopleChange, int, int]:
+        """Reads the people named (None: all of the tenant's), locked, hands them by user id
+        to `change` and writes what it returns, at once. A person it leaves blocked who was
+        not loses every live session (refused until `revoke_until`, when their access tokens
+        have expired) and every credential whose subject is one of their names. Returns the
+        change, and how many sessions and credentials it revoked."""
+        ...
+
+    async def add_session(self, session: SessionRecord) -> None: ...
+
+    async def session(self, session_id: str) -> SessionRecord | None: ...
+
+    async def refresh_session(self, session_id: str, spent_digest: str, new: SessionRecord) -> bool:
+        """Replaces the session's refresh token (and what else `new` says) if `spent_digest`
+        is still its refresh token's and it is not revoked; False otherwise."""
+        ...
+
+    async def revoke_session(self, session_id: str, why: str, until: datetime) -> bool:
+        """Ends a session: its access tokens are refused until `until`. False if it was
+        unknown or ended already."""
         ...
 
 

@@ -23,6 +23,7 @@ from core.domain.errors import FieldViolation, InvalidArgument
 from core.domain.model import AssetType
 
 ALL = "*"  # the domain of the built-in policies; also "any action"
+GROUP = "group:"  # the subject of an identity provider's group: `g, group:<name>, <role>, <t>`
 ACTIONS = frozenset({"read", "write", "admin", ALL})
 Effect = Literal["allow", "deny"]
 
@@ -205,14 +206,34 @@ class Decider:
         self._roles_cache[key] = result
         return result
 
+    def holders(
+        self,
+        subject: str,
+        domain: str,
+        extra_roles: Sequence[str] = (),
+        groups: Sequence[str] = (),
+    ) -> tuple[str, ...]:
+        """Whom the rules are looked up for: the subject, its roles, the roles its credential
+        asserts, and its identity provider's groups (`group:<name>`) with their roles."""
+        found = (subject, *self.roles(subject, domain), *extra_roles)
+        for group in groups:
+            found += (GROUP + group, *self.roles(GROUP + group, domain))
+        return found
+
     def decide(
-        self, subject: str, domain: str, obj: str, action: str, extra_roles: Sequence[str] = ()
+        self,
+        subject: str,
+        domain: str,
+        obj: str,
+        action: str,
+        extra_roles: Sequence[str] = (),
+        groups: Sequence[str] = (),
     ) -> Decision:
         """Whether `subject` may `action` on `obj` in `domain`. `extra_roles` are roles the
-        credential itself asserts (an OIDC token's groups), held in `domain` like assigned
-        ones."""
+        credential itself asserts, and `groups` the identity provider's groups it is in: both
+        held in `domain` like assigned roles."""
         granted: Decision | None = None
-        for who in (subject, *self.roles(subject, domain), *extra_roles):
+        for who in self.holders(subject, domain, extra_roles, groups):
             for dom in (domain, ALL):
                 for rule in self._rules.get((dom, who), ()):
                     if (rule.action == action or rule.action == ALL) and key_match(

@@ -10,7 +10,9 @@ It is composed of one part per concern, each over the PolicyStore port (policy/p
 - denials (policy/denials.py): the audit trail of refusals;
 - integrations (policy/integrations.py): connections to outside systems, their secrets sealed;
 - enforcement (policy/enforcement.py): what enforcement targets did with restricted tags;
-- notifications (policy/notifications.py): subscriptions, and the record of each delivery.
+- notifications (policy/notifications.py): subscriptions, and the record of each delivery;
+- people (policy/directory.py): each tenant's directory, as its identity provider says;
+- sessions (policy/sessions.py): people signed in with the tenant's identity provider.
 This module starts and stops them, and hands each what the store's change feed says changed
 (on this instance or another), so a change takes effect everywhere within moments."""
 
@@ -29,6 +31,7 @@ from policy.authn import Authenticator
 from policy.credentials import Credentials
 from policy.decisions import Decisions
 from policy.denials import Denials
+from policy.directory import People
 from policy.enforcement import Enforcement
 from policy.integrations import Integrations, load_types
 from policy.model import DenialRecord
@@ -36,6 +39,7 @@ from policy.notifications import Notifications
 from policy.ports import (
     EnforcementStore,
     EventPublisher,
+    IdentityStore,
     IntegrationStore,
     IntegrationType,
     KeptDeliveries,
@@ -44,6 +48,7 @@ from policy.ports import (
     PolicyStore,
 )
 from policy.secretbox import SecretBox
+from policy.sessions import Sessions
 from policy.tenants import Tenants
 
 log = logging.getLogger(__name__)
@@ -55,6 +60,7 @@ class PolicyService:
         store: PolicyStore,
         settings: AuthSettings,
         integrations: IntegrationStore,
+        identity: IdentityStore,
         *,
         secret_key: str = "",
         integration_types: Mapping[str, IntegrationType] | None = None,
@@ -66,14 +72,16 @@ class PolicyService:
     ) -> None:
         self._store = store
         self.settings = settings
-        self.authn = Authenticator(store, settings)
+        box = SecretBox(secret_key) if secret_key else None
+        self.people = People(identity, settings)
+        self.authn = Authenticator(store, settings, self.people)
         self.denials = Denials(store)
         self.decisions = Decisions(store, settings, self.denials)
         self.tenants = Tenants(store, settings, self.authn, self.decisions, self.denials)
         self.credentials = Credentials(store, settings, self.authn, self.decisions)
         self.integrations = Integrations(
             integrations,
-            SecretBox(secret_key) if secret_key else None,
+            box,
             load_types() if integration_types is None else integration_types,
             system_tenant=settings.system_tenant,
             on_links=self.decisions.reload,
@@ -93,11 +101,13 @@ class PolicyService:
             if notifications is not None
             else None
         )
+        self.sessions = Sessions(identity, settings, self.authn, self.people, box)
         self._tasks: list[asyncio.Task[None]] = []
         self._reloads: set[asyncio.Task[None]] = set()  # one-off reloads the feed asked for
 
     async def start(self) -> None:
         await self.authn.start()
+        await self.people.load()
         await self.decisions.reload()
         self._tasks = [
             asyncio.create_task(
@@ -136,12 +146,15 @@ class PolicyService:
             self._reload(self.tenants.changed(key))
         elif kind == "keys":
             self._reload(self.authn.reload_keys())
+        elif kind == "person":
+            self._reload(self.people.changed(key))
         else:
             self.authn.changed(kind, key)
 
     def _on_reconnect(self) -> None:
         self.decisions.changed()
         self._reload(self.authn.reload())
+        self._reload(self.people.load())
 
     def _reload(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

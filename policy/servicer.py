@@ -4,7 +4,7 @@ service, encode."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC
 
 import grpc
 from lily.v1 import enforcement_pb2 as enforcement_pb
@@ -25,6 +25,7 @@ from policy.enforcement import Enforcement
 from policy.integrations import Integrations
 from policy.model import IntegrationRecord
 from policy.service import PolicyService
+from policy.sessions import Pending, SignedIn
 
 
 class PolicyServicer(policy_grpc.PolicyServiceServicer):
@@ -227,18 +228,7 @@ class PolicyServicer(policy_grpc.PolicyServiceServicer):
     ) -> policy_pb.ValidateTokenResponse:
         p = principal_of(context)
         return policy_pb.ValidateTokenResponse(
-            principal=policy_pb.Principal(
-                subject=p.subject,
-                tenant_id=p.tenant_id,
-                roles=self._policy.decisions.roles_of(p),
-                issuer=p.issuer,
-                expires_at=(
-                    ts_pb(datetime.fromtimestamp(p.expires_at, UTC))
-                    if p.expires_at is not None
-                    else None
-                ),
-                credential_id=p.credential_id,
-            )
+            principal=mapping.principal_pb(p, self._policy.decisions.roles_of(p))
         )
 
     async def GetJwks(
@@ -263,6 +253,93 @@ class PolicyServicer(policy_grpc.PolicyServiceServicer):
                 for kid, created, retires in keys
             ],
         )
+
+    # -- groups, the directory and sessions
+
+    async def ListGroupRoles(
+        self, request: policy_pb.ListGroupRolesRequest, context: grpc.aio.ServicerContext
+    ) -> policy_pb.ListGroupRolesResponse:
+        found = self._policy.decisions.group_roles(principal_of(context))
+        return policy_pb.ListGroupRolesResponse(
+            groups=[policy_pb.GroupRoles(group=g, roles=r) for g, r in found.items()]
+        )
+
+    async def SetGroupRoles(
+        self, request: policy_pb.SetGroupRolesRequest, context: grpc.aio.ServicerContext
+    ) -> policy_pb.SetGroupRolesResponse:
+        m = request.mapping
+        roles = await self._policy.decisions.set_group_roles(
+            principal_of(context), m.group, list(m.roles)
+        )
+        return policy_pb.SetGroupRolesResponse(
+            mapping=policy_pb.GroupRoles(group=m.group, roles=roles)
+        )
+
+    async def ListPeople(
+        self, request: policy_pb.ListPeopleRequest, context: grpc.aio.ServicerContext
+    ) -> policy_pb.ListPeopleResponse:
+        size = page_size(request.page_size)
+        found = await self._policy.people.page(
+            principal_of(context).tenant_id,
+            mapping.status_from_pb(request.status),
+            request.page_token,
+            size + 1,
+        )
+        return policy_pb.ListPeopleResponse(
+            people=[mapping.person_pb(p) for p in found[:size]],
+            next_page_token=found[size - 1].user_id if len(found) > size else "",
+        )
+
+    async def UpdateDirectory(
+        self, request: policy_pb.UpdateDirectoryRequest, context: grpc.aio.ServicerContext
+    ) -> policy_pb.UpdateDirectoryResponse:
+        done = await self._policy.people.update(
+            principal_of(context).tenant_id,
+            mapping.directory_updates_from_pb(request),
+            request.source,
+        )
+        return policy_pb.UpdateDirectoryResponse(
+            changed=done.changed,
+            stale=done.stale,
+            sessions_revoked=done.sessions_revoked,
+            credentials_revoked=done.credentials_revoked,
+        )
+
+    async def StartLogin(
+        self, request: policy_pb.StartLoginRequest, context: grpc.aio.ServicerContext
+    ) -> policy_pb.StartLoginResponse:
+        d = await self._policy.sessions.start(request.tenant_id)
+        return policy_pb.StartLoginResponse(
+            device_code=d.device_code,
+            user_code=d.user_code,
+            verification_uri=d.verification_uri,
+            verification_uri_complete=d.verification_uri_complete,
+            expires_in=d.expires_in,
+            interval=d.interval,
+        )
+
+    async def CompleteLogin(
+        self, request: policy_pb.CompleteLoginRequest, context: grpc.aio.ServicerContext
+    ) -> policy_pb.CompleteLoginResponse:
+        done = await self._policy.sessions.complete(request.tenant_id, request.device_code)
+        if isinstance(done, Pending):
+            return policy_pb.CompleteLoginResponse(pending=True, interval=done.interval)
+        return policy_pb.CompleteLoginResponse(session=self._session(done))
+
+    def _session(self, s: SignedIn) -> policy_pb.Session:
+        return mapping.session_pb(s, self._policy.decisions.roles_of(s.principal))
+
+    async def RefreshSession(
+        self, request: policy_pb.RefreshSessionRequest, context: grpc.aio.ServicerContext
+    ) -> policy_pb.RefreshSessionResponse:
+        done = await self._policy.sessions.refresh(request.refresh_token)
+        return policy_pb.RefreshSessionResponse(session=self._session(done))
+
+    async def Logout(
+        self, request: policy_pb.LogoutRequest, context: grpc.aio.ServicerContext
+    ) -> policy_pb.LogoutResponse:
+        await self._policy.sessions.logout(request.refresh_token)
+        return policy_pb.LogoutResponse()
 
 
 class IntegrationServicer(integration_grpc.IntegrationServiceServicer):

@@ -122,9 +122,16 @@ class Issuer:
     keys: dict[str, str] = field(default_factory=dict)  # kid -> private PEM, oldest first
 
     def issue(
-        self, *, subject: str, tenant_id: str, client_id: str, ttl: int, now: float | None = None
+        self,
+        *,
+        subject: str,
+        tenant_id: str,
+        client_id: str = "",
+        session_id: str = "",
+        ttl: int,
+        now: float | None = None,
     ) -> tuple[str, int]:
-        """(token, expiry as epoch seconds)."""
+        """(token, expiry as epoch seconds) for an OAuth2 client's or a session's principal."""
         kid, pem = next(reversed(self.keys.items()))
         issued = int(now if now is not None else time.time())
         claims = {
@@ -132,7 +139,7 @@ class Issuer:
             "aud": self.audience,
             "sub": subject,
             "tid": tenant_id,
-            "cid": client_id,
+            **({"sid": session_id} if session_id else {"cid": client_id}),
             "jti": uuid.uuid4().hex,
             "iat": issued,
             "nbf": issued,
@@ -211,9 +218,12 @@ def oidc_fetcher(
     return fetch
 
 
-async def verify_jwt(token: str, key_sets: Mapping[str, KeySet], leeway: float) -> dict[str, Any]:
-    """The claims of a JWT signed by one of `key_sets`' issuers (see the module docstring);
-    CredentialError otherwise."""
+async def verify_jwt(
+    token: str, key_sets: Mapping[str, KeySet], leeway: float, audience: str = ""
+) -> dict[str, Any]:
+    """The claims of a JWT signed by one of `key_sets`' issuers (see the module docstring),
+    for `audience` (default: the issuer's; an ID token's is the client's id); CredentialError
+    otherwise."""
     try:
         header = jwt.get_unverified_header(token)
         unverified = jwt.decode(token, options={"verify_signature": False})
@@ -237,7 +247,7 @@ async def verify_jwt(token: str, key_sets: Mapping[str, KeySet], leeway: float) 
             token,
             key,
             algorithms=[alg],
-            audience=keys.audience,
+            audience=audience or keys.audience,
             issuer=keys.issuer,
             leeway=leeway,
             options={"require": ["exp", "iss", "aud", "sub"]},

@@ -190,10 +190,11 @@ class Runtime:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(task, 10)
         for kind in self.types.values():
-            close = getattr(kind.sink, "close", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    await close()
+            for part in (kind.sink, kind.poller):
+                close = getattr(part, "close", None)
+                if close is not None:
+                    with contextlib.suppress(Exception):
+                        await close()
         if self._nc is not None:
             # closed, not drained: every publish was awaited to its ack already, and a drain
             # would wait on what a fetch cut short by the stop left in its subscription

@@ -3,7 +3,8 @@ names the integration, so the URL and its secret, never the payload, decide the 
 delivery is verified by its adapter (signature or secret, in constant time), kept durably in
 the inbox, and only then answered 200; anything else is refused before it is kept:
 
-  404  no such integration (or of another type, or disabled)    405  not a POST
+  404  no such integration (or of another type, or disabled)    405  not a POST (or a GET
+       of a type whose sender checks the URL first: Okta's verification, answered 200)
   400  not what the adapter takes     401/403  the API key or signature does not match
   413  a body over the limit          503  the inbox or the core cannot be reached (retry)
 """
@@ -93,11 +94,44 @@ class Webhooks:
                 raise
             return kind.inbound.accept(body, request.headers, again.webhook_secrets)
 
+    async def _resolve(self, kind: AdapterType, integration_id: str) -> Resolved | None:
+        """The integration a webhook URL names, if it is of `kind` and enabled; raises
+        CoreUnavailable."""
+        found = await self._resolver.get(integration_id)
+        if found is None or found.integration.type != kind.name or found.integration.disabled:
+            return None
+        return found
+
+    async def _challenge(
+        self, kind: AdapterType, integration_id: str, request: Request
+    ) -> Response:
+        assert kind.challenge is not None
+        try:
+            found = await self._resolve(kind, integration_id)
+        except CoreUnavailable:
+            return _answer(503, error="Lily cannot verify requests just now; try again")
+        if found is None:
+            return _answer(404, error=f"no webhook at {request.url.path[:200]}")
+        try:
+            answer = kind.challenge.answer(request.headers, found.webhook_secrets)
+        except Refused as refused:
+            log.warning(
+                "webhook verification refused (%d): %s",
+                refused.status,
+                refused,
+                extra={"integration_id": integration_id},
+            )
+            return _answer(refused.status, error=str(refused))
+        log.info("webhook verified by its sender", extra={"integration_id": integration_id})
+        return Response(orjson.dumps(answer), 200, media_type="application/json")
+
     async def _serve(self, request: Request) -> Response:
         segment, _, integration_id = request.url.path.removeprefix(PREFIX).partition("/")
         kind = self._routes.get(segment)
         if kind is None or not integration_id or "/" in integration_id:
             return _answer(404, error=f"no webhook at {request.url.path[:200]}")
+        if request.method == "GET" and kind.challenge is not None:
+            return await self._challenge(kind, integration_id, request)
         if request.method != "POST":
             return _answer(405, error="webhooks are POSTed")
         try:
@@ -107,10 +141,10 @@ class Webhooks:
         except ClientDisconnect:
             return _answer(400, error="the body did not arrive whole")
         try:
-            found = await self._resolver.get(integration_id)
+            found = await self._resolve(kind, integration_id)
         except CoreUnavailable:
             return _answer(503, error="Lily cannot verify deliveries just now; try again")
-        if found is None or found.integration.type != kind.name or found.integration.disabled:
+        if found is None:
             return _answer(404, error=f"no webhook at {request.url.path[:200]}")
         try:
             delivery_id = await self._accept(kind, integration_id, found, body, request)

@@ -47,6 +47,7 @@ from tests.helpers import (
 )
 
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
+PERMISSION_DENIED = grpc.StatusCode.PERMISSION_DENIED
 
 
 class FakeOkta:
@@ -83,7 +84,7 @@ class FakeOkta:
             "aud": "api://lily",
             "sub": "ann@acme.com",
             "cid": "0oa1okta",
-            "groups": ["viewer"],
+            "groups": ["Data Viewers", "Everyone"],
             "iat": now,
             "exp": now + 600,
             "jti": "AT." + uuid.uuid4().hex,
@@ -487,15 +488,29 @@ async def _allowed(stub, check: P.CheckAccessRequest, md: Metadata) -> bool:
 async def test_okta_tokens_are_verified_against_the_orgs_keys_and_rotation_needs_no_restart(
     okta, second, channel, admin_md
 ):
-    await new_tenant(channel, admin_md, "oktatenant")
+    okta_admin = await new_tenant(channel, admin_md, "oktatenant")
     first = okta.new_key()
     stub = metadata_grpc.MetadataServiceStub(second)
     search = O.SearchMetadataRequest()
     token = okta.token(first)
-    await stub.SearchMetadata(search, metadata=bearer(token))  # groups: viewer
+    # a group is no role until the tenant's admins map it to one
+    await _refused(stub.SearchMetadata(search, metadata=bearer(token)), PERMISSION_DENIED)
+    await _policy(channel).SetGroupRoles(
+        P.SetGroupRolesRequest(mapping=P.GroupRoles(group="Data Viewers", roles=["viewer"])),
+        metadata=okta_admin,
+    )
+
+    async def allowed() -> O.SearchMetadataResponse:
+        try:
+            return await stub.SearchMetadata(search, metadata=bearer(token))
+        except grpc.aio.AioRpcError as err:
+            raise AssertionError(err) from err
+
+    await eventually(allowed)  # on the second instance once the change feed says so
     who = await _policy(second).ValidateToken(P.ValidateTokenRequest(), metadata=bearer(token))
     assert (who.principal.subject, who.principal.tenant_id) == ("ann@acme.com", "oktatenant")
-    assert who.principal.issuer == okta.issuer and "viewer" in who.principal.roles
+    assert who.principal.issuer == okta.issuer and who.principal.roles == ["viewer"]
+    assert list(who.principal.groups) == ["Data Viewers", "Everyone"]
     await _refused(
         stub.IngestMetadata(
             O.IngestMetadataRequest(assets=[asset("pg://okta/t")]), metadata=bearer(token)

@@ -42,12 +42,15 @@ for names, roles in (
     ("GetLineage GetPropagationJob", READ_L),
     ("IngestRelationships DeleteRelationships PropagateDownstream", WRITE_L),
     ("ListPolicies ListRoles ExportPolicies GetAssetAccess ListDenials", {"steward", "admin"}),
+    ("ListGroupRoles ListPeople", {"steward", "admin"}),
     ("AddPolicies RemovePolicies AddRoles RemoveRoles ImportPolicies", {"admin"}),
+    ("SetGroupRoles", {"admin"}),
+    ("UpdateDirectory", set()),  # an Okta integration's own credential only
     ("CreateCredential ListCredentials", {"admin"}),
     ("CreateTenant ListTenants RotateSigningKey", set()),  # platform admins only
     ("GetTenant", {"viewer", "editor", "steward", "admin"}),
     ("CheckAccess RevokeToken ValidateToken", EVERYONE),
-    ("IssueToken GetJwks", EVERYONE),  # open
+    ("IssueToken GetJwks StartLogin CompleteLogin RefreshSession Logout", EVERYONE),  # open
     ("CreateIntegration GetIntegration ListIntegrations UpdateIntegration", {"admin"}),
     ("RotateIntegrationSecret DeleteIntegration", {"admin"}),
     ("ListKeptDeliveries ReplayKeptDeliveries", {"admin"}),
@@ -63,7 +66,7 @@ for names, roles in (
     ("ListPlatformSubscriptions RecordDeliveries", set()),
 ):
     EXPECTED.update(dict.fromkeys(names.split(), frozenset(roles)))
-OPEN = {"IssueToken", "GetJwks"}
+OPEN = {"IssueToken", "GetJwks", "StartLogin", "CompleteLogin", "RefreshSession", "Logout"}
 GATE = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
 
 

@@ -106,6 +106,32 @@ CREDENTIAL_KIND_CLIENT: CredentialKind.ValueType  # 2
 """An OAuth2 client: its id and secret buy short-lived tokens from IssueToken."""
 Global___CredentialKind: _TypeAlias = CredentialKind  # noqa: Y015
 
+class _PersonStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PersonStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PersonStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PERSON_STATUS_UNSPECIFIED: _PersonStatus.ValueType  # 0
+    PERSON_STATUS_ACTIVE: _PersonStatus.ValueType  # 1
+    """May sign in and act."""
+    PERSON_STATUS_SUSPENDED: _PersonStatus.ValueType  # 2
+    """Suspended: every credential refused until unsuspended."""
+    PERSON_STATUS_DEPROVISIONED: _PersonStatus.ValueType  # 3
+    """Deactivated (or deleted): every credential refused."""
+
+class PersonStatus(_PersonStatus, metaclass=_PersonStatusEnumTypeWrapper):
+    """A person's standing in the identity provider."""
+
+PERSON_STATUS_UNSPECIFIED: PersonStatus.ValueType  # 0
+PERSON_STATUS_ACTIVE: PersonStatus.ValueType  # 1
+"""May sign in and act."""
+PERSON_STATUS_SUSPENDED: PersonStatus.ValueType  # 2
+"""Suspended: every credential refused until unsuspended."""
+PERSON_STATUS_DEPROVISIONED: PersonStatus.ValueType  # 3
+"""Deactivated (or deleted): every credential refused."""
+Global___PersonStatus: _TypeAlias = PersonStatus  # noqa: Y015
+
 @_typing.final
 class Policy(_message.Message):
     """A Casbin policy line: `p, subject, domain, object, action, effect`."""
@@ -1246,17 +1272,25 @@ class Principal(_message.Message):
     ISSUER_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
     subject: _builtins.str
     tenant_id: _builtins.str
     issuer: _builtins.str
     """Who vouches: Lily's issuer URL, an OIDC issuer's, or "api-key"."""
     credential_id: _builtins.str
     """The credential behind it (API key or OAuth2 client id), if Lily's own."""
+    session_id: _builtins.str
+    """The session behind it, if it signed in (StartLogin)."""
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp:
         """Until when (unset for API keys, which last until revoked)."""
+
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The identity provider's groups it holds its roles through."""
 
     def __init__(
         self,
@@ -1267,10 +1301,12 @@ class Principal(_message.Message):
         issuer: _builtins.str = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         credential_id: _builtins.str = ...,
+        groups: _abc.Iterable[_builtins.str] | None = ...,
+        session_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential_id", b"credential_id", "expires_at", b"expires_at", "issuer", b"issuer", "roles", b"roles", "subject", b"subject", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential_id", b"credential_id", "expires_at", b"expires_at", "groups", b"groups", "issuer", b"issuer", "roles", b"roles", "session_id", b"session_id", "subject", b"subject", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1447,3 +1483,652 @@ class RotateSigningKeyResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RotateSigningKeyResponse: _TypeAlias = RotateSigningKeyResponse  # noqa: Y015
+
+@_typing.final
+class ListGroupRolesRequest(_message.Message):
+    """Request of ListGroupRoles."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGroupRolesRequest: _TypeAlias = ListGroupRolesRequest  # noqa: Y015
+
+@_typing.final
+class GroupRoles(_message.Message):
+    """An identity provider's group and the roles its members hold."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    group: _builtins.str
+    """The group's name as the provider's tokens and directory say it (Okta: the group name)."""
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Built-in roles or the tenant's own; empty removes the mapping."""
+
+    def __init__(
+        self,
+        *,
+        group: _builtins.str = ...,
+        roles: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "roles", b"roles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupRoles: _TypeAlias = GroupRoles  # noqa: Y015
+
+@_typing.final
+class ListGroupRolesResponse(_message.Message):
+    """Response of ListGroupRoles."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUPS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupRoles]: ...
+    def __init__(
+        self,
+        *,
+        groups: _abc.Iterable[Global___GroupRoles] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups", b"groups"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGroupRolesResponse: _TypeAlias = ListGroupRolesResponse  # noqa: Y015
+
+@_typing.final
+class SetGroupRolesRequest(_message.Message):
+    """Request of SetGroupRoles."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAPPING_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def mapping(self) -> Global___GroupRoles: ...
+    def __init__(
+        self,
+        *,
+        mapping: Global___GroupRoles | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["mapping", b"mapping"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mapping", b"mapping"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetGroupRolesRequest: _TypeAlias = SetGroupRolesRequest  # noqa: Y015
+
+@_typing.final
+class SetGroupRolesResponse(_message.Message):
+    """Response of SetGroupRoles."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAPPING_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def mapping(self) -> Global___GroupRoles: ...
+    def __init__(
+        self,
+        *,
+        mapping: Global___GroupRoles | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["mapping", b"mapping"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mapping", b"mapping"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetGroupRolesResponse: _TypeAlias = SetGroupRolesResponse  # noqa: Y015
+
+@_typing.final
+class Person(_message.Message):
+    """A person of a tenant's directory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    LOGIN_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
+    OBSERVED_AT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """The identity provider's id of the person (Okta: 00u...)."""
+    login: _builtins.str
+    """Their login (Okta: profile.login, the events' alternateId)."""
+    email: _builtins.str
+    status: Global___PersonStatus.ValueType
+    source: _builtins.str
+    """What said so last: "login", "hook", "reconcile"."""
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The groups they are a member of."""
+
+    @_builtins.property
+    def observed_at(self) -> _timestamp_pb2.Timestamp:
+        """When the provider said so (the newest change applied)."""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        login: _builtins.str = ...,
+        email: _builtins.str = ...,
+        status: Global___PersonStatus.ValueType = ...,
+        groups: _abc.Iterable[_builtins.str] | None = ...,
+        observed_at: _timestamp_pb2.Timestamp | None = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["observed_at", b"observed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "groups", b"groups", "login", b"login", "observed_at", b"observed_at", "source", b"source", "status", b"status", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Person: _TypeAlias = Person  # noqa: Y015
+
+@_typing.final
+class ListPeopleRequest(_message.Message):
+    """Request of ListPeople."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    status: Global___PersonStatus.ValueType
+    """Only people with this status."""
+    page_size: _builtins.int
+    page_token: _builtins.str
+    """The user_id to continue after."""
+    def __init__(
+        self,
+        *,
+        status: Global___PersonStatus.ValueType = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPeopleRequest: _TypeAlias = ListPeopleRequest  # noqa: Y015
+
+@_typing.final
+class ListPeopleResponse(_message.Message):
+    """Response of ListPeople."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PEOPLE_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def people(self) -> _containers.RepeatedCompositeFieldContainer[Global___Person]: ...
+    def __init__(
+        self,
+        *,
+        people: _abc.Iterable[Global___Person] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "people", b"people"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPeopleResponse: _TypeAlias = ListPeopleResponse  # noqa: Y015
+
+@_typing.final
+class StatusChange(_message.Message):
+    """One person's status changed (suspended, deactivated, unsuspended, reactivated)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    LOGIN_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    login: _builtins.str
+    status: Global___PersonStatus.ValueType
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        login: _builtins.str = ...,
+        status: Global___PersonStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["login", b"login", "status", b"status", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatusChange: _TypeAlias = StatusChange  # noqa: Y015
+
+@_typing.final
+class MembershipChange(_message.Message):
+    """A person joined or left a group."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    LOGIN_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    ADDED_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    login: _builtins.str
+    group: _builtins.str
+    added: _builtins.bool
+    """True: joined; false: left."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        login: _builtins.str = ...,
+        group: _builtins.str = ...,
+        added: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "group", b"group", "login", b"login", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MembershipChange: _TypeAlias = MembershipChange  # noqa: Y015
+
+@_typing.final
+class SweepDirectory(_message.Message):
+    """The end of a whole reading of the directory: the people not heard of since `started_at`
+    are gone from the provider (deleted), so deactivated. Skipped (counted stale) unless Lily
+    has heard of at least `people` since then: a part of the reading that never arrived must
+    not deactivate whoever was in it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    PEOPLE_FIELD_NUMBER: _builtins.int
+    people: _builtins.int
+    """How many people the reading found."""
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        people: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["people", b"people", "started_at", b"started_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SweepDirectory: _TypeAlias = SweepDirectory  # noqa: Y015
+
+@_typing.final
+class DirectoryUpdate(_message.Message):
+    """One thing the identity provider said."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBSERVED_AT_FIELD_NUMBER: _builtins.int
+    PERSON_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    MEMBERSHIP_FIELD_NUMBER: _builtins.int
+    SWEEP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def observed_at(self) -> _timestamp_pb2.Timestamp:
+        """When the provider said it (an event's published time; the start of a reading). An
+        update older than what Lily has of a person is skipped for that person.
+        """
+
+    @_builtins.property
+    def person(self) -> Global___Person:
+        """The whole person as a reading of the directory found them (status and groups)."""
+
+    @_builtins.property
+    def status(self) -> Global___StatusChange: ...
+    @_builtins.property
+    def membership(self) -> Global___MembershipChange: ...
+    @_builtins.property
+    def sweep(self) -> Global___SweepDirectory: ...
+    def __init__(
+        self,
+        *,
+        observed_at: _timestamp_pb2.Timestamp | None = ...,
+        person: Global___Person | None = ...,
+        status: Global___StatusChange | None = ...,
+        membership: Global___MembershipChange | None = ...,
+        sweep: Global___SweepDirectory | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "membership", b"membership", "observed_at", b"observed_at", "person", b"person", "status", b"status", "sweep", b"sweep"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "membership", b"membership", "observed_at", b"observed_at", "person", b"person", "status", b"status", "sweep", b"sweep"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["person", "status", "membership", "sweep"]  # noqa: Y015
+    _WhichOneofArgType_change: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_change) -> _WhichOneofReturnType_change | None: ...
+
+Global___DirectoryUpdate: _TypeAlias = DirectoryUpdate  # noqa: Y015
+
+@_typing.final
+class UpdateDirectoryRequest(_message.Message):
+    """Request of UpdateDirectory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPDATES_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """What says so: "hook" or "reconcile"."""
+    @_builtins.property
+    def updates(self) -> _containers.RepeatedCompositeFieldContainer[Global___DirectoryUpdate]:
+        """Applied in order, all or none."""
+
+    def __init__(
+        self,
+        *,
+        updates: _abc.Iterable[Global___DirectoryUpdate] | None = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["source", b"source", "updates", b"updates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateDirectoryRequest: _TypeAlias = UpdateDirectoryRequest  # noqa: Y015
+
+@_typing.final
+class UpdateDirectoryResponse(_message.Message):
+    """Response of UpdateDirectory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGED_FIELD_NUMBER: _builtins.int
+    STALE_FIELD_NUMBER: _builtins.int
+    SESSIONS_REVOKED_FIELD_NUMBER: _builtins.int
+    CREDENTIALS_REVOKED_FIELD_NUMBER: _builtins.int
+    changed: _builtins.int
+    """People whose status or groups changed."""
+    stale: _builtins.int
+    """Updates skipped as older than what Lily had."""
+    sessions_revoked: _builtins.int
+    """Sessions and API keys (and OAuth2 clients) revoked."""
+    credentials_revoked: _builtins.int
+    def __init__(
+        self,
+        *,
+        changed: _builtins.int = ...,
+        stale: _builtins.int = ...,
+        sessions_revoked: _builtins.int = ...,
+        credentials_revoked: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "credentials_revoked", b"credentials_revoked", "sessions_revoked", b"sessions_revoked", "stale", b"stale"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateDirectoryResponse: _TypeAlias = UpdateDirectoryResponse  # noqa: Y015
+
+@_typing.final
+class StartLoginRequest(_message.Message):
+    """Request of StartLogin."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant to sign in to (its OIDC provider is the one the server trusts for it)."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartLoginRequest: _TypeAlias = StartLoginRequest  # noqa: Y015
+
+@_typing.final
+class StartLoginResponse(_message.Message):
+    """Response of StartLogin (RFC 8628's device authorization response)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_CODE_FIELD_NUMBER: _builtins.int
+    USER_CODE_FIELD_NUMBER: _builtins.int
+    VERIFICATION_URI_FIELD_NUMBER: _builtins.int
+    VERIFICATION_URI_COMPLETE_FIELD_NUMBER: _builtins.int
+    EXPIRES_IN_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    device_code: _builtins.str
+    """What the client passes to CompleteLogin (secret: not for the person)."""
+    user_code: _builtins.str
+    """What the person enters at verification_uri."""
+    verification_uri: _builtins.str
+    verification_uri_complete: _builtins.str
+    """verification_uri with the code in it, where the provider gives one."""
+    expires_in: _builtins.int
+    """Seconds the codes last."""
+    interval: _builtins.int
+    """Seconds to wait between CompleteLogin calls."""
+    def __init__(
+        self,
+        *,
+        device_code: _builtins.str = ...,
+        user_code: _builtins.str = ...,
+        verification_uri: _builtins.str = ...,
+        verification_uri_complete: _builtins.str = ...,
+        expires_in: _builtins.int = ...,
+        interval: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_code", b"device_code", "expires_in", b"expires_in", "interval", b"interval", "user_code", b"user_code", "verification_uri", b"verification_uri", "verification_uri_complete", b"verification_uri_complete"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartLoginResponse: _TypeAlias = StartLoginResponse  # noqa: Y015
+
+@_typing.final
+class CompleteLoginRequest(_message.Message):
+    """Request of CompleteLogin."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_CODE_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    device_code: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        device_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_code", b"device_code", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteLoginRequest: _TypeAlias = CompleteLoginRequest  # noqa: Y015
+
+@_typing.final
+class Session(_message.Message):
+    """A signed-in session's tokens."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    ACCESS_TOKEN_FIELD_NUMBER: _builtins.int
+    EXPIRES_IN_FIELD_NUMBER: _builtins.int
+    REFRESH_TOKEN_FIELD_NUMBER: _builtins.int
+    REFRESH_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    access_token: _builtins.str
+    """A Lily bearer JWT (sent as `Authorization: Bearer`), good for `expires_in` seconds."""
+    expires_in: _builtins.int
+    refresh_token: _builtins.str
+    """Buys the next access token (RefreshSession); spent when used."""
+    @_builtins.property
+    def refresh_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """Until when the session can be refreshed."""
+
+    @_builtins.property
+    def principal(self) -> Global___Principal: ...
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        access_token: _builtins.str = ...,
+        expires_in: _builtins.int = ...,
+        refresh_token: _builtins.str = ...,
+        refresh_expires_at: _timestamp_pb2.Timestamp | None = ...,
+        principal: Global___Principal | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["principal", b"principal", "refresh_expires_at", b"refresh_expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "expires_in", b"expires_in", "principal", b"principal", "refresh_expires_at", b"refresh_expires_at", "refresh_token", b"refresh_token", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Session: _TypeAlias = Session  # noqa: Y015
+
+@_typing.final
+class CompleteLoginResponse(_message.Message):
+    """Response of CompleteLogin."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PENDING_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    SESSION_FIELD_NUMBER: _builtins.int
+    pending: _builtins.bool
+    """The person has not approved yet: call again after `interval` seconds."""
+    interval: _builtins.int
+    @_builtins.property
+    def session(self) -> Global___Session:
+        """Once approved."""
+
+    def __init__(
+        self,
+        *,
+        pending: _builtins.bool = ...,
+        interval: _builtins.int = ...,
+        session: Global___Session | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval", b"interval", "pending", b"pending", "session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteLoginResponse: _TypeAlias = CompleteLoginResponse  # noqa: Y015
+
+@_typing.final
+class RefreshSessionRequest(_message.Message):
+    """Request of RefreshSession."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFRESH_TOKEN_FIELD_NUMBER: _builtins.int
+    refresh_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        refresh_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["refresh_token", b"refresh_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefreshSessionRequest: _TypeAlias = RefreshSessionRequest  # noqa: Y015
+
+@_typing.final
+class RefreshSessionResponse(_message.Message):
+    """Response of RefreshSession."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def session(self) -> Global___Session: ...
+    def __init__(
+        self,
+        *,
+        session: Global___Session | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefreshSessionResponse: _TypeAlias = RefreshSessionResponse  # noqa: Y015
+
+@_typing.final
+class LogoutRequest(_message.Message):
+    """Request of Logout."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFRESH_TOKEN_FIELD_NUMBER: _builtins.int
+    refresh_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        refresh_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["refresh_token", b"refresh_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogoutRequest: _TypeAlias = LogoutRequest  # noqa: Y015
+
+@_typing.final
+class LogoutResponse(_message.Message):
+    """Response of Logout."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogoutResponse: _TypeAlias = LogoutResponse  # noqa: Y015

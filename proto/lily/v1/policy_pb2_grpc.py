@@ -33,13 +33,17 @@ class PolicyServiceStub:
     Lily's own issuer or a configured OIDC issuer such as Okta, or an API key) and authorized
     against the caller's tenant's policies; the tenant of a call is the principal's. Open
     without credentials: gRPC health checking and reflection, IssueToken (which takes client
-    credentials) and GetJwks.
+    credentials), GetJwks, and signing in and out (StartLogin, CompleteLogin, RefreshSession,
+    Logout). A person their identity provider's directory has as suspended or deactivated is
+    refused whatever credential they bring; an identity provider's groups become roles through
+    the tenant's `g, group:<name>, <role>, <tenant>` lines (SetGroupRoles).
 
     Objects and actions policies speak of:
     metadata, lineage, policy, credentials, tenant   read | write   (the RPCs)
     issues                                            write          (AttachIssue)
     integrations                                      read | write   (IntegrationService)
     integration_secrets                               read           (the adapter runtime)
+    directory                                         write          (UpdateDirectory: Okta)
     tenants                                           admin          (CreateTenant, ListTenants)
     asset:<ASSET_TYPE>:<qualified name>               write          (each asset written)
     tag:<TAG>                                         read           (reading an asset with a
@@ -158,6 +162,46 @@ class PolicyServiceStub:
                 request_serializer=lily_dot_v1_dot_policy__pb2.RotateSigningKeyRequest.SerializeToString,
                 response_deserializer=lily_dot_v1_dot_policy__pb2.RotateSigningKeyResponse.FromString,
                 _registered_method=True)
+        self.ListGroupRoles = channel.unary_unary(
+                '/lily.v1.PolicyService/ListGroupRoles',
+                request_serializer=lily_dot_v1_dot_policy__pb2.ListGroupRolesRequest.SerializeToString,
+                response_deserializer=lily_dot_v1_dot_policy__pb2.ListGroupRolesResponse.FromString,
+                _registered_method=True)
+        self.SetGroupRoles = channel.unary_unary(
+                '/lily.v1.PolicyService/SetGroupRoles',
+                request_serializer=lily_dot_v1_dot_policy__pb2.SetGroupRolesRequest.SerializeToString,
+                response_deserializer=lily_dot_v1_dot_policy__pb2.SetGroupRolesResponse.FromString,
+                _registered_method=True)
+        self.ListPeople = channel.unary_unary(
+                '/lily.v1.PolicyService/ListPeople',
+                request_serializer=lily_dot_v1_dot_policy__pb2.ListPeopleRequest.SerializeToString,
+                response_deserializer=lily_dot_v1_dot_policy__pb2.ListPeopleResponse.FromString,
+                _registered_method=True)
+        self.UpdateDirectory = channel.unary_unary(
+                '/lily.v1.PolicyService/UpdateDirectory',
+                request_serializer=lily_dot_v1_dot_policy__pb2.UpdateDirectoryRequest.SerializeToString,
+                response_deserializer=lily_dot_v1_dot_policy__pb2.UpdateDirectoryResponse.FromString,
+                _registered_method=True)
+        self.StartLogin = channel.unary_unary(
+                '/lily.v1.PolicyService/StartLogin',
+                request_serializer=lily_dot_v1_dot_policy__pb2.StartLoginRequest.SerializeToString,
+                response_deserializer=lily_dot_v1_dot_policy__pb2.StartLoginResponse.FromString,
+                _registered_method=True)
+        self.CompleteLogin = channel.unary_unary(
+                '/lily.v1.PolicyService/CompleteLogin',
+                request_serializer=lily_dot_v1_dot_policy__pb2.CompleteLoginRequest.SerializeToString,
+                response_deserializer=lily_dot_v1_dot_policy__pb2.CompleteLoginResponse.FromString,
+                _registered_method=True)
+        self.RefreshSession = channel.unary_unary(
+                '/lily.v1.PolicyService/RefreshSession',
+                request_serializer=lily_dot_v1_dot_policy__pb2.RefreshSessionRequest.SerializeToString,
+                response_deserializer=lily_dot_v1_dot_policy__pb2.RefreshSessionResponse.FromString,
+                _registered_method=True)
+        self.Logout = channel.unary_unary(
+                '/lily.v1.PolicyService/Logout',
+                request_serializer=lily_dot_v1_dot_policy__pb2.LogoutRequest.SerializeToString,
+                response_deserializer=lily_dot_v1_dot_policy__pb2.LogoutResponse.FromString,
+                _registered_method=True)
 
 
 class PolicyServiceServicer:
@@ -168,13 +212,17 @@ class PolicyServiceServicer:
     Lily's own issuer or a configured OIDC issuer such as Okta, or an API key) and authorized
     against the caller's tenant's policies; the tenant of a call is the principal's. Open
     without credentials: gRPC health checking and reflection, IssueToken (which takes client
-    credentials) and GetJwks.
+    credentials), GetJwks, and signing in and out (StartLogin, CompleteLogin, RefreshSession,
+    Logout). A person their identity provider's directory has as suspended or deactivated is
+    refused whatever credential they bring; an identity provider's groups become roles through
+    the tenant's `g, group:<name>, <role>, <tenant>` lines (SetGroupRoles).
 
     Objects and actions policies speak of:
     metadata, lineage, policy, credentials, tenant   read | write   (the RPCs)
     issues                                            write          (AttachIssue)
     integrations                                      read | write   (IntegrationService)
     integration_secrets                               read           (the adapter runtime)
+    directory                                         write          (UpdateDirectory: Okta)
     tenants                                           admin          (CreateTenant, ListTenants)
     asset:<ASSET_TYPE>:<qualified name>               write          (each asset written)
     tag:<TAG>                                         read           (reading an asset with a
@@ -348,6 +396,79 @@ class PolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListGroupRoles(self, request, context):
+        """Every group mapped to roles in the caller's tenant (the lines `g, group:<name>, <role>,
+        <tenant>` of its policies, which ExportPolicies and ImportPolicies carry too).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetGroupRoles(self, request, context):
+        """Sets the roles members of an identity provider's group (e.g. an Okta group) hold in the
+        caller's tenant, replacing those it had; none removes the mapping. A member's roles
+        follow their groups: at sign-in, and as the directory (Okta's event hooks and
+        reconciliation) says their groups changed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPeople(self, request, context):
+        """The people of the caller's tenant's directory as Lily knows them: their status (a
+        suspended or deactivated person's every credential is refused) and groups.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateDirectory(self, request, context):
+        """What the identity provider says changed (the Okta adapter: its event hooks and its
+        reconciliation). A person suspended or deactivated loses their sessions, tokens and API
+        keys at once on every instance; a change of groups changes their roles.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartLogin(self, request, context):
+        """Starts a sign-in with the tenant's OIDC provider (OAuth2 Device Authorization Grant,
+        RFC 8628): the person opens `verification_uri` and enters `user_code` (or opens
+        `verification_uri_complete`) while the client calls CompleteLogin every `interval`
+        seconds. Open.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteLogin(self, request, context):
+        """Finishes a sign-in once the person has approved it: a session (a Lily access token, and
+        a refresh token that buys the next). Until then `pending` (call again after
+        `interval`). Refused once the code expired or the person declined. Open: the device
+        code is the proof.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RefreshSession(self, request, context):
+        """A new access token for a session, and a new refresh token (the one given is spent).
+        The identity provider is asked again, so a person it no longer lets in is refused and a
+        change of groups applies. Open: the refresh token is the proof.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Logout(self, request, context):
+        """Ends a session: its refresh token and every access token it bought stop working on
+        every instance, and the identity provider's refresh token is revoked. Open: the
+        refresh token is the proof.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PolicyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -456,6 +577,46 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     request_deserializer=lily_dot_v1_dot_policy__pb2.RotateSigningKeyRequest.FromString,
                     response_serializer=lily_dot_v1_dot_policy__pb2.RotateSigningKeyResponse.SerializeToString,
             ),
+            'ListGroupRoles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGroupRoles,
+                    request_deserializer=lily_dot_v1_dot_policy__pb2.ListGroupRolesRequest.FromString,
+                    response_serializer=lily_dot_v1_dot_policy__pb2.ListGroupRolesResponse.SerializeToString,
+            ),
+            'SetGroupRoles': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetGroupRoles,
+                    request_deserializer=lily_dot_v1_dot_policy__pb2.SetGroupRolesRequest.FromString,
+                    response_serializer=lily_dot_v1_dot_policy__pb2.SetGroupRolesResponse.SerializeToString,
+            ),
+            'ListPeople': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPeople,
+                    request_deserializer=lily_dot_v1_dot_policy__pb2.ListPeopleRequest.FromString,
+                    response_serializer=lily_dot_v1_dot_policy__pb2.ListPeopleResponse.SerializeToString,
+            ),
+            'UpdateDirectory': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateDirectory,
+                    request_deserializer=lily_dot_v1_dot_policy__pb2.UpdateDirectoryRequest.FromString,
+                    response_serializer=lily_dot_v1_dot_policy__pb2.UpdateDirectoryResponse.SerializeToString,
+            ),
+            'StartLogin': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartLogin,
+                    request_deserializer=lily_dot_v1_dot_policy__pb2.StartLoginRequest.FromString,
+                    response_serializer=lily_dot_v1_dot_policy__pb2.StartLoginResponse.SerializeToString,
+            ),
+            'CompleteLogin': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteLogin,
+                    request_deserializer=lily_dot_v1_dot_policy__pb2.CompleteLoginRequest.FromString,
+                    response_serializer=lily_dot_v1_dot_policy__pb2.CompleteLoginResponse.SerializeToString,
+            ),
+            'RefreshSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefreshSession,
+                    request_deserializer=lily_dot_v1_dot_policy__pb2.RefreshSessionRequest.FromString,
+                    response_serializer=lily_dot_v1_dot_policy__pb2.RefreshSessionResponse.SerializeToString,
+            ),
+            'Logout': grpc.unary_unary_rpc_method_handler(
+                    servicer.Logout,
+                    request_deserializer=lily_dot_v1_dot_policy__pb2.LogoutRequest.FromString,
+                    response_serializer=lily_dot_v1_dot_policy__pb2.LogoutResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'lily.v1.PolicyService', rpc_method_handlers)
@@ -472,13 +633,17 @@ class PolicyService:
     Lily's own issuer or a configured OIDC issuer such as Okta, or an API key) and authorized
     against the caller's tenant's policies; the tenant of a call is the principal's. Open
     without credentials: gRPC health checking and reflection, IssueToken (which takes client
-    credentials) and GetJwks.
+    credentials), GetJwks, and signing in and out (StartLogin, CompleteLogin, RefreshSession,
+    Logout). A person their identity provider's directory has as suspended or deactivated is
+    refused whatever credential they bring; an identity provider's groups become roles through
+    the tenant's `g, group:<name>, <role>, <tenant>` lines (SetGroupRoles).
 
     Objects and actions policies speak of:
     metadata, lineage, policy, credentials, tenant   read | write   (the RPCs)
     issues                                            write          (AttachIssue)
     integrations                                      read | write   (IntegrationService)
     integration_secrets                               read           (the adapter runtime)
+    directory                                         write          (UpdateDirectory: Okta)
     tenants                                           admin          (CreateTenant, ListTenants)
     asset:<ASSET_TYPE>:<qualified name>               write          (each asset written)
     tag:<TAG>                                         read           (reading an asset with a
@@ -1043,6 +1208,222 @@ class PolicyService:
             '/lily.v1.PolicyService/RotateSigningKey',
             lily_dot_v1_dot_policy__pb2.RotateSigningKeyRequest.SerializeToString,
             lily_dot_v1_dot_policy__pb2.RotateSigningKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGroupRoles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lily.v1.PolicyService/ListGroupRoles',
+            lily_dot_v1_dot_policy__pb2.ListGroupRolesRequest.SerializeToString,
+            lily_dot_v1_dot_policy__pb2.ListGroupRolesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetGroupRoles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lily.v1.PolicyService/SetGroupRoles',
+            lily_dot_v1_dot_policy__pb2.SetGroupRolesRequest.SerializeToString,
+            lily_dot_v1_dot_policy__pb2.SetGroupRolesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPeople(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lily.v1.PolicyService/ListPeople',
+            lily_dot_v1_dot_policy__pb2.ListPeopleRequest.SerializeToString,
+            lily_dot_v1_dot_policy__pb2.ListPeopleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateDirectory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lily.v1.PolicyService/UpdateDirectory',
+            lily_dot_v1_dot_policy__pb2.UpdateDirectoryRequest.SerializeToString,
+            lily_dot_v1_dot_policy__pb2.UpdateDirectoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartLogin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lily.v1.PolicyService/StartLogin',
+            lily_dot_v1_dot_policy__pb2.StartLoginRequest.SerializeToString,
+            lily_dot_v1_dot_policy__pb2.StartLoginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteLogin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lily.v1.PolicyService/CompleteLogin',
+            lily_dot_v1_dot_policy__pb2.CompleteLoginRequest.SerializeToString,
+            lily_dot_v1_dot_policy__pb2.CompleteLoginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefreshSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lily.v1.PolicyService/RefreshSession',
+            lily_dot_v1_dot_policy__pb2.RefreshSessionRequest.SerializeToString,
+            lily_dot_v1_dot_policy__pb2.RefreshSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lily.v1.PolicyService/Logout',
+            lily_dot_v1_dot_policy__pb2.LogoutRequest.SerializeToString,
+            lily_dot_v1_dot_policy__pb2.LogoutResponse.FromString,
             options,
             channel_credentials,
             insecure,
