@@ -8,18 +8,36 @@ lily tenant create acme [--dedicated] [--name "Acme Corp"]   # prints its admin 
 lily tenant list
 lily credential create --role scraper [--subject S] [--client]   # prints the secret, once
 lily credential revoke <credential id>
+lily login --tenant acme     # sign in with the tenant's identity provider (device grant)
+lily whoami                  # who the credential in use says you are
+lily logout                  # end the session `lily login` opened
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 from pathlib import Path
 
+import grpc
 from lily.v1 import policy_pb2 as policy_pb
 from lily.v1 import policy_pb2_grpc as policy_grpc
 
-from core.cli.client import RPC_TIMEOUT, Client, add_options, channel, credentials, say, show
+from core.cli.client import (
+    RPC_TIMEOUT,
+    Client,
+    CliError,
+    add_options,
+    address,
+    channel,
+    credentials,
+    forget_session,
+    load_session,
+    save_session,
+    say,
+    show,
+)
 
 # A DEDICATED tenant's stores are made within the call (core.cells.OPEN_TIMEOUT at most).
 PROVISION_TIMEOUT = 200.0
@@ -30,7 +48,7 @@ async def _apply(args: argparse.Namespace) -> int:
     async with channel(args) as ch:
         done = await policy_grpc.PolicyServiceStub(ch).ImportPolicies(
             policy_pb.ImportPoliciesRequest(policy_text=text),
-            metadata=credentials(args),
+            metadata=await credentials(args),
             timeout=RPC_TIMEOUT,
         )
     say(f"lily: applied {done.policies} policies and {done.roles} role assignments")
@@ -40,7 +58,7 @@ async def _apply(args: argparse.Namespace) -> int:
 async def _export(args: argparse.Namespace) -> int:
     async with channel(args) as ch:
         found = await policy_grpc.PolicyServiceStub(ch).ExportPolicies(
-            policy_pb.ExportPoliciesRequest(), metadata=credentials(args), timeout=RPC_TIMEOUT
+            policy_pb.ExportPoliciesRequest(), metadata=await credentials(args), timeout=RPC_TIMEOUT
         )
     print(found.model_text if args.model else found.policy_text, end="")
     return 0
@@ -52,7 +70,7 @@ async def _check(args: argparse.Namespace) -> int:
             policy_pb.CheckAccessRequest(
                 subject=args.subject or "", object=args.object, action=args.action
             ),
-            metadata=credentials(args),
+            metadata=await credentials(args),
             timeout=RPC_TIMEOUT,
         )
     say(f"{'allowed' if d.allowed else 'denied'}: {d.reason}")
@@ -70,7 +88,7 @@ async def _tenant_create(args: argparse.Namespace) -> int:
                     tenant_id=args.tenant_id, display_name=args.name or "", isolation=isolation
                 )
             ),
-            metadata=credentials(args),
+            metadata=await credentials(args),
             timeout=PROVISION_TIMEOUT,
         )
     kind = policy_pb.TenantIsolation.Name(made.tenant.isolation).removeprefix("TENANT_ISOLATION_")
@@ -85,7 +103,7 @@ async def _tenant_create(args: argparse.Namespace) -> int:
 async def _tenant_list(args: argparse.Namespace) -> int:
     async with channel(args) as ch:
         found = await policy_grpc.PolicyServiceStub(ch).ListTenants(
-            policy_pb.ListTenantsRequest(), metadata=credentials(args), timeout=RPC_TIMEOUT
+            policy_pb.ListTenantsRequest(), metadata=await credentials(args), timeout=RPC_TIMEOUT
         )
     for t in found.tenants:
         say(
@@ -107,7 +125,7 @@ async def _credential_create(args: argparse.Namespace) -> int:
                     description=args.description or "",
                 )
             ),
-            metadata=credentials(args),
+            metadata=await credentials(args),
             timeout=RPC_TIMEOUT,
         )
     show(made.credential)
@@ -120,7 +138,9 @@ async def _credential_create(args: argparse.Namespace) -> int:
 async def _rotate_key(args: argparse.Namespace) -> int:
     async with channel(args) as ch:
         done = await policy_grpc.PolicyServiceStub(ch).RotateSigningKey(
-            policy_pb.RotateSigningKeyRequest(), metadata=credentials(args), timeout=RPC_TIMEOUT
+            policy_pb.RotateSigningKeyRequest(),
+            metadata=await credentials(args),
+            timeout=RPC_TIMEOUT,
         )
     say(f"lily: tokens are signed with key {done.kid} from now on")
     for key in done.keys:
@@ -133,10 +153,71 @@ async def _credential_revoke(args: argparse.Namespace) -> int:
     async with channel(args) as ch:
         await policy_grpc.PolicyServiceStub(ch).RevokeToken(
             policy_pb.RevokeTokenRequest(credential_id=args.credential_id),
-            metadata=credentials(args),
+            metadata=await credentials(args),
             timeout=RPC_TIMEOUT,
         )
     say(f"lily: revoked {args.credential_id}")
+    return 0
+
+
+async def _login(args: argparse.Namespace) -> int:
+    """The OAuth2 Device Authorization Grant through Lily: shows where to approve, then asks
+    Lily every `interval` seconds until the person has (or the codes expire)."""
+    async with channel(args) as ch:
+        policy = policy_grpc.PolicyServiceStub(ch)
+        started = await policy.StartLogin(
+            policy_pb.StartLoginRequest(tenant_id=args.tenant), timeout=RPC_TIMEOUT
+        )
+        where = started.verification_uri_complete or started.verification_uri
+        say(f"lily: to sign in to {args.tenant}, open {where}")
+        say(f"lily: and confirm the code {started.user_code} (it lasts {started.expires_in} s)")
+        interval = max(started.interval, 1)
+        deadline = time.monotonic() + started.expires_in
+        while time.monotonic() < deadline:
+            await asyncio.sleep(interval)
+            done = await policy.CompleteLogin(
+                policy_pb.CompleteLoginRequest(
+                    tenant_id=args.tenant, device_code=started.device_code
+                ),
+                timeout=RPC_TIMEOUT,
+            )
+            if not done.pending:
+                break
+            interval = max(interval, done.interval)
+        else:
+            raise CliError("the sign-in was not approved in time: `lily login` again")
+    save_session(address(args), done.session)
+    who = done.session.principal
+    roles = ", ".join(who.roles) or "none yet"
+    say(f"lily: signed in as {who.subject} to {who.tenant_id} (roles: {roles})")
+    return 0
+
+
+async def _logout(args: argparse.Namespace) -> int:
+    kept = load_session()
+    if kept is None:
+        say("lily: not signed in")
+        return 0
+    async with channel(args) as ch:
+        try:
+            await policy_grpc.PolicyServiceStub(ch).Logout(
+                policy_pb.LogoutRequest(refresh_token=str(kept["refresh_token"])),
+                timeout=RPC_TIMEOUT,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAUTHENTICATED:  # (over already: forget it)
+                raise
+    forget_session()
+    say(f"lily: signed out {kept.get('subject', '')} (session {kept.get('session_id', '')})")
+    return 0
+
+
+async def _whoami(args: argparse.Namespace) -> int:
+    async with channel(args) as ch:
+        who = await policy_grpc.PolicyServiceStub(ch).ValidateToken(
+            policy_pb.ValidateTokenRequest(), metadata=await credentials(args), timeout=RPC_TIMEOUT
+        )
+    show(who.principal)
     return 0
 
 
@@ -183,6 +264,12 @@ def add_commands(client: Client) -> None:
     rev.add_argument("credential_id")
     rev.set_defaults(run=_credential_revoke)
     _inherit(csub)
+
+    login = client("login", "sign in with the tenant's identity provider (e.g. Okta)")
+    login.add_argument("--tenant", required=True, help="the tenant to sign in to")
+    login.set_defaults(run=_login)
+    client("logout", "end the session `lily login` opened").set_defaults(run=_logout)
+    client("whoami", "who the credential in use says you are").set_defaults(run=_whoami)
 
 
 def _inherit(sub: argparse._SubParsersAction) -> None:

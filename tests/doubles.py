@@ -38,7 +38,8 @@ class Served:
 
     def _server(self) -> uvicorn.Server:
         config = uvicorn.Config(self.app(), host="127.0.0.1", port=self.port, log_level="warning")
-        config.timeout_graceful_shutdown = self.graceful
+        # (uvicorn annotates it int; it waits any number of seconds)
+        config.timeout_graceful_shutdown = self.graceful  # type: ignore[assignment]
         return uvicorn.Server(config)
 
     async def __aenter__(self) -> Self:

@@ -36,7 +36,9 @@ def ago(seconds: float) -> Timestamp:
     return ts(datetime.now(UTC) - timedelta(seconds=seconds))
 
 
-def asset(qn: str, asset_type: int = TABLE, **fields: Any) -> common_pb.AssetInput:
+def asset(
+    qn: str, asset_type: common_pb.AssetType.ValueType = TABLE, **fields: Any
+) -> common_pb.AssetInput:
     fields.setdefault("name", qn.rsplit("/", 1)[-1][:100])
     return common_pb.AssetInput(qualified_name=qn, asset_type=asset_type, **fields)
 
@@ -101,7 +103,7 @@ async def new_tenant(
     channel: grpc.aio.Channel,
     admin: Metadata,
     tenant_id: str,
-    isolation: int = policy_pb.TENANT_ISOLATION_SHARED,
+    isolation: policy_pb.TenantIsolation.ValueType = policy_pb.TENANT_ISOLATION_SHARED,
 ) -> Metadata:
     """Creates a tenant (as a platform admin): its first admin's credential."""
     created = await policy_grpc.PolicyServiceStub(channel).CreateTenant(

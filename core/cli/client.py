@@ -3,18 +3,24 @@ it with, a channel, and how answers and refusals are shown.
 
 Where Lily is: --addr (LILY_ADDR), else the address `lily up` wrote into its data directory
 (--data-dir, LILY_DATA_DIR, default .lily), else 127.0.0.1:50051. The credential: --token
-(LILY_TOKEN), else the admin key `lily up` saved in that data directory."""
+(LILY_TOKEN), else the session `lily login` opened with that Lily (kept in
+$LILY_CONFIG_DIR, default ~/.config/lily, readable by its owner only; refreshed when its
+access token is about to expire), else the admin key `lily up` saved in the data directory."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 from google.protobuf import json_format
+from lily.v1 import policy_pb2 as policy_pb
+from lily.v1 import policy_pb2_grpc as policy_grpc
 
 DEFAULT_ADDR = "127.0.0.1:50051"
 DEFAULT_DATA_DIR = ".lily"
@@ -59,9 +65,76 @@ def address(args: argparse.Namespace) -> str:
         return DEFAULT_ADDR
 
 
-def credentials(args: argparse.Namespace) -> Metadata:
-    """The call's credential: --token (LILY_TOKEN), else the one `lily up` saved."""
-    token = args.token
+SESSION_FILE = "session.json"
+REFRESH_BEFORE = 60.0  # seconds before its access token expires, a session is refreshed
+
+
+def session_path() -> Path:
+    base = os.environ.get("LILY_CONFIG_DIR") or os.path.join(
+        os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config"), "lily"
+    )
+    return Path(base) / SESSION_FILE
+
+
+def load_session() -> dict[str, Any] | None:
+    try:
+        found = json.loads(session_path().read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def save_session(addr: str, session: policy_pb.Session) -> None:
+    """Keeps a session (its refresh token is a secret: the file is its owner's alone)."""
+    path = session_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    body = {
+        "addr": addr,
+        "tenant_id": session.principal.tenant_id,
+        "subject": session.principal.subject,
+        "session_id": session.session_id,
+        "access_token": session.access_token,
+        "expires_at": time.time() + session.expires_in,
+        "refresh_token": session.refresh_token,
+    }
+    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(body, f)
+    os.replace(path.with_suffix(".tmp"), path)
+
+
+def forget_session() -> None:
+    session_path().unlink(missing_ok=True)
+
+
+async def _session_token(args: argparse.Namespace) -> str:
+    """The access token of the session `lily login` opened with this Lily ('' if none),
+    refreshed first if it is about to expire."""
+    kept = load_session()
+    if kept is None or kept.get("addr") != address(args):
+        return ""
+    if float(kept.get("expires_at", 0)) - time.time() > REFRESH_BEFORE:
+        return str(kept["access_token"])
+    try:
+        async with channel(args) as ch:
+            got = await policy_grpc.PolicyServiceStub(ch).RefreshSession(
+                policy_pb.RefreshSessionRequest(refresh_token=str(kept["refresh_token"])),
+                timeout=RPC_TIMEOUT,
+            )
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+            forget_session()
+            ended = f"your session has ended ({exc.details()}): `lily login` again"
+            raise CliError(ended) from None
+        raise
+    save_session(address(args), got.session)
+    return got.session.access_token
+
+
+async def credentials(args: argparse.Namespace) -> Metadata:
+    """The call's credential: --token (LILY_TOKEN), else the session `lily login` opened,
+    else the key `lily up` saved."""
+    token = args.token or await _session_token(args)
     if not token:
         path = data_dir(args) / CREDENTIALS_FILE
         try:

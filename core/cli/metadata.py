@@ -116,7 +116,7 @@ async def _ingest(args: argparse.Namespace) -> int:
         async with channel(args) as ch:
             stub = metadata_grpc.MetadataServiceStub(ch)
             summary = await stub.IngestMetadataStream(
-                requests(), metadata=credentials(args), timeout=args.timeout
+                requests(), metadata=await credentials(args), timeout=args.timeout
             )
             say(
                 f"lily: job {summary.bulk_job_id}: received {summary.received}, created "
@@ -138,7 +138,7 @@ async def _follow_job(
         job = (
             await stub.GetBulkJob(
                 metadata_pb.GetBulkJobRequest(job_id=job_id),
-                metadata=credentials(args),
+                metadata=await credentials(args),
                 timeout=RPC_TIMEOUT,
             )
         ).job
@@ -164,13 +164,13 @@ async def _get(args: argparse.Namespace) -> int:
                 metadata_pb.LookupMetadataRequest(
                     qualified_name=args.id, include_deleted=args.deleted
                 ),
-                metadata=credentials(args),
+                metadata=await credentials(args),
                 timeout=RPC_TIMEOUT,
             )
         else:
             resp = await stub.GetMetadata(
                 metadata_pb.GetMetadataRequest(asset_id=args.id, include_deleted=args.deleted),
-                metadata=credentials(args),
+                metadata=await credentials(args),
                 timeout=RPC_TIMEOUT,
             )
         show(resp.asset)
@@ -193,7 +193,9 @@ async def _search(args: argparse.Namespace) -> int:
         stub = metadata_grpc.MetadataServiceStub(ch)
         while shown < args.limit:
             req.page_size = min(args.limit - shown, 1000)
-            resp = await stub.SearchMetadata(req, metadata=credentials(args), timeout=RPC_TIMEOUT)
+            resp = await stub.SearchMetadata(
+                req, metadata=await credentials(args), timeout=RPC_TIMEOUT
+            )
             for a in resp.assets:
                 tags = ",".join(t.name for t in a.effective_tags)
                 kind = common_pb.AssetType.Name(a.asset_type).removeprefix("ASSET_TYPE_")
@@ -219,7 +221,7 @@ async def _watch(args: argparse.Namespace) -> int:
     async with channel(args) as ch:
         stub = metadata_grpc.MetadataServiceStub(ch)
         print("lily: watching; Ctrl-C to stop", file=sys.stderr, flush=True)
-        async for resp in stub.WatchChanges(req, metadata=credentials(args)):
+        async for resp in stub.WatchChanges(req, metadata=await credentials(args)):
             e = resp.event
             entity = events_pb.EntityKind.Name(e.entity).removeprefix("ENTITY_KIND_").lower()
             change = events_pb.ChangeKind.Name(e.change).removeprefix("CHANGE_KIND_").lower()
@@ -241,7 +243,7 @@ async def _job(args: argparse.Namespace) -> int:
         else:
             found = await stub.GetBulkJob(
                 metadata_pb.GetBulkJobRequest(job_id=args.job_id),
-                metadata=credentials(args),
+                metadata=await credentials(args),
                 timeout=RPC_TIMEOUT,
             )
             show(found.job)

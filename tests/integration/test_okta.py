@@ -491,3 +491,63 @@ async def test_reconciliation_reads_the_org_page_by_page_and_catches_missed_hook
         I.DeleteIntegrationRequest(integration_id=made.integration.integration_id),
         metadata=okta_admin,
     )
+
+
+# -- the command line
+
+
+async def test_lily_login_whoami_and_logout_from_the_command_line(second_lily, okta, tmp_path):
+    import os
+    import sys
+
+    fred = okta.add_user(f"fred-{uuid.uuid4().hex[:6]}@acme.com", ENGINEERS)
+    env = {
+        **os.environ,
+        "LILY_CONFIG_DIR": str(tmp_path / "config"),
+        "LILY_ADDR": second_lily.address,
+        "LILY_DATA_DIR": str(tmp_path / "nowhere"),
+        "LILY_TOKEN": "",
+    }
+
+    async def lily(*args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "core.cli",
+            *args,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode or 0, out.decode()
+
+    login = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "core.cli",
+        "login",
+        "--tenant",
+        TENANT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert login.stdout is not None
+    shown = [(await asyncio.wait_for(login.stdout.readline(), 30)).decode() for _ in range(2)]
+    assert okta.base + "/activate?user_code=" in shown[0]
+    code = shown[1].split("confirm the code ")[1].split()[0]
+    okta.approve(code, fred)
+    rest, _ = await asyncio.wait_for(login.communicate(), 30)
+    assert login.returncode == 0, rest
+    login_name = okta.users[fred]["profile"]["login"]
+    assert f"signed in as {login_name} to {TENANT} (roles: editor)" in rest.decode()
+    kept = tmp_path / "config" / "session.json"
+    assert kept.stat().st_mode & 0o777 == 0o600
+
+    status, out = await lily("whoami")
+    assert status == 0 and f'"subject": "{login_name}"' in out and '"editor"' in out
+    status, out = await lily("logout")
+    assert status == 0 and "signed out" in out and not kept.exists()
+    status, out = await lily("whoami")
+    assert status == 2 and "no credential" in out
