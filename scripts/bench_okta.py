@@ -10,10 +10,11 @@ signs its people in with it (the device grant); A serves the tenant's Okta event
 
 In rounds that alternate the two ways (the machine is shared), for each of `--people`:
 
-- Okta: the person signs in on B (a Lily session); then, from t0, the user.lifecycle.deactivate
-  event hook is POSTed to A's webhook URL (A's runtime keeps it, maps it, and A's core revokes)
-  while the person's session token is called on B (ValidateToken, back to back) until B
-  refuses it: t1 - t0.
+- Okta: the person signs in on B (a Lily session; their group makes them a viewer); then, from
+  t0, the group.user_membership.remove event hook is POSTed to A's webhook URL (A's runtime
+  keeps it, maps it, and A's core writes the directory) while the person searches on B, back to
+  back, until B refuses for want of the role: t1 - t0; then the same for the
+  user.lifecycle.deactivate hook, with ValidateToken until B refuses the session.
 - Baseline: an API key of a person, revoked with RevokeToken on A from t0, and called on B
   until refused: Lily's own revocation across instances, with no adapter in the way.
 
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,8 @@ import orjson
 import psutil
 from lily.v1 import integration_pb2 as integration_pb
 from lily.v1 import integration_pb2_grpc as integration_grpc
+from lily.v1 import metadata_pb2 as metadata_pb
+from lily.v1 import metadata_pb2_grpc as metadata_grpc
 from lily.v1 import policy_pb2 as policy_pb
 from lily.v1 import policy_pb2_grpc as policy_grpc
 
@@ -57,15 +61,24 @@ def _bearer(token: str) -> Metadata:
     return (("authorization", f"Bearer {token}"),)
 
 
-async def _until_refused(policy: policy_grpc.PolicyServiceStub, md: Metadata) -> float:
-    """Calls ValidateToken with `md` back to back until it is refused: when (perf_counter)."""
+async def _until(call: Callable[[], Awaitable[Any]], code: grpc.StatusCode) -> float:
+    """Makes the call back to back until it is refused with `code`: when (perf_counter)."""
     while True:
         try:
-            await policy.ValidateToken(policy_pb.ValidateTokenRequest(), metadata=md, timeout=5)
+            await call()
         except grpc.aio.AioRpcError as err:
-            if err.code() != grpc.StatusCode.UNAUTHENTICATED:
+            if err.code() != code:
                 raise
             return time.perf_counter()
+
+
+def _validate(b: policy_grpc.PolicyServiceStub, md: Metadata) -> Callable[[], Awaitable[Any]]:
+    return lambda: b.ValidateToken(policy_pb.ValidateTokenRequest(), metadata=md, timeout=5)
+
+
+def _search(b: metadata_grpc.MetadataServiceStub, md: Metadata) -> Callable[[], Awaitable[Any]]:
+    request = metadata_pb.SearchMetadataRequest(page_size=1)
+    return lambda: b.SearchMetadata(request, metadata=md, timeout=5)
 
 
 async def _sign_in(
@@ -99,37 +112,54 @@ class Tally:
             self.cpu[k] = self.cpu.get(k, 0.0) + v
 
 
+async def _hooked(
+    http: httpx.AsyncClient,
+    a_hook: str,
+    secret: str,
+    body: bytes,
+    refused: Awaitable[float],
+) -> float:
+    """POSTs an event hook to A from t0 while `refused` waits for B to refuse: t1 - t0."""
+    start = time.perf_counter()
+    post = http.post(
+        a_hook, content=body, headers={"content-type": "application/json", "authorization": secret}
+    )
+    answer, when = await asyncio.gather(post, refused)
+    assert answer.status_code == 200, answer.text
+    return when - start
+
+
 async def _okta_round(
     n: int,
     a_hook: str,
     secret: str,
-    b: policy_grpc.PolicyServiceStub,
+    b_ch: grpc.aio.Channel,
     okta: FakeOkta,
     tenant: str,
     http: httpx.AsyncClient,
     tally: Tally,
-) -> list[float]:
+) -> tuple[list[float], list[float]]:
+    """(group removals, deactivations) of `n` people signed in on B."""
+    b = policy_grpc.PolicyServiceStub(b_ch)
+    search = metadata_grpc.MetadataServiceStub(b_ch)
     people = []
     for i in range(n):
         people.append(await _sign_in(b, okta, tenant))
         progress(f"okta: signed in {i + 1}/{n}")
-    took = []
+    left, gone = [], []
     tally.start()
     for i, (uid, token) in enumerate(people):
-        await b.ValidateToken(policy_pb.ValidateTokenRequest(), metadata=_bearer(token))
-        body = orjson.dumps(okta.hook_body(okta.lifecycle(uid, "deactivate")))
-        start = time.perf_counter()
-        post = http.post(
-            a_hook,
-            content=body,
-            headers={"content-type": "application/json", "authorization": secret},
-        )
-        answer, refused = await asyncio.gather(post, _until_refused(b, _bearer(token)))
-        assert answer.status_code == 200, answer.text
-        took.append(refused - start)
-        progress(f"okta: deactivated {i + 1}/{n}")
+        md = _bearer(token)
+        await search.SearchMetadata(metadata_pb.SearchMetadataRequest(page_size=1), metadata=md)
+        leave = orjson.dumps(okta.hook_body(okta.leave(uid, GROUP)))
+        denied = _until(_search(search, md), grpc.StatusCode.PERMISSION_DENIED)
+        left.append(await _hooked(http, a_hook, secret, leave, denied))
+        off = orjson.dumps(okta.hook_body(okta.lifecycle(uid, "deactivate")))
+        refused = _until(_validate(b, md), grpc.StatusCode.UNAUTHENTICATED)
+        gone.append(await _hooked(http, a_hook, secret, off, refused))
+        progress(f"okta: removed from the group and deactivated {i + 1}/{n}")
     tally.stop()
-    return took
+    return left, gone
 
 
 async def _baseline_round(
@@ -159,7 +189,8 @@ async def _baseline_round(
         await b.ValidateToken(policy_pb.ValidateTokenRequest(), metadata=_bearer(secret))
         start = time.perf_counter()
         revoke = a.RevokeToken(policy_pb.RevokeTokenRequest(credential_id=key_id), metadata=md)
-        _, refused = await asyncio.gather(revoke, _until_refused(b, _bearer(secret)))
+        refusal = _until(_validate(b, _bearer(secret)), grpc.StatusCode.UNAUTHENTICATED)
+        _, refused = await asyncio.gather(revoke, refusal)
         took.append(refused - start)
         progress(f"baseline: revoked {i + 1}/{n}")
     tally.stop()
@@ -243,17 +274,20 @@ async def main() -> int:
                 assert verified.status_code == 200, verified.text
                 # a warm-up of each way (connections, caches), not counted
                 warm = Tally(meter)
-                await _okta_round(3, a_hook, made.webhook_secret, b, okta, tenant, http, warm)
+                await _okta_round(3, a_hook, made.webhook_secret, b_ch, okta, tenant, http, warm)
                 await _baseline_round(3, a, b, md, warm)
 
                 hooked: list[float] = []
+                regrouped: list[float] = []
                 revoked: list[float] = []
                 on_hook, on_base = Tally(meter), Tally(meter)
                 for r in range(args.rounds):
                     progress(f"round {r + 1}/{args.rounds}")
-                    hooked += await _okta_round(
-                        args.people, a_hook, made.webhook_secret, b, okta, tenant, http, on_hook
+                    left, gone = await _okta_round(
+                        args.people, a_hook, made.webhook_secret, b_ch, okta, tenant, http, on_hook
                     )
+                    regrouped += left
+                    hooked += gone
                     revoked += await _baseline_round(args.people, a, b, md, on_base)
     finally:
         for server in servers:
@@ -263,15 +297,20 @@ async def main() -> int:
         await stack.stop()
 
     print("\nfrom the deactivation until the person's next call on B is refused:")
-    print(_line("okta hook on A -> refused on B", hooked))
+    print(_line("okta deactivation hook on A -> B", hooked))
     print(_line("baseline: RevokeToken on A -> B", revoked))
+    print(_line("okta group removal hook on A -> B", regrouped))
     for p in (50, 99):
         ratio = pct(hooked, p) / pct(revoked, p)
         print(f"  p{p} ratio (okta / baseline): {ratio:.2f}")
     target = "met" if pct(hooked, 99) < 1.0 else "NOT met"
     print(f"  target p99 < 1 s: {target}")
-    print("\nCPU per deactivation (ms) of each process (sign-ins and key making left out;")
-    print("the bench client calls B back to back until refused):")
+    print(
+        f"  group removal p99 ratio (okta / baseline): {pct(regrouped, 99) / pct(revoked, 99):.2f}"
+    )
+    print("\nCPU per person (ms) of each process: okta, a group removal and a deactivation;")
+    print("baseline, a revocation (sign-ins and key making left out; the bench client calls B")
+    print("back to back until refused):")
     for name in on_hook.cpu:
         per_hook = on_hook.cpu[name] / len(hooked) * 1000
         per_base = on_base.cpu[name] / len(revoked) * 1000

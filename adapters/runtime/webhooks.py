@@ -34,6 +34,17 @@ def _answer(status: int, **body: object) -> Response:
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
 
+def _refusal(what: str, refused: Refused, integration_id: str) -> Response:
+    log.warning(
+        "%s refused (%d): %s",
+        what,
+        refused.status,
+        refused,
+        extra={"integration_id": integration_id},
+    )
+    return _answer(refused.status, error=str(refused))
+
+
 class TooLarge(Exception):
     pass
 
@@ -115,13 +126,7 @@ class Webhooks:
         try:
             answer = kind.challenge.answer(request.headers, found.webhook_secrets)
         except Refused as refused:
-            log.warning(
-                "webhook verification refused (%d): %s",
-                refused.status,
-                refused,
-                extra={"integration_id": integration_id},
-            )
-            return _answer(refused.status, error=str(refused))
+            return _refusal("webhook verification", refused, integration_id)
         log.info("webhook verified by its sender", extra={"integration_id": integration_id})
         return Response(orjson.dumps(answer), 200, media_type="application/json")
 
@@ -151,13 +156,7 @@ class Webhooks:
         except CoreUnavailable:
             return _answer(503, error="Lily cannot verify deliveries just now; try again")
         except Refused as refused:
-            log.warning(
-                "webhook refused (%d): %s",
-                refused.status,
-                refused,
-                extra={"integration_id": integration_id},
-            )
-            return _answer(refused.status, error=str(refused))
+            return _refusal("webhook", refused, integration_id)
         delivery = Delivery(
             integration_id=integration_id,
             tenant_id=found.integration.tenant_id,

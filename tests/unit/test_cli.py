@@ -3,6 +3,7 @@ status, progress suits where it is written, and the data directory tells it wher
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import subprocess
@@ -86,6 +87,7 @@ def test_the_cli_finds_lily_and_its_key_through_the_data_directory(tmp_path, mon
     monkeypatch.delenv("LILY_ADDR", raising=False)
     monkeypatch.delenv("LILY_TOKEN", raising=False)
     monkeypatch.delenv("LILY_DATA_DIR", raising=False)
+    monkeypatch.setenv("LILY_CONFIG_DIR", str(tmp_path / "config"))  # no `lily login` session
     data = tmp_path / "data"
     data.mkdir()
     (data / client.ADDRESS_FILE).write_text("127.0.0.1:50999\n")
@@ -93,17 +95,19 @@ def test_the_cli_finds_lily_and_its_key_through_the_data_directory(tmp_path, mon
 
     args = _args("--data-dir", str(data))
     assert client.address(args) == "127.0.0.1:50999"
-    assert client.credentials(args) == (("authorization", "Bearer lily_key"),)
+    assert asyncio.run(client.credentials(args)) == (("authorization", "Bearer lily_key"),)
 
     monkeypatch.setenv("LILY_DATA_DIR", str(data))
     assert client.address(_args()) == "127.0.0.1:50999"
     assert client.address(_args("--addr", "10.0.0.1:1")) == "10.0.0.1:1"  # a flag wins
-    assert client.credentials(_args("--token", "other")) == (("authorization", "Bearer other"),)
+    assert asyncio.run(client.credentials(_args("--token", "other"))) == (
+        ("authorization", "Bearer other"),
+    )
 
     monkeypatch.setenv("LILY_DATA_DIR", str(tmp_path / "none"))
     assert client.address(_args()) == client.DEFAULT_ADDR
     with pytest.raises(client.CliError, match="--data-dir"):
-        client.credentials(_args())
+        asyncio.run(client.credentials(_args()))
 
 
 def test_nothing_reads_a_file_when_imported():

@@ -11,7 +11,16 @@ from lily.v1 import lineage_pb2, metadata_pb2, policy_pb2
 
 from core.domain.errors import InvalidArgument
 from policy.permissions import AUTHENTICATED, OPEN, Permission, permission
-from policy.rules import Decider, RoleLink, Rule, builtin_rules, model_text, parse, render
+from policy.rules import (
+    GROUP,
+    Decider,
+    RoleLink,
+    Rule,
+    builtin_rules,
+    model_text,
+    parse,
+    render,
+)
 
 SUBJECTS = ["ann", "bob", "svc", "viewer", "editor", "admin", "r1", "r2"]
 DOMAINS = ["acme", "globex", "*"]
@@ -78,6 +87,33 @@ def test_the_decider_agrees_with_casbins_enforcer(rules, links, requests):
         assert mine.allowed == enforcer.enforce(*req), (req, mine)
         if mine.rule is not None:  # the rule it names does match the request
             assert mine.rule in rules
+
+
+GROUPS = ["Data Engineers", "Everyone"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    rules=rules_st,
+    links=links_st,
+    mapped=st.lists(
+        st.tuples(st.sampled_from(GROUPS), st.sampled_from(SUBJECTS), st.sampled_from(DOMAINS[:2])),
+        max_size=6,
+    ),
+    groups=st.lists(st.sampled_from(GROUPS), max_size=2, unique=True),
+    requests=requests_st,
+)
+def test_an_identity_providers_groups_decide_as_casbin_with_the_person_in_them(
+    rules, links, mapped, groups, requests
+):
+    """A principal's groups act as `g, <subject>, group:<name>, <domain>` lines would."""
+    mapping = [RoleLink(f"{GROUP}{g}", role, dom) for g, role, dom in mapped]
+    decider = Decider(rules, [*links, *mapping])
+    for sub, dom, obj, act in requests:
+        member = [RoleLink(sub, f"{GROUP}{g}", dom) for g in groups]
+        enforcer = _casbin(rules, [*links, *mapping, *member])
+        mine = decider.decide(sub, dom, obj, act, groups=groups)
+        assert mine.allowed == enforcer.enforce(sub, dom, obj, act), (sub, dom, obj, act, mine)
 
 
 def test_the_builtin_roles_do_what_their_names_say():
