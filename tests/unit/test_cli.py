@@ -3,7 +3,6 @@ status, progress suits where it is written, and the data directory tells it wher
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 import subprocess
@@ -83,7 +82,7 @@ def _args(*argv: str):
     return parser().parse_args(["get", "x", *argv])
 
 
-def test_the_cli_finds_lily_and_its_key_through_the_data_directory(tmp_path, monkeypatch):
+async def test_the_cli_finds_lily_and_its_key_through_the_data_directory(tmp_path, monkeypatch):
     monkeypatch.delenv("LILY_ADDR", raising=False)
     monkeypatch.delenv("LILY_TOKEN", raising=False)
     monkeypatch.delenv("LILY_DATA_DIR", raising=False)
@@ -95,19 +94,19 @@ def test_the_cli_finds_lily_and_its_key_through_the_data_directory(tmp_path, mon
 
     args = _args("--data-dir", str(data))
     assert client.address(args) == "127.0.0.1:50999"
-    assert asyncio.run(client.credentials(args)) == (("authorization", "Bearer lily_key"),)
+    assert (await client.credentials(args)) == (("authorization", "Bearer lily_key"),)
 
     monkeypatch.setenv("LILY_DATA_DIR", str(data))
     assert client.address(_args()) == "127.0.0.1:50999"
     assert client.address(_args("--addr", "10.0.0.1:1")) == "10.0.0.1:1"  # a flag wins
-    assert asyncio.run(client.credentials(_args("--token", "other"))) == (
+    assert (await client.credentials(_args("--token", "other"))) == (
         ("authorization", "Bearer other"),
     )
 
     monkeypatch.setenv("LILY_DATA_DIR", str(tmp_path / "none"))
     assert client.address(_args()) == client.DEFAULT_ADDR
     with pytest.raises(client.CliError, match="--data-dir"):
-        asyncio.run(client.credentials(_args()))
+        await client.credentials(_args())
 
 
 def test_nothing_reads_a_file_when_imported():
