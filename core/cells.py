@@ -35,9 +35,11 @@ from core.lineage.service import LineageService
 from core.metadata.pagination import PageTokens
 from core.metadata.service import MetadataService
 from core.ports import Access, AssetStore, LineageGraph, OutboxRecord
+from core.quality.engine import QualityEngine
 from core.settings import Settings
 from core.workers.ingest import IngestWorker, encode_work
 from core.workers.propagation import PropagationWorker
+from core.workers.quality import QualityWorker
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +119,11 @@ class Cell:
             list(stores.closers),
         )
 
-    def start_workers(self, settings: Settings, *, ingest: bool) -> None:
-        """The outbox relay and the propagation worker; the ingest worker too if `ingest`."""
+    def start_workers(
+        self, settings: Settings, *, ingest: bool, quality: QualityEngine | None
+    ) -> None:
+        """The outbox relay, the propagation worker and (given its engine) the data-quality
+        worker; the ingest worker too if `ingest`."""
         tag = "" if self.tenant_id is None else f"[{self.name}]"
         commit = on_commit(self.relay)
         propagation = PropagationWorker(
@@ -135,6 +140,9 @@ class Cell:
             asyncio.create_task(self.relay.run(), name=f"outbox-relay{tag}"),
             asyncio.create_task(propagation.run(), name=f"propagation{tag}"),
         ]
+        if quality is not None:
+            rules = QualityWorker(self.bus, quality, quality.store)
+            self.tasks.append(asyncio.create_task(rules.run(), name=f"quality{tag}"))
         if ingest:
             worker = IngestWorker(
                 self.bus, self.store, batch=settings.ingest_batch, on_commit=commit
@@ -180,6 +188,8 @@ class Cells:
         self._opening: dict[str, asyncio.Lock] = {}
         self._workers = False
         self._closed = False
+        # The data-quality engine, if the server has one (its workers run in every cell).
+        self.quality: QualityEngine | None = None
 
     def dedicated(self) -> dict[str, Cell]:
         return dict(self._dedicated)
@@ -209,7 +219,7 @@ class Cells:
                     f"tenant {tenant_id!r}: its stores did not open within {OPEN_TIMEOUT:.0f} s"
                 ) from exc
             if self._workers:
-                cell.start_workers(self.settings, ingest=True)
+                cell.start_workers(self.settings, ingest=True, quality=self.quality)
             self._dedicated[tenant_id] = cell
             log.info("cell %s open for tenant %s", cell.name, tenant_id)
             return cell
@@ -218,9 +228,13 @@ class Cells:
         """Workers for every cell, now and as more are opened. A DEDICATED cell always runs
         its ingest worker here (`lily worker` processes serve the shared cell only)."""
         self._workers = True
-        self.shared.start_workers(self.settings, ingest=self.settings.worker_processes == 0)
+        self.shared.start_workers(
+            self.settings, ingest=self.settings.worker_processes == 0, quality=self.quality
+        )
         for cell in self._dedicated.values():
-            cell.start_workers(self.settings, ingest=True)
+            cell.start_workers(self.settings, ingest=True, quality=self.quality)
+        if self.quality is not None:  # the schedule of the data-quality rules, every tenant's
+            self.shared.tasks.append(asyncio.create_task(self.quality.run(), name="quality"))
 
     async def close(self) -> None:
         """Stops and closes every DEDICATED cell (the shared cell's connections are the

@@ -13,7 +13,7 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 from core.domain.lineage import MAX_LINEAGE_NODES
@@ -32,6 +32,7 @@ from core.domain.model import (
     SearchQuery,
     Subgraph,
 )
+from core.domain.quality import Firing, Rule, UsageWindow
 from core.domain.rules import Plan
 
 
@@ -252,3 +253,70 @@ class Access(Protocol):
         """How the caller may see an asset carrying these tags: whole, with restricted fields
         blanked, or not at all."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class UsageFacts:
+    """What usage says of one asset (core.domain.quality.Facts takes them)."""
+
+    last_used: datetime | None = None
+    window: UsageWindow | None = None
+    trailing_rate: float | None = None
+
+
+class QualityStore(Protocol):
+    """Each tenant's data-quality rules, with their schedule; the usage recorded of its assets;
+    and each rule's firings per asset (core/quality). Postgres in both profiles.
+
+    - A rule is claimed for a scheduled pass by one owner at a time (claim_due leases it
+      until renewed or finished; a lease that runs out may be claimed again).
+    - set_firing writes only over the state it was given (compare and set): False if another
+      evaluator moved it first.
+    - Failures of the backend raise core.domain.errors.Unavailable."""
+
+    async def create_rule(self, rule: Rule) -> None: ...
+
+    async def get_rule(self, tenant_id: str, rule_id: str) -> Rule | None: ...
+
+    async def list_rules(self, tenant_id: str) -> list[Rule]: ...
+
+    async def update_rule(self, rule: Rule) -> bool:
+        """Replaces the rule (due for a pass again at once); False if it is unknown."""
+        ...
+
+    async def delete_rule(self, tenant_id: str, rule_id: str) -> bool: ...
+
+    async def claim_due(self, owner: str, lease: float, limit: int) -> list[Rule]:
+        """Rules due for a pass that nobody holds, leased to `owner` for `lease` seconds."""
+        ...
+
+    async def renew(self, owner: str, keys: Collection[tuple[str, str]], lease: float) -> None: ...
+
+    async def finish(
+        self, owner: str, tenant_id: str, rule_id: str, evaluated_at: datetime, due_at: datetime
+    ) -> None:
+        """Ends `owner`'s lease on the rule: evaluated then, next due at `due_at`."""
+        ...
+
+    async def record_usage(self, tenant_id: str, windows: Sequence[UsageWindow]) -> None:
+        """Stores the windows; one recorded again replaces what was recorded for it."""
+        ...
+
+    async def usage(self, tenant_id: str, asset_id: str, since: datetime) -> list[UsageWindow]:
+        """The asset's windows starting at or after `since`, newest first."""
+        ...
+
+    async def usage_facts(self, tenant_id: str, asset_ids: Sequence[str]) -> dict[str, UsageFacts]:
+        """For each asset with any usage: its last use, newest window and the rate of the
+        windows in the week before that one."""
+        ...
+
+    async def firings(
+        self, tenant_id: str, rule_id: str, asset_ids: Sequence[str] | None = None
+    ) -> dict[str, Firing]:
+        """The rule's firings on these assets; with None, every firing open or not synced."""
+        ...
+
+    async def set_firing(
+        self, tenant_id: str, rule_id: str, asset_id: str, before: Firing | None, after: Firing
+    ) -> bool: ...

@@ -6,10 +6,14 @@ import functools
 import logging
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from importlib import resources
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
+
+from core.domain.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +27,17 @@ BACKEND_ERRORS = (
 )
 
 _MIGRATIONS = "core.migrations.postgres"
+
+T = TypeVar("T")
+
+
+async def run_on(pool: asyncpg.Pool, what: str, work: Callable[[Any], Awaitable[T]]) -> T:
+    """`work` on a connection of the pool; Unavailable naming `what` if Postgres is away."""
+    try:
+        async with pool.acquire() as conn:
+            return await work(conn)
+    except BACKEND_ERRORS as exc:
+        raise Unavailable(f"{what} unavailable") from exc
 
 
 def _jsonb_encode(value: object) -> bytes:

@@ -25,6 +25,8 @@ from lily.v1 import notification_pb2 as notification_pb
 from lily.v1 import notification_pb2_grpc as notification_grpc
 from lily.v1 import policy_pb2 as policy_pb
 from lily.v1 import policy_pb2_grpc as policy_grpc
+from lily.v1 import quality_pb2 as quality_pb
+from lily.v1 import quality_pb2_grpc as quality_grpc
 
 from core import tracing
 from core.backends import Backend, open_backend
@@ -37,6 +39,10 @@ from core.metadata.pagination import PageTokens
 from core.metadata.servicer import MetadataServicer
 from core.ports import OutboxRecord
 from core.postgres import create_pool, migrate, shared_secret
+from core.quality.engine import QualityEngine
+from core.quality.service import QualityService
+from core.quality.servicer import QualityServicer
+from core.quality.store import PostgresQualityStore
 from core.requestctx import principal_ctx
 from core.settings import Settings
 from core.wire.status import ErrorInterceptor, Guard
@@ -64,6 +70,7 @@ LILY_SERVICES = (
     integration_pb.DESCRIPTOR.services_by_name["IntegrationService"].full_name,
     enforcement_pb.DESCRIPTOR.services_by_name["EnforcementService"].full_name,
     notification_pb.DESCRIPTOR.services_by_name["NotificationService"].full_name,
+    quality_pb.DESCRIPTOR.services_by_name["DataQualityService"].full_name,
 )
 SERVICE_NAMES = (*LILY_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME)
 
@@ -258,6 +265,13 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
             settings, shared, pages, access, backend, isolation_of=policy.tenants.isolation_of
         )
         policy.tenants.cells = cells
+        quality_store = PostgresQualityStore(backends.pool)
+        cells.quality = QualityEngine(
+            quality_store,
+            cells.enter,
+            restricted=settings.auth.restricted_tags,
+            every=settings.quality_every,
+        )
 
         options = [
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -287,6 +301,12 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
         assert policy.notifications is not None
         notification_grpc.add_NotificationServiceServicer_to_server(
             NotificationServicer(policy.notifications, lambda: current_cell().metadata), server
+        )
+        quality_grpc.add_DataQualityServiceServicer_to_server(
+            QualityServicer(
+                QualityService(quality_store, cells.quality), lambda: current_cell().bus
+            ),
+            server,
         )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

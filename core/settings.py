@@ -235,6 +235,13 @@ class Settings(BaseSettings):
     propagation_parallel: int = Field(
         4, ge=1, le=32, description="Transactions of one propagation run side by side."
     )
+    quality_every: float = Field(
+        3600.0,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="Seconds between scheduled passes of each data-quality rule over the assets "
+        "it covers (one Lily instance runs each pass).",
+    )
     auth: AuthSettings = Field(
         default_factory=AuthSettings, description="Authentication and authorization."
     )

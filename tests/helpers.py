@@ -16,6 +16,8 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2, status_pb2
 from lily.v1 import common_pb2 as common_pb
+from lily.v1 import lineage_pb2 as L
+from lily.v1 import metadata_pb2 as O
 from lily.v1 import policy_pb2 as policy_pb
 from lily.v1 import policy_pb2_grpc as policy_grpc
 
@@ -158,3 +160,42 @@ async def serving_runtime(
             await gateway.stop()
     finally:
         await runtime.stop()
+
+
+# -- assets, lineage and tags, through the stubs
+
+
+def rel(up: str, down: str) -> L.RelationshipInput:
+    return L.RelationshipInput(
+        upstream=L.AssetRef(qualified_name=up),
+        downstream=L.AssetRef(qualified_name=down),
+        source_event_time=ago(60),
+    )
+
+
+async def ingest_ids(stub: Any, md: Metadata, *names: str) -> dict[str, str]:
+    res = await stub.IngestMetadata(
+        O.IngestMetadataRequest(assets=[asset(n) for n in names]), metadata=md
+    )
+    return {n: r.asset_id for n, r in zip(names, res.results, strict=True)}
+
+
+async def edges(lineage: Any, md: Metadata, *pairs: tuple[str, str], delete: bool = False) -> None:
+    rels = [rel(u, d) for u, d in pairs]
+    if delete:
+        await lineage.DeleteRelationships(
+            L.DeleteRelationshipsRequest(relationships=rels), metadata=md
+        )
+    else:
+        await lineage.IngestRelationships(
+            L.IngestRelationshipsRequest(relationships=rels), metadata=md
+        )
+
+
+async def tag(stub: Any, md: Metadata, asset_id: str, name: str, *, remove: bool = False) -> None:
+    request = O.UpdateTagsRequest(asset_id=asset_id, source=common_pb.TAG_SOURCE_USER)
+    if remove:
+        request.remove.append(name)
+    else:
+        request.add.append(common_pb.TagAssignment(name=name))
+    await stub.UpdateTags(request, metadata=md)

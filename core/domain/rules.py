@@ -32,6 +32,7 @@ from core.domain.model import (
     EffectiveTag,
     EntityKind,
     Issue,
+    IssueStatus,
     Outcome,
     Tag,
     TagAssignment,
@@ -534,9 +535,15 @@ def attach_issue(
     issue: Issue,
     ctx: WriteContext,
     plan: Plan,
+    *,
+    of_deleted: bool = False,
 ) -> tuple[Issue, bool]:
-    """Attaches (or updates, for the same source and external id) a data-quality issue."""
-    asset = _check_writable(asset_id, existing_asset, None)
+    """Attaches (or updates, for the same source and external id) a data-quality issue; with
+    `of_deleted`, to a deleted asset too (Lily's own rules speak of deleted assets)."""
+    if of_deleted and existing_asset is None:
+        raise AssetNotFound(asset_id)
+    asset = existing_asset if of_deleted else _check_writable(asset_id, existing_asset, None)
+    assert asset is not None
     stored = replace(
         issue,
         tenant_id=ctx.tenant_id,
@@ -556,3 +563,19 @@ def attach_issue(
     change = _change(ctx, asset, kind, ("issues",))
     plan.changes.append(replace(change, entity=EntityKind.ISSUE, issue=stored))
     return stored, existing_issue is None
+
+
+def resolve_issue(
+    asset_id: str,
+    existing_asset: Asset | None,
+    existing_issue: Issue | None,
+    ctx: WriteContext,
+    plan: Plan,
+) -> bool:
+    """Resolves an issue that is not resolved yet, keeping what it says; False if there is no
+    such issue or it is resolved already."""
+    if existing_issue is None or existing_issue.status == IssueStatus.RESOLVED:
+        return False
+    resolved = replace(existing_issue, status=IssueStatus.RESOLVED, resolved_at=ctx.now)
+    attach_issue(asset_id, existing_asset, existing_issue, resolved, ctx, plan, of_deleted=True)
+    return True

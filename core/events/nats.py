@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 
 import nats
 from nats.aio.client import Client
@@ -46,6 +46,8 @@ PROPAGATION_CONSUMER = "propagation"
 INGEST_ACK_WAIT = 30.0  # seconds a fetched work message is the fetcher's before redelivery
 PROPAGATION_ACK_WAIT = 15.0  # (kept alive while handled: a dead worker's come back soon)
 PROPAGATION_MAX_DELIVER = 8
+QUALITY_CONSUMER = "quality"
+QUALITY_ACK_WAIT = 10.0  # (kept alive while handled)
 
 
 def ingest_subject(tenant_id: str) -> str:
@@ -90,6 +92,25 @@ async def kept(msgs: Sequence[Msg], every: float) -> AsyncIterator[None]:
         beating.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await beating
+
+
+async def ack_after(msgs: Sequence[Msg], work: Awaitable[object], who: str) -> None:
+    """Acks the messages once `work` is done; naks them (to come again, later each time) if
+    it failed."""
+    try:
+        await work
+    except Unavailable as exc:
+        log.warning("%s: store unavailable (%s); retrying later", who, exc)
+        for msg in msgs:
+            await msg.nak(delay=2.0)
+        return
+    except Exception:  # a worker's per-event boundary
+        log.exception("%s: %d event(s) failed", who, len(msgs))
+        for msg in msgs:
+            await msg.nak(delay=min(2.0**msg.metadata.num_delivered, 60.0))
+        return
+    for msg in msgs:
+        await msg.ack()
 
 
 def work_tenant(subject: str) -> str:
@@ -191,6 +212,27 @@ class NatsChangeBus:
                     f"{p}lily.*.issue.*",
                     f"{p}lily.*.relationship.*",
                     f"{p}lily.*.propagation.*",
+                ],
+            ),
+        )
+        # the data-quality rules' events (core/workers/quality.py): usage, and what can move
+        # an asset's condition (deleted, restored, tags; edges)
+        await self.js.add_consumer(
+            self.changes_stream,
+            ConsumerConfig(
+                durable_name=QUALITY_CONSUMER,
+                deliver_policy=DeliverPolicy.NEW,  # (older changes: the schedule's passes)
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=QUALITY_ACK_WAIT,
+                max_deliver=PROPAGATION_MAX_DELIVER,
+                max_ack_pending=10000,
+                filter_subjects=[
+                    f"{p}lily.*.usage.*",
+                    f"{p}lily.*.asset.deleted",
+                    f"{p}lily.*.asset.updated",
+                    f"{p}lily.*.asset.tagged",
+                    f"{p}lily.*.asset.untagged",
+                    f"{p}lily.*.relationship.*",
                 ],
             ),
         )

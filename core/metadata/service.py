@@ -499,6 +499,38 @@ class MetadataService:
             ),
         )
 
+    async def raise_issue(self, ctx: WriteContext, asset_id: str, issue: Issue) -> None:
+        """Lily's own issue on an asset, deleted or not (no caller to authorize: the
+        data-quality rules). Raising the same issue again changes nothing."""
+        issue_id = rules.issue_id_for(asset_id, issue.source, issue.external_id)
+        await self._change(
+            ctx,
+            TxRequest([asset_id], [(asset_id, issue_id)]),
+            lambda s, p: rules.attach_issue(
+                asset_id,
+                s.assets.get(asset_id),
+                s.issues.get(issue_id),
+                issue,
+                ctx,
+                p,
+                of_deleted=True,
+            ),
+        )
+
+    async def resolve_issue(
+        self, ctx: WriteContext, asset_id: str, source: str, external_id: str
+    ) -> bool:
+        """Resolves Lily's own issue (see raise_issue), keeping what it said; False if it
+        was not open."""
+        issue_id = rules.issue_id_for(asset_id, source, external_id)
+        return await self._change(
+            ctx,
+            TxRequest([asset_id], [(asset_id, issue_id)]),
+            lambda s, p: rules.resolve_issue(
+                asset_id, s.assets.get(asset_id), s.issues.get(issue_id), ctx, p
+            ),
+        )
+
     # -- live changes ---------------------------------------------------------------------
 
     def watch(self, tenant_id: str, flt: watch.WatchFilter) -> AsyncIterator[watch.Event]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -28,7 +28,6 @@ from lily.v1 import events_pb2 as events_pb
 from nats.aio.msg import Msg
 
 from core.domain import rules
-from core.domain.errors import Unavailable
 from core.domain.model import Direction, PropagationJob, PropagationState, WriteContext
 from core.domain.propagation import origins, own_propagating, propagated, unhealthy_upstream
 from core.domain.rules import Plan
@@ -37,6 +36,7 @@ from core.events.nats import (
     PROPAGATION_CONSUMER,
     PROPAGATION_MAX_DELIVER,
     NatsChangeBus,
+    ack_after,
     fetch,
     kept,
 )
@@ -128,7 +128,7 @@ class PropagationWorker:
             await self._jobs(tenant, kinds.get(_JOB, []))
             batch = [*kinds.get(_EDGE, []), *kinds.get(_ARRIVAL, [])]
             if batch:
-                await self._ack_after([m for m, _ in batch], self._batch(tenant, kinds))
+                await ack_after([m for m, _ in batch], self._batch(tenant, kinds), "propagation")
 
     def _kind(self, event: events_pb.ChangeEvent) -> str | None:
         """How an event is handled; None: it cannot move anything downstream."""
@@ -147,23 +147,6 @@ class PropagationWorker:
         moved = self._propagating.intersection(event.own_tags_moved)
         return _JOB if moved or event.propagate_tags_moved else None
 
-    async def _ack_after(self, msgs: Sequence[Msg], work: Awaitable[object]) -> None:
-        """Acks the messages once `work` is done; naks them (to come again) if it failed."""
-        try:
-            await work
-        except Unavailable as exc:
-            log.warning("propagation: store unavailable (%s); retrying later", exc)
-            for msg in msgs:
-                await msg.nak(delay=2.0)
-            return
-        except Exception:  # the worker's per-event boundary
-            log.exception("propagation: %d event(s) failed", len(msgs))
-            for msg in msgs:
-                await msg.nak(delay=min(2.0**msg.metadata.num_delivered, 60.0))
-            return
-        for msg in msgs:
-            await msg.ack()
-
     # -- jobs -------------------------------------------------------------------------------
 
     async def _jobs(self, tenant: str, jobs: Sequence[Event]) -> None:
@@ -181,7 +164,9 @@ class PropagationWorker:
             return
         for msg, event in jobs:
             if event.entity == events_pb.ENTITY_KIND_PROPAGATION or event.asset_id in feeding:
-                await self._ack_after([msg], self._job(tenant, event, msg.metadata.num_delivered))
+                await ack_after(
+                    [msg], self._job(tenant, event, msg.metadata.num_delivered), "propagation"
+                )
             else:
                 await msg.ack()
 
@@ -312,16 +297,17 @@ class PropagationWorker:
         assets, issues = await asyncio.gather(
             self._store.get_many(tenant, closure), self._store.open_issue_counts(tenant, closure)
         )
+        # A deleted asset supplies no tags, but its open issues still say it is unhealthy
+        # (e.g. the data-quality rule that found it deleted while still used downstream).
         own = {
-            i: own_propagating(a.tags, self._propagating, i in issues)
+            i: own_propagating(() if a.is_deleted else a.tags, self._propagating, i in issues)
             for i, a in assets.items()
-            if not a.is_deleted
         }
         found = origins(ids, parents, own, self._max_depth)
         wanted = {
             i: (propagated(found[i], own), unhealthy_upstream(found[i]))
             for i in ids
-            if i in own  # (an asset not arrived yet, or deleted, holds nothing)
+            if i in own and not assets[i].is_deleted  # (not arrived yet, or deleted: nothing)
         }
         due = [  # (read again, under its locks, by each transaction)
             i for i, (tags, sick) in wanted.items() if rules.derived_differs(assets[i], tags, sick)

@@ -9,8 +9,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from core.postgres import run_on
 from policy.model import ReceiptRecord
-from policy.stores.postgres import run_on
 
 _COLUMNS = (
     "integration_id, asset_id, tenant_id, qualified_name, outcome, asset_version, applied_at, body"
@@ -60,6 +60,13 @@ class PostgresEnforcementStore:
         self._pool = pool
 
     async def record(self, receipts: Sequence[ReceiptRecord]) -> list[ReceiptRecord]:
+        newest: dict[tuple[str, str], ReceiptRecord] = {}  # (one statement writes a row once)
+        for r in receipts:
+            seen = newest.get((r.integration_id, r.asset_id))
+            if seen is None or seen.applied_at <= r.applied_at:
+                newest[(r.integration_id, r.asset_id)] = r
+        receipts = list(newest.values())
+
         async def work(conn: asyncpg.Connection) -> list[ReceiptRecord]:
             rows = await conn.fetch(
                 f"INSERT INTO enforcement_receipts ({_COLUMNS})"

@@ -10,8 +10,9 @@ from typing import Any
 
 import asyncpg
 
+from core.postgres import run_on
 from policy.model import PeopleChange, PersonRecord, SessionRecord
-from policy.stores.postgres import CHANNEL, run_on
+from policy.stores.postgres import CHANNEL
 
 _NOTIFY = "SELECT pg_notify($1, unnest($2::text[]))"
 

@@ -11,9 +11,9 @@ from typing import Any
 import asyncpg
 import orjson
 
+from core.postgres import run_on
 from policy.model import DeliveryRecord, HealthRecord, SubscriptionRecord
 from policy.ports import DeliveryQuery
-from policy.stores.postgres import run_on
 
 _WHAT = "notification store"
 _SUBSCRIPTION = (

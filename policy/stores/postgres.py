@@ -14,30 +14,17 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 
-from core.domain.errors import Unavailable
-from core.postgres import BACKEND_ERRORS
+from core.postgres import BACKEND_ERRORS, T, run_on
 from policy.model import CredentialRecord, DenialRecord, TenantRecord
 from policy.rules import RoleLink, Rule
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "lily_policy"
-
-
-async def run_on(pool: asyncpg.Pool, what: str, work: Callable[[Any], Awaitable[T]]) -> T:
-    """`work` on a connection of the pool; Unavailable naming `what` if Postgres is away."""
-    try:
-        async with pool.acquire() as conn:
-            return await work(conn)
-    except BACKEND_ERRORS as exc:
-        raise Unavailable(f"{what} unavailable") from exc
-
-
-T = TypeVar("T")
 
 
 def _rule_row(r: Rule) -> tuple[str, str, str, str, str, str]:

@@ -18,6 +18,7 @@ from lily.v1 import (
     metadata_pb2,
     notification_pb2,
     policy_pb2,
+    quality_pb2,
 )
 from lily.v1 import metadata_pb2 as O
 from lily.v1 import metadata_pb2_grpc as metadata_grpc
@@ -64,6 +65,10 @@ for names, roles in (
     ("ListDestinationHealth", {"steward", "admin"}),
     ("Notify", {"editor", "steward", "scraper", "admin"}),
     ("ListPlatformSubscriptions RecordDeliveries", set()),
+    ("RecordUsage", {"editor", "steward", "scraper", "admin"}),
+    ("ListUsage", READ_M),
+    ("GetRule ListRules", {"viewer", "editor", "steward", "admin"}),
+    ("CreateRule UpdateRule DeleteRule EvaluateRule", {"steward", "admin"}),
 ):
     EXPECTED.update(dict.fromkeys(names.split(), frozenset(roles)))
 OPEN = {"IssueToken", "GetJwks", "StartLogin", "CompleteLogin", "RefreshSession", "Logout"}
@@ -78,6 +83,7 @@ def _methods():
         integration_pb2,
         enforcement_pb2,
         notification_pb2,
+        quality_pb2,
     ):
         for service in module.DESCRIPTOR.services_by_name.values():
             yield from service.methods

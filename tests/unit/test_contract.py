@@ -69,7 +69,7 @@ def test_every_rpc_has_its_route_but_client_streams():
 def test_domain_enums_mirror_their_proto_enums_number_for_number():
     """The servicers pass these across as plain ints: a renumbered or missing value would
     silently mean something else."""
-    from lily.v1 import common_pb2, events_pb2, lineage_pb2
+    from lily.v1 import common_pb2, events_pb2, lineage_pb2, quality_pb2
 
     from core.domain.model import (
         AssetType,
@@ -79,6 +79,7 @@ def test_domain_enums_mirror_their_proto_enums_number_for_number():
         EntityKind,
         TagSource,
     )
+    from core.domain.quality import RuleType
 
     pairs = [
         (AssetType, common_pb2.AssetType, "ASSET_TYPE_"),
@@ -87,6 +88,7 @@ def test_domain_enums_mirror_their_proto_enums_number_for_number():
         (ChangeKind, events_pb2.ChangeKind, "CHANGE_KIND_"),
         (Direction, lineage_pb2.LineageDirection, "LINEAGE_DIRECTION_"),
         (EdgeOutcome, lineage_pb2.RelationshipOutcome, "RELATIONSHIP_OUTCOME_"),
+        (RuleType, quality_pb2.RuleType, "RULE_TYPE_"),
     ]
     for domain, proto, prefix in pairs:
         for member in domain:

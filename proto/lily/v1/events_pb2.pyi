@@ -11,6 +11,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from lily.v1 import common_pb2 as _common_pb2
 from lily.v1 import enforcement_pb2 as _enforcement_pb2
+from lily.v1 import quality_pb2 as _quality_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -43,6 +44,10 @@ class _EntityKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EntityKind
     """An ad hoc notification about an asset (NotificationService.Notify; ChangeEvent.notice),
     CHANGE_KIND_CREATED. It changes nothing: it is there to be routed to subscriptions.
     """
+    ENTITY_KIND_USAGE: _EntityKind.ValueType  # 7
+    """Usage of an asset in a time window (DataQualityService.RecordUsage; ChangeEvent.usage),
+    CHANGE_KIND_RECORDED. The data-quality rules read it.
+    """
 
 class EntityKind(_EntityKind, metaclass=_EntityKindEnumTypeWrapper):
     """What kind of entity a change event is about; the <entity> token of its subject."""
@@ -61,6 +66,10 @@ ENTITY_KIND_ENFORCEMENT: EntityKind.ValueType  # 5
 ENTITY_KIND_NOTICE: EntityKind.ValueType  # 6
 """An ad hoc notification about an asset (NotificationService.Notify; ChangeEvent.notice),
 CHANGE_KIND_CREATED. It changes nothing: it is there to be routed to subscriptions.
+"""
+ENTITY_KIND_USAGE: EntityKind.ValueType  # 7
+"""Usage of an asset in a time window (DataQualityService.RecordUsage; ChangeEvent.usage),
+CHANGE_KIND_RECORDED. The data-quality rules read it.
 """
 Global___EntityKind: _TypeAlias = EntityKind  # noqa: Y015
 
@@ -83,6 +92,8 @@ class _ChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeKind
     """
     CHANGE_KIND_FAILED: _ChangeKind.ValueType  # 8
     CHANGE_KIND_DRIFTED: _ChangeKind.ValueType  # 9
+    CHANGE_KIND_RECORDED: _ChangeKind.ValueType  # 10
+    """Of usage: a window recorded."""
 
 class ChangeKind(_ChangeKind, metaclass=_ChangeKindEnumTypeWrapper):
     """What happened; the <change> token of its subject."""
@@ -100,6 +111,8 @@ was found in another state than Lily left it.
 """
 CHANGE_KIND_FAILED: ChangeKind.ValueType  # 8
 CHANGE_KIND_DRIFTED: ChangeKind.ValueType  # 9
+CHANGE_KIND_RECORDED: ChangeKind.ValueType  # 10
+"""Of usage: a window recorded."""
 Global___ChangeKind: _TypeAlias = ChangeKind  # noqa: Y015
 
 @_typing.final
@@ -135,6 +148,7 @@ class ChangeEvent(_message.Message):
     ENFORCEMENT_FIELD_NUMBER: _builtins.int
     UNHEALTHY_UPSTREAM_ASSET_IDS_FIELD_NUMBER: _builtins.int
     NOTICE_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     tenant_id: _builtins.str
     entity: Global___EntityKind.ValueType
@@ -194,6 +208,10 @@ class ChangeEvent(_message.Message):
     def notice(self) -> Global___Notice:
         """For ENTITY_KIND_NOTICE events."""
 
+    @_builtins.property
+    def usage(self) -> _quality_pb2.Usage:
+        """For ENTITY_KIND_USAGE events (asset_id is the usage's)."""
+
     def __init__(
         self,
         *,
@@ -220,10 +238,11 @@ class ChangeEvent(_message.Message):
         enforcement: _enforcement_pb2.EnforcementReceipt | None = ...,
         unhealthy_upstream_asset_ids: _abc.Iterable[_builtins.str] | None = ...,
         notice: Global___Notice | None = ...,
+        usage: _quality_pb2.Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["enforcement", b"enforcement", "issue", b"issue", "notice", b"notice", "occurred_at", b"occurred_at", "relationship", b"relationship"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["enforcement", b"enforcement", "issue", b"issue", "notice", b"notice", "occurred_at", b"occurred_at", "relationship", b"relationship", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "asset_id", b"asset_id", "asset_type", b"asset_type", "asset_version", b"asset_version", "cause_event_id", b"cause_event_id", "change", b"change", "changed_fields", b"changed_fields", "enforcement", b"enforcement", "entity", b"entity", "event_id", b"event_id", "issue", b"issue", "notice", b"notice", "occurred_at", b"occurred_at", "own_tags_moved", b"own_tags_moved", "propagate_tags_moved", b"propagate_tags_moved", "qualified_name", b"qualified_name", "relationship", b"relationship", "request_id", b"request_id", "tags", b"tags", "tags_added", b"tags_added", "tags_removed", b"tags_removed", "tenant_id", b"tenant_id", "unhealthy_upstream_asset_ids", b"unhealthy_upstream_asset_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "asset_id", b"asset_id", "asset_type", b"asset_type", "asset_version", b"asset_version", "cause_event_id", b"cause_event_id", "change", b"change", "changed_fields", b"changed_fields", "enforcement", b"enforcement", "entity", b"entity", "event_id", b"event_id", "issue", b"issue", "notice", b"notice", "occurred_at", b"occurred_at", "own_tags_moved", b"own_tags_moved", "propagate_tags_moved", b"propagate_tags_moved", "qualified_name", b"qualified_name", "relationship", b"relationship", "request_id", b"request_id", "tags", b"tags", "tags_added", b"tags_added", "tags_removed", b"tags_removed", "tenant_id", b"tenant_id", "unhealthy_upstream_asset_ids", b"unhealthy_upstream_asset_ids", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

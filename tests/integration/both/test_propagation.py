@@ -5,92 +5,18 @@ from __future__ import annotations
 
 import grpc
 import pytest
-import pytest_asyncio
 from lily.v1 import common_pb2 as common_pb
 from lily.v1 import lineage_pb2 as L
-from lily.v1 import lineage_pb2_grpc as lineage_grpc
 from lily.v1 import metadata_pb2 as O
-from lily.v1 import metadata_pb2_grpc as metadata_grpc
 
-from tests.helpers import Metadata, ago, asset, bearer, eventually, new_tenant
+from tests.helpers import (
+    edges,
+    eventually,
+    ingest_ids,
+    tag,
+)
 
 PROPAGATED = common_pb.TAG_SOURCE_PROPAGATED
-
-
-@pytest.fixture(params=["local", "distributed"])
-def served(request: pytest.FixtureRequest) -> tuple[grpc.aio.Channel, str, Metadata]:
-    """Each test on both profiles: the server's channel, its NATS URL and its platform
-    admin's credential."""
-    if request.param == "local":
-        return (
-            request.getfixturevalue("channel"),
-            request.getfixturevalue("stack")[1],
-            request.getfixturevalue("admin_md"),
-        )
-    server, url = request.getfixturevalue("dist_lily")
-    assert server.bootstrap_key
-    return request.getfixturevalue("dist_channel"), url, bearer(server.bootstrap_key)
-
-
-@pytest_asyncio.fixture
-async def md(served: tuple[grpc.aio.Channel, str, Metadata], tenant: str) -> Metadata:
-    return await new_tenant(served[0], served[2], tenant)
-
-
-@pytest_asyncio.fixture
-async def other_md(served: tuple[grpc.aio.Channel, str, Metadata], tenant: str) -> Metadata:
-    return await new_tenant(served[0], served[2], tenant + "-o")
-
-
-@pytest.fixture
-def nats_url(served: tuple[grpc.aio.Channel, str, Metadata]) -> str:
-    return served[1]
-
-
-@pytest.fixture
-def stub(served: tuple[grpc.aio.Channel, str, Metadata]) -> metadata_grpc.MetadataServiceStub:
-    return metadata_grpc.MetadataServiceStub(served[0])
-
-
-@pytest.fixture
-def lineage(served: tuple[grpc.aio.Channel, str, Metadata]) -> lineage_grpc.LineageServiceStub:
-    return lineage_grpc.LineageServiceStub(served[0])
-
-
-def rel(up: str, down: str) -> L.RelationshipInput:
-    return L.RelationshipInput(
-        upstream=L.AssetRef(qualified_name=up),
-        downstream=L.AssetRef(qualified_name=down),
-        source_event_time=ago(60),
-    )
-
-
-async def _ids(stub, md, *names: str) -> dict[str, str]:
-    res = await stub.IngestMetadata(
-        O.IngestMetadataRequest(assets=[asset(n) for n in names]), metadata=md
-    )
-    return {n: r.asset_id for n, r in zip(names, res.results, strict=True)}
-
-
-async def _edges(lineage, md, *pairs: tuple[str, str], delete: bool = False) -> None:
-    rels = [rel(u, d) for u, d in pairs]
-    if delete:
-        await lineage.DeleteRelationships(
-            L.DeleteRelationshipsRequest(relationships=rels), metadata=md
-        )
-    else:
-        await lineage.IngestRelationships(
-            L.IngestRelationshipsRequest(relationships=rels), metadata=md
-        )
-
-
-async def _tag(stub, md, asset_id: str, name: str, *, remove: bool = False) -> None:
-    request = O.UpdateTagsRequest(asset_id=asset_id, source=common_pb.TAG_SOURCE_USER)
-    if remove:
-        request.remove.append(name)
-    else:
-        request.add.append(common_pb.TagAssignment(name=name))
-    await stub.UpdateTags(request, metadata=md)
 
 
 async def _propagated(stub, md, asset_id: str) -> dict[str, set[str]]:
@@ -109,12 +35,12 @@ async def _until(stub, md, asset_id: str, expected: dict[str, set[str]]):
 async def test_a_tag_reaches_everything_downstream_and_leaves_with_its_source(
     stub, lineage, md, event_log
 ):
-    ids = await _ids(stub, md, *(f"pg://p/n{i}" for i in range(5)), "pg://p/side")
+    ids = await ingest_ids(stub, md, *(f"pg://p/n{i}" for i in range(5)), "pg://p/side")
     n = [ids[f"pg://p/n{i}"] for i in range(5)]
-    await _edges(lineage, md, *((f"pg://p/n{i}", f"pg://p/n{i + 1}") for i in range(4)))
-    await _edges(lineage, md, ("pg://p/n1", "pg://p/side"))
-    await _tag(stub, md, n[0], "PII")
-    await _tag(stub, md, n[0], "gold")  # not a propagating tag
+    await edges(lineage, md, *((f"pg://p/n{i}", f"pg://p/n{i + 1}") for i in range(4)))
+    await edges(lineage, md, ("pg://p/n1", "pg://p/side"))
+    await tag(stub, md, n[0], "PII")
+    await tag(stub, md, n[0], "gold")  # not a propagating tag
     for downstream in (*n[1:], ids["pg://p/side"]):
         await _until(stub, md, downstream, {"PII": {n[0]}})
     assert await _propagated(stub, md, n[0]) == {}
@@ -132,10 +58,10 @@ async def test_a_tag_reaches_everything_downstream_and_leaves_with_its_source(
     }
 
     # the same again changes nothing (idempotent: no version churn)
-    await _tag(stub, md, n[0], "PII", remove=True)
+    await tag(stub, md, n[0], "PII", remove=True)
     for downstream in n[1:]:
         await _until(stub, md, downstream, {})
-    await _tag(stub, md, n[0], "PII")
+    await tag(stub, md, n[0], "PII")
     await _until(stub, md, n[4], {"PII": {n[0]}})
     after = {
         i: (await stub.GetMetadata(O.GetMetadataRequest(asset_id=i), metadata=md)).asset.version
@@ -145,18 +71,18 @@ async def test_a_tag_reaches_everything_downstream_and_leaves_with_its_source(
 
 
 async def test_a_second_source_keeps_the_tag_and_own_tags_are_never_removed(stub, lineage, md):
-    ids = await _ids(stub, md, "pg://q/p1", "pg://q/p2", "pg://q/child", "pg://q/own")
+    ids = await ingest_ids(stub, md, "pg://q/p1", "pg://q/p2", "pg://q/child", "pg://q/own")
     p1, p2, child, own = (ids[k] for k in ("pg://q/p1", "pg://q/p2", "pg://q/child", "pg://q/own"))
-    await _edges(lineage, md, ("pg://q/p1", "pg://q/child"), ("pg://q/p2", "pg://q/child"))
-    await _edges(lineage, md, ("pg://q/child", "pg://q/own"))
-    await _tag(stub, md, own, "PII")  # its own USER tag
-    await _tag(stub, md, p1, "PII")
-    await _tag(stub, md, p2, "PII")
+    await edges(lineage, md, ("pg://q/p1", "pg://q/child"), ("pg://q/p2", "pg://q/child"))
+    await edges(lineage, md, ("pg://q/child", "pg://q/own"))
+    await tag(stub, md, own, "PII")  # its own USER tag
+    await tag(stub, md, p1, "PII")
+    await tag(stub, md, p2, "PII")
     await _until(stub, md, child, {"PII": {p1, p2}})
     await _until(stub, md, own, {"PII": {p1, p2}})
-    await _tag(stub, md, p1, "PII", remove=True)
+    await tag(stub, md, p1, "PII", remove=True)
     await _until(stub, md, child, {"PII": {p2}})  # two PII parents, one removed: still PII
-    await _tag(stub, md, p2, "PII", remove=True)
+    await tag(stub, md, p2, "PII", remove=True)
     await _until(stub, md, child, {})
     await _until(stub, md, own, {})
     got = await stub.GetMetadata(O.GetMetadataRequest(asset_id=own), metadata=md)
@@ -164,30 +90,30 @@ async def test_a_second_source_keeps_the_tag_and_own_tags_are_never_removed(stub
 
 
 async def test_new_and_deleted_edges_move_what_they_carry(stub, lineage, md):
-    ids = await _ids(stub, md, "pg://r/src", "pg://r/a", "pg://r/b")
+    ids = await ingest_ids(stub, md, "pg://r/src", "pg://r/a", "pg://r/b")
     src, a, b = ids["pg://r/src"], ids["pg://r/a"], ids["pg://r/b"]
-    await _edges(lineage, md, ("pg://r/a", "pg://r/b"))
-    await _tag(stub, md, src, "GDPR")
-    await _edges(lineage, md, ("pg://r/src", "pg://r/a"))  # a new edge from a tagged asset
+    await edges(lineage, md, ("pg://r/a", "pg://r/b"))
+    await tag(stub, md, src, "GDPR")
+    await edges(lineage, md, ("pg://r/src", "pg://r/a"))  # a new edge from a tagged asset
     await _until(stub, md, a, {"GDPR": {src}})
     await _until(stub, md, b, {"GDPR": {src}})
-    await _edges(lineage, md, ("pg://r/src", "pg://r/a"), delete=True)
+    await edges(lineage, md, ("pg://r/src", "pg://r/a"), delete=True)
     await _until(stub, md, a, {})
     await _until(stub, md, b, {})
 
 
 async def test_an_asset_that_arrives_after_its_lineage_inherits_at_once(stub, lineage, md):
-    ids = await _ids(stub, md, "pg://s/src")
-    await _edges(lineage, md, ("pg://s/src", "pg://s/late"))
-    await _tag(stub, md, ids["pg://s/src"], "PII")
-    late = await _ids(stub, md, "pg://s/late")  # the scraper reaches it only now
+    ids = await ingest_ids(stub, md, "pg://s/src")
+    await edges(lineage, md, ("pg://s/src", "pg://s/late"))
+    await tag(stub, md, ids["pg://s/src"], "PII")
+    late = await ingest_ids(stub, md, "pg://s/late")  # the scraper reaches it only now
     await _until(stub, md, late["pg://s/late"], {"PII": {ids["pg://s/src"]}})
 
 
 async def test_a_tag_marked_propagate_travels_like_the_configured_ones(stub, lineage, md):
-    ids = await _ids(stub, md, "pg://f/src", "pg://f/mid", "pg://f/leaf")
+    ids = await ingest_ids(stub, md, "pg://f/src", "pg://f/mid", "pg://f/leaf")
     src, mid, leaf = ids["pg://f/src"], ids["pg://f/mid"], ids["pg://f/leaf"]
-    await _edges(lineage, md, ("pg://f/src", "pg://f/mid"), ("pg://f/mid", "pg://f/leaf"))
+    await edges(lineage, md, ("pg://f/src", "pg://f/mid"), ("pg://f/mid", "pg://f/leaf"))
     await stub.UpdateTags(
         O.UpdateTagsRequest(
             asset_id=src,
@@ -240,10 +166,10 @@ def _issue(
 async def test_an_open_issue_marks_everything_downstream_until_it_is_resolved(
     stub, lineage, md, event_log
 ):
-    ids = await _ids(stub, md, "pg://h/src", "pg://h/mid", "pg://h/leaf", "pg://h/other")
+    ids = await ingest_ids(stub, md, "pg://h/src", "pg://h/mid", "pg://h/leaf", "pg://h/other")
     src, mid, leaf = ids["pg://h/src"], ids["pg://h/mid"], ids["pg://h/leaf"]
-    await _edges(lineage, md, ("pg://h/src", "pg://h/mid"), ("pg://h/mid", "pg://h/leaf"))
-    await _edges(lineage, md, ("pg://h/other", "pg://h/leaf"))
+    await edges(lineage, md, ("pg://h/src", "pg://h/mid"), ("pg://h/mid", "pg://h/leaf"))
+    await edges(lineage, md, ("pg://h/other", "pg://h/leaf"))
     attached = await stub.AttachIssue(
         O.AttachIssueRequest(asset_id=src, issue=_issue("inc-1")), metadata=md
     )
@@ -309,10 +235,10 @@ async def test_propagate_downstream_runs_a_job_with_progress(
     stub, lineage, md, other_md, event_log
 ):
     names = [f"pg://j/n{i}" for i in range(30)]
-    ids = await _ids(stub, md, "pg://j/root", *names)
+    ids = await ingest_ids(stub, md, "pg://j/root", *names)
     root = ids["pg://j/root"]
-    await _edges(lineage, md, *(("pg://j/root", n) for n in names))
-    await _tag(stub, md, root, "PII")
+    await edges(lineage, md, *(("pg://j/root", n) for n in names))
+    await tag(stub, md, root, "PII")
     for n in names:
         await _until(stub, md, ids[n], {"PII": {root}})
 
