@@ -37,6 +37,8 @@ from core.metadata.service import MetadataService
 from core.ports import Access, AssetStore, LineageGraph, OutboxRecord
 from core.quality.engine import QualityEngine
 from core.settings import Settings
+from core.transforms.pipeline import NO_HOOKS, Hooks
+from core.workers.actions import ActionsWorker
 from core.workers.ingest import IngestWorker, encode_work
 from core.workers.propagation import PropagationWorker
 from core.workers.quality import QualityWorker
@@ -92,6 +94,7 @@ class Cell:
         access: Access,
         stores: CellStores,
         bus: NatsChangeBus,
+        hooks: Hooks = NO_HOOKS,
     ) -> Cell:
         if stores.graph is None:
             raise RuntimeError("a cell that serves calls needs its lineage graph")
@@ -105,6 +108,7 @@ class Cell:
             consistency=settings.consistency,
             encode_work=encode_work,
             on_commit=commit,
+            hooks=hooks,
         )
         lineage = LineageService(stores.graph, stores.store, access, on_commit=commit)
         return cls(
@@ -120,10 +124,16 @@ class Cell:
         )
 
     def start_workers(
-        self, settings: Settings, *, ingest: bool, quality: QualityEngine | None
+        self,
+        settings: Settings,
+        *,
+        ingest: bool,
+        quality: QualityEngine | None,
+        hooks: Hooks = NO_HOOKS,
     ) -> None:
-        """The outbox relay, the propagation worker and (given its engine) the data-quality
-        worker; the ingest worker too if `ingest`."""
+        """The outbox relay, the propagation worker, (given its engine) the data-quality
+        worker and (if any tenant has actions) the actions worker; the ingest worker too if
+        `ingest`."""
         tag = "" if self.tenant_id is None else f"[{self.name}]"
         commit = on_commit(self.relay)
         propagation = PropagationWorker(
@@ -140,6 +150,9 @@ class Cell:
             asyncio.create_task(self.relay.run(), name=f"outbox-relay{tag}"),
             asyncio.create_task(propagation.run(), name=f"propagation{tag}"),
         ]
+        if hooks.has_actions:
+            actions = ActionsWorker(self.bus, hooks)
+            self.tasks.append(asyncio.create_task(actions.run(), name=f"actions{tag}"))
         if quality is not None:
             rules = QualityWorker(self.bus, quality, quality.store)
             self.tasks.append(asyncio.create_task(rules.run(), name=f"quality{tag}"))
@@ -177,8 +190,10 @@ class Cells:
         backend: Backend,
         *,
         isolation_of: Callable[[str], str | None],
+        hooks: Hooks = NO_HOOKS,
     ) -> None:
         self.settings = settings
+        self.hooks = hooks
         self.shared = shared
         self._pages = pages
         self._access = access
@@ -219,7 +234,9 @@ class Cells:
                     f"tenant {tenant_id!r}: its stores did not open within {OPEN_TIMEOUT:.0f} s"
                 ) from exc
             if self._workers:
-                cell.start_workers(self.settings, ingest=True, quality=self.quality)
+                cell.start_workers(
+                    self.settings, ingest=True, quality=self.quality, hooks=self.hooks
+                )
             self._dedicated[tenant_id] = cell
             log.info("cell %s open for tenant %s", cell.name, tenant_id)
             return cell
@@ -229,10 +246,13 @@ class Cells:
         its ingest worker here (`lily worker` processes serve the shared cell only)."""
         self._workers = True
         self.shared.start_workers(
-            self.settings, ingest=self.settings.worker_processes == 0, quality=self.quality
+            self.settings,
+            ingest=self.settings.worker_processes == 0,
+            quality=self.quality,
+            hooks=self.hooks,
         )
         for cell in self._dedicated.values():
-            cell.start_workers(self.settings, ingest=True, quality=self.quality)
+            cell.start_workers(self.settings, ingest=True, quality=self.quality, hooks=self.hooks)
         if self.quality is not None:  # the schedule of the data-quality rules, every tenant's
             self.shared.tasks.append(asyncio.create_task(self.quality.run(), name="quality"))
 
@@ -249,4 +269,6 @@ class Cells:
         name = cell_name(tenant_id)
         bus = await self.shared.bus.for_cell(name)
         stores = await self._backend.open_cell(name)
-        return Cell.assemble(name, tenant_id, self.settings, self._pages, self._access, stores, bus)
+        return Cell.assemble(
+            name, tenant_id, self.settings, self._pages, self._access, stores, bus, self.hooks
+        )

@@ -45,6 +45,7 @@ from core.quality.servicer import QualityServicer
 from core.quality.store import PostgresQualityStore
 from core.requestctx import principal_ctx
 from core.settings import Settings
+from core.transforms.pipeline import Hooks
 from core.wire.status import ErrorInterceptor, Guard
 from core.workers.ingest import IngestWorker
 from policy.access import OpenAccess, PolicyAccess
@@ -260,9 +261,18 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
 
         pages = PageTokens(secret)
         backend = backends.backend
-        shared = Cell.assemble(SHARED, None, settings, pages, access, backend.shared, backends.bus)
+        hooks = Hooks(settings.transforms, settings.actions)
+        shared = Cell.assemble(
+            SHARED, None, settings, pages, access, backend.shared, backends.bus, hooks
+        )
         cells = Cells(
-            settings, shared, pages, access, backend, isolation_of=policy.tenants.isolation_of
+            settings,
+            shared,
+            pages,
+            access,
+            backend,
+            isolation_of=policy.tenants.isolation_of,
+            hooks=hooks,
         )
         policy.tenants.cells = cells
         quality_store = PostgresQualityStore(backends.pool)

@@ -89,6 +89,37 @@ class DistributedStores(BaseModel):
 Stores = Annotated[LocalStores | DistributedStores, Field(discriminator="type")]
 
 
+class PluginSettings(BaseModel):
+    """A transformation hook a tenant enables (core/transforms): an entry point and how it
+    runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Its entry point's name (e.g. pii, qualified_name).")
+    budget_ms: float = Field(
+        200.0, gt=0, le=60_000, description="Time each call may take, in milliseconds."
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments for its factory."
+    )
+
+
+class TransformSettings(PluginSettings):
+    on_failure: Literal["reject", "skip"] = Field(
+        "reject",
+        description="A call that fails or runs out of time: refuse that asset (reject), or "
+        "keep it as it was (skip). A transformer's own refusal always refuses.",
+    )
+
+
+class ActionSettings(PluginSettings):
+    on_failure: Literal["retry", "skip"] = Field(
+        "retry",
+        description="A call that fails or runs out of time: the event comes again later (retry;"
+        " after 8 tries it goes to the dead letters), or is let go (skip).",
+    )
+
+
 class OidcIssuerSettings(BaseModel):
     """An OIDC provider whose ID or access tokens Lily accepts (e.g. an Okta org's
     authorization server, issuer `https://<org>.okta.com/oauth2/default`)."""
@@ -241,6 +272,17 @@ class Settings(BaseSettings):
         le=7 * 24 * 3600,
         description="Seconds between scheduled passes of each data-quality rule over the assets "
         "it covers (one Lily instance runs each pass).",
+    )
+    transforms: dict[str, list[TransformSettings]] = Field(
+        default_factory=dict,
+        description="Pre-ingest transformers per tenant, in order (its id, or `*` for every "
+        'tenant without its own list), e.g. {"*": [{"name": "pii"}]} (JSON in '
+        "LILY_TRANSFORMS).",
+    )
+    actions: dict[str, list[ActionSettings]] = Field(
+        default_factory=dict,
+        description="Post-consume actions per tenant (its id, or `*`), run on its change "
+        "events (JSON in LILY_ACTIONS).",
     )
     auth: AuthSettings = Field(
         default_factory=AuthSettings, description="Authentication and authorization."

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -18,9 +19,11 @@ from lily.v1 import lineage_pb2 as lineage_pb
 from lily.v1 import lineage_pb2_grpc as lineage_grpc
 from lily.v1 import metadata_pb2 as metadata_pb
 from lily.v1 import metadata_pb2_grpc as metadata_grpc
+from lily.v1 import quality_pb2 as quality_pb
+from lily.v1 import quality_pb2_grpc as quality_grpc
 
 from adapters.openlineage.config import OpenLineageSettings
-from adapters.openlineage.mapping import BadEvent, check, plan
+from adapters.openlineage.mapping import BadEvent, Plan, check, plan
 from adapters.spec import Delivery, Handled, LilyClient, Memory, Refused, json_body
 
 BATCH = 1000
@@ -105,6 +108,32 @@ class OpenLineageInbound:
                 for r in linked.results
                 if r.outcome == lineage_pb.RELATIONSHIP_OUTCOME_REJECTED
             ]
+        if said.reads:
+            await self._usage(said, lily)
         if refused:  # dead-lettered with why: the rest of it stays written
             raise RuntimeError(f"{len(refused)} refused, first: {refused[0]}")
-        return Handled("done", f"{len(assets)} assets, {len(edges)} edges")
+        return Handled("done", f"{len(assets)} assets, {len(edges)} edges, {len(said.reads)} reads")
+
+    async def _usage(self, said: Plan, lily: LilyClient) -> None:
+        """A completed run's reads: one query of each input, in the hour of the event."""
+        hour = said.event_time.replace(minute=0, second=0, microsecond=0)
+        start, end = Timestamp(), Timestamp()
+        start.FromDatetime(hour)
+        end.FromDatetime(hour + timedelta(hours=1))
+        usage = [
+            quality_pb.Usage(
+                qualified_name=qn,
+                window_start=start,
+                window_end=end,
+                query_count=1,
+                run_id=said.run_id,
+            )
+            for qn in said.reads
+        ]
+        stub = quality_grpc.DataQualityServiceStub(lily.channel)
+        for i in range(0, len(usage), BATCH):
+            await stub.RecordUsage(
+                quality_pb.RecordUsageRequest(usage=usage[i : i + BATCH]),
+                metadata=lily.metadata,
+                timeout=lily.timeout,
+            )

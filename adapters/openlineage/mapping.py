@@ -10,13 +10,15 @@ qualified name `<namespace>/<name's parts>` (`postgres://host:5432/db/schema/tab
 integration's own prefix for a namespace (`settings.namespaces`). Jobs become PIPELINE assets
 (`openlineage://<job namespace>/<job name>`); each input flows into the job and the job into
 each output; the schema facet gives a dataset's columns, columnLineage column-level edges,
-ownership and documentation their owners and description.
+ownership and documentation their owners and description. A run that COMPLETEs counts as one
+query of each dataset it read (usage, in the hour of its event time, once per run id: what
+the data-quality rules read).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -52,6 +54,9 @@ class Plan:
     event_time: datetime
     assets: list[AssetSpec] = field(default_factory=list)
     edges: list[tuple[str, str]] = field(default_factory=list)
+    # Of a run that completed: its id, and the datasets it read (their usage: one query each)
+    run_id: str = ""
+    reads: list[str] = field(default_factory=list)
 
 
 def _dict(value: Any, path: str, *, required: bool = False) -> Mapping[str, Any]:
@@ -194,13 +199,18 @@ def plan(event: Mapping[str, Any], settings: OpenLineageSettings) -> Plan:
     if "dataset" in event and "job" not in event:
         dataset(event["dataset"])
         return out
+    if event.get("eventType") == "COMPLETE" and isinstance(event.get("run"), Mapping):
+        out = replace(out, run_id=event["run"]["runId"].strip())
     job = event["job"]
     job_facets = job.get("facets") if isinstance(job.get("facets"), Mapping) else {}
     assert isinstance(job_facets, Mapping)
     pipeline = job_name(job["namespace"].strip(), job["name"].strip())
     add(AssetSpec(pipeline, "PIPELINE", job["name"].strip(), _doc(job_facets), _owners(job_facets)))
     for d in event.get("inputs") or []:
-        out.edges.append((dataset(d), pipeline))
+        read = dataset(d)
+        out.edges.append((read, pipeline))
+        if out.run_id and read not in out.reads:
+            out.reads.append(read)
     for d in event.get("outputs") or []:
         out.edges.append((pipeline, dataset(d)))
     return out

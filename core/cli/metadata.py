@@ -212,7 +212,7 @@ async def _search(args: argparse.Namespace) -> int:
     if not more:
         say(f"({shown} shown)")
     else:
-        say(f"({shown} shown; there may be more: raise --limit, or go on with --after {more})")
+        say(f"({shown} shown; there may be more: raise --limit, or go on with --after={more})")
     return 0
 
 

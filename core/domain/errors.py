@@ -32,6 +32,12 @@ class InvalidArgument(LilyError):
         self.violations = violations
 
 
+class TransformRejected(InvalidArgument):
+    """A pre-ingest transformer refused an asset, or failed on it (core/transforms)."""
+
+    reason = "TRANSFORM_REJECTED"
+
+
 class Unauthenticated(LilyError):
     """No credential, or one that proves nothing."""
 

@@ -156,6 +156,9 @@ class AssetDraft:
     business_terms: tuple[str, ...] = ()
     attributes: Mapping[str, str] = field(default_factory=dict)
     external_id: str = ""
+    # Tags set by Lily's pre-ingest transformers (stored with source RULE; added or updated,
+    # never removed by an ingest).
+    rule_tags: tuple[TagAssignment, ...] = ()
     # The draft as it was submitted, encoded (opaque here): queues carry it unchanged.
     wire: bytes = field(default=b"", compare=False, repr=False)
 

@@ -87,6 +87,7 @@ class UsageWindow:
     end: datetime
     query_count: int
     distinct_users: int = 0
+    run_id: str = ""  # a run's reads add to the window, once per run (see RecordUsage)
 
     @property
     def rate(self) -> float:

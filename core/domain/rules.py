@@ -206,6 +206,13 @@ def _source_tags(draft: AssetDraft, ctx: WriteContext) -> tuple[Tag, ...]:
     )
 
 
+def _rule_tags(draft: AssetDraft, ctx: WriteContext) -> tuple[Tag, ...]:
+    return tuple(
+        Tag(t.name, TagSource.RULE, t.value, (), ctx.actor, ctx.now, t.propagate)
+        for t in {t.name: t for t in draft.rule_tags}.values()
+    )
+
+
 def _tag_set(tags: Iterable[Tag], source: TagSource) -> set[tuple[str, str, bool]]:
     return {(t.name, t.value, t.propagate) for t in tags if t.source == source}
 
@@ -221,6 +228,7 @@ def ingest(existing: Asset | None, draft: AssetDraft, ctx: WriteContext, plan: P
         else ""
     )
     source_tags = _source_tags(draft, ctx)
+    rule_tags = _rule_tags(draft, ctx) if draft.rule_tags else ()
     fields = _draft_fields(draft, parent_id)
     if existing is None:
         asset = Asset(
@@ -231,11 +239,11 @@ def ingest(existing: Asset | None, draft: AssetDraft, ctx: WriteContext, plan: P
             created_at=ctx.now,
             updated_at=ctx.now,
             source_event_time=draft.source_event_time,
-            tags=source_tags,
+            tags=source_tags + rule_tags,
             **fields,
         )
         plan.saves.append(asset)
-        names = effective_tag_names(source_tags)
+        names = effective_tag_names(asset.tags)
         plan.changes.append(
             _change(ctx, asset, ChangeKind.CREATED, ("*",), added=names, names=names)
         )
@@ -247,16 +255,26 @@ def ingest(existing: Asset | None, draft: AssetDraft, ctx: WriteContext, plan: P
     ]
     old_source = _tag_set(existing.tags, TagSource.SOURCE)
     new_source = {(t.name, t.value, t.propagate) for t in source_tags}
-    if old_source != new_source:
+    # a transformer's RULE tags are added or updated, never removed by an ingest
+    renamed = {t.name for t in rule_tags}
+    if old_source != new_source or (
+        rule_tags
+        and not {(t.name, t.value, t.propagate) for t in rule_tags}
+        <= _tag_set(existing.tags, TagSource.RULE)
+    ):
         changed.append("tags")
     if existing.is_deleted:
         changed.append("is_deleted")
     if not changed:
         return Decision(Outcome.UNCHANGED, existing)
-    kept = tuple(t for t in existing.tags if t.source != TagSource.SOURCE)
+    kept = tuple(
+        t
+        for t in existing.tags
+        if t.source != TagSource.SOURCE and not (t.source == TagSource.RULE and t.name in renamed)
+    )
     asset = replace(
         existing,
-        tags=kept + source_tags,
+        tags=kept + source_tags + rule_tags,
         is_deleted=False,
         version=existing.version + 1,
         updated_at=ctx.now,

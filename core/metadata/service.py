@@ -12,9 +12,11 @@ from typing import TypeVar
 from core.domain import rules
 from core.domain.errors import (
     AssetNotFound,
+    FieldViolation,
     JobClosed,
     NotFound,
     PermissionDenied,
+    TransformRejected,
 )
 from core.domain.model import (
     Asset,
@@ -48,6 +50,7 @@ from core.metadata.ingest import (
 )
 from core.metadata.pagination import PageTokens, page_size
 from core.ports import Access, AssetStore, ChangeBus, OutboxRecord, Snapshot, TxRequest
+from core.transforms.pipeline import NO_HOOKS, Hooks
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -68,6 +71,7 @@ class MetadataService:
         consistency: Mapping[AssetType, Consistency],
         encode_work: Callable[[WriteContext, Sequence[AssetDraft], str], list[bytes]],
         on_commit: Callable[[Sequence[OutboxRecord]], None] = lambda records: None,
+        hooks: Hooks = NO_HOOKS,
     ) -> None:
         self._store = store
         self._bus = bus
@@ -76,6 +80,7 @@ class MetadataService:
         self._consistency = {**rules.DEFAULT_CONSISTENCY, **consistency}
         self._encode_work = encode_work
         self._on_commit = on_commit
+        self._hooks = hooks
 
     def consistency_of(self, asset_type: AssetType) -> Consistency:
         return self._consistency[asset_type]
@@ -124,6 +129,21 @@ class MetadataService:
                 rejections.append(Rejection(i, draft.qualified_name, error))
         return allowed
 
+    async def _admitted(
+        self, ctx: WriteContext, drafts: Drafts, rejections: list[Rejection]
+    ) -> Drafts:
+        """The drafts as the tenant's pre-ingest transformers leave them (core/transforms),
+        of those the caller may write; a Rejection for each other one."""
+        pipeline = self._hooks.pipeline(ctx.tenant_id)
+        if pipeline is not None and drafts:
+            drafts, refused = await pipeline.run(ctx.tenant_id, drafts)
+            for i, draft, why in refused:
+                error = TransformRejected(
+                    [FieldViolation(f"assets[{i}]", why)], f"{draft.qualified_name[:200]}: {why}"
+                )
+                rejections.append(Rejection(i, draft.qualified_name, error))
+        return self._writable(drafts, rejections, ctx.action)
+
     async def _may_write(self, ctx: WriteContext, asset_id: str) -> None:
         asset = await self.get(ctx.tenant_id, asset_id, include_deleted=True)
         if not self._access.may_write(asset.asset_type, asset.qualified_name, ctx.action):
@@ -156,7 +176,7 @@ class MetadataService:
         ones, and those the caller may not write), on the bulk job, if any. Returns each
         item's result, and every refusal."""
         rejections = list(rejections)
-        strong, eventual = self._split(self._writable(drafts, rejections, ctx.action))
+        strong, eventual = self._split(await self._admitted(ctx, drafts, rejections))
         rejected = len(rejections)
         try:
             async with asyncio.TaskGroup() as tg:
@@ -229,7 +249,7 @@ class MetadataService:
                 try:
                     async for drafts, rejections in batches:
                         refused = list(rejections)
-                        mine = self._writable(drafts, refused, ctx.action)
+                        mine = await self._admitted(ctx, drafts, refused)
                         summary.refused(refused)
                         rejected = len(refused)
                         strong, eventual = self._split(mine)

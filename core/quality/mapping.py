@@ -19,6 +19,7 @@ from core.wire.validation import (
     MAX_CLOCK_SKEW,
     MAX_DESCRIPTION_BYTES,
     MAX_QUALIFIED_NAME_BYTES,
+    MAX_TEXT_BYTES,
     check_asset_id,
     check_batch,
     check_mask,
@@ -99,12 +100,12 @@ def new_rule_from_pb(request: quality_pb.CreateRuleRequest) -> tuple[RuleType, d
 
 def update_from_pb(request: quality_pb.UpdateRuleRequest) -> tuple[str, dict[str, Any]]:
     problems: list[FieldViolation] = []
-    check_asset_id("rule.rule_id", request.rule.rule_id, problems)
+    check_asset_id("rule_id", request.rule_id, problems)
     paths = list(request.update_mask.paths)
     check_mask(paths, UPDATABLE, problems)
     values = _fields(request.rule, paths, problems)
     refuse(problems)
-    return request.rule.rule_id, values
+    return request.rule_id, values
 
 
 def rule_to_pb(rule: Rule) -> quality_pb.Rule:
@@ -154,9 +155,12 @@ def usage_from_pb(
             problems.append(FieldViolation(f"{path}.window_end", "is in the future"))
         if u.query_count < 0 or u.distinct_users < 0:
             problems.append(FieldViolation(path, "counts cannot be negative"))
+        check_text(f"{path}.run_id", u.run_id, MAX_TEXT_BYTES, problems)
         if start is not None and end is not None:
             asset_id = u.asset_id or asset_id_for(tenant_id, u.qualified_name)
-            windows.append(UsageWindow(asset_id, start, end, u.query_count, u.distinct_users))
+            windows.append(
+                UsageWindow(asset_id, start, end, u.query_count, u.distinct_users, u.run_id)
+            )
     refuse(problems)
     return windows
 

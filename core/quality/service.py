@@ -40,7 +40,7 @@ class RuleNotFound(NotFound):
 def _usage_event(ctx: WriteContext, w: UsageWindow) -> OutboxRecord:
     digest = hashlib.sha256(
         f"{ctx.tenant_id}\0{w.asset_id}\0{w.start.isoformat()}\0{w.end.isoformat()}\0"
-        f"{w.query_count}\0{w.distinct_users}".encode()
+        f"{w.query_count}\0{w.distinct_users}\0{w.run_id}".encode()
     ).hexdigest()[:32]
     event = events_pb.ChangeEvent(
         event_id=digest,
@@ -57,6 +57,7 @@ def _usage_event(ctx: WriteContext, w: UsageWindow) -> OutboxRecord:
             window_end=ts_pb(w.end),
             query_count=w.query_count,
             distinct_users=w.distinct_users,
+            run_id=w.run_id,
         ),
     )
     subject = f"lily.{ctx.tenant_id}.usage.recorded"

@@ -48,6 +48,41 @@ LEFT JOIN LATERAL (
 """
 
 
+_USAGE = (
+    "unnest($2::text[], $3::timestamptz[], $4::timestamptz[], $5::bigint[], $6::bigint[],"
+    " $7::text[]) u(asset_id, window_start, window_end, query_count, distinct_users, run_id)"
+)
+_REPLACE = f"""
+INSERT INTO quality_usage (tenant_id, asset_id, window_start, window_end, query_count,
+                           distinct_users)
+SELECT $1, asset_id, window_start, window_end, query_count, distinct_users FROM {_USAGE}
+ON CONFLICT (tenant_id, asset_id, window_start) DO UPDATE SET
+    window_end = excluded.window_end, query_count = excluded.query_count,
+    distinct_users = excluded.distinct_users, recorded_at = now()
+"""
+# each run once: only the runs not counted before add to their windows
+_ADD_RUNS = f"""
+WITH fresh AS (
+    INSERT INTO quality_usage_runs (tenant_id, asset_id, run_id, window_start)
+    SELECT $1, asset_id, run_id, window_start FROM {_USAGE}
+    ON CONFLICT DO NOTHING RETURNING asset_id, run_id
+), counted AS (
+    SELECT u.asset_id, u.window_start, max(u.window_end) AS window_end,
+           sum(u.query_count) AS query_count, max(u.distinct_users) AS distinct_users
+    FROM {_USAGE} JOIN fresh f ON f.asset_id = u.asset_id AND f.run_id = u.run_id
+    GROUP BY u.asset_id, u.window_start
+)
+INSERT INTO quality_usage (tenant_id, asset_id, window_start, window_end, query_count,
+                           distinct_users)
+SELECT $1, asset_id, window_start, window_end, query_count, distinct_users FROM counted
+ON CONFLICT (tenant_id, asset_id, window_start) DO UPDATE SET
+    window_end = greatest(quality_usage.window_end, excluded.window_end),
+    query_count = quality_usage.query_count + excluded.query_count,
+    distinct_users = greatest(quality_usage.distinct_users, excluded.distinct_users),
+    recorded_at = now()
+"""
+
+
 def _rule(r: asyncpg.Record) -> Rule:
     return Rule(
         tenant_id=r["tenant_id"],
@@ -174,26 +209,28 @@ class PostgresQualityStore:
     # -- usage
 
     async def record_usage(self, tenant_id: str, windows: Sequence[UsageWindow]) -> None:
-        if not windows:
-            return
-        latest = {(w.asset_id, w.start): w for w in windows}.values()  # one row per key
-        await self._run(
-            lambda c: c.execute(
-                "INSERT INTO quality_usage (tenant_id, asset_id, window_start, window_end,"
-                " query_count, distinct_users)"
-                " SELECT $1, * FROM unnest($2::text[], $3::timestamptz[], $4::timestamptz[],"
-                " $5::bigint[], $6::bigint[])"
-                " ON CONFLICT (tenant_id, asset_id, window_start) DO UPDATE SET"
-                " window_end = excluded.window_end, query_count = excluded.query_count,"
-                " distinct_users = excluded.distinct_users, recorded_at = now()",
-                tenant_id,
-                [w.asset_id for w in latest],
-                [w.start for w in latest],
-                [w.end for w in latest],
-                [w.query_count for w in latest],
-                [w.distinct_users for w in latest],
+        replaced = list({(w.asset_id, w.start): w for w in windows if not w.run_id}.values())
+        runs = list({(w.asset_id, w.run_id): w for w in windows if w.run_id}.values())
+
+        def columns(ws: Sequence[UsageWindow]) -> tuple[list[Any], ...]:
+            return (
+                [w.asset_id for w in ws],
+                [w.start for w in ws],
+                [w.end for w in ws],
+                [w.query_count for w in ws],
+                [w.distinct_users for w in ws],
+                [w.run_id for w in ws],
             )
-        )
+
+        async def work(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                if replaced:
+                    await conn.execute(_REPLACE, tenant_id, *columns(replaced))
+                if runs:
+                    await conn.execute(_ADD_RUNS, tenant_id, *columns(runs))
+
+        if replaced or runs:
+            await self._run(work)
 
     async def usage(self, tenant_id: str, asset_id: str, since: datetime) -> list[UsageWindow]:
         rows = await self._run(

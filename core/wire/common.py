@@ -3,6 +3,7 @@ validation of what comes in (core.wire.validation)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -92,9 +93,15 @@ def asset_type_of(
 
 
 def draft_from_pb(
-    pb: common_pb.AssetInput, path: str, now: datetime, out: list[FieldViolation]
+    pb: common_pb.AssetInput,
+    path: str,
+    now: datetime,
+    out: list[FieldViolation],
+    *,
+    from_lily: bool = False,
 ) -> AssetDraft | None:
-    """An AssetInput as a domain draft, or None with the reasons appended to `out`."""
+    """An AssetInput as a domain draft, or None with the reasons appended to `out`.
+    `rule_tags` are refused unless the input is `from_lily` (a transformer's output)."""
     start = len(out)
     if pb.ByteSize() > MAX_ASSET_BYTES:
         out.append(FieldViolation(path, f"is larger than {MAX_ASSET_BYTES // 1024} KiB encoded"))
@@ -118,6 +125,11 @@ def draft_from_pb(
     check_strings(f"{path}.business_terms", terms, out)
     check_attributes(f"{path}.attributes", attributes, out)
     check_text(f"{path}.external_id", pb.external_id, MAX_TEXT_BYTES, out)
+    rule_tags: tuple[TagAssignment, ...] = ()
+    if pb.rule_tags and not from_lily:
+        out.append(FieldViolation(f"{path}.rule_tags", "is set by Lily's transformers only"))
+    elif pb.rule_tags:
+        rule_tags = tag_assignments(f"{path}.rule_tags", pb.rule_tags, TagSource.RULE, out)
     event_time = (
         timestamp_or(f"{path}.source_event_time", pb.source_event_time, now, out)
         if pb.HasField("source_event_time")
@@ -138,8 +150,44 @@ def draft_from_pb(
         business_terms=terms,
         attributes=attributes,
         external_id=pb.external_id,
+        rule_tags=rule_tags,
         wire=pb.SerializeToString(),
     )
+
+
+def check_changed(
+    before: AssetDraft, after: AssetDraft, path: str, out: list[FieldViolation]
+) -> None:
+    """Checks what a transformer changed of a valid draft as draft_from_pb checks an input
+    (only the fields that changed: the others were checked when it came in)."""
+    for name in _DRAFT_FIELDS:
+        value = getattr(after, name)
+        if value == getattr(before, name):
+            continue
+        at = f"{path}.{name}"
+        if name in ("qualified_name", "parent_qualified_name"):
+            required = name == "qualified_name"
+            check_text(at, value, MAX_QUALIFIED_NAME_BYTES, out, required=required)
+        elif name == "description":
+            check_text(at, value, MAX_DESCRIPTION_BYTES, out)
+        elif name in ("owners", "business_terms"):
+            check_strings(at, tuple(value), out)
+        elif name == "attributes":
+            check_attributes(at, dict(value), out)
+        elif name in ("tags", "rule_tags"):
+            source = TagSource.SOURCE if name == "tags" else TagSource.RULE
+            tag_assignments(at, value, source, out)
+        elif name == "asset_type":
+            if value not in AssetType._value2member_map_:
+                out.append(FieldViolation(at, "is not an asset type"))
+        elif name == "source_event_time":
+            if not isinstance(value, datetime) or value.tzinfo is None:
+                out.append(FieldViolation(at, "must be a time with its zone"))
+        else:
+            check_text(at, value, MAX_TEXT_BYTES, out)
+
+
+_DRAFT_FIELDS = tuple(f.name for f in dataclasses.fields(AssetDraft) if f.name != "wire")
 
 
 def draft_from_trusted_pb(pb: common_pb.AssetInput, default_time: datetime) -> AssetDraft:
@@ -166,6 +214,9 @@ def draft_from_trusted_pb(pb: common_pb.AssetInput, default_time: datetime) -> A
         business_terms=tuple(pb.business_terms) if pb.business_terms else (),
         attributes=dict(pb.attributes) if pb.attributes else {},
         external_id=pb.external_id,
+        rule_tags=tuple(TagAssignment(t.name, t.value, (), t.propagate) for t in pb.rule_tags)
+        if pb.rule_tags
+        else (),
     )
 
 
@@ -319,4 +370,8 @@ def draft_to_pb(draft: AssetDraft) -> common_pb.AssetInput:
         attributes=dict(draft.attributes),
         external_id=draft.external_id,
         source_event_time=ts_pb(draft.source_event_time),
+        rule_tags=[
+            common_pb.TagAssignment(name=t.name, value=t.value, propagate=t.propagate)
+            for t in draft.rule_tags
+        ],
     )

@@ -39,6 +39,7 @@ def usage_window(event: events_pb.ChangeEvent) -> UsageWindow:
         u.window_end.ToDatetime(UTC),
         u.query_count,
         u.distinct_users,
+        u.run_id,
     )
 
 

@@ -126,3 +126,20 @@ async def test_usage_windows_are_recorded_over_and_summed_by_rate(store):
     await store.record_usage("q", [w(8, 0)])
     facts = (await store.usage_facts("q", [a]))[a]
     assert facts.last_used == w(7, 100).end  # a window of no queries is no use
+
+
+async def test_a_runs_reads_add_to_its_window_once(store):
+    a = "e" * 32
+    hour = NOW.replace(minute=0, second=0) - timedelta(hours=3)
+
+    def run(run_id: str, count: int = 1) -> UsageWindow:
+        return UsageWindow(a, hour, hour + timedelta(hours=1), count, 0, run_id)
+
+    await store.record_usage("q", [run("r1"), run("r2"), run("r1")])  # r1 twice in one call
+    await store.record_usage("q", [run("r1"), run("r3", 5)])  # r1 again: counted already
+    [window] = await store.usage("q", a, hour)
+    assert window.query_count == 1 + 1 + 5
+    # a window recorded without a run replaces the counts (a collector's total)
+    await store.record_usage("q", [UsageWindow(a, hour, hour + timedelta(hours=1), 40)])
+    [window] = await store.usage("q", a, hour)
+    assert window.query_count == 40

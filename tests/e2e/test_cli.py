@@ -137,8 +137,8 @@ async def test_search_says_when_there_are_more_and_goes_on_from_there(lily, toke
     assert (await _lily(lily, token, "ingest", str(path)))[0] == 0
     rc, out = await _lily(lily, token, "search", "--prefix", "pg://cli/more/", "--limit", "2")
     assert rc == 0 and "(2 shown; there may be more" in out, out
-    after = out.split("--after ")[1].split(")")[0]
-    rc, rest = await _lily(lily, token, "search", "--prefix", "pg://cli/more/", "--after", after)
+    after = out.split("--after=")[1].split(")")[0]
+    rc, rest = await _lily(lily, token, "search", "--prefix", "pg://cli/more/", f"--after={after}")
     assert rc == 0 and "(1 shown)" in rest, rest
     names = [line.split()[-1] for line in (out + rest).splitlines() if "pg://cli/more/" in line]
     assert sorted(names) == [f"pg://cli/more/t{n}" for n in range(3)]

@@ -18,6 +18,8 @@ from lily.v1 import integration_pb2_grpc as integration_grpc
 from lily.v1 import lineage_pb2 as L
 from lily.v1 import lineage_pb2_grpc as lineage_grpc
 from lily.v1 import metadata_pb2 as O
+from lily.v1 import quality_pb2 as Q
+from lily.v1 import quality_pb2_grpc as quality_grpc
 from openlineage.client import OpenLineageClient
 from openlineage.client.event_v2 import (
     Dataset,
@@ -162,6 +164,34 @@ async def test_a_run_event_from_the_stock_client_becomes_assets_and_lineage(
         metadata=md,
     )
     assert ORDERS + "/amount" in {n.qualified_name for n in column_up.nodes}
+
+    # the completed run read orders: one query of it, in the hour of the event, once per run
+    usage = quality_grpc.DataQualityServiceStub(channel)
+
+    async def queries() -> list[int]:
+        got = await usage.ListUsage(Q.ListUsageRequest(asset_id=orders.asset_id), metadata=md)
+        return [u.query_count for u in got.usage]
+
+    assert await eventually(queries) == [1]
+    await asyncio.to_thread(ol.emit, run)  # the same run again: not counted twice
+    again = RunEvent(
+        eventType=RunState.COMPLETE,
+        eventTime=_at(11),
+        run=Run(runId=str(uuid.uuid4())),
+        job=Job(namespace="airflow", name="daily.revenue"),
+        producer=PRODUCER,
+        inputs=[_orders("Every order, one row each")],
+        outputs=[],
+    )
+    await asyncio.to_thread(ol.emit, again)
+
+    async def two() -> bool:
+        assert await queries() == [2]
+        return True
+
+    await eventually(two)
+    await asyncio.sleep(0.5)
+    assert await queries() == [2]
 
     # an older event (out of order) changes nothing newer; a newer one does
     older = DatasetEvent(eventTime=_at(5), producer=PRODUCER, dataset=_as_dataset("stale"))

@@ -115,3 +115,27 @@ def test_propagated_tags_merge_their_upstreams():
         a.asset_id, a, [TagAssignment("PII", "", ("u1",))], [], TagSource.PROPAGATED, None, CTX, p
     )
     assert (added, a.version) == ([], v)  # idempotent
+
+
+def test_a_transformers_rule_tags_are_added_or_updated_never_removed_by_ingest():
+    p = Plan()
+    pii = TagAssignment("PII", "email: name email")
+    a = rules.ingest(None, draft(rule_tags=(pii,)), CTX, p).asset
+    assert [(t.name, t.source, t.value) for t in a.tags] == [("PII", TagSource.RULE, pii.value)]
+    assert rules.ingest(a, draft(rule_tags=(pii,)), CTX, p).outcome == Outcome.UNCHANGED
+    # without it (the classifier off, or the name no longer matching): kept
+    assert rules.ingest(a, draft(), CTX, p).outcome == Outcome.UNCHANGED
+    # with another reason: updated in place, one RULE tag of the name
+    later = NOW + timedelta(seconds=1)
+    moved = TagAssignment("PII", "phone: name phone")
+    b = rules.ingest(a, draft(rule_tags=(moved,), source_event_time=later), CTX, p)
+    assert b.outcome == Outcome.UPDATED and "tags" in b.changed_fields
+    assert [(t.name, t.source, t.value) for t in b.asset.tags] == [
+        ("PII", TagSource.RULE, moved.value)
+    ]
+    # SOURCE tags are replaced as ever, the RULE tag stays
+    c = rules.ingest(b.asset, draft(tags=(TagAssignment("gold"),), source_event_time=later), CTX, p)
+    assert {(t.name, t.source) for t in c.asset.tags} == {
+        ("PII", TagSource.RULE),
+        ("gold", TagSource.SOURCE),
+    }

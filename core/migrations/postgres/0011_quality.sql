@@ -48,3 +48,12 @@ CREATE TABLE quality_firings (
     FOREIGN KEY (tenant_id, rule_id) REFERENCES quality_rules (tenant_id, rule_id) ON DELETE CASCADE
 );
 CREATE INDEX quality_firings_live ON quality_firings (tenant_id, rule_id) WHERE open OR NOT synced;
+
+-- runs counted into a window (usage from OpenLineage run events: each run counts once)
+CREATE TABLE quality_usage_runs (
+    tenant_id text NOT NULL REFERENCES tenants (tenant_id) ON DELETE CASCADE,
+    asset_id text NOT NULL,
+    run_id text NOT NULL,
+    window_start timestamptz NOT NULL,
+    PRIMARY KEY (tenant_id, asset_id, run_id)
+);

@@ -436,6 +436,7 @@ class AssetInput(_message.Message):
     ATTRIBUTES_FIELD_NUMBER: _builtins.int
     EXTERNAL_ID_FIELD_NUMBER: _builtins.int
     SOURCE_EVENT_TIME_FIELD_NUMBER: _builtins.int
+    RULE_TAGS_FIELD_NUMBER: _builtins.int
     qualified_name: _builtins.str
     """Required; at most 2,048 bytes."""
     asset_type: Global___AssetType.ValueType
@@ -459,6 +460,12 @@ class AssetInput(_message.Message):
     def source_event_time(self) -> _timestamp_pb2.Timestamp:
         """When the source observed this state. Defaults to the time the server received it."""
 
+    @_builtins.property
+    def rule_tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___TagAssignment]:
+        """Tags Lily's own pre-ingest transformers set (TAG_SOURCE_RULE; e.g. the PII classifier's,
+        with its reason as the value). Refused from callers; carried on Lily's ingest queue.
+        """
+
     def __init__(
         self,
         *,
@@ -474,10 +481,11 @@ class AssetInput(_message.Message):
         attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         external_id: _builtins.str = ...,
         source_event_time: _timestamp_pb2.Timestamp | None = ...,
+        rule_tags: _abc.Iterable[Global___TagAssignment] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["source_event_time", b"source_event_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset_type", b"asset_type", "attributes", b"attributes", "business_terms", b"business_terms", "data_source", b"data_source", "description", b"description", "external_id", b"external_id", "name", b"name", "owners", b"owners", "parent_qualified_name", b"parent_qualified_name", "qualified_name", b"qualified_name", "source_event_time", b"source_event_time", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset_type", b"asset_type", "attributes", b"attributes", "business_terms", b"business_terms", "data_source", b"data_source", "description", b"description", "external_id", b"external_id", "name", b"name", "owners", b"owners", "parent_qualified_name", b"parent_qualified_name", "qualified_name", b"qualified_name", "rule_tags", b"rule_tags", "source_event_time", b"source_event_time", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -30,7 +30,7 @@ from lily.v1 import access_pb2 as lily_dot_v1_dot_access__pb2
 from lily.v1 import common_pb2 as lily_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15lily/v1/quality.proto\x12\x07lily.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14lily/v1/access.proto\x1a\x14lily/v1/common.proto\"\xfd\x02\n\x04Rule\x12\x15\n\x07rule_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12%\n\x04type\x18\x02 \x01(\x0e\x32\x11.lily.v1.RuleTypeB\x04\xe2\x41\x01\x05\x12\x10\n\x08\x61sset_id\x18\x03 \x01(\t\x12\x1d\n\x15qualified_name_prefix\x18\x04 \x01(\t\x12\x11\n\tthreshold\x18\x05 \x01(\x01\x12(\n\x08severity\x18\x06 \x01(\x0e\x32\x16.lily.v1.IssueSeverity\x12\x10\n\x08\x64isabled\x18\x07 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\x12\x34\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x65valuated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xcc\x01\n\x05Usage\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12\x16\n\x0equalified_name\x18\x02 \x01(\t\x12\x36\n\x0cwindow_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12\x34\n\nwindow_end\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12\x13\n\x0bquery_count\x18\x05 \x01(\x03\x12\x16\n\x0e\x64istinct_users\x18\x06 \x01(\x03\"3\n\x12RecordUsageRequest\x12\x1d\n\x05usage\x18\x01 \x03(\x0b\x32\x0e.lily.v1.Usage\"\'\n\x13RecordUsageResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\"U\n\x10ListUsageRequest\x12\x16\n\x08\x61sset_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"2\n\x11ListUsageResponse\x12\x1d\n\x05usage\x18\x01 \x03(\x0b\x32\x0e.lily.v1.Usage\"6\n\x11\x43reateRuleRequest\x12!\n\x04rule\x18\x01 \x01(\x0b\x32\r.lily.v1.RuleB\x04\xe2\x41\x01\x02\"1\n\x12\x43reateRuleResponse\x12\x1b\n\x04rule\x18\x01 \x01(\x0b\x32\r.lily.v1.Rule\"\'\n\x0eGetRuleRequest\x12\x15\n\x07rule_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\".\n\x0fGetRuleResponse\x12\x1b\n\x04rule\x18\x01 \x01(\x0b\x32\r.lily.v1.Rule\"3\n\x10ListRulesRequest\x12\x1f\n\x04type\x18\x01 \x01(\x0e\x32\x11.lily.v1.RuleType\"1\n\x11ListRulesResponse\x12\x1c\n\x05rules\x18\x01 \x03(\x0b\x32\r.lily.v1.Rule\"m\n\x11UpdateRuleRequest\x12!\n\x04rule\x18\x01 \x01(\x0b\x32\r.lily.v1.RuleB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"1\n\x12UpdateRuleResponse\x12\x1b\n\x04rule\x18\x01 \x01(\x0b\x32\r.lily.v1.Rule\"*\n\x11\x44\x65leteRuleRequest\x12\x15\n\x07rule_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"&\n\x12\x44\x65leteRuleResponse\x12\x10\n\x08resolved\x18\x01 \x01(\x05\",\n\x13\x45valuateRuleRequest\x12\x15\n\x07rule_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"K\n\x14\x45valuateRuleResponse\x12\x11\n\tevaluated\x18\x01 \x01(\x03\x12\x0e\n\x06raised\x18\x02 \x01(\x05\x12\x10\n\x08resolved\x18\x03 \x01(\x05*\xbc\x01\n\x08RuleType\x12\x19\n\x15RULE_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16RULE_TYPE_QUERY_CHANGE\x10\x01\x12\x14\n\x10RULE_TYPE_UNUSED\x10\x02\x12\x16\n\x12RULE_TYPE_ORPHANED\x10\x03\x12%\n!RULE_TYPE_DELETED_WITH_DOWNSTREAM\x10\x04\x12$\n RULE_TYPE_BREAKING_SCHEMA_CHANGE\x10\x05\x32\xaa\x08\n\x12\x44\x61taQualityService\x12t\n\x0bRecordUsage\x12\x1b.lily.v1.RecordUsageRequest\x1a\x1c.lily.v1.RecordUsageResponse\"*\xa2\x9f\x19\x0e\x1a\x05usage\"\x05write\x82\xd3\xe4\x93\x02\x12\"\r/api/v1/usage:\x01*\x12\x81\x01\n\tListUsage\x12\x19.lily.v1.ListUsageRequest\x1a\x1a.lily.v1.ListUsageResponse\"=\xa2\x9f\x19\x10\x1a\x08metadata\"\x04read\x82\xd3\xe4\x93\x02#\x12!/api/v1/metadata/{asset_id}/usage\x12~\n\nCreateRule\x12\x1a.lily.v1.CreateRuleRequest\x1a\x1b.lily.v1.CreateRuleResponse\"7\xa2\x9f\x19\x10\x1a\x07quality\"\x05write\x82\xd3\xe4\x93\x02\x1d\"\x15/api/v1/quality/rules:\x04rule\x12x\n\x07GetRule\x12\x17.lily.v1.GetRuleRequest\x1a\x18.lily.v1.GetRuleResponse\":\xa2\x9f\x19\x0f\x1a\x07quality\"\x04read\x82\xd3\xe4\x93\x02!\x12\x1f/api/v1/quality/rules/{rule_id}\x12t\n\tListRules\x12\x19.lily.v1.ListRulesRequest\x1a\x1a.lily.v1.ListRulesResponse\"0\xa2\x9f\x19\x0f\x1a\x07quality\"\x04read\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v1/quality/rules\x12\x8d\x01\n\nUpdateRule\x12\x1a.lily.v1.UpdateRuleRequest\x1a\x1b.lily.v1.UpdateRuleResponse\"F\xa2\x9f\x19\x10\x1a\x07quality\"\x05write\x82\xd3\xe4\x93\x02,2$/api/v1/quality/rules/{rule.rule_id}:\x04rule\x12\x82\x01\n\nDeleteRule\x12\x1a.lily.v1.DeleteRuleRequest\x1a\x1b.lily.v1.DeleteRuleResponse\";\xa2\x9f\x19\x10\x1a\x07quality\"\x05write\x82\xd3\xe4\x93\x02!*\x1f/api/v1/quality/rules/{rule_id}\x12\x94\x01\n\x0c\x45valuateRule\x12\x1c.lily.v1.EvaluateRuleRequest\x1a\x1d.lily.v1.EvaluateRuleResponse\"G\xa2\x9f\x19\x10\x1a\x07quality\"\x05write\x82\xd3\xe4\x93\x02-\"(/api/v1/quality/rules/{rule_id}:evaluate:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15lily/v1/quality.proto\x12\x07lily.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14lily/v1/access.proto\x1a\x14lily/v1/common.proto\"\xfd\x02\n\x04Rule\x12\x15\n\x07rule_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12%\n\x04type\x18\x02 \x01(\x0e\x32\x11.lily.v1.RuleTypeB\x04\xe2\x41\x01\x05\x12\x10\n\x08\x61sset_id\x18\x03 \x01(\t\x12\x1d\n\x15qualified_name_prefix\x18\x04 \x01(\t\x12\x11\n\tthreshold\x18\x05 \x01(\x01\x12(\n\x08severity\x18\x06 \x01(\x0e\x32\x16.lily.v1.IssueSeverity\x12\x10\n\x08\x64isabled\x18\x07 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\x12\x34\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x65valuated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xdc\x01\n\x05Usage\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12\x16\n\x0equalified_name\x18\x02 \x01(\t\x12\x36\n\x0cwindow_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12\x34\n\nwindow_end\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12\x13\n\x0bquery_count\x18\x05 \x01(\x03\x12\x16\n\x0e\x64istinct_users\x18\x06 \x01(\x03\x12\x0e\n\x06run_id\x18\x07 \x01(\t\"3\n\x12RecordUsageRequest\x12\x1d\n\x05usage\x18\x01 \x03(\x0b\x32\x0e.lily.v1.Usage\"\'\n\x13RecordUsageResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\"U\n\x10ListUsageRequest\x12\x16\n\x08\x61sset_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"2\n\x11ListUsageResponse\x12\x1d\n\x05usage\x18\x01 \x03(\x0b\x32\x0e.lily.v1.Usage\"6\n\x11\x43reateRuleRequest\x12!\n\x04rule\x18\x01 \x01(\x0b\x32\r.lily.v1.RuleB\x04\xe2\x41\x01\x02\"1\n\x12\x43reateRuleResponse\x12\x1b\n\x04rule\x18\x01 \x01(\x0b\x32\r.lily.v1.Rule\"\'\n\x0eGetRuleRequest\x12\x15\n\x07rule_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\".\n\x0fGetRuleResponse\x12\x1b\n\x04rule\x18\x01 \x01(\x0b\x32\r.lily.v1.Rule\"3\n\x10ListRulesRequest\x12\x1f\n\x04type\x18\x01 \x01(\x0e\x32\x11.lily.v1.RuleType\"1\n\x11ListRulesResponse\x12\x1c\n\x05rules\x18\x01 \x03(\x0b\x32\r.lily.v1.Rule\"\x84\x01\n\x11UpdateRuleRequest\x12\x15\n\x07rule_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12!\n\x04rule\x18\x02 \x01(\x0b\x32\r.lily.v1.RuleB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"1\n\x12UpdateRuleResponse\x12\x1b\n\x04rule\x18\x01 \x01(\x0b\x32\r.lily.v1.Rule\"*\n\x11\x44\x65leteRuleRequest\x12\x15\n\x07rule_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"&\n\x12\x44\x65leteRuleResponse\x12\x10\n\x08resolved\x18\x01 \x01(\x05\",\n\x13\x45valuateRuleRequest\x12\x15\n\x07rule_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"K\n\x14\x45valuateRuleResponse\x12\x11\n\tevaluated\x18\x01 \x01(\x03\x12\x0e\n\x06raised\x18\x02 \x01(\x05\x12\x10\n\x08resolved\x18\x03 \x01(\x05*\xbc\x01\n\x08RuleType\x12\x19\n\x15RULE_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16RULE_TYPE_QUERY_CHANGE\x10\x01\x12\x14\n\x10RULE_TYPE_UNUSED\x10\x02\x12\x16\n\x12RULE_TYPE_ORPHANED\x10\x03\x12%\n!RULE_TYPE_DELETED_WITH_DOWNSTREAM\x10\x04\x12$\n RULE_TYPE_BREAKING_SCHEMA_CHANGE\x10\x05\x32\xa5\x08\n\x12\x44\x61taQualityService\x12t\n\x0bRecordUsage\x12\x1b.lily.v1.RecordUsageRequest\x1a\x1c.lily.v1.RecordUsageResponse\"*\xa2\x9f\x19\x0e\x1a\x05usage\"\x05write\x82\xd3\xe4\x93\x02\x12\"\r/api/v1/usage:\x01*\x12\x81\x01\n\tListUsage\x12\x19.lily.v1.ListUsageRequest\x1a\x1a.lily.v1.ListUsageResponse\"=\xa2\x9f\x19\x10\x1a\x08metadata\"\x04read\x82\xd3\xe4\x93\x02#\x12!/api/v1/metadata/{asset_id}/usage\x12~\n\nCreateRule\x12\x1a.lily.v1.CreateRuleRequest\x1a\x1b.lily.v1.CreateRuleResponse\"7\xa2\x9f\x19\x10\x1a\x07quality\"\x05write\x82\xd3\xe4\x93\x02\x1d\"\x15/api/v1/quality/rules:\x04rule\x12x\n\x07GetRule\x12\x17.lily.v1.GetRuleRequest\x1a\x18.lily.v1.GetRuleResponse\":\xa2\x9f\x19\x0f\x1a\x07quality\"\x04read\x82\xd3\xe4\x93\x02!\x12\x1f/api/v1/quality/rules/{rule_id}\x12t\n\tListRules\x12\x19.lily.v1.ListRulesRequest\x1a\x1a.lily.v1.ListRulesResponse\"0\xa2\x9f\x19\x0f\x1a\x07quality\"\x04read\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v1/quality/rules\x12\x88\x01\n\nUpdateRule\x12\x1a.lily.v1.UpdateRuleRequest\x1a\x1b.lily.v1.UpdateRuleResponse\"A\xa2\x9f\x19\x10\x1a\x07quality\"\x05write\x82\xd3\xe4\x93\x02\'2\x1f/api/v1/quality/rules/{rule_id}:\x04rule\x12\x82\x01\n\nDeleteRule\x12\x1a.lily.v1.DeleteRuleRequest\x1a\x1b.lily.v1.DeleteRuleResponse\";\xa2\x9f\x19\x10\x1a\x07quality\"\x05write\x82\xd3\xe4\x93\x02!*\x1f/api/v1/quality/rules/{rule_id}\x12\x94\x01\n\x0c\x45valuateRule\x12\x1c.lily.v1.EvaluateRuleRequest\x1a\x1d.lily.v1.EvaluateRuleResponse\"G\xa2\x9f\x19\x10\x1a\x07quality\"\x05write\x82\xd3\xe4\x93\x02-\"(/api/v1/quality/rules/{rule_id}:evaluate:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -57,6 +57,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATERULEREQUEST'].fields_by_name['rule']._serialized_options = b'\342A\001\002'
   _globals['_GETRULEREQUEST'].fields_by_name['rule_id']._loaded_options = None
   _globals['_GETRULEREQUEST'].fields_by_name['rule_id']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATERULEREQUEST'].fields_by_name['rule_id']._loaded_options = None
+  _globals['_UPDATERULEREQUEST'].fields_by_name['rule_id']._serialized_options = b'\342A\001\002'
   _globals['_UPDATERULEREQUEST'].fields_by_name['rule']._loaded_options = None
   _globals['_UPDATERULEREQUEST'].fields_by_name['rule']._serialized_options = b'\342A\001\002'
   _globals['_UPDATERULEREQUEST'].fields_by_name['update_mask']._loaded_options = None
@@ -76,49 +78,49 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DATAQUALITYSERVICE'].methods_by_name['ListRules']._loaded_options = None
   _globals['_DATAQUALITYSERVICE'].methods_by_name['ListRules']._serialized_options = b'\242\237\031\017\032\007quality\"\004read\202\323\344\223\002\027\022\025/api/v1/quality/rules'
   _globals['_DATAQUALITYSERVICE'].methods_by_name['UpdateRule']._loaded_options = None
-  _globals['_DATAQUALITYSERVICE'].methods_by_name['UpdateRule']._serialized_options = b'\242\237\031\020\032\007quality\"\005write\202\323\344\223\002,2$/api/v1/quality/rules/{rule.rule_id}:\004rule'
+  _globals['_DATAQUALITYSERVICE'].methods_by_name['UpdateRule']._serialized_options = b'\242\237\031\020\032\007quality\"\005write\202\323\344\223\002\'2\037/api/v1/quality/rules/{rule_id}:\004rule'
   _globals['_DATAQUALITYSERVICE'].methods_by_name['DeleteRule']._loaded_options = None
   _globals['_DATAQUALITYSERVICE'].methods_by_name['DeleteRule']._serialized_options = b'\242\237\031\020\032\007quality\"\005write\202\323\344\223\002!*\037/api/v1/quality/rules/{rule_id}'
   _globals['_DATAQUALITYSERVICE'].methods_by_name['EvaluateRule']._loaded_options = None
   _globals['_DATAQUALITYSERVICE'].methods_by_name['EvaluateRule']._serialized_options = b'\242\237\031\020\032\007quality\"\005write\202\323\344\223\002-\"(/api/v1/quality/rules/{rule_id}:evaluate:\001*'
-  _globals['_RULETYPE']._serialized_start=1702
-  _globals['_RULETYPE']._serialized_end=1890
+  _globals['_RULETYPE']._serialized_start=1742
+  _globals['_RULETYPE']._serialized_end=1930
   _globals['_RULE']._serialized_start=209
   _globals['_RULE']._serialized_end=590
   _globals['_USAGE']._serialized_start=593
-  _globals['_USAGE']._serialized_end=797
-  _globals['_RECORDUSAGEREQUEST']._serialized_start=799
-  _globals['_RECORDUSAGEREQUEST']._serialized_end=850
-  _globals['_RECORDUSAGERESPONSE']._serialized_start=852
-  _globals['_RECORDUSAGERESPONSE']._serialized_end=891
-  _globals['_LISTUSAGEREQUEST']._serialized_start=893
-  _globals['_LISTUSAGEREQUEST']._serialized_end=978
-  _globals['_LISTUSAGERESPONSE']._serialized_start=980
-  _globals['_LISTUSAGERESPONSE']._serialized_end=1030
-  _globals['_CREATERULEREQUEST']._serialized_start=1032
-  _globals['_CREATERULEREQUEST']._serialized_end=1086
-  _globals['_CREATERULERESPONSE']._serialized_start=1088
-  _globals['_CREATERULERESPONSE']._serialized_end=1137
-  _globals['_GETRULEREQUEST']._serialized_start=1139
-  _globals['_GETRULEREQUEST']._serialized_end=1178
-  _globals['_GETRULERESPONSE']._serialized_start=1180
-  _globals['_GETRULERESPONSE']._serialized_end=1226
-  _globals['_LISTRULESREQUEST']._serialized_start=1228
-  _globals['_LISTRULESREQUEST']._serialized_end=1279
-  _globals['_LISTRULESRESPONSE']._serialized_start=1281
-  _globals['_LISTRULESRESPONSE']._serialized_end=1330
-  _globals['_UPDATERULEREQUEST']._serialized_start=1332
-  _globals['_UPDATERULEREQUEST']._serialized_end=1441
-  _globals['_UPDATERULERESPONSE']._serialized_start=1443
-  _globals['_UPDATERULERESPONSE']._serialized_end=1492
-  _globals['_DELETERULEREQUEST']._serialized_start=1494
-  _globals['_DELETERULEREQUEST']._serialized_end=1536
-  _globals['_DELETERULERESPONSE']._serialized_start=1538
-  _globals['_DELETERULERESPONSE']._serialized_end=1576
-  _globals['_EVALUATERULEREQUEST']._serialized_start=1578
-  _globals['_EVALUATERULEREQUEST']._serialized_end=1622
-  _globals['_EVALUATERULERESPONSE']._serialized_start=1624
-  _globals['_EVALUATERULERESPONSE']._serialized_end=1699
-  _globals['_DATAQUALITYSERVICE']._serialized_start=1893
-  _globals['_DATAQUALITYSERVICE']._serialized_end=2959
+  _globals['_USAGE']._serialized_end=813
+  _globals['_RECORDUSAGEREQUEST']._serialized_start=815
+  _globals['_RECORDUSAGEREQUEST']._serialized_end=866
+  _globals['_RECORDUSAGERESPONSE']._serialized_start=868
+  _globals['_RECORDUSAGERESPONSE']._serialized_end=907
+  _globals['_LISTUSAGEREQUEST']._serialized_start=909
+  _globals['_LISTUSAGEREQUEST']._serialized_end=994
+  _globals['_LISTUSAGERESPONSE']._serialized_start=996
+  _globals['_LISTUSAGERESPONSE']._serialized_end=1046
+  _globals['_CREATERULEREQUEST']._serialized_start=1048
+  _globals['_CREATERULEREQUEST']._serialized_end=1102
+  _globals['_CREATERULERESPONSE']._serialized_start=1104
+  _globals['_CREATERULERESPONSE']._serialized_end=1153
+  _globals['_GETRULEREQUEST']._serialized_start=1155
+  _globals['_GETRULEREQUEST']._serialized_end=1194
+  _globals['_GETRULERESPONSE']._serialized_start=1196
+  _globals['_GETRULERESPONSE']._serialized_end=1242
+  _globals['_LISTRULESREQUEST']._serialized_start=1244
+  _globals['_LISTRULESREQUEST']._serialized_end=1295
+  _globals['_LISTRULESRESPONSE']._serialized_start=1297
+  _globals['_LISTRULESRESPONSE']._serialized_end=1346
+  _globals['_UPDATERULEREQUEST']._serialized_start=1349
+  _globals['_UPDATERULEREQUEST']._serialized_end=1481
+  _globals['_UPDATERULERESPONSE']._serialized_start=1483
+  _globals['_UPDATERULERESPONSE']._serialized_end=1532
+  _globals['_DELETERULEREQUEST']._serialized_start=1534
+  _globals['_DELETERULEREQUEST']._serialized_end=1576
+  _globals['_DELETERULERESPONSE']._serialized_start=1578
+  _globals['_DELETERULERESPONSE']._serialized_end=1616
+  _globals['_EVALUATERULEREQUEST']._serialized_start=1618
+  _globals['_EVALUATERULEREQUEST']._serialized_end=1662
+  _globals['_EVALUATERULERESPONSE']._serialized_start=1664
+  _globals['_EVALUATERULERESPONSE']._serialized_end=1739
+  _globals['_DATAQUALITYSERVICE']._serialized_start=1933
+  _globals['_DATAQUALITYSERVICE']._serialized_end=2994
 # @@protoc_insertion_point(module_scope)

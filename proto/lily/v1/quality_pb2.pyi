@@ -144,11 +144,17 @@ class Usage(_message.Message):
     WINDOW_END_FIELD_NUMBER: _builtins.int
     QUERY_COUNT_FIELD_NUMBER: _builtins.int
     DISTINCT_USERS_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
     asset_id: _builtins.str
     """The asset, by id or by qualified name (one of them)."""
     qualified_name: _builtins.str
     query_count: _builtins.int
     distinct_users: _builtins.int
+    run_id: _builtins.str
+    """A run that read the asset (e.g. an OpenLineage run id): its query_count is added to the
+    window's, once per run id however often it is sent. Without one, what is recorded
+    replaces the window's counts.
+    """
     @_builtins.property
     def window_start(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -164,10 +170,11 @@ class Usage(_message.Message):
         window_end: _timestamp_pb2.Timestamp | None = ...,
         query_count: _builtins.int = ...,
         distinct_users: _builtins.int = ...,
+        run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset_id", b"asset_id", "distinct_users", b"distinct_users", "qualified_name", b"qualified_name", "query_count", b"query_count", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset_id", b"asset_id", "distinct_users", b"distinct_users", "qualified_name", b"qualified_name", "query_count", b"query_count", "run_id", b"run_id", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -405,10 +412,14 @@ class UpdateRuleRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    RULE_ID_FIELD_NUMBER: _builtins.int
     RULE_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    rule_id: _builtins.str
     @_builtins.property
-    def rule(self) -> Global___Rule: ...
+    def rule(self) -> Global___Rule:
+        """The fields `update_mask` names are set from it."""
+
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """Among: asset_id, qualified_name_prefix, threshold, severity, disabled, description."""
@@ -416,12 +427,13 @@ class UpdateRuleRequest(_message.Message):
     def __init__(
         self,
         *,
+        rule_id: _builtins.str = ...,
         rule: Global___Rule | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule", "rule_id", b"rule_id", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -107,8 +107,9 @@ class DataQualityServiceServicer:
 
     def RecordUsage(self, request, context):
         """Records how much assets were queried in time windows (at most 1,000 per call). A window
-        recorded again replaces what was recorded for it (a collector may resend). Accepted
-        durably before it returns; rules see it soon after.
+        recorded again replaces what was recorded for it (a collector may resend), unless the
+        usage names its run (then each run adds once). Accepted durably before it returns; rules
+        see it soon after.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -222,7 +222,8 @@ async def test_rules_are_managed_and_bad_ones_refused(quality, md, other_md):
 
     changed = await quality.UpdateRule(
         Q.UpdateRuleRequest(
-            rule=Q.Rule(rule_id=made.rule_id, threshold=60, severity=common_pb.ISSUE_SEVERITY_HIGH),
+            rule_id=made.rule_id,
+            rule=Q.Rule(threshold=60, severity=common_pb.ISSUE_SEVERITY_HIGH),
             update_mask=FieldMask(paths=["threshold", "severity"]),
         ),
         metadata=md,
