@@ -157,9 +157,19 @@ async def ingest_phase(ch, data: Path, meter: CpuMeter, url: str, args) -> None:
     md = await new_tenant(ch, data, "pii-check")
     sample = estate(10, "snowflake://acct/pii-check")
     await stub.IngestMetadata(metadata_pb.IngestMetadataRequest(assets=sample), metadata=md)
-    got = await stub.LookupMetadata(
-        metadata_pb.LookupMetadataRequest(qualified_name=sample[2].qualified_name), metadata=md
-    )
+    for _ in range(200):  # (a column: written by the ingest worker soon after)
+        try:
+            got = await stub.LookupMetadata(
+                metadata_pb.LookupMetadataRequest(qualified_name=sample[2].qualified_name),
+                metadata=md,
+            )
+            break
+        except grpc.aio.AioRpcError as err:
+            if err.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            await asyncio.sleep(0.05)
+    else:
+        raise SystemExit(f"{sample[2].qualified_name} was never written")
     tags = [(t.name, t.source, t.value) for t in got.asset.tags]
     n = args.assets * args.rounds
     print(
