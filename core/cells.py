@@ -256,6 +256,11 @@ class Cells:
         if self.quality is not None:  # the schedule of the data-quality rules, every tenant's
             self.shared.tasks.append(asyncio.create_task(self.quality.run(), name="quality"))
 
+    async def observe(self) -> None:
+        """The lag of every cell's consumers and its dead letters, in core.metrics."""
+        buses = [self.shared.bus, *(c.bus for c in self._dedicated.values())]
+        await asyncio.gather(*(bus.observe() for bus in buses))
+
     async def close(self) -> None:
         """Stops and closes every DEDICATED cell (the shared cell's connections are the
         server's, closed with its backends)."""

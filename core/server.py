@@ -28,7 +28,7 @@ from lily.v1 import policy_pb2_grpc as policy_grpc
 from lily.v1 import quality_pb2 as quality_pb
 from lily.v1 import quality_pb2_grpc as quality_grpc
 
-from core import tracing
+from core import metrics, tracing
 from core.backends import Backend, open_backend
 from core.cells import SHARED, Cell, Cells, current_cell, on_commit
 from core.events.nats import NatsChangeBus
@@ -113,6 +113,8 @@ class Lily:
     policy: PolicyService
     # The system tenant's first admin API key, if this start created it (shown once).
     bootstrap_key: str | None = None
+    # Takes its consumers' lag off /metrics.
+    unobserve: Callable[[], None] = lambda: None
 
     @property
     def address(self) -> str:
@@ -127,6 +129,7 @@ class Lily:
         log.info("serving on %s", self.address)
 
     async def stop(self, grace: float | None = None) -> None:
+        self.unobserve()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
         await self.policy.stop()
@@ -345,7 +348,10 @@ async def start(settings: Settings, *, postgres_dsn: str, nats_url: str) -> Lily
         await _shut_down([], backends)
         raise
     log.info("gRPC listening on %s:%d", settings.grpc_host, port)
-    return Lily(settings, backends, server, port, cells, health_servicer, policy, bootstrap_key)
+    unobserve = metrics.on_scrape(cells.observe)
+    return Lily(
+        settings, backends, server, port, cells, health_servicer, policy, bootstrap_key, unobserve
+    )
 
 
 def _routed(guard: Guard, cells: Cells) -> Guard:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from core.domain.errors import FieldViolation, InvalidArgument
 from core.requestctx import Principal
 from core.settings import AuthSettings
+from core.wire.validation import check_query
 from policy.model import PeopleChange, PersonRecord
 from policy.ports import IdentityStore
 
@@ -216,4 +217,5 @@ class People:
         return datetime.now(UTC) + timedelta(seconds=ttl)
 
     async def page(self, tenant_id: str, status: str, after: str, limit: int) -> list[PersonRecord]:
+        check_query(page_token=(after, 256))
         return await self._store.list_people(tenant_id, status, after, limit)

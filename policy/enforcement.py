@@ -14,8 +14,8 @@ from dataclasses import replace
 from core.domain.errors import FieldViolation, InvalidArgument, NotFound, PermissionDenied
 from core.metadata.pagination import page_size
 from core.requestctx import Principal
-from core.wire.validation import check_text
-from policy.integrations import Integrations, check_query
+from core.wire.validation import check_query, check_text
+from policy.integrations import Integrations
 from policy.model import ReceiptRecord
 from policy.ports import EnforcementStore, EventPublisher
 

@@ -32,7 +32,7 @@ from core.domain.errors import (
 )
 from core.metadata.pagination import page_size
 from core.requestctx import Principal
-from core.wire.validation import check_mask, check_text, refuse
+from core.wire.validation import check_mask, check_query, check_text
 from policy import tokens
 from policy.credentials import credential_record
 from policy.model import IntegrationRecord, KeptRecord
@@ -66,14 +66,6 @@ def load_types() -> dict[str, IntegrationType]:
         kind = ep.load()
         found[kind.name] = kind
     return found
-
-
-def check_query(**fields: tuple[str, int]) -> None:
-    """Refuses (INVALID_ARGUMENT) query text a store cannot take: too long, or with a NUL."""
-    problems: list[FieldViolation] = []
-    for name, (value, limit) in fields.items():
-        check_text(name, value, limit, problems)
-    refuse(problems)
 
 
 def new_secret(kind: IntegrationType) -> str:

@@ -33,8 +33,8 @@ from core.domain.errors import (
 )
 from core.metadata.pagination import page_size
 from core.requestctx import Principal
-from core.wire.validation import check_mask, check_text, refuse
-from policy.integrations import Integrations, check_query
+from core.wire.validation import check_mask, check_query, check_text, refuse
+from policy.integrations import Integrations
 from policy.model import DeliveryRecord, HealthRecord, SubscriptionRecord
 from policy.ports import DeliveryQuery, EventPublisher, NotificationStore, Outbound
 

@@ -15,6 +15,7 @@ GRANT that reopened a column), reported, and put right if the target says so."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -32,6 +33,7 @@ from lily.v1 import enforcement_pb2_grpc as enforcement_grpc
 from lily.v1 import metadata_pb2 as metadata_pb
 from lily.v1 import metadata_pb2_grpc as metadata_grpc
 
+from adapters.metrics import ENFORCEMENT_SECONDS, ENFORCEMENTS
 from adapters.postgres import target as engine
 from adapters.postgres.config import PostgresTargetSettings
 from adapters.postgres.mapping import Denial, Grants, Object, Plan, denial, object_of, plan
@@ -132,6 +134,9 @@ class PostgresEnforcer:
 
     def __init__(self) -> None:
         self._targets: dict[str, tuple[str, engine.PostgresTarget]] = {}
+        # One delivery at a time works on a table of a target here: a reconciliation that
+        # read a table before a change reopened it must not close it again after.
+        self._tables: dict[tuple[str, str], asyncio.Lock] = {}
 
     # -- Follower
 
@@ -173,12 +178,14 @@ class PostgresEnforcer:
         s = PostgresTargetSettings.model_validate(settings)
         body = json_body(delivery.body)
         target = self._target(delivery.integration_id, s, secrets.get("password", ""))
-        run = _Run(delivery.integration_id, s, target, lily, memory)
+        run = _Run(delivery.integration_id, s, target, lily, memory, self._tables)
+        started = time.perf_counter()
         if isinstance(body, dict) and body.get("reconcile"):
             await run.reconcile()
         else:
             await run.changes(changes_of(body if isinstance(body, dict) else {}))
         await run.record()
+        ENFORCEMENT_SECONDS.labels("postgres").observe(time.perf_counter() - started)
         return Handled("done", f"{run.recorded} receipt(s), {run.failed} failed")
 
     def _target(
@@ -194,6 +201,12 @@ class PostgresEnforcer:
         return found[1]
 
 
+_OUTCOMES = {
+    v.number: v.name.removeprefix("ENFORCEMENT_OUTCOME_")
+    for v in enforcement_pb.EnforcementOutcome.DESCRIPTOR.values
+}
+
+
 class _Run:
     """One delivery's work on a target, and the receipts it makes."""
 
@@ -204,12 +217,14 @@ class _Run:
         target: engine.PostgresTarget,
         lily: LilyClient,
         memory: Memory,
+        tables: dict[tuple[str, str], asyncio.Lock],
     ) -> None:
         self.integration_id = integration_id
         self.s = settings
         self.target = target
         self.lily = lily
         self.memory = memory
+        self._tables = tables
         self.receipts: list[enforcement_pb.EnforcementReceipt] = []
         self.recorded = 0
         self.failed = 0
@@ -240,18 +255,25 @@ class _Run:
             if obj is not None and not change.deleted:  # a deleted asset stays as it was
                 by_table[Object(obj.schema, obj.table)].append((change, obj.column))
         for table, items in by_table.items():
-            state = await self._state(table)
-            moved = [c.asset_id for c, column in items if state.learn(c, column)]
-            if moved:
-                await self._enforce(state, moved, drift=False)
+            async with self._lock(table):
+                state = await self._state(table)
+                moved = [c.asset_id for c, column in items if state.learn(c, column)]
+                if moved:
+                    await self._enforce(state, moved, drift=False)
 
     async def reconcile(self) -> None:
         await self.changes(await self._restricted_in_lily())
         for table_key in await self.memory.get(INDEX):
             schema, _, table = table_key.partition(".")
-            state = await self._state(Object(schema, table))
-            closed = [a.asset_id for a in state.assets.values() if denial(a.tags, self.s).closed]
-            await self._enforce(state, closed, drift=True)
+            async with self._lock(Object(schema, table)):
+                state = await self._state(Object(schema, table))
+                closed = [
+                    a.asset_id for a in state.assets.values() if denial(a.tags, self.s).closed
+                ]
+                await self._enforce(state, closed, drift=True)
+
+    def _lock(self, table: Object) -> asyncio.Lock:
+        return self._tables.setdefault((self.integration_id, table.table_key), asyncio.Lock())
 
     async def _restricted_in_lily(self) -> list[AssetChange]:
         """The assets under the prefix that carry a restricted tag, as Lily has them now; and
@@ -372,6 +394,7 @@ class _Run:
             if still and not failure:
                 detail = "still readable (through a role it is a member of, or PUBLIC): "
                 detail += ", ".join(still)
+            ENFORCEMENTS.labels("postgres", _OUTCOMES[verdict]).inc()
             self.receipts.append(
                 enforcement_pb.EnforcementReceipt(
                     integration_id=self.integration_id,

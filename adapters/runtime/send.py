@@ -30,6 +30,7 @@ from google.protobuf import json_format
 from lily.v1 import notification_pb2 as notification_pb
 from nats.aio.msg import Msg
 
+from adapters.metrics import DELIVERIES
 from adapters.runtime.inbox import Inbox, batches, sequence
 from adapters.runtime.outbox import Outbox, generation_of, lane_of
 from adapters.runtime.record import Recorder, delivery_record, timestamp
@@ -368,6 +369,7 @@ class Sender:
         code: int = 0,
         why: str = "",
     ) -> None:
+        DELIVERIES.labels(destination_type or "unknown", status).inc()
         self._recorder.delivery(
             delivery_record(
                 n,

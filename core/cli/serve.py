@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,12 +61,14 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 async def up(args: argparse.Namespace) -> int:
+    settings = _with_secret_key(_settings(args))
+    logs.configure(settings.log_level)
+    await asyncio.to_thread(_count_in, settings.data_dir / "metrics")
+
     from core.lifecycle import StartupError
     from core.server import start
     from core.stack import EmbeddedStack, StackError
 
-    settings = _with_secret_key(_settings(args))
-    logs.configure(settings.log_level)
     # Handle Ctrl-C/SIGTERM from the start: a signal during start-up finishes starting, then
     # shuts everything down in order (never leaving Postgres or nats-server behind).
     stop = asyncio.Event()
@@ -135,6 +138,18 @@ async def up(args: argparse.Namespace) -> int:
             await stack.stop()
     say("lily: stopped.")
     return 0
+
+
+def _count_in(directory: Path) -> None:
+    """Has this process and the ones it starts count their metrics in files under
+    `directory`, emptied first, which /metrics sums (core/metrics.py); before anything
+    imports prometheus_client, which reads where at import."""
+    if "prometheus_client" in sys.modules:  # (`up` called inside a process that counts)
+        log.warning("metrics: counted in this process only (prometheus_client came first)")
+        return
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
 def _with_secret_key(settings: Settings) -> Settings:

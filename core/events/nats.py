@@ -33,6 +33,7 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
+from core import metrics
 from core.domain.errors import Unavailable
 from core.ports import OutboxRecord
 
@@ -100,6 +101,7 @@ async def ack_after(msgs: Sequence[Msg], work: Awaitable[object], who: str) -> N
     try:
         await work
     except Unavailable as exc:
+        metrics.STORE_ERRORS.labels(who).inc()
         log.warning("%s: store unavailable (%s); retrying later", who, exc)
         for msg in msgs:
             await msg.nak(delay=2.0)
@@ -307,6 +309,17 @@ class NatsChangeBus:
                 yield msg.subject.removeprefix(self.prefix), msg.data, dict(msg.headers or {})
         finally:
             await sub.unsubscribe()
+
+    async def observe(self) -> None:
+        """Sets the lag of each durable consumer of this bus's streams and the depth of its
+        dead letters (core.metrics; run when /metrics is scraped)."""
+        for stream in (self.changes_stream, self.ingest_stream):
+            for info in await self.js.consumers_info(stream):
+                name = info.name or info.config.durable_name or ""
+                metrics.CONSUMER_PENDING.labels(stream, name).set(info.num_pending or 0)
+                metrics.CONSUMER_ACK_PENDING.labels(stream, name).set(info.num_ack_pending or 0)
+        dead = await self.js.stream_info(self.dead_stream)
+        metrics.DEAD_LETTERS.labels(self.dead_stream).set(dead.state.messages)
 
     async def close(self) -> None:
         if not self._owns_connection:  # a cell's bus: the connection is the shared bus's

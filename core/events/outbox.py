@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Collection, Hashable, Iterator,
 import asyncpg
 import orjson
 
+from core import metrics
 from core.domain.errors import Unavailable
 from core.ports import ChangeBus, Outbox, OutboxRecord
 
@@ -109,6 +110,7 @@ class OutboxRelay:
                 self.published += len(records)
             except (Unavailable, OSError, asyncpg.PostgresError, TimeoutError) as exc:
                 # The entries stay in the outbox; the poll publishes them once the bus is back.
+                metrics.STORE_ERRORS.labels("outbox relay").inc()
                 log.warning("outbox relay: %d events left for the poll: %s", len(records), exc)
 
     async def _run_poll(self) -> None:
@@ -120,6 +122,7 @@ class OutboxRelay:
                     pass
                 backoff = self._poll
             except (Unavailable, OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                metrics.STORE_ERRORS.labels("outbox relay").inc()
                 backoff = min(backoff * 2, 10.0)
                 log.warning("outbox relay: %s; retrying in %.1fs", exc, backoff)
 

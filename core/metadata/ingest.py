@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from core import metrics
 from core.domain import rules
 from core.domain.errors import LilyError
 from core.domain.model import AssetDraft, Consistency, JobCounts, Outcome, WriteContext
@@ -23,6 +24,13 @@ log = logging.getLogger(__name__)
 Lane = tuple[list[tuple[int, AssetDraft]], int] | None
 # Drafts with their index in the call (or stream).
 Drafts = Sequence[tuple[int, AssetDraft]]
+
+
+def count_outcomes(outcomes: Mapping[Outcome, int], consistency: str) -> None:
+    """lily_assets_ingested_total, by outcome."""
+    for outcome, n in outcomes.items():
+        if n:
+            metrics.ASSETS.labels(outcome.name, consistency).inc(n)
 
 
 def first_error(group: BaseExceptionGroup) -> BaseException:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TypeVar
@@ -43,6 +44,7 @@ from core.metadata.ingest import (
     Lane,
     Rejection,
     StreamSummary,
+    count_outcomes,
     counts_of,
     first_error,
     ingest_plan,
@@ -142,7 +144,9 @@ class MetadataService:
                     [FieldViolation(f"assets[{i}]", why)], f"{draft.qualified_name[:200]}: {why}"
                 )
                 rejections.append(Rejection(i, draft.qualified_name, error))
-        return self._writable(drafts, rejections, ctx.action)
+        writable = self._writable(drafts, rejections, ctx.action)
+        count_outcomes({Outcome.REJECTED: len(rejections)}, "")
+        return writable
 
     async def _may_write(self, ctx: WriteContext, asset_id: str) -> None:
         asset = await self.get(ctx.tenant_id, asset_id, include_deleted=True)
@@ -296,6 +300,7 @@ class MetadataService:
             TxRequest(ids, job_counts=counts),
             ingest_plan([(i, d, ctx) for i, d in strong], decisions),
         )
+        count_outcomes(Counter(dec.outcome for dec in decisions.values()), "STRONG")
         results = []
         for asset_id, (i, d) in zip(ids, strong, strict=True):
             dec = decisions[i]
@@ -331,6 +336,7 @@ class MetadataService:
         # Shielded: a caller that goes away (a client cancel, a failed sibling lane) must not
         # leave work queued that its job never counted as accepted.
         await shielded(queue_and_count())
+        count_outcomes({Outcome.ACCEPTED: len(eventual)}, "EVENTUAL")
 
     async def create_job(self, ctx: WriteContext, description: str) -> BulkJob:
         job = BulkJob(

@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from core import metrics
 from core.domain.errors import Unavailable
 from core.domain.model import Asset, Issue, IssueStatus, SearchQuery, WriteContext
 from core.domain.quality import (
@@ -222,6 +223,9 @@ class QualityEngine:
         else:
             await place.metadata.resolve_issue(ctx, asset_id, SOURCE, eid)
             counts.resolved += 1
+        metrics.QUALITY_ISSUES.labels(
+            ISSUE_TYPE[rule.type], "raised" if after.open else "resolved"
+        ).inc()
         await self.store.set_firing(
             tenant_id, rule.rule_id, asset_id, after, replace(after, synced=True)
         )

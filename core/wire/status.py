@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from core import metrics
 from core.domain.errors import InvalidArgument, LilyError, Unavailable
 from core.requestctx import current_request_id, new_request_id, request_id_var
 
@@ -105,12 +107,15 @@ def _returning(
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         request_id_var.set(request_id)
         context.set_trailing_metadata((("x-request-id", request_id),))
+        started = time.perf_counter()
         try:
             await guard(method, context)
             result = inner(request, context)
             return await result if inspect.isawaitable(result) else result
         except Exception as exc:
             await _handle(exc, context, method)
+        finally:
+            _count(method, context, started)
 
     return call
 
@@ -121,14 +126,39 @@ def _streaming(
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         request_id_var.set(request_id)
         context.set_trailing_metadata((("x-request-id", request_id),))
+        started = time.perf_counter()
         try:
             await guard(method, context)
             async for item in inner(request, context):
                 yield item
         except Exception as exc:
             await _handle(exc, context, method)
+        finally:
+            _count(method, context, started)
 
     return call
+
+
+def _count(method: str, context: grpc.aio.ServicerContext, started: float) -> None:
+    """The call in lily_rpc_requests_total and lily_rpc_duration_seconds (its code: what it
+    was aborted with, else OK; CANCELLED if the caller went away first)."""
+    try:
+        code = context.code()
+    except Exception:  # (not every context can say)
+        code = None
+    if code is None and context.cancelled():
+        name = "CANCELLED"
+    elif isinstance(code, grpc.StatusCode):
+        name = code.name
+    else:
+        name = "OK" if code is None else _CODE_NAMES.get(code, str(code))
+    if name == "UNAVAILABLE":
+        metrics.STORE_ERRORS.labels("rpc").inc()
+    metrics.RPCS.labels(method, name).inc()
+    metrics.RPC_SECONDS.labels(method, name).observe(time.perf_counter() - started)
+
+
+_CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
 
 
 _KINDS = (

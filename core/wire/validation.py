@@ -101,6 +101,14 @@ def check_mask(paths: Sequence[str], updatable: Collection[str], out: list[Field
         )
 
 
+def check_query(**fields: tuple[str, int]) -> None:
+    """Refuses (INVALID_ARGUMENT) query text a store cannot take: too long, or with a NUL."""
+    problems: list[FieldViolation] = []
+    for name, (value, limit) in fields.items():
+        check_text(name, value, limit, problems)
+    refuse(problems)
+
+
 def refuse(problems: list[FieldViolation]) -> None:
     """Raises the problems found as one InvalidArgument, if there are any."""
     if problems:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,7 +36,7 @@ from core.events.nats import (
     kept,
     work_tenant,
 )
-from core.metadata.ingest import counts_of, ingest_plan
+from core.metadata.ingest import count_outcomes, counts_of, ingest_plan
 from core.ports import AssetStore, OutboxRecord, Snapshot, TxRequest
 from core.wire import common
 
@@ -305,3 +305,4 @@ class IngestWorker:
         if result.changes:
             self._on_commit(result.outbox)
         self.applied += sum(len(u.drafts) for u in units if u.key in fresh)
+        count_outcomes(Counter(d.outcome for d in decisions.values()), "EVENTUAL")

@@ -27,6 +27,7 @@ from google.protobuf.message import DecodeError
 from lily.v1 import events_pb2 as events_pb
 from nats.aio.msg import Msg
 
+from core import metrics
 from core.domain import rules
 from core.domain.model import Direction, PropagationJob, PropagationState, WriteContext
 from core.domain.propagation import origins, own_propagating, propagated, unhealthy_upstream
@@ -204,6 +205,8 @@ class PropagationWorker:
             )
             changed = await self._recompute(tenant, affected, progress)
         except Exception as exc:
+            ended = "failed" if delivery >= PROPAGATION_MAX_DELIVER else "retried"
+            metrics.PROPAGATION_SECONDS.labels(ended).observe(time.perf_counter() - started)
             if delivery >= PROPAGATION_MAX_DELIVER:
                 await progress.set(
                     state=PropagationState.FAILED,
@@ -212,6 +215,7 @@ class PropagationWorker:
                 )
             raise
         await progress.set(state=PropagationState.SUCCEEDED, finished_at=datetime.now(UTC))
+        metrics.PROPAGATION_SECONDS.labels("succeeded").observe(time.perf_counter() - started)
         log.info(
             "propagation job %s done: %d downstream, %d changed in %.0f ms",
             event.event_id,

@@ -204,13 +204,19 @@ async def test_a_pii_tag_upstream_closes_the_downstream_column_and_its_removal_o
         assert await _refused(warehouse, "analyst", "SELECT * FROM sales.orders")
         assert await _as(warehouse, "pii_reader", "SELECT email FROM sales.orders")  # kept
 
-        got = await enforcement_grpc.EnforcementServiceStub(channel).GetEnforcement(
-            E.GetEnforcementRequest(
-                integration_id=estate["target"], asset_id=estate["orders.email"]
-            ),
-            metadata=wmd,
-        )
-        receipt = got.receipt
+        async def filed() -> E.EnforcementReceipt:  # (filed just after the statements)
+            try:
+                got = await enforcement_grpc.EnforcementServiceStub(channel).GetEnforcement(
+                    E.GetEnforcementRequest(
+                        integration_id=estate["target"], asset_id=estate["orders.email"]
+                    ),
+                    metadata=wmd,
+                )
+            except grpc.aio.AioRpcError as err:
+                raise AssertionError(err.code()) from err
+            return got.receipt
+
+        receipt = await eventually(filed)
         asset_now = await stub.GetMetadata(
             O.GetMetadataRequest(asset_id=estate["orders.email"]), metadata=wmd
         )
