@@ -66,6 +66,7 @@ class Delivery:
     body: bytes
     received_at: float  # epoch seconds
     retries: int = 0  # how many times it was kept as pending and tried again
+    trace: str = ""  # the W3C traceparent of what it came from (its handling continues it)
 
 
 class TryLater(Exception):
@@ -291,6 +292,7 @@ class Notification:
     issue_external_id: str = ""
     max_attempts: int = 8
     test: bool = False
+    trace: str = ""  # the W3C traceparent of the event it is for (of a burst: its first)
 
     def dump(self) -> bytes:
         return orjson.dumps(self)

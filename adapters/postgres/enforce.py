@@ -49,6 +49,7 @@ from adapters.spec import (
     changes_of,
     json_body,
 )
+from adapters.tracing import tracer
 
 INDEX = "tables"  # memory: the tables it knows
 RECONCILE = b'{"reconcile": true}'
@@ -346,7 +347,11 @@ class _Run:
                     )
                     if not self.s.revert_drift:
                         return
-                await engine.run(conn, todo.statements)
+                with tracer.start_as_current_span(
+                    "enforce statements",
+                    attributes={"db.system": "postgresql", "lily.statements": todo.statements},
+                ):
+                    await engine.run(conn, todo.statements)
                 readable = await _still_read(conn, obj, todo)
         except engine.Refusal as exc:
             self._receipts(state, moved, todo, [], f"the target refused: {exc}")

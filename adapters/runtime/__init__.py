@@ -20,6 +20,7 @@ from importlib.metadata import entry_points
 import grpc
 import nats
 from nats.aio.client import Client
+from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from adapters.runtime.dispatcher import Dispatcher
 from adapters.runtime.follow import Follow
@@ -106,6 +107,8 @@ class Runtime:
         s = self.settings
         self._channel = grpc.aio.insecure_channel(
             s.core,
+            # the calls carry the trace of the delivery they are made for to the core
+            interceptors=aio_client_interceptors(),
             # back within seconds of the core: not gRPC's default backoff of up to two minutes
             options=[
                 ("grpc.initial_reconnect_backoff_ms", 250),

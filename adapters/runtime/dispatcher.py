@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Mapping
+from typing import Any
 
 import grpc
 import nats.errors
@@ -19,6 +20,7 @@ from nats.aio.msg import Msg
 from adapters.runtime.inbox import Inbox, batches
 from adapters.runtime.resolver import TRANSIENT, CoreUnavailable, Resolver
 from adapters.spec import AdapterType, Delivery, LilyClient, TryLater
+from adapters.tracing import span
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,18 @@ class Dispatcher:
             )
             await msg.ack()
             return
+        with span(
+            f"deliver {delivery.type}",
+            delivery.trace,
+            integration_id=delivery.integration_id,
+            delivery_id=delivery.delivery_id,
+        ):
+            await self._handle(msg, delivery, resolved, kind, attempt)
+
+    async def _handle(
+        self, msg: Msg, delivery: Delivery, resolved: Any, kind: AdapterType, attempt: int
+    ) -> None:
+        assert kind.inbound is not None
         lily = LilyClient(
             self._channel, (("authorization", f"Bearer {resolved.api_key}"),), self._timeout
         )

@@ -31,6 +31,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from adapters.runtime.inbox import Inbox, batches, stopping
 from adapters.runtime.resolver import CoreUnavailable, Resolver
 from adapters.spec import AdapterType, AssetChange, Delivery, body_of
+from adapters.tracing import traceparent_of
 
 log = logging.getLogger(__name__)
 
@@ -187,12 +188,14 @@ class Follow:
         """Files the changes each following integration wants as one delivery of it; how
         many deliveries."""
         by_tenant: dict[str, list[tuple[str, AssetChange]]] = defaultdict(list)
+        traces: dict[str, str] = {}
         for msg in msgs:
             try:
                 event = events_pb.ChangeEvent.FromString(msg.data)
             except DecodeError:
                 continue
             if event.entity == events_pb.ENTITY_KIND_ASSET and event.asset_id:
+                traces[event.event_id] = traceparent_of(msg.headers)
                 by_tenant[event.tenant_id].append((event.event_id, change_of(event)))
         if not by_tenant:
             return 0
@@ -219,6 +222,7 @@ class Follow:
                         f"changes.{digest[:40]}",
                         body_of([c for _, c in wanted]),
                         time.time(),
+                        trace=next((traces[e] for e, _ in wanted if traces[e]), ""),
                     )
                 )
                 filed += 1

@@ -192,6 +192,7 @@ class Inbox:
             body=msg.data or b"",
             received_at=float(h.get(_H + "Received-At", "0") or 0),
             retries=int(h.get(_H + "Retries", "0") or 0),
+            trace=h.get("traceparent", ""),
         )
 
     def memory(self, integration_id: str) -> IntegrationMemory:
@@ -208,6 +209,7 @@ def _headers(d: Delivery) -> dict[str, str]:
         _H + "Delivery": d.delivery_id,
         _H + "Received-At": repr(d.received_at),
         _H + "Retries": str(d.retries),
+        **({"traceparent": d.trace} if d.trace else {}),
     }
 
 

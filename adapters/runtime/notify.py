@@ -35,6 +35,7 @@ from adapters.runtime.inbox import sequence
 from adapters.runtime.outbox import Outbox
 from adapters.runtime.record import Recorder, delivery_record, seconds
 from adapters.spec import SEVERITY_NAMES, Notification
+from adapters.tracing import traceparent_of
 
 log = logging.getLogger(__name__)
 
@@ -394,7 +395,10 @@ class Router:
                         self._hold(s, kind, e, msg, now)
                         held.append(msg)
                     else:
-                        lanes[s.subscription_id].append(notification(s, kind, e))
+                        n = notification(s, kind, e)
+                        lanes[s.subscription_id].append(
+                            replace(n, trace=traceparent_of(msg.headers))
+                        )
         # subscriptions side by side, each one's in order (the order its lane sends them in)
         await asyncio.gather(*(self._queue_all(lane) for lane in lanes.values()))
         return held
@@ -445,7 +449,9 @@ class Router:
                 if not over:
                     continue
                 events = list(burst.events.values())
-                await self._queue(summary(burst.subscription, burst.kind, events))
+                first = next(iter(burst.msgs.values()))
+                n = summary(burst.subscription, burst.kind, events)
+                await self._queue(replace(n, trace=traceparent_of(first.headers)))
                 del self._bursts[key]
                 sent += 1
                 for seq, msg in burst.msgs.items():

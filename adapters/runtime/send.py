@@ -36,6 +36,7 @@ from adapters.runtime.outbox import Outbox, generation_of, lane_of
 from adapters.runtime.record import Recorder, delivery_record, timestamp
 from adapters.runtime.resolver import CoreUnavailable, Resolved, Resolver
 from adapters.spec import AdapterType, Notification, SendFailed, Sent
+from adapters.tracing import span
 
 log = logging.getLogger(__name__)
 
@@ -236,14 +237,15 @@ class Sender:
             attempt += 1
             started = time.time()
             try:
-                sent = await kind.sink.send(
-                    n,
-                    settings,
-                    dict(resolved.secrets),
-                    self._inbox.memory(n.integration_id),
-                    signing=list(resolved.webhook_secrets),
-                    timeout=self._timeout,
-                )
+                with span(f"notify {dtype}", n.trace, delivery_id=n.delivery_id):
+                    sent = await kind.sink.send(
+                        n,
+                        settings,
+                        dict(resolved.secrets),
+                        self._inbox.memory(n.integration_id),
+                        signing=list(resolved.webhook_secrets),
+                        timeout=self._timeout,
+                    )
             except asyncio.CancelledError:
                 raise
             except SendFailed as exc:

@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 from adapters.runtime.inbox import Inbox, InboxUnavailable
 from adapters.runtime.resolver import CoreUnavailable, Resolved, Resolver
 from adapters.spec import AdapterType, Delivery, Refused
+from adapters.tracing import span, traceparent_of
 
 log = logging.getLogger(__name__)
 
@@ -157,17 +158,24 @@ class Webhooks:
             return _answer(503, error="Lily cannot verify deliveries just now; try again")
         except Refused as refused:
             return _refusal("webhook", refused, integration_id)
-        delivery = Delivery(
+        with span(
+            f"webhook {kind.name}",
+            traceparent_of(request.headers),
             integration_id=integration_id,
-            tenant_id=found.integration.tenant_id,
-            type=kind.name,
             delivery_id=delivery_id,
-            body=body,
-            received_at=time.time(),
-        )
-        try:
-            new = await self._inbox.put(delivery)
-        except InboxUnavailable as exc:
-            log.error("webhook not kept: %s", exc, extra={"integration_id": integration_id})
-            return _answer(503, error="Lily cannot keep deliveries just now; try again")
+        ) as trace:
+            delivery = Delivery(
+                integration_id=integration_id,
+                tenant_id=found.integration.tenant_id,
+                type=kind.name,
+                delivery_id=delivery_id,
+                body=body,
+                received_at=time.time(),
+                trace=trace,
+            )
+            try:
+                new = await self._inbox.put(delivery)
+            except InboxUnavailable as exc:
+                log.error("webhook not kept: %s", exc, extra={"integration_id": integration_id})
+                return _answer(503, error="Lily cannot keep deliveries just now; try again")
         return _answer(200, accepted=True, deliveryId=delivery_id, duplicate=not new)

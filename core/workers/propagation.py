@@ -27,7 +27,7 @@ from google.protobuf.message import DecodeError
 from lily.v1 import events_pb2 as events_pb
 from nats.aio.msg import Msg
 
-from core import metrics
+from core import metrics, tracing
 from core.domain import rules
 from core.domain.model import Direction, PropagationJob, PropagationState, WriteContext
 from core.domain.propagation import origins, own_propagating, propagated, unhealthy_upstream
@@ -165,15 +165,31 @@ class PropagationWorker:
             return
         for msg, event in jobs:
             if event.entity == events_pb.ENTITY_KIND_PROPAGATION or event.asset_id in feeding:
-                await ack_after(
-                    [msg], self._job(tenant, event, msg.metadata.num_delivered), "propagation"
-                )
+                job = self._job(tenant, event, msg.metadata.num_delivered, msg.headers or {})
+                await ack_after([msg], job, "propagation")
             else:
                 await msg.ack()
 
-    async def _job(self, tenant: str, event: events_pb.ChangeEvent, delivery: int) -> None:
-        """One propagation from an asset, as a job with progress. A job that is resumed (its
-        event redelivered) starts over from the truth: what is already right is done."""
+    async def _job(
+        self,
+        tenant: str,
+        event: events_pb.ChangeEvent,
+        delivery: int,
+        headers: Mapping[str, str],
+    ) -> None:
+        """One propagation from an asset, as a job with progress, in a span of the trace of
+        the change that caused it. A job that is resumed (its event redelivered) starts over
+        from the truth: what is already right is done."""
+        with tracing.continue_trace(headers, "propagation job", job=event.event_id) as carrier:
+            await self._run_job(tenant, event, delivery, carrier)
+
+    async def _run_job(
+        self,
+        tenant: str,
+        event: events_pb.ChangeEvent,
+        delivery: int,
+        carrier: Mapping[str, str],
+    ) -> None:
         started = time.perf_counter()
         now = datetime.now(UTC)
         job = PropagationJob(
@@ -203,7 +219,7 @@ class PropagationWorker:
             _, affected = await asyncio.gather(  # (the walk, meanwhile)
                 begin(), self._walk(tenant, {event.asset_id: event.event_id}, requested)
             )
-            changed = await self._recompute(tenant, affected, progress)
+            changed = await self._recompute(tenant, affected, {event.event_id: carrier}, progress)
         except Exception as exc:
             ended = "failed" if delivery >= PROPAGATION_MAX_DELIVER else "retried"
             metrics.PROPAGATION_SECONDS.labels(ended).observe(time.perf_counter() - started)
@@ -249,7 +265,10 @@ class PropagationWorker:
                     affected.setdefault(e.asset_id, e.event_id)
         affected.update(await self._walk(tenant, starts, True))
         if affected:
-            await self._recompute(tenant, affected)
+            traces = {
+                e.event_id: tracing.trace_of(m.headers) for es in kinds.values() for m, e in es
+            }
+            await self._recompute(tenant, affected, traces)
 
     # -- the recompute ----------------------------------------------------------------------
 
@@ -279,11 +298,15 @@ class PropagationWorker:
         return found
 
     async def _recompute(
-        self, tenant: str, affected: Mapping[str, str], progress: _Progress | None = None
+        self,
+        tenant: str,
+        affected: Mapping[str, str],
+        traces: Mapping[str, Mapping[str, str]],
+        progress: _Progress | None = None,
     ) -> int:
         """Writes the derived state (PROPAGATED tags, unhealthy upstream) of the affected
-        assets (id -> the causing event) that is not what their upstream supplies; returns
-        how many changed."""
+        assets (id -> the causing event) that is not what their upstream supplies, each
+        change in the trace of its cause (`traces`, by event id); returns how many changed."""
         ids = list(affected)
         parents: dict[str, list[str]] = {}
         seen, frontier = set(ids), ids
@@ -321,7 +344,12 @@ class PropagationWorker:
         now = datetime.now(UTC)
         contexts = {
             cause: WriteContext(
-                tenant_id=tenant, actor=ACTOR, action="Propagation", now=now, cause_event_id=cause
+                tenant_id=tenant,
+                actor=ACTOR,
+                action="Propagation",
+                now=now,
+                cause_event_id=cause,
+                trace_headers=traces.get(cause, {}),
             )
             for cause in set(affected.values())
         }

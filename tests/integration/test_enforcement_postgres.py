@@ -7,6 +7,7 @@ found and put right, and a statement that can never succeed is dead-lettered."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
@@ -574,3 +575,85 @@ async def test_two_runtimes_cannot_lose_each_others_table_state(stack):
         assert await one.get("table:s.t") == ["c"]
     finally:
         await nc.close()
+
+
+async def test_one_trace_follows_a_tag_to_the_sql_it_closed_and_the_message_it_sent(
+    warehouse, estate, channel, wmd, stub
+):
+    """A call made in a trace (its traceparent) that tags a column: the same trace holds the
+    call, the propagation it started, the target's delivery and the statements it ran, and
+    the notification sent of it, each span's parent among them (an in-memory exporter)."""
+    from lily.v1 import notification_pb2 as N
+    from lily.v1 import notification_pb2_grpc as notification_grpc
+    from opentelemetry import propagate, trace
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tests.fake_slack import FakeSlack
+
+    exporter = InMemorySpanExporter()
+    trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))  # type: ignore[attr-defined]
+    async with FakeSlack() as slack:
+        made = await integration_grpc.IntegrationServiceStub(channel).CreateIntegration(
+            I.CreateIntegrationRequest(
+                integration=I.Integration(
+                    type="slack", display_name="slack", secrets={"webhook_url": slack.url()}
+                )
+            ),
+            metadata=wmd,
+        )
+        await notification_grpc.NotificationServiceStub(channel).CreateSubscription(
+            N.CreateSubscriptionRequest(
+                subscription=N.Subscription(
+                    integration_id=made.integration.integration_id,
+                    filter=N.SubscriptionFilter(event_types=["asset.tagged"]),
+                )
+            ),
+            metadata=wmd,
+        )
+        await asyncio.sleep(0.6)  # the runtime reads subscriptions again within half a second
+        with trace.get_tracer("test").start_as_current_span("the caller") as root:
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            await _tag(
+                stub, (*wmd, ("traceparent", carrier["traceparent"])), estate["users.email"], "GDPR"
+            )
+        trace_id = root.get_span_context().trace_id
+
+        async def closed() -> bool:
+            return await _refused(warehouse, "analyst", "SELECT email FROM sales.orders")
+
+        await eventually(closed, timeout=15)
+
+        def spans() -> list:
+            return [s for s in exporter.get_finished_spans() if s.context.trace_id == trace_id]
+
+        wanted = {
+            "the caller",
+            "/lily.v1.MetadataService/UpdateTags",
+            "propagation job",
+            "deliver postgres",
+            "enforce statements",
+            "notify slack",
+        }
+
+        async def traced() -> list:
+            found = spans()
+            assert wanted <= {s.name for s in found}, sorted({s.name for s in found})
+            # one tree, rooted at the caller (a parent ends after its children: waited for)
+            ids = {s.context.span_id for s in found}
+            orphans = [s.name for s in found if s.parent and s.parent.span_id not in ids]
+            assert orphans == [], orphans
+            return found
+
+        found = await eventually(traced, timeout=20)
+        assert [s.name for s in found if s.parent is None] == ["the caller"]
+        statements = next(s for s in found if s.name == "enforce statements")
+        assert any("REVOKE" in x for x in statements.attributes["lily.statements"])
+        assert slack.received  # the message it caused was sent
+    await _tag(stub, wmd, estate["users.email"], "GDPR", remove=True)
+
+    async def opened() -> bool:
+        return not await _refused(warehouse, "analyst", "SELECT email FROM sales.orders")
+
+    await eventually(opened, timeout=15)
