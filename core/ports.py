@@ -249,6 +249,11 @@ class Access(Protocol):
         """Whether the caller may write this asset (`write` on `asset:<TYPE>:<name>`)."""
         ...
 
+    def may_write_all(self, method: str) -> bool:
+        """Whether the caller may write every asset (then no asset needs asking of may_write;
+        False: it depends on the asset)."""
+        ...
+
     def read_view(self, tag_names: Collection[str], method: str) -> ReadView:
         """How the caller may see an asset carrying these tags: whole, with restricted fields
         blanked, or not at all."""

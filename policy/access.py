@@ -30,6 +30,9 @@ class PolicyAccess:
             _principal(), asset_object(asset_type, qualified_name), "write", method
         )
 
+    def may_write_all(self, method: str) -> bool:
+        return self._policy.decisions.may_all(_principal(), "asset:", "write")
+
     def read_view(self, tag_names: Collection[str], method: str) -> ReadView:
         restricted = self._restricted.intersection(tag_names)
         if not restricted:
@@ -57,6 +60,9 @@ class OpenAccess:
     """Authentication off: everything, whole."""
 
     def may_write(self, asset_type: AssetType, qualified_name: str, method: str) -> bool:
+        return True
+
+    def may_write_all(self, method: str) -> bool:
         return True
 
     def read_view(self, tag_names: Collection[str], method: str) -> ReadView:

@@ -96,6 +96,18 @@ class Decisions:
             principal.subject, principal.tenant_id, obj, action, principal.roles, principal.groups
         )
 
+    def may_all(self, principal: Principal, prefix: str, action: str) -> bool:
+        """Whether the principal may `action` on every object under `prefix` (False: it
+        depends on the object; ask `may` of each)."""
+        return self.decider.allows_all(
+            principal.subject,
+            principal.tenant_id,
+            prefix,
+            action,
+            principal.roles,
+            principal.groups,
+        )
+
     def may(
         self, principal: Principal, obj: str, action: str, method: str, origin: str = ""
     ) -> bool:

@@ -245,6 +245,34 @@ class Decider:
                             granted = Decision(True, rule, "" if who == subject else who)
         return granted or Decision(False, None)
 
+    def allows_all(
+        self,
+        subject: str,
+        domain: str,
+        prefix: str,
+        action: str,
+        extra_roles: Sequence[str] = (),
+        groups: Sequence[str] = (),
+    ) -> bool:
+        """Whether decide() allows `action` on every object that starts with `prefix`: a rule
+        allows all of them (its pattern's part before '*' begins `prefix`) and no deny can
+        match any of them. False means only that it depends on the object."""
+        covered = False
+        for who in self.holders(subject, domain, extra_roles, groups):
+            for dom in (domain, ALL):
+                for rule in self._rules.get((dom, who), ()):
+                    if rule.action != action and rule.action != ALL:
+                        continue
+                    star = rule.object.find("*")
+                    head = rule.object if star < 0 else rule.object[:star]
+                    covers = star >= 0 and prefix.startswith(head)
+                    if rule.effect == "deny":
+                        if covers or head.startswith(prefix):
+                            return False  # some object under the prefix is denied
+                    elif covers:
+                        covered = True
+        return covered
+
     def subjects(self, domain: str) -> list[str]:
         """Every subject holding a role in `domain` (not roles themselves)."""
         roles = {g.role for g in self.links if g.domain == domain}
