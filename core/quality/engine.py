@@ -267,7 +267,10 @@ class QualityEngine:
                 log.warning("quality schedule: %s; trying again", exc)
                 due = []
             for rule in due:
-                await self._pass(rule)
+                try:
+                    await self._pass(rule)
+                except Exception:  # one rule's failure must not stop the schedule
+                    log.exception("quality pass of rule %s failed", rule.rule_id)
             if not due:
                 await asyncio.sleep(IDLE)
 
