@@ -28,7 +28,7 @@ from lily.v1 import lineage_pb2_grpc as lineage_grpc
 from lily.v1 import metadata_pb2 as O
 
 from core.stack import EmbeddedPostgres
-from tests.helpers import Metadata, asset, eventually, new_tenant
+from tests.helpers import Metadata, asset, eventually, new_tenant, tag
 
 COLUMN = C.ASSET_TYPE_COLUMN
 PREFIX = "postgres://warehouse:5432/postgres"
@@ -121,15 +121,6 @@ async def _target(channel, md, socket: Path, name: str = "warehouse", **settings
     return made.integration.integration_id
 
 
-async def _tag(stub, md, asset_id: str, name: str, *, remove: bool = False) -> None:
-    request = O.UpdateTagsRequest(asset_id=asset_id, source=C.TAG_SOURCE_USER)
-    if remove:
-        request.remove.append(name)
-    else:
-        request.add.append(C.TagAssignment(name=name))
-    await stub.UpdateTags(request, metadata=md)
-
-
 @pytest_asyncio.fixture(scope="module")
 async def wmd(channel, admin_md) -> Metadata:
     """The admin of the tenant whose warehouse it is (one for the module)."""
@@ -194,7 +185,7 @@ async def test_a_pii_tag_upstream_closes_the_downstream_column_and_its_removal_o
     nc = await nats.connect(stack[1])
     events = await nc.subscribe("lily.*.enforcement.*")
     try:
-        await _tag(stub, wmd, estate["users.email"], "PII")
+        await tag(stub, wmd, estate["users.email"], "PII")
 
         async def closed() -> bool:
             return await _refused(warehouse, "analyst", "SELECT email FROM sales.orders")
@@ -239,7 +230,7 @@ async def test_a_pii_tag_upstream_closes_the_downstream_column_and_its_removal_o
         assert await _refused(warehouse, "analyst", "SELECT email FROM raw.users")
 
         # withdrawn: exactly what the owners had granted comes back
-        await _tag(stub, wmd, estate["users.email"], "PII", remove=True)
+        await tag(stub, wmd, estate["users.email"], "PII", remove=True)
 
         async def opened() -> bool:
             return not await _refused(warehouse, "analyst", "SELECT email FROM sales.orders")
@@ -255,13 +246,13 @@ async def test_a_restricted_table_is_closed_whole_and_given_back_column_by_colum
     warehouse, estate, wmd, stub
 ):
     before = await _acls(warehouse)
-    await _tag(stub, wmd, estate["customers"], "GDPR")
+    await tag(stub, wmd, estate["customers"], "GDPR")
 
     async def closed() -> bool:
         return await _refused(warehouse, "analyst", "SELECT id FROM sales.customers")
 
     await eventually(closed, timeout=15)
-    await _tag(stub, wmd, estate["customers"], "GDPR", remove=True)
+    await tag(stub, wmd, estate["customers"], "GDPR", remove=True)
 
     async def opened() -> bool:
         return not await _refused(warehouse, "analyst", "SELECT id, region FROM sales.customers")
@@ -274,7 +265,7 @@ async def test_a_restricted_table_is_closed_whole_and_given_back_column_by_colum
 async def test_a_manual_grant_that_reopens_a_column_is_found_reported_and_reverted(
     warehouse, estate, channel, wmd, stub
 ):
-    await _tag(stub, wmd, estate["orders.email"], "PII")
+    await tag(stub, wmd, estate["orders.email"], "PII")
 
     async def closed() -> bool:
         return await _refused(warehouse, "analyst", "SELECT email FROM sales.orders")
@@ -298,7 +289,7 @@ async def test_a_manual_grant_that_reopens_a_column_is_found_reported_and_revert
         return await closed()
 
     await eventually(drift_reported, timeout=40, interval=0.5)  # the next reconciliation
-    await _tag(stub, wmd, estate["orders.email"], "PII", remove=True)
+    await tag(stub, wmd, estate["orders.email"], "PII", remove=True)
 
     async def opened() -> bool:
         return not await _refused(warehouse, "analyst", "SELECT email FROM sales.orders")
@@ -317,7 +308,7 @@ async def test_a_statement_that_can_never_succeed_is_dead_lettered_with_its_reas
         rules=[{"tags": ["SECRET"], "deny": ["no_such_role"]}],
     )
     estate["ghost"] = ghost
-    await _tag(stub, wmd, estate["orders.id"], "SECRET")
+    await tag(stub, wmd, estate["orders.id"], "SECRET")
     integrations = integration_grpc.IntegrationServiceStub(channel)
 
     async def dead() -> list[I.KeptDelivery]:
@@ -350,7 +341,7 @@ async def test_a_statement_that_can_never_succeed_is_dead_lettered_with_its_reas
         return got.receipt.outcome == E.ENFORCEMENT_OUTCOME_APPLIED
 
     await eventually(applied, timeout=20)
-    await _tag(stub, wmd, estate["orders.id"], "SECRET", remove=True)
+    await tag(stub, wmd, estate["orders.id"], "SECRET", remove=True)
 
 
 async def test_only_the_targets_own_credential_files_its_receipts(estate, channel, wmd):
@@ -402,7 +393,7 @@ async def test_with_the_target_down_changes_wait_and_apply_once_each_when_it_ret
     events = await nc.subscribe("lily.*.enforcement.applied")
     try:
         for asset_id in ids[:10]:
-            await _tag(stub, wmd, asset_id, "PII")
+            await tag(stub, wmd, asset_id, "PII")
 
         async def first_half() -> bool:
             return all(
@@ -412,8 +403,8 @@ async def test_with_the_target_down_changes_wait_and_apply_once_each_when_it_ret
         await eventually(first_half, timeout=20)
         await pg.stop()  # the warehouse goes away
         for asset_id in ids[10:]:
-            await _tag(stub, wmd, asset_id, "PII")
-        await _tag(stub, wmd, ids[0], "PII", remove=True)  # and one opens again
+            await tag(stub, wmd, asset_id, "PII")
+        await tag(stub, wmd, ids[0], "PII", remove=True)  # and one opens again
         await pg.start()
 
         async def all_applied() -> bool:
@@ -453,7 +444,7 @@ async def test_with_the_target_down_changes_wait_and_apply_once_each_when_it_ret
 async def test_a_column_whose_lineage_arrives_after_the_tag_is_closed_when_it_does(
     warehouse, estate, channel, wmd, stub
 ):
-    await _tag(stub, wmd, estate["users.email"], "PII")
+    await tag(stub, wmd, estate["users.email"], "PII")
     sql = "SELECT region FROM sales.orders"
     assert not await _refused(warehouse, "analyst", sql)
     region = f"{PREFIX}/sales/orders/region"  # new to Lily, and downstream of the tag
@@ -474,7 +465,7 @@ async def test_a_column_whose_lineage_arrives_after_the_tag_is_closed_when_it_do
         return await _refused(warehouse, "analyst", sql)
 
     await eventually(closed, timeout=15)
-    await _tag(stub, wmd, estate["users.email"], "PII", remove=True)
+    await tag(stub, wmd, estate["users.email"], "PII", remove=True)
 
     async def opened() -> bool:
         return not await _refused(warehouse, "analyst", sql)
@@ -530,7 +521,7 @@ async def test_a_dedicated_tenant_is_enforced_too(
     try:
         await eventually(lambda: _nonneg(followed()), timeout=15)  # the runtime found it
         seen = await followed()
-        await _tag(stub, dmd, email, "PII")
+        await tag(stub, dmd, email, "PII")
 
         async def closed() -> bool:
             return await _refused(warehouse, "analyst", sql)
@@ -538,7 +529,7 @@ async def test_a_dedicated_tenant_is_enforced_too(
         await eventually(closed, timeout=20)
         assert not await _refused(warehouse, "analyst", "SELECT id FROM sales.cell")
         assert await followed() > seen  # the tag's events came through the cell's stream
-        await _tag(stub, dmd, email, "PII", remove=True)
+        await tag(stub, dmd, email, "PII", remove=True)
 
         async def opened() -> bool:
             return not await _refused(warehouse, "analyst", sql)
@@ -615,7 +606,7 @@ async def test_one_trace_follows_a_tag_to_the_sql_it_closed_and_the_message_it_s
         with trace.get_tracer("test").start_as_current_span("the caller") as root:
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
-            await _tag(
+            await tag(
                 stub, (*wmd, ("traceparent", carrier["traceparent"])), estate["users.email"], "GDPR"
             )
         trace_id = root.get_span_context().trace_id
@@ -656,7 +647,7 @@ async def test_one_trace_follows_a_tag_to_the_sql_it_closed_and_the_message_it_s
         ]
         assert any("REVOKE" in x for x in ran), ran
         assert slack.received  # the message it caused was sent
-    await _tag(stub, wmd, estate["users.email"], "GDPR", remove=True)
+    await tag(stub, wmd, estate["users.email"], "GDPR", remove=True)
 
     async def opened() -> bool:
         return not await _refused(warehouse, "analyst", "SELECT email FROM sales.orders")
