@@ -154,7 +154,7 @@ class Cell:
             actions = ActionsWorker(self.bus, hooks)
             self.tasks.append(asyncio.create_task(actions.run(), name=f"actions{tag}"))
         if quality is not None:
-            rules = QualityWorker(self.bus, quality, quality.store)
+            rules = QualityWorker(self.bus, quality)
             self.tasks.append(asyncio.create_task(rules.run(), name=f"quality{tag}"))
         if ingest:
             worker = IngestWorker(

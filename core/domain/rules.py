@@ -197,19 +197,15 @@ def with_tags_moved(change: Change, before: Iterable[Tag], after: Iterable[Tag])
     )
 
 
-def _source_tags(draft: AssetDraft, ctx: WriteContext) -> tuple[Tag, ...]:
-    if not draft.tags:
+def _tags_of(
+    assigned: tuple[TagAssignment, ...], source: TagSource, ctx: WriteContext
+) -> tuple[Tag, ...]:
+    """A draft's tags of one source, one per name (the last given)."""
+    if not assigned:
         return ()
     return tuple(
-        Tag(t.name, TagSource.SOURCE, t.value, (), ctx.actor, ctx.now, t.propagate)
-        for t in {t.name: t for t in draft.tags}.values()
-    )
-
-
-def _rule_tags(draft: AssetDraft, ctx: WriteContext) -> tuple[Tag, ...]:
-    return tuple(
-        Tag(t.name, TagSource.RULE, t.value, (), ctx.actor, ctx.now, t.propagate)
-        for t in {t.name: t for t in draft.rule_tags}.values()
+        Tag(t.name, source, t.value, (), ctx.actor, ctx.now, t.propagate)
+        for t in {t.name: t for t in assigned}.values()
     )
 
 
@@ -227,8 +223,8 @@ def ingest(existing: Asset | None, draft: AssetDraft, ctx: WriteContext, plan: P
         if draft.parent_qualified_name
         else ""
     )
-    source_tags = _source_tags(draft, ctx)
-    rule_tags = _rule_tags(draft, ctx) if draft.rule_tags else ()
+    source_tags = _tags_of(draft.tags, TagSource.SOURCE, ctx)
+    rule_tags = _tags_of(draft.rule_tags, TagSource.RULE, ctx)
     fields = _draft_fields(draft, parent_id)
     if existing is None:
         asset = Asset(

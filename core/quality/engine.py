@@ -120,15 +120,19 @@ class QualityEngine:
 
     # -- evaluation
 
-    async def on_assets(self, tenant_id: str, asset_ids: Collection[str]) -> Counts:
-        """Evaluates every rule of the tenant that covers these assets (and the assets
-        upstream of them, whose downstream they are)."""
+    async def on_assets(
+        self, tenant_id: str, asset_ids: Collection[str], changed: Collection[str] = ()
+    ) -> Counts:
+        """Evaluates every rule of the tenant that covers these assets and the `changed` ones,
+        and the assets upstream of those (whose downstream they are)."""
         rules = await self.rules_of(tenant_id)
-        if not rules or not asset_ids:
+        if not rules or not (asset_ids or changed):
             return Counts()
         place = await self._place_of(tenant_id)
-        upstream = await place.graph.edges_at(tenant_id, list(asset_ids), forward=False)
-        ids = set(asset_ids) | {e.upstream_id for e in upstream}
+        ids = set(asset_ids) | set(changed)
+        if changed:
+            upstream = await place.graph.edges_at(tenant_id, list(changed), forward=False)
+            ids |= {e.upstream_id for e in upstream}
         assets = await place.store.get_many(tenant_id, sorted(ids))
         return await self.evaluate(place, rules, list(assets.values()), datetime.now(UTC))
 

@@ -172,4 +172,5 @@ def usage_to_pb(w: UsageWindow) -> quality_pb.Usage:
         window_end=ts_pb(w.end),
         query_count=w.query_count,
         distinct_users=w.distinct_users,
+        run_id=w.run_id,
     )

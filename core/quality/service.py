@@ -17,13 +17,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from lily.v1 import events_pb2 as events_pb
-from lily.v1 import quality_pb2 as quality_pb
 
 from core.domain.errors import FailedPrecondition, NotFound
 from core.domain.model import WriteContext
 from core.domain.quality import Rule, RuleType, UsageWindow
 from core.ports import ChangeBus, OutboxRecord, QualityStore
 from core.quality.engine import RULES_TTL, Counts, QualityEngine
+from core.quality.mapping import usage_to_pb
 from core.wire.common import ts_pb
 
 MAX_RULES = 1000  # per tenant
@@ -51,14 +51,7 @@ def _usage_event(ctx: WriteContext, w: UsageWindow) -> OutboxRecord:
         actor=ctx.actor,
         occurred_at=ts_pb(ctx.now),
         request_id=ctx.request_id,
-        usage=quality_pb.Usage(
-            asset_id=w.asset_id,
-            window_start=ts_pb(w.start),
-            window_end=ts_pb(w.end),
-            query_count=w.query_count,
-            distinct_users=w.distinct_users,
-            run_id=w.run_id,
-        ),
+        usage=usage_to_pb(w),
     )
     subject = f"lily.{ctx.tenant_id}.usage.recorded"
     return OutboxRecord(digest, digest, subject, event.SerializeToString(), ctx.trace_headers)

@@ -93,15 +93,10 @@ def asset_type_of(
 
 
 def draft_from_pb(
-    pb: common_pb.AssetInput,
-    path: str,
-    now: datetime,
-    out: list[FieldViolation],
-    *,
-    from_lily: bool = False,
+    pb: common_pb.AssetInput, path: str, now: datetime, out: list[FieldViolation]
 ) -> AssetDraft | None:
-    """An AssetInput as a domain draft, or None with the reasons appended to `out`.
-    `rule_tags` are refused unless the input is `from_lily` (a transformer's output)."""
+    """An AssetInput as a domain draft, or None with the reasons appended to `out` (its
+    `rule_tags` are Lily's transformers' alone: refused from callers)."""
     start = len(out)
     if pb.ByteSize() > MAX_ASSET_BYTES:
         out.append(FieldViolation(path, f"is larger than {MAX_ASSET_BYTES // 1024} KiB encoded"))
@@ -125,11 +120,8 @@ def draft_from_pb(
     check_strings(f"{path}.business_terms", terms, out)
     check_attributes(f"{path}.attributes", attributes, out)
     check_text(f"{path}.external_id", pb.external_id, MAX_TEXT_BYTES, out)
-    rule_tags: tuple[TagAssignment, ...] = ()
-    if pb.rule_tags and not from_lily:
+    if pb.rule_tags:
         out.append(FieldViolation(f"{path}.rule_tags", "is set by Lily's transformers only"))
-    elif pb.rule_tags:
-        rule_tags = tag_assignments(f"{path}.rule_tags", pb.rule_tags, TagSource.RULE, out)
     event_time = (
         timestamp_or(f"{path}.source_event_time", pb.source_event_time, now, out)
         if pb.HasField("source_event_time")
@@ -150,7 +142,6 @@ def draft_from_pb(
         business_terms=terms,
         attributes=attributes,
         external_id=pb.external_id,
-        rule_tags=rule_tags,
         wire=pb.SerializeToString(),
     )
 
@@ -208,16 +199,16 @@ def draft_from_trusted_pb(pb: common_pb.AssetInput, default_time: datetime) -> A
         owners=tuple(pb.owners) if pb.owners else (),
         data_source=pb.data_source,
         parent_qualified_name=pb.parent_qualified_name,
-        tags=tuple(TagAssignment(t.name, t.value, (), t.propagate) for t in pb.tags)
-        if pb.tags
-        else (),
+        tags=_trusted_tags(pb.tags) if pb.tags else (),
         business_terms=tuple(pb.business_terms) if pb.business_terms else (),
         attributes=dict(pb.attributes) if pb.attributes else {},
         external_id=pb.external_id,
-        rule_tags=tuple(TagAssignment(t.name, t.value, (), t.propagate) for t in pb.rule_tags)
-        if pb.rule_tags
-        else (),
+        rule_tags=_trusted_tags(pb.rule_tags) if pb.rule_tags else (),
     )
+
+
+def _trusted_tags(tags: Iterable[common_pb.TagAssignment]) -> tuple[TagAssignment, ...]:
+    return tuple(TagAssignment(t.name, t.value, (), t.propagate) for t in tags)
 
 
 def ts_pb(value: datetime | None) -> Timestamp | None:
@@ -362,16 +353,16 @@ def draft_to_pb(draft: AssetDraft) -> common_pb.AssetInput:
         owners=draft.owners,
         data_source=draft.data_source,
         parent_qualified_name=draft.parent_qualified_name,
-        tags=[
-            common_pb.TagAssignment(name=t.name, value=t.value, propagate=t.propagate)
-            for t in draft.tags
-        ],
+        tags=_tags_pb(draft.tags),
         business_terms=draft.business_terms,
         attributes=dict(draft.attributes),
         external_id=draft.external_id,
         source_event_time=ts_pb(draft.source_event_time),
-        rule_tags=[
-            common_pb.TagAssignment(name=t.name, value=t.value, propagate=t.propagate)
-            for t in draft.rule_tags
-        ],
+        rule_tags=_tags_pb(draft.rule_tags),
     )
+
+
+def _tags_pb(tags: Iterable[TagAssignment]) -> list[common_pb.TagAssignment]:
+    return [
+        common_pb.TagAssignment(name=t.name, value=t.value, propagate=t.propagate) for t in tags
+    ]

@@ -23,7 +23,6 @@ from core.events.nats import (
     fetch,
     kept,
 )
-from core.ports import QualityStore
 from core.quality.engine import QualityEngine
 
 log = logging.getLogger(__name__)
@@ -44,10 +43,9 @@ def usage_window(event: events_pb.ChangeEvent) -> UsageWindow:
 
 
 class QualityWorker:
-    def __init__(self, bus: NatsChangeBus, engine: QualityEngine, store: QualityStore) -> None:
+    def __init__(self, bus: NatsChangeBus, engine: QualityEngine) -> None:
         self._bus = bus
         self._engine = engine
-        self._store = store
 
     async def run(self) -> None:
         sub = await self._bus.js.pull_subscribe_bind(QUALITY_CONSUMER, self._bus.changes_stream)
@@ -77,6 +75,10 @@ class QualityWorker:
         self, tenant: str, events: Sequence[tuple[Msg, events_pb.ChangeEvent]]
     ) -> None:
         usage = [usage_window(e) for _, e in events if e.entity == events_pb.ENTITY_KIND_USAGE]
-        await self._store.record_usage(tenant, usage)
-        ids = {e.asset_id for _, e in events if e.asset_id}
-        await self._engine.on_assets(tenant, ids)
+        await self._engine.store.record_usage(tenant, usage)
+        # (an asset deleted, restored or tagged, or an edge from it, changes what is upstream
+        # of it too; usage changes only the asset's own facts)
+        changed = {
+            e.asset_id for _, e in events if e.asset_id and e.entity != events_pb.ENTITY_KIND_USAGE
+        }
+        await self._engine.on_assets(tenant, {u.asset_id for u in usage}, changed)

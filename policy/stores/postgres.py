@@ -14,17 +14,18 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
-from core.postgres import BACKEND_ERRORS, T, run_on
+from core.postgres import BACKEND_ERRORS, run_on
 from policy.model import CredentialRecord, DenialRecord, TenantRecord
 from policy.rules import RoleLink, Rule
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "lily_policy"
+T = TypeVar("T")
 
 
 def _rule_row(r: Rule) -> tuple[str, str, str, str, str, str]:
