@@ -29,7 +29,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api_gateway import openapi
 from api_gateway.routes import Route, routes
 from api_gateway.transcode import BadRequest, build_request, http_status, render, status_of
-from core import metrics
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("lily.gateway")
@@ -53,9 +52,9 @@ def create_app(
     route_list: Sequence[Route] | None = None,
     mounts: Mapping[str, ASGIApp] | None = None,
 ) -> ASGIApp:
-    """The gateway as an ASGI app: /openapi.json, /metrics (Prometheus; core/metrics.py),
-    every route of the protos, and the apps of `mounts`, each serving the paths under its
-    prefix (the inbound webhooks' receivers)."""
+    """The gateway as an ASGI app: /openapi.json, every route of the protos, and the apps of
+    `mounts`, each serving its prefix and the paths under it (the inbound webhooks'
+    receivers; /metrics, in `lily up`)."""
     gateway = _Gateway(settings, list(route_list if route_list is not None else routes()))
     return _App(gateway, dict(mounts or {}))
 
@@ -64,7 +63,7 @@ class _App:
     def __init__(self, gateway: _Gateway, mounts: dict[str, ASGIApp]) -> None:
         self.gateway = gateway
         self._openapi = orjson.dumps(openapi.document(gateway.routes))
-        self._mounts = [(prefix.rstrip("/") + "/", app) for prefix, app in mounts.items()]
+        self._mounts = [(prefix.rstrip("/"), app) for prefix, app in mounts.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -78,16 +77,14 @@ class _App:
                     return
         if scope["type"] != "http":
             return
+        path = scope["path"]
         for prefix, app in self._mounts:
-            if scope["path"].startswith(prefix):
+            if path == prefix or path.startswith(prefix + "/"):
                 await app(scope, receive, send)
                 return
         request = Request(scope, receive)
         if request.url.path == "/openapi.json" and request.method == "GET":
             response = Response(self._openapi, media_type="application/json")
-        elif request.url.path == "/metrics" and request.method == "GET":
-            text, content_type = await metrics.scrape()
-            response = Response(text, headers={"content-type": content_type})
         else:
             response = await self.gateway.handle(request)
         await response(scope, receive, send)

@@ -1,5 +1,5 @@
 """Lily's Prometheus metrics, one place for all of them; served as text at /metrics on the
-REST gateway's port (api_gateway/app.py).
+REST gateway's port (`asgi`, mounted there by `lily up`).
 
 `lily up` runs several processes (the server, with the adapters and the gateway, and its
 ingest worker processes). It sets PROMETHEUS_MULTIPROC_DIR to <data dir>/metrics (emptied at
@@ -18,6 +18,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -112,6 +113,22 @@ async def scrape() -> tuple[bytes, str]:
         for task in done[1]:
             task.cancel()
     return await asyncio.to_thread(_text), CONTENT_TYPE_LATEST
+
+
+async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """/metrics as an ASGI app (the gateway serves it beside its own routes)."""
+    if scope.get("method") == "GET":
+        status, (body, content_type) = 200, await scrape()
+    else:
+        status, body, content_type = 405, b"GET only\n", "text/plain"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", content_type.encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _text() -> bytes:

@@ -117,11 +117,15 @@ async def event_log(nats_url: str, tenant: str) -> AsyncIterator[EventLog]:
 
 @pytest_asyncio.fixture(scope="session")
 async def gateway(lily: Lily) -> AsyncIterator[str]:
-    """The REST gateway (uvicorn, in this loop) in front of the session's server: its base URL."""
+    """The REST gateway (uvicorn, in this loop) in front of the session's server, with /metrics
+    mounted as `lily up` mounts it: its base URL."""
     from api_gateway.app import GatewaySettings
     from api_gateway.server import serve
+    from core import metrics
 
-    running = await serve(GatewaySettings(target=lily.address), "127.0.0.1", 0)
+    running = await serve(
+        GatewaySettings(target=lily.address), "127.0.0.1", 0, {"/metrics": metrics.asgi}
+    )
     yield f"http://127.0.0.1:{running.port}"
     await running.stop()
 

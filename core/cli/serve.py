@@ -65,6 +65,7 @@ async def up(args: argparse.Namespace) -> int:
     logs.configure(settings.log_level)
     await asyncio.to_thread(_count_in, settings.data_dir / "metrics")
 
+    from core import metrics
     from core.lifecycle import StartupError
     from core.server import start
     from core.stack import EmbeddedStack, StackError
@@ -96,7 +97,9 @@ async def up(args: argparse.Namespace) -> int:
             )
         lily = await start(settings, postgres_dsn=dsn, nats_url=url)
         runtime = await _start_adapters(settings, lily, url)
-        mounts = {runtime.prefix: runtime.webhooks} if runtime is not None else {}
+        mounts: dict[str, Any] = {"/metrics": metrics.asgi}
+        if runtime is not None:
+            mounts[runtime.prefix] = runtime.webhooks
         gateway = await _start_gateway(settings, lily.address, mounts)
     except (StackError, StartupError) as exc:
         say(f"lily: {exc}")
