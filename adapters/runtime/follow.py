@@ -32,6 +32,7 @@ from adapters.runtime.inbox import Inbox, batches, stopping
 from adapters.runtime.resolver import CoreUnavailable, Resolver
 from adapters.spec import AdapterType, AssetChange, Delivery, body_of
 from adapters.tracing import traceparent_of
+from core.events.pull import Pull
 
 log = logging.getLogger(__name__)
 
@@ -134,14 +135,14 @@ class ChangeFeed:
             await asyncio.gather(*following.values(), return_exceptions=True)
 
     async def _follow(self, stream: str) -> None:
-        sub = await self._js.pull_subscribe_bind(self._consumer, stream=stream)
+        sub = await Pull.bind(self._js, stream, self._consumer)
         try:
             await self._fetch_loop(stream, sub)
         finally:  # or a drain at shutdown waits on what a cut-short fetch left behind
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def _fetch_loop(self, stream: str, sub: JetStreamContext.PullSubscription) -> None:
+    async def _fetch_loop(self, stream: str, sub: Pull) -> None:
         failures = 0
         async for msgs in batches(sub, self._batch, f"{self._consumer} {stream}"):
             try:

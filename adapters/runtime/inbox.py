@@ -35,6 +35,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from adapters.spec import Delivery
+from core.events.pull import Pull
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,7 @@ def stopping() -> None:
         raise asyncio.CancelledError
 
 
-async def batches(
-    sub: JetStreamContext.PullSubscription, size: int, who: str
-) -> AsyncIterator[list[Msg]]:
+async def batches(sub: Pull, size: int, who: str) -> AsyncIterator[list[Msg]]:
     """A pull consumer's messages, a batch (up to `size`) at a time as they come: an empty
     fetch is waited out, a failed one tried again a second later; it ends only when its task
     is asked to stop."""
@@ -177,8 +176,8 @@ class Inbox:
             await self._js.delete_msg(KEPT_STREAM, msg.seq or 0)
             retried += 1
 
-    async def subscribe(self) -> JetStreamContext.PullSubscription:
-        return await self._js.pull_subscribe_bind(CONSUMER, stream=INBOX_STREAM)
+    async def subscribe(self) -> Pull:
+        return await Pull.bind(self._js, INBOX_STREAM, CONSUMER)
 
     @staticmethod
     def delivery(msg: Msg | RawStreamMsg) -> Delivery:

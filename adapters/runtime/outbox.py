@@ -14,6 +14,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
 from adapters.spec import Notification
+from core.events.pull import Pull
 
 OUTBOUND_STREAM = "LILY_OUTBOUND"
 CONSUMER = "notify"
@@ -73,8 +74,8 @@ class Outbox:
         )
         return not ack.duplicate
 
-    async def subscribe(self) -> JetStreamContext.PullSubscription:
-        return await self._js.pull_subscribe_bind(CONSUMER, stream=OUTBOUND_STREAM)
+    async def subscribe(self) -> Pull:
+        return await Pull.bind(self._js, OUTBOUND_STREAM, CONSUMER)
 
 
 def generation_of(msg: Msg) -> int:

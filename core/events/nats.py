@@ -35,6 +35,7 @@ from nats.js.errors import NotFoundError
 
 from core import metrics
 from core.domain.errors import Unavailable
+from core.events.pull import Pull
 from core.ports import OutboxRecord
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def dead_subject(tenant_id: str, queue: str) -> str:
     return f"lilydead.{tenant_id}.{queue}"
 
 
-async def fetch(sub: JetStreamContext.PullSubscription, n: int, who: str) -> list[Msg]:
+async def fetch(sub: Pull, n: int, who: str) -> list[Msg]:
     """Up to `n` messages from a pull subscription, waiting at most 5 s for the first; none
     when nothing came (or the fetch failed: logged, after a second's pause, so a loop
     around it neither spins nor dies while NATS is away)."""
@@ -70,6 +71,16 @@ async def fetch(sub: JetStreamContext.PullSubscription, n: int, who: str) -> lis
     except nats.errors.Error as exc:
         log.warning("%s: fetch failed: %s", who, exc)
         await asyncio.sleep(1.0)
+        return []
+
+
+async def gather(sub: Pull, n: int, within: float, who: str) -> list[Msg]:
+    """Up to `n` messages, waiting up to `within` seconds for as many (Pull.gather); none if
+    the fetch failed (logged)."""
+    try:
+        return await sub.gather(n, within)
+    except nats.errors.Error as exc:
+        log.warning("%s: fetch failed: %s", who, exc)
         return []
 
 

@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from core.events.nats import NatsChangeBus, fetch, kept
+from core.events.pull import Pull
 from core.transforms.pipeline import Hooks
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class ActionsWorker:
                 filter_subject=f"{self._bus.prefix}lily.*.*.*",
             ),
         )
-        sub = await self._bus.js.pull_subscribe_bind(CONSUMER, self._bus.changes_stream)
+        sub = await Pull.bind(self._bus.js, self._bus.changes_stream, CONSUMER)
         while True:
             if msgs := await fetch(sub, FETCH, "actions"):
                 async with kept(msgs, ACK_WAIT / 3):

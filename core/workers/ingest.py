@@ -36,6 +36,7 @@ from core.events.nats import (
     kept,
     work_tenant,
 )
+from core.events.pull import Pull
 from core.metadata.ingest import count_outcomes, counts_of, ingest_plan
 from core.ports import AssetStore, OutboxRecord, Snapshot, TxRequest
 from core.wire import common
@@ -167,7 +168,7 @@ class IngestWorker:
             await asyncio.sleep(PRUNE_EVERY_S)
 
     async def _loop(self) -> None:
-        sub = await self._bus.js.pull_subscribe_bind(INGEST_CONSUMER, self._bus.ingest_stream)
+        sub = await Pull.bind(self._bus.js, self._bus.ingest_stream, INGEST_CONSUMER)
         while True:
             # Wait for work, then take what else is ready at once: a fetch of n that starts
             # on an empty queue would linger its whole timeout to fill the batch.

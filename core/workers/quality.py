@@ -23,6 +23,7 @@ from core.events.nats import (
     fetch,
     kept,
 )
+from core.events.pull import Pull
 from core.quality.engine import QualityEngine
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class QualityWorker:
         self._engine = engine
 
     async def run(self) -> None:
-        sub = await self._bus.js.pull_subscribe_bind(QUALITY_CONSUMER, self._bus.changes_stream)
+        sub = await Pull.bind(self._bus.js, self._bus.changes_stream, QUALITY_CONSUMER)
         while True:
             if msgs := await fetch(sub, FETCH, "quality"):
                 async with kept(msgs, QUALITY_ACK_WAIT / 3):
