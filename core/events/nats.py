@@ -74,16 +74,6 @@ async def fetch(sub: Pull, n: int, who: str) -> list[Msg]:
         return []
 
 
-async def gather(sub: Pull, n: int, within: float, who: str) -> list[Msg]:
-    """Up to `n` messages, waiting up to `within` seconds for as many (Pull.gather); none if
-    the fetch failed (logged)."""
-    try:
-        return await sub.gather(n, within)
-    except nats.errors.Error as exc:
-        log.warning("%s: fetch failed: %s", who, exc)
-        return []
-
-
 @contextlib.asynccontextmanager
 async def kept(msgs: Sequence[Msg], every: float) -> AsyncIterator[None]:
     """Tells JetStream every `every` seconds that the messages are still being worked on

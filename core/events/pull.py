@@ -106,12 +106,6 @@ class Pull:
                     await self._ask(batch, None)
         return self._take(batch)
 
-    async def gather(self, batch: int, within: float) -> list[Msg]:
-        """Up to `batch` messages, waiting up to `within` seconds for that many to come (a
-        batch filled from a steady flow, where one fetch would take what came so far)."""
-        await self._ask(batch, within)
-        return self._take(batch)
-
     def _take(self, batch: int) -> list[Msg]:
         msgs, self._got = self._got[:batch], self._got[batch:]
         return msgs

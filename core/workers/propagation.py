@@ -39,7 +39,6 @@ from core.events.nats import (
     NatsChangeBus,
     ack_after,
     fetch,
-    gather,
     kept,
 )
 from core.events.pull import Pull
@@ -50,19 +49,12 @@ log = logging.getLogger(__name__)
 CHUNK = 500  # assets per transaction
 FETCH = 256  # events per fetch
 PARALLEL = 4  # transactions of one propagation at a time
-GATHER = 0.05  # seconds a fetch of only new assets and edges waits for more to come
 ACTOR = "lily-propagation"
 
 _ASSET = events_pb.ENTITY_KIND_ASSET
 _JOB, _EDGE, _ARRIVAL = "job", "edge", "arrival"
 
 Event = tuple[Msg, events_pb.ChangeEvent]
-
-
-def _in_bulk(subject: str) -> bool:
-    """Whether an event is of the kind that comes in bulk (new assets, edges): looked at
-    together, so worth waiting a moment for more of (one query per fetch, not per event)."""
-    return subject.endswith(".asset.created") or ".relationship." in subject
 
 
 class _Progress:
@@ -116,8 +108,6 @@ class PropagationWorker:
         sub = await Pull.bind(self._bus.js, self._bus.changes_stream, PROPAGATION_CONSUMER)
         while True:
             if msgs := await fetch(sub, FETCH, "propagation"):
-                if len(msgs) < FETCH and all(_in_bulk(m.subject) for m in msgs):
-                    msgs += await gather(sub, FETCH - len(msgs), GATHER, "propagation")
                 async with kept(msgs, PROPAGATION_ACK_WAIT / 3):
                     await self.process(msgs)
 

@@ -82,22 +82,6 @@ async def test_a_waiting_fetch_answers_as_soon_as_a_message_comes(js) -> None:
     await pull.unsubscribe()
 
 
-async def test_gather_waits_for_a_batch_to_fill_from_a_flow(js) -> None:
-    ctx, stream = js
-    pull = await Pull.bind(ctx, stream, "c")
-
-    async def flow() -> None:
-        for i in range(8):
-            await _publish(ctx, stream, 1, i)
-            await asyncio.sleep(0.02)
-
-    sending = asyncio.create_task(flow())
-    msgs = await pull.gather(8, within=3.0)
-    await sending
-    assert [int(m.data) for m in msgs] == list(range(8))
-    await pull.unsubscribe()
-
-
 async def test_an_unacknowledged_message_is_not_fetched_again_before_its_ack_wait(js) -> None:
     ctx, stream = js
     await _publish(ctx, stream, 2)
