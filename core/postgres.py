@@ -23,6 +23,9 @@ BACKEND_ERRORS = (
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.InterfaceError,
+    # a pooled connection left mid-operation when Postgres went down ("cannot switch to
+    # state ...; another operation is in progress"): seen in scripts/soak.py's restart
+    asyncpg.exceptions.InternalClientError,
     TimeoutError,
 )
 

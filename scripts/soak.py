@@ -270,15 +270,17 @@ class Load:
         self, name: str, request: metadata_pb.WatchChangesRequest, stop: asyncio.Event
     ) -> None:
         """A watcher that opens its stream again whenever it ends (an outage); each event's
-        delay from its occurred_at is recorded as a call of `name`."""
+        delay from its occurred_at is recorded as a call of `name` (propagated changes apart)."""
         while not stop.is_set():
             call = self.stub.WatchChanges(request, metadata=self.md)
             try:
                 async for res in call:
                     at = res.event.occurred_at.ToMicroseconds() / 1e6
                     delay = (time.time() - at) * 1000
+                    # (a propagated change's time is its job's: its delay includes the job)
+                    kind = f"{name}, propagated" if res.event.cause_event_id else name
                     self.record.calls.append(
-                        (time.monotonic() - self.record.start, name, delay, "OK")
+                        (time.monotonic() - self.record.start, kind, delay, "OK")
                     )
             except grpc.aio.AioRpcError as exc:
                 if stop.is_set():
@@ -553,6 +555,18 @@ def memory_growth(
     return out
 
 
+def by_minute(memory: Memory) -> dict[str, list[float]]:
+    """Each process's mean memory (MB) in each minute of the soak: the shape of any growth."""
+    minutes: dict[int, list[dict[str, float]]] = defaultdict(list)
+    for t, mb in memory.samples:
+        minutes[int(t // 60)].append(mb)
+    names = list(memory.samples[0][1]) if memory.samples else []
+    return {
+        name: [round(sum(m[name] for m in ms) / len(ms), 1) for _, ms in sorted(minutes.items())]
+        for name in names
+    }
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description="Lily soak under NATS and Postgres restarts")
     parser.add_argument("--minutes", type=float, default=30.0)
@@ -629,6 +643,7 @@ async def main() -> int:
                 "owed": await check(load, url, tenant),
                 "windows": windows(record, args.minutes, args.window),
                 "memory": memory_growth(memory, args.warmup, args.window, restarted),
+                "memory by minute": by_minute(memory),
             }
     finally:
         server.send_signal(signal.SIGTERM)
@@ -679,6 +694,8 @@ def print_results(results: dict[str, Any]) -> None:
             f"{m['last window MB']:8.1f} MB  "
             f"({m['growth %']}%)  (target growth < 10%)"
         )
+    for name, series in results["memory by minute"].items():
+        print(f"  {name:<14} by minute: {' '.join(f'{v:.0f}' for v in series)}")
 
 
 if __name__ == "__main__":
