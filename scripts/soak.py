@@ -143,6 +143,13 @@ class Load:
         self.owed = Owed()
         self.random = random.Random(7)
 
+    async def write(self, name: str, make: Callable[[], Awaitable[Any]]) -> Any:
+        """until_acked; a write never acknowledged is counted as given up (not owed)."""
+        res = await until_acked(self.record, name, make)
+        if res is None:
+            self.owed.given_up[name] += 1
+        return res
+
     def _ids(self) -> list[str]:
         return [self.owed.assets[t] for t in self.owed.tables]
 
@@ -167,13 +174,11 @@ class Load:
             ),
         ]
         request = metadata_pb.IngestMetadataRequest(assets=assets)
-        res = await until_acked(
-            self.record,
+        res = await self.write(
             "IngestMetadata",
             lambda: self.stub.IngestMetadata(request, metadata=self.md, timeout=CALL_TIMEOUT),
         )
         if res is None:
-            self.owed.given_up["IngestMetadata"] += 1
             return
         for r in res.results:
             if r.outcome == metadata_pb.INGEST_OUTCOME_REJECTED:
@@ -192,15 +197,13 @@ class Load:
         )
         rel.source_event_time.GetCurrentTime()
         request = lineage_pb.IngestRelationshipsRequest(relationships=[rel])
-        res = await until_acked(
-            self.record,
+        res = await self.write(
             "IngestRelationships",
             lambda: self.lineage.IngestRelationships(
                 request, metadata=self.md, timeout=CALL_TIMEOUT
             ),
         )
         if res is None:
-            self.owed.given_up["IngestRelationships"] += 1
             return
         self.owed.edges.add((self.owed.assets[up], self.owed.assets[down]))
 
@@ -216,13 +219,11 @@ class Load:
         else:
             request.remove.append(PII)
         self.owed.tagged[asset_id] = None  # until acknowledged
-        res = await until_acked(
-            self.record,
+        res = await self.write(
             "UpdateTags",
             lambda: self.stub.UpdateTags(request, metadata=self.md, timeout=CALL_TIMEOUT),
         )
         if res is None:
-            self.owed.given_up["UpdateTags"] += 1
             return
         self.owed.tagged[asset_id] = add
         if res.tags_added or res.tags_removed:

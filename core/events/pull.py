@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-
-log = logging.getLogger(__name__)
 
 _API = "$JS.API.CONSUMER.MSG.NEXT"
 _SLACK = 2.0  # seconds a request may take beyond its own expiry before it is given up on

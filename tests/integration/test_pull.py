@@ -33,8 +33,8 @@ async def js(nats_url: str) -> AsyncIterator[tuple[JetStreamContext, str]]:
     await nc.close()
 
 
-async def _publish(js: JetStreamContext, stream: str, n: int, start: int = 0) -> None:
-    for i in range(start, start + n):
+async def _publish(js: JetStreamContext, stream: str, n: int) -> None:
+    for i in range(n):
         await js.publish(f"{stream.lower()}.x", str(i).encode())
 
 
