@@ -169,7 +169,8 @@ class ChangeBus(Protocol):
     - publish() returns only when every message is stored by the bus; messages with the same
       event id within the de-duplication window are stored once.
     - enqueue_ingest() returns only when every item is durably stored on the ingest queue.
-    - subscribe() yields (subject, payload, headers) published after it starts, in order.
+    - subscribe() yields (subject, payload, headers) published after it starts, in order; a
+      payload is one event or a batch of them (core.events.codec.events_of reads either).
     """
 
     async def publish(self, records: Sequence[OutboxRecord]) -> None: ...

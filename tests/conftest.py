@@ -90,12 +90,14 @@ class EventLog:
         self.messages: list = []
 
     def events(self, subject_suffix: str = ""):  # -> list[(subject, ChangeEvent, headers)]
-        from lily.v1 import events_pb2
+        """Each event (a batch's each: with the batch message's headers)."""
+        from core.events.codec import events_of
 
         return [
-            (m.subject, events_pb2.ChangeEvent.FromString(m.data), dict(m.headers or {}))
+            (m.subject, event, dict(m.headers or {}))
             for m in self.messages
             if m.subject.endswith(subject_suffix)
+            for event in events_of(m.data, m.headers)
         ]
 
 

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 
 import grpc
 import nats.errors
@@ -37,12 +37,26 @@ from core.events.pull import Pull
 log = logging.getLogger(__name__)
 
 CHANGES_STREAM = "LILY_CHANGES"  # the core's (core/events/nats.py)
+BATCH_HEADER = "Lily-Events"  # a message of several events (a ChangeEventBatch)
 CONSUMER = "adapters-follow"
 _ALL_CHANGES = "lily.*.*.*"  # the change stream's subjects, behind a cell's prefix if any
 DISCOVER_EVERY = 5.0  # seconds between looks for new change streams
 BATCH = 512
 LIST_EVERY = 5.0  # seconds the list of following integrations is kept
 UNKNOWN_EVERY = 0.25  # ... when a change of a tenant it lists none for comes
+
+
+def subject_tenant(subject: str) -> str:
+    """The tenant of a change's subject ([<cell>.]lily.<tenant>.<entity>.<change>)."""
+    return subject.rsplit(".", 3)[-3]
+
+
+def events_in(msg: Msg) -> Sequence[events_pb.ChangeEvent]:
+    """A change message's events: one ChangeEvent, or a ChangeEventBatch's when the message
+    has the Lily-Events header (proto/lily/v1/events.proto)."""
+    if msg.headers and BATCH_HEADER in msg.headers:
+        return events_pb.ChangeEventBatch.FromString(msg.data).events
+    return [events_pb.ChangeEvent.FromString(msg.data)]
 
 
 def change_of(event: events_pb.ChangeEvent) -> AssetChange:
@@ -188,21 +202,25 @@ class Follow:
     async def forward(self, msgs: list[Msg]) -> int:
         """Files the changes each following integration wants as one delivery of it; how
         many deliveries."""
-        by_tenant: dict[str, list[tuple[str, AssetChange]]] = defaultdict(list)
-        traces: dict[str, str] = {}
+        if not msgs:
+            return 0
+        # (only the changes of tenants with following integrations are read at all)
+        following = await self._following({subject_tenant(m.subject) for m in msgs})
+        by_tenant: dict[str, list[tuple[Msg, events_pb.ChangeEvent]]] = defaultdict(list)
         for msg in msgs:
+            if subject_tenant(msg.subject) not in following:
+                continue
             try:
-                event = events_pb.ChangeEvent.FromString(msg.data)
+                events = events_in(msg)
             except DecodeError:
                 continue
-            if event.entity == events_pb.ENTITY_KIND_ASSET and event.asset_id:
-                traces[event.event_id] = traceparent_of(msg.headers)
-                by_tenant[event.tenant_id].append((event.event_id, change_of(event)))
-        if not by_tenant:
-            return 0
-        following = await self._following(by_tenant)
+            for event in events:
+                if event.entity == events_pb.ENTITY_KIND_ASSET and event.asset_id:
+                    by_tenant[event.tenant_id].append((msg, event))
         filed = 0
-        for tenant, changes in by_tenant.items():
+        for tenant, found in by_tenant.items():
+            changes = [(e.event_id, change_of(e)) for _, e in found]
+            traces = {e.event_id: traceparent_of(m.headers) for m, e in found}
             for i in following.get(tenant, []):
                 kind = self._types.get(i.type)
                 resolved = await self._resolver.get(i.integration_id)

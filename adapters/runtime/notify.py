@@ -30,7 +30,7 @@ from lily.v1 import notification_pb2_grpc as notification_grpc
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from adapters.runtime.follow import ChangeFeed
+from adapters.runtime.follow import ChangeFeed, events_in, subject_tenant
 from adapters.runtime.inbox import sequence
 from adapters.runtime.outbox import Outbox
 from adapters.runtime.record import Recorder, delivery_record, seconds
@@ -371,18 +371,22 @@ class Router:
 
     async def route(self, msgs: list[Msg]) -> Collection[Msg]:
         """Queues what each subscription takes of a batch; the messages held in bursts."""
+        # (only the events of tenants with subscriptions are read at all)
+        subscriptions = await self._subscriptions.of({subject_tenant(m.subject) for m in msgs})
         events: list[tuple[Msg, events_pb.ChangeEvent, str]] = []
         for msg in msgs:
+            if not subscriptions.get(subject_tenant(msg.subject)):
+                continue
             try:
-                e = events_pb.ChangeEvent.FromString(msg.data)
+                found = events_in(msg)
             except DecodeError:
                 continue
-            kind = event_type(e)
-            if kind is not None:
-                events.append((msg, e, kind))
+            for e in found:
+                kind = event_type(e)
+                if kind is not None:
+                    events.append((msg, e, kind))
         if not events:
             return ()
-        subscriptions = await self._subscriptions.of({e.tenant_id for _, e, _ in events})
         now = self._clock()
         held: list[Msg] = []
         lanes: dict[str, list[Notification]] = defaultdict(list)

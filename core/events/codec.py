@@ -1,8 +1,10 @@
-"""Domain Change <-> lily.v1.ChangeEvent, the payload of every change event."""
+"""Domain Change <-> lily.v1.ChangeEvent, the payload of every change event; and the
+ChangeEventBatch that carries several events of one subject as one message."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -58,7 +60,26 @@ def encode_change(change: Change) -> bytes:
     return event.SerializeToString()
 
 
-def decode_change(payload: bytes) -> events_pb.ChangeEvent:
-    event = events_pb.ChangeEvent()
-    event.ParseFromString(payload)
-    return event
+# A message with this header is a ChangeEventBatch of that many events (see events.proto).
+BATCH_HEADER = "Lily-Events"
+
+
+def pack_batch(payloads: Sequence[bytes]) -> bytes:
+    """Encoded ChangeEvents as one encoded ChangeEventBatch (field 1, each length-delimited),
+    without decoding them."""
+    parts: list[bytes] = []
+    for payload in payloads:
+        n, prefix = len(payload), bytearray(b"\x0a")
+        while n > 0x7F:
+            prefix.append((n & 0x7F) | 0x80)
+            n >>= 7
+        prefix.append(n)
+        parts += (bytes(prefix), payload)
+    return b"".join(parts)
+
+
+def events_of(payload: bytes, headers: Mapping[str, str] | None) -> Sequence[events_pb.ChangeEvent]:
+    """The change events of one message of a change stream: one, or a batch's."""
+    if headers and BATCH_HEADER in headers:
+        return events_pb.ChangeEventBatch.FromString(payload).events
+    return [events_pb.ChangeEvent.FromString(payload)]

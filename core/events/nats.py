@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 
 import nats
 from nats.aio.client import Client
@@ -35,6 +35,7 @@ from nats.js.errors import NotFoundError
 
 from core import metrics
 from core.domain.errors import Unavailable
+from core.events.codec import BATCH_HEADER, pack_batch
 from core.events.pull import Pull
 from core.ports import OutboxRecord
 
@@ -50,6 +51,12 @@ PROPAGATION_ACK_WAIT = 15.0  # (kept alive while handled: a dead worker's come b
 PROPAGATION_MAX_DELIVER = 8
 QUALITY_CONSUMER = "quality"
 QUALITY_ACK_WAIT = 10.0  # (kept alive while handled)
+# The events written by the thousand (a bulk ingest's new columns) travel in batches of this
+# many (core.events.codec.BATCH_HEADER): one message to store and deliver to each consumer,
+# not one per event.
+BATCHED_SUBJECT = ".asset.created"
+BATCH_EVENTS = 256
+BATCH_BYTES = 256 * 1024
 
 
 def ingest_subject(tenant_id: str) -> str:
@@ -98,7 +105,8 @@ async def kept(msgs: Sequence[Msg], every: float) -> AsyncIterator[None]:
 
 async def ack_after(msgs: Sequence[Msg], work: Awaitable[object], who: str) -> None:
     """Acks the messages once `work` is done; naks them (to come again, later each time) if
-    it failed."""
+    it failed. (A batch's message may be named once for each of its events.)"""
+    msgs = list({id(msg): msg for msg in msgs}.values())
     try:
         await work
     except Unavailable as exc:
@@ -276,12 +284,56 @@ class NatsChangeBus:
             raise Unavailable(f"event bus unavailable: {type(exc).__name__}") from exc
 
     async def publish(self, records: Sequence[OutboxRecord]) -> None:
-        await self._publish_all(
-            [
-                (self.prefix + r.subject, r.payload, {**r.headers, "Nats-Msg-Id": r.event_id})
-                for r in records
-            ]
-        )
+        await self._publish_all(list(self._messages(records)))
+
+    def _messages(
+        self, records: Sequence[OutboxRecord]
+    ) -> Iterator[tuple[str, bytes, dict[str, str]]]:
+        """One message per event, but a run of events of a batched subject (one outbox
+        entry's, next to each other, with the same headers) goes as ChangeEventBatch messages
+        of up to BATCH_EVENTS events. A run is cut the same way whoever publishes it (the
+        fast path or the poll: both hand whole entries in order), so a message published
+        twice has the same Nats-Msg-Id and is stored once."""
+        run: list[OutboxRecord] = []
+        size = 0
+        for r in records:
+            if run and not (
+                r.id == run[0].id
+                and r.subject == run[0].subject
+                and (r.headers is run[0].headers or r.headers == run[0].headers)
+                and len(run) < BATCH_EVENTS
+                and size + len(r.payload) <= BATCH_BYTES
+            ):
+                yield self._message(run)
+                run, size = [], 0
+            if r.subject.endswith(BATCHED_SUBJECT):
+                run.append(r)
+                size += len(r.payload)
+            else:
+                if run:
+                    yield self._message(run)
+                    run, size = [], 0
+                yield self._message([r])
+        if run:
+            yield self._message(run)
+
+    def _message(self, run: Sequence[OutboxRecord]) -> tuple[str, bytes, dict[str, str]]:
+        first = run[0]
+        if len(run) == 1:
+            return (
+                self.prefix + first.subject,
+                first.payload,
+                {
+                    **first.headers,
+                    "Nats-Msg-Id": first.event_id,
+                },
+            )
+        headers = {
+            **first.headers,
+            "Nats-Msg-Id": f"{first.event_id}+{len(run)}",
+            BATCH_HEADER: str(len(run)),
+        }
+        return self.prefix + first.subject, pack_batch([r.payload for r in run]), headers
 
     async def enqueue_ingest(
         self, tenant_id: str, items: Sequence[bytes], headers: Mapping[str, str]

@@ -2,7 +2,8 @@
 
 Every transaction that changes state writes its change events, packed into one outbox_batch
 row, in the same transaction, so a crash between the write and the publish loses nothing.
-Two paths publish them (one NATS message per event):
+Two paths publish them (a NATS message per event, or per batch of a bulk write's events:
+core.events.nats.NatsChangeBus):
 - fast: the process that committed hands the records it wrote to submit(); the relay publishes
   them at once and deletes their row (no read-back);
 - safety net: a poll picks up rows nobody published within `grace` seconds (the writer died,
@@ -138,8 +139,15 @@ class OutboxRelay:
         return count
 
     async def _publish(self, records: list[OutboxRecord]) -> None:
-        for i in range(0, len(records), self._batch):
-            await self._bus.publish(records[i : i + self._batch])
+        # whole entries at a time, about self._batch events a publish (an entry's events are
+        # packed into messages the same way on either path: the bus de-duplicates them)
+        start = 0
+        while start < len(records):
+            end = min(start + self._batch, len(records))
+            while end < len(records) and records[end].id == records[end - 1].id:
+                end += 1
+            await self._bus.publish(records[start:end])
+            start = end
 
 
 class PostgresOutbox:

@@ -8,6 +8,7 @@ from typing import TypeAlias
 
 from lily.v1 import events_pb2 as events_pb
 
+from core.events.codec import events_of
 from core.ports import ChangeBus
 
 Event: TypeAlias = events_pb.ChangeEvent
@@ -35,7 +36,7 @@ class WatchFilter:
 
 async def changes(bus: ChangeBus, tenant_id: str, flt: WatchFilter) -> AsyncIterator[Event]:
     """The tenant's change events from now on that match `flt`, as they are published."""
-    async for _subject, payload, _headers in bus.subscribe(f"lily.{tenant_id}.*.*"):
-        event = Event.FromString(payload)
-        if event.tenant_id == tenant_id and flt.matches(event):
-            yield event
+    async for _subject, payload, headers in bus.subscribe(f"lily.{tenant_id}.*.*"):
+        for event in events_of(payload, headers):
+            if event.tenant_id == tenant_id and flt.matches(event):
+                yield event

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -92,6 +92,12 @@ def asset_type_of(
     return asset_type
 
 
+def map_of(values: Mapping[str, str]) -> dict[str, str]:
+    """A protobuf map field as a dict (twice as fast as dict(), which goes through the
+    Mapping mixin's views)."""
+    return {k: values[k] for k in values}
+
+
 def draft_from_pb(
     pb: common_pb.AssetInput, path: str, now: datetime, out: list[FieldViolation]
 ) -> AssetDraft | None:
@@ -110,7 +116,7 @@ def draft_from_pb(
     # (repeated and map fields are costly to read: each once, and only if present)
     owners = tuple(pb.owners) if pb.owners else ()
     terms = tuple(pb.business_terms) if pb.business_terms else ()
-    attributes = dict(pb.attributes) if pb.attributes else {}
+    attributes = map_of(pb.attributes) if pb.attributes else {}
     check_strings(f"{path}.owners", owners, out)
     check_text(f"{path}.data_source", pb.data_source, MAX_TEXT_BYTES, out)
     check_text(
@@ -201,7 +207,7 @@ def draft_from_trusted_pb(pb: common_pb.AssetInput, default_time: datetime) -> A
         parent_qualified_name=pb.parent_qualified_name,
         tags=_trusted_tags(pb.tags) if pb.tags else (),
         business_terms=tuple(pb.business_terms) if pb.business_terms else (),
-        attributes=dict(pb.attributes) if pb.attributes else {},
+        attributes=map_of(pb.attributes) if pb.attributes else {},
         external_id=pb.external_id,
         rule_tags=_trusted_tags(pb.rule_tags) if pb.rule_tags else (),
     )

@@ -17,6 +17,7 @@ from lily.v1 import events_pb2 as events_pb
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from core.events.codec import events_of
 from core.events.nats import NatsChangeBus, fetch, kept
 from core.events.pull import Pull
 from core.transforms.pipeline import Hooks
@@ -56,33 +57,43 @@ class ActionsWorker:
     async def process(self, msgs: Sequence[Msg]) -> None:
         for msg in msgs:
             try:
-                event = events_pb.ChangeEvent.FromString(msg.data)
+                events = events_of(msg.data, msg.headers)
             except DecodeError:
                 log.error("actions: undecodable event on %s; dropped", msg.subject)
                 await msg.term()
                 continue
-            await self._one(msg, event)
+            await self._one(msg, events)
 
-    async def _one(self, msg: Msg, event: events_pb.ChangeEvent) -> None:
-        failed = []
-        for stage in self._hooks.actions(event.tenant_id):
-            why = await self._hooks.act(stage, event)
-            if not why:
-                continue
-            extra = {"tenant_id": event.tenant_id, "event_id": event.event_id}
-            if stage.skip:
-                log.warning("action %s skipped an event: %s", stage.name, why, extra=extra)
-            else:
-                failed.append(why)
+    async def _one(self, msg: Msg, events: Sequence[events_pb.ChangeEvent]) -> None:
+        """The actions on a message's events (one, or a batch's: tried again together, and
+        each event that still fails on the last try dead-lettered alone)."""
+        failed: list[tuple[events_pb.ChangeEvent, str]] = []
+        for event in events:
+            whys = []
+            for stage in self._hooks.actions(event.tenant_id):
+                why = await self._hooks.act(stage, event)
+                if not why:
+                    continue
+                extra = {"tenant_id": event.tenant_id, "event_id": event.event_id}
+                if stage.skip:
+                    log.warning("action %s skipped an event: %s", stage.name, why, extra=extra)
+                else:
+                    whys.append(why)
+            if whys:
+                failed.append((event, "; ".join(whys)))
         if not failed:
             await msg.ack()
             return
-        reason = "; ".join(failed)
         tries = msg.metadata.num_delivered
+        for event, reason in failed:
+            eid = event.event_id
+            if tries < MAX_DELIVER:
+                log.warning("actions: event %s failed (try %d): %s", eid, tries, reason)
+            else:
+                log.error("actions: event %s dead after %d tries: %s", eid, tries, reason)
+                payload = event.SerializeToString()
+                await self._bus.dead_letter(event.tenant_id, CONSUMER, payload, reason)
         if tries < MAX_DELIVER:
-            log.warning("actions: event %s failed (try %d): %s", event.event_id, tries, reason)
             await msg.nak(delay=min(2.0**tries, 60.0))
-            return
-        log.error("actions: event %s dead after %d tries: %s", event.event_id, tries, reason)
-        await self._bus.dead_letter(event.tenant_id, CONSUMER, msg.data, reason)
-        await msg.ack()
+        else:
+            await msg.ack()

@@ -32,6 +32,7 @@ from core.domain import rules
 from core.domain.model import Direction, PropagationJob, PropagationState, WriteContext
 from core.domain.propagation import origins, own_propagating, propagated, unhealthy_upstream
 from core.domain.rules import Plan
+from core.events.codec import events_of
 from core.events.nats import (
     PROPAGATION_ACK_WAIT,
     PROPAGATION_CONSUMER,
@@ -116,15 +117,16 @@ class PropagationWorker:
         by_tenant: dict[str, dict[str, list[Event]]] = {}
         for msg in msgs:
             try:
-                event = events_pb.ChangeEvent.FromString(msg.data)
+                events = events_of(msg.data, msg.headers)
             except DecodeError:
                 log.error("propagation: undecodable event on %s; dropped", msg.subject)
                 await msg.term()
                 continue
-            kind = self._kind(event)
-            if kind is None:
+            # (a batch's events share their subject, so their kind: a bulk ingest's arrivals)
+            handled = [(kind, e) for e in events if (kind := self._kind(e)) is not None]
+            if not handled:
                 await msg.ack()
-            else:
+            for kind, event in handled:
                 by_tenant.setdefault(event.tenant_id, {}).setdefault(kind, []).append((msg, event))
         for tenant, kinds in by_tenant.items():
             await self._jobs(tenant, kinds.get(_JOB, []))

@@ -15,6 +15,7 @@ from lily.v1 import events_pb2 as events_pb
 from nats.aio.msg import Msg
 
 from core.domain.quality import UsageWindow
+from core.events.codec import events_of
 from core.events.nats import (
     QUALITY_ACK_WAIT,
     QUALITY_CONSUMER,
@@ -60,15 +61,17 @@ class QualityWorker:
         by_tenant: dict[str, list[tuple[Msg, events_pb.ChangeEvent]]] = {}
         for msg in msgs:
             try:
-                event = events_pb.ChangeEvent.FromString(msg.data)
+                found = events_of(msg.data, msg.headers)
             except DecodeError:
                 log.error("quality: undecodable event on %s; dropped", msg.subject)
                 await msg.term()
                 continue
-            if event.cause_event_id:  # propagation's writes: nothing a rule looks at
+            # (propagation's writes, with a cause: nothing a rule looks at)
+            direct = [e for e in found if not e.cause_event_id]
+            if not direct:
                 await msg.ack()
-                continue
-            by_tenant.setdefault(event.tenant_id, []).append((msg, event))
+            for event in direct:
+                by_tenant.setdefault(event.tenant_id, []).append((msg, event))
         for tenant, events in by_tenant.items():
             await ack_after([m for m, _ in events], self._tenant(tenant, events), "quality")
 

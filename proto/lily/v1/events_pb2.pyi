@@ -121,6 +121,8 @@ class ChangeEvent(_message.Message):
     (e.g. lily.acme.asset.tagged) with Nats-Msg-Id = event_id and the W3C trace context
     (traceparent, tracestate) in the message headers. Delivery is at least once: consumers
     de-duplicate by event_id or by (asset_id, asset_version).
+    Several events of one subject written together may travel as one ChangeEventBatch
+    instead (see there); a consumer of the stream reads the Lily-Events header to tell.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -249,9 +251,35 @@ class ChangeEvent(_message.Message):
 Global___ChangeEvent: _TypeAlias = ChangeEvent  # noqa: Y015
 
 @_typing.final
-class Notice(_message.Message):
-    """An ad hoc notification about an asset."""
+class ChangeEventBatch(_message.Message):
+    """An ad hoc notification about an asset.
+    The change events of one subject that one transaction wrote (e.g. the columns a bulk
+    ingest created: lily.<tenant>.asset.created), as one JetStream message, in the order they
+    were written: the message has the header Lily-Events = the number of events, and
+    Nats-Msg-Id = "<first event_id>+<number of events>". Each event keeps its own event_id.
+    Without that header a message is one ChangeEvent.
+    """
 
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChangeEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___ChangeEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangeEventBatch: _TypeAlias = ChangeEventBatch  # noqa: Y015
+
+@_typing.final
+class Notice(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     KIND_FIELD_NUMBER: _builtins.int
