@@ -452,7 +452,16 @@ async def check(load: Load, url: str, tenant: str) -> dict[str, Any]:
         there = {r.downstream_asset_id for r in res.relationships if r.upstream_asset_id == up}
         missing_edges += [(up, d) for d in downs - there]
 
-    events = await stream_events(url, tenant)
+    # An acknowledged change's event may still be on its way (the outbox relay behind a busy
+    # server): read the stream again until each is there, or two minutes have passed.
+    waited = time.monotonic()
+    while True:
+        events = await stream_events(url, tenant)
+        unpublished = without_events(owed, events)
+        if not any(unpublished.values()) or time.monotonic() - waited > 120:
+            break
+        progress(f"waiting for events not on the stream yet: {unpublished}")
+        await asyncio.sleep(5)
     ids = Counter(e.event_id for e in events)
     same = Counter(
         (
@@ -467,6 +476,30 @@ async def check(load: Load, url: str, tenant: str) -> dict[str, Any]:
         for e in events
         if e.entity in (events_pb.ENTITY_KIND_ASSET, events_pb.ENTITY_KIND_RELATIONSHIP)
     )
+    return {
+        "assets acknowledged": len(owed.assets),
+        "assets missing": len(missing_assets),
+        "edges acknowledged": len(owed.edges),
+        "edges missing": len(missing_edges),
+        "tables whose tags were acknowledged": sum(v is not None for v in owed.tagged.values()),
+        "tables with wrong tags": len(wrong_tags),
+        "tag changes acknowledged": len(owed.tag_events),
+        "writes given up (never acknowledged, not owed)": dict(owed.given_up),
+        "events on the stream": len(events),
+        "event ids stored twice": sum(1 for c in ids.values() if c > 1),
+        "changes published under two event ids": sum(1 for c in same.values() if c > 1),
+        **unpublished,
+        "seconds until every event was on the stream": round(time.monotonic() - waited),
+        "examples": {
+            "assets": missing_assets[:5],
+            "edges": missing_edges[:5],
+            "tags": wrong_tags[:5],
+        },
+    }
+
+
+def without_events(owed: Owed, events: list[events_pb.ChangeEvent]) -> dict[str, int]:
+    """The acknowledged writes whose change event is not among `events`."""
     created = {
         e.asset_id
         for e in events
@@ -483,27 +516,11 @@ async def check(load: Load, url: str, tenant: str) -> dict[str, Any]:
         if e.entity == events_pb.ENTITY_KIND_ASSET and not e.cause_event_id
     }
     return {
-        "assets acknowledged": len(owed.assets),
-        "assets missing": len(missing_assets),
-        "edges acknowledged": len(owed.edges),
-        "edges missing": len(missing_edges),
-        "tables whose tags were acknowledged": sum(v is not None for v in owed.tagged.values()),
-        "tables with wrong tags": len(wrong_tags),
-        "tag changes acknowledged": len(owed.tag_events),
-        "writes given up (never acknowledged, not owed)": dict(owed.given_up),
-        "events on the stream": len(events),
-        "event ids stored twice": sum(1 for c in ids.values() if c > 1),
-        "changes published under two event ids": sum(1 for c in same.values() if c > 1),
         "acknowledged assets without asset.created": sum(
             1 for i in owed.assets.values() if i not in created
         ),
         "acknowledged edges without their event": len(owed.edges - edge_events),
         "acknowledged tag changes without their event": len(owed.tag_events - tag_events),
-        "examples": {
-            "assets": missing_assets[:5],
-            "edges": missing_edges[:5],
-            "tags": wrong_tags[:5],
-        },
     }
 
 

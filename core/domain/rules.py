@@ -82,7 +82,9 @@ _CONTENT_FIELDS = (
 )
 
 
-@functools.lru_cache(maxsize=65536)
+# (Kept for the names one ingest call carries again, such as its columns' parents; a bigger
+# cache only made every process grow with each new name until it was full, ~20 MB.)
+@functools.lru_cache(maxsize=4096)
 def asset_id_for(tenant_id: str, qualified_name: str) -> str:
     """Stable id of an asset: the same (tenant, qualified name) always gives the same id
     (a name-based UUID, version 5, as 32 hex digits; computed without uuid's overhead)."""
