@@ -71,7 +71,14 @@ async def test_a_pip_installed_plugin_transforms_ingest_and_acts_on_changes(tmp_
                     COLUMN,
                     parent_qualified_name="postgres://db/sales/orders",
                     attributes={"data_type": "varchar"},
-                )
+                ),
+                # (two columns: written in one transaction, their events travel as one batch)
+                asset(
+                    "postgres://db/sales/orders/id",
+                    COLUMN,
+                    parent_qualified_name="postgres://db/sales/orders",
+                    attributes={"data_type": "bigint"},
+                ),
             ]
             got = {
                 t: list(
@@ -118,7 +125,7 @@ async def test_a_pip_installed_plugin_transforms_ingest_and_acts_on_changes(tmp_
             assert [x.outcome for x in s[:4]] == [CREATED, REJECTED, CREATED, CREATED]
             # plain: no transformers at all
             p = got["plain"]
-            assert [x.outcome for x in p] == [CREATED] * 4 + [O.INGEST_OUTCOME_ACCEPTED]
+            assert [x.outcome for x in p] == [CREATED] * 4 + [O.INGEST_OUTCOME_ACCEPTED] * 2
             assert p[4].qualified_name == batch[4].qualified_name  # not normalised
             plain = await stub.GetMetadata(
                 O.GetMetadataRequest(asset_id=p[0].asset_id), metadata=md["plain"]
@@ -132,6 +139,7 @@ async def test_a_pip_installed_plugin_transforms_ingest_and_acts_on_changes(tmp_
             assert {e["asset"] for e in seen} >= {
                 "postgres://db/sales/orders",
                 "postgres://db/sales/orders/customer_email",
+                "postgres://db/sales/orders/id",
             }, seen
             return seen
 
