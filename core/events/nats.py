@@ -318,22 +318,12 @@ class NatsChangeBus:
             yield self._message(run)
 
     def _message(self, run: Sequence[OutboxRecord]) -> tuple[str, bytes, dict[str, str]]:
-        first = run[0]
+        first, subject = run[0], self.prefix + run[0].subject
         if len(run) == 1:
-            return (
-                self.prefix + first.subject,
-                first.payload,
-                {
-                    **first.headers,
-                    "Nats-Msg-Id": first.event_id,
-                },
-            )
-        headers = {
-            **first.headers,
-            "Nats-Msg-Id": f"{first.event_id}+{len(run)}",
-            BATCH_HEADER: str(len(run)),
-        }
-        return self.prefix + first.subject, pack_batch([r.payload for r in run]), headers
+            return subject, first.payload, {**first.headers, "Nats-Msg-Id": first.event_id}
+        n = len(run)
+        headers = {**first.headers, "Nats-Msg-Id": f"{first.event_id}+{n}", BATCH_HEADER: str(n)}
+        return subject, pack_batch([r.payload for r in run]), headers
 
     async def enqueue_ingest(
         self, tenant_id: str, items: Sequence[bytes], headers: Mapping[str, str]
