@@ -66,11 +66,15 @@ class Decisions:
         self._denials = denials
         self.decider = Decider(builtin_rules(), ())
         self._changed = asyncio.Event()
+        self._loading = asyncio.Lock()
 
     async def reload(self) -> None:
-        """The rules as stored, now."""
-        rules, links = await self._store.load_rules()
-        self.decider = Decider((*builtin_rules(), *rules), links)
+        """The rules as stored, now. One load at a time, so a slow load that began before a
+        change (the feed's) cannot land after, and put back the rules of before, a load that
+        began after it (a change's own, e.g. a new tenant's admin)."""
+        async with self._loading:
+            rules, links = await self._store.load_rules()
+            self.decider = Decider((*builtin_rules(), *rules), links)
 
     def changed(self) -> None:
         """The rules changed somewhere: run() reloads them (once for a burst of changes)."""
