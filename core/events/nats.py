@@ -309,10 +309,7 @@ class NatsChangeBus:
             if r.subject.endswith(BATCHED_SUBJECT):
                 run.append(r)
                 size += len(r.payload)
-            else:
-                if run:
-                    yield self._message(run)
-                    run, size = [], 0
+            else:  # (another subject than the run's: the run was just sent)
                 yield self._message([r])
         if run:
             yield self._message(run)
